@@ -1,0 +1,33 @@
+# dockernet-exporter: `make run` to try it, `make test` to prove it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: install run test test-env unit clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Starts dockerd when none runs and it is installed, then the exporter in the foreground.
+run: install
+	scripts/test-env.sh dockerd-if-installed
+	$(BIN)/dockernet-exporter $(ARGS)
+
+# Everything the tests need (apt packages, dockerd, the local test image, the venv), then the suite.
+test: test-env install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-env:
+	scripts/test-env.sh
+
+# Only the tests that need neither root nor Docker (recorded fixtures).
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,12 @@
+"""Collectors: each renders one part of /metrics from a topology snapshot.
+
+A collector is a class with a ``name``, a one-line ``help`` for its flag, a
+``default`` (enabled or not) and ``collect(snapshot) -> list[Family]``. It
+may read fresh data (counters) but never changes the snapshot.
+"""
+from __future__ import annotations
+
+from .containers import ContainersCollector
+from .veths import VethsCollector
+
+ALL = (ContainersCollector, VethsCollector)

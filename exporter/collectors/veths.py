@@ -1,0 +1,27 @@
+"""Every veth of the host namespace and the container it belongs to."""
+from __future__ import annotations
+
+from ..exposition import Family, labels
+from ..topology import Snapshot
+
+
+class VethsCollector:
+    name = "veths"
+    help = "dockernet_veth_info: each host veth with its container, interface, bridge and network"
+    default = True
+
+    def __init__(self, **_options) -> None:
+        pass
+
+    def collect(self, snap: Snapshot) -> list:
+        fam = snap.cache.get("veth_info")
+        if fam is None:
+            fam = snap.cache["veth_info"] = Family(
+                "dockernet_veth_info", "gauge",
+                "Each veth in the host namespace; container_id is empty when it maps to no running container.")
+            for v in snap.veths:
+                c = v.container
+                fam.add(labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
+                               container_name=c.name if c else "", interface=v.interface,
+                               bridge=v.bridge, network=v.network), 1)
+        return [fam]

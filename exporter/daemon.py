@@ -1,0 +1,223 @@
+"""The long-running half: follows Docker events and netlink link notifications,
+keeps a HostState, and publishes a fresh immutable Snapshot after each batch
+of changes. Scrapes read ``daemon.snapshot`` (one reference) and never lock
+against this loop.
+
+Threads: one per event source (they only enqueue), one state loop (the only
+writer of the state; it does the follow-up I/O such as ``docker inspect``).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from typing import Optional
+
+import structlog
+
+from . import topology
+from .model import HostState
+from .sources.docker import UNREACHABLE, WATCHED_EVENTS, DockerSource
+from .sources.netlink import LinkMonitor, Netlink
+from .sources.procfs import Procfs
+from .state import StateReader
+
+log = structlog.get_logger()
+
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+MAX_BATCH = 20000
+_STOP = ("stop",)
+
+# Resync (source, reason) pairs, exported from the start at 0.
+RESYNC_KINDS = (("all", "start"), ("all", "periodic"), ("docker", "reconnect"), ("netlink", "overflow"))
+
+
+class Daemon:
+    def __init__(self, docker: Optional[DockerSource], procfs: Procfs, resync_interval: float = 300.0) -> None:
+        self.docker = docker
+        self.procfs = procfs
+        self.resync_interval = resync_interval
+        self.snapshot = topology.empty()
+        self.events = Counter({("netlink", a): 0 for a in ("add", "delete")})
+        self.events.update({("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions})
+        self.resyncs = Counter({kind: 0 for kind in RESYNC_KINDS})
+        self._queue: "queue.Queue[tuple]" = queue.Queue()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._state = HostState()
+        self._netlink: Optional[Netlink] = None
+        self._monitor: Optional[LinkMonitor] = None
+        self._docker_logged_down = False
+        self._docker_attempted = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to both sources, read everything once, then follow changes."""
+        self._netlink = Netlink()
+        self._reader = StateReader(self._netlink, self.docker, self.procfs)
+        self._monitor = LinkMonitor(self._on_link, lambda: self._queue.put(("resync", "netlink", "overflow")))
+        self._spawn("netlink-events", self._monitor.run)
+        if self.docker is not None:
+            # Subscribe before the first read so that nothing between the two is missed.
+            self._spawn("docker-events", self._watch_docker)
+            self._docker_attempted.wait(self.docker.timeout + 1)
+        self._resync("all", "start")
+        self._spawn("state", self._run_state)
+
+    def stop(self, timeout: float = 1.5) -> None:
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.stop()
+        if self.docker is not None:
+            self.docker.close_events()
+        self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._netlink is not None:
+            self._netlink.close()
+        if self.docker is not None:
+            self.docker.reset()
+
+    def _spawn(self, name: str, target) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # -- producers ---------------------------------------------------------
+
+    def _on_link(self, action: str, link) -> None:
+        self._queue.put(("link", action, link))
+
+    def _watch_docker(self) -> None:
+        backoff = BACKOFF_MIN
+        since: Optional[int] = None
+        while not self._stopping.is_set():
+            try:
+                try:
+                    stream = self.docker.events(since=since)
+                finally:
+                    self._docker_attempted.set()
+                self._queue.put(("docker_up", True))
+                if since is not None or self._docker_logged_down:
+                    self._queue.put(("resync", "docker", "reconnect"))
+                since = since or int(time.time())
+                backoff = BACKOFF_MIN
+                for event in stream:
+                    since = event.get("time", since)
+                    self._queue.put(("docker", event))
+                if not self._stopping.is_set():
+                    log.warning("docker_events_ended", detail="dockerd closed the event stream; reconnecting")
+            except UNREACHABLE as exc:
+                if not self._stopping.is_set() and not self._docker_logged_down:
+                    log.warning("docker_unreachable", host=self.docker.host, error=str(exc),
+                                detail="retrying with backoff; veths are served without container names")
+            if self._stopping.is_set():
+                return
+            self._docker_logged_down = True
+            self.docker.reset()
+            self._queue.put(("docker_up", False))
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    # -- the state loop ----------------------------------------------------
+
+    def _run_state(self) -> None:
+        next_resync = time.monotonic() + self.resync_interval
+        while True:
+            try:
+                batch = [self._queue.get(timeout=max(0.0, next_resync - time.monotonic()))]
+            except queue.Empty:
+                batch = [("resync", "all", "periodic")]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                return
+            try:
+                resync = self._apply(batch)
+                if resync:
+                    self._resync(*resync)
+                    next_resync = time.monotonic() + self.resync_interval
+                else:
+                    self._publish()
+            except Exception:   # keep following events; the next resync repairs the state
+                log.exception("state_update_failed")
+                self._queue.put(("resync", "all", "periodic"))
+
+    def _apply(self, batch: list) -> Optional[tuple]:
+        """Apply a batch in order; returns the resync it asks for, if any (applied last, it subsumes the rest)."""
+        resync = None
+        for item in batch:
+            kind = item[0]
+            if kind == "link":
+                self.events[("netlink", item[1])] += 1
+                if not resync:
+                    self._reader.apply_link(self._state, item[1], item[2])
+            elif kind == "docker":
+                event = item[1]
+                self.events[("docker", event.get("Action", ""))] += 1
+                if not resync:
+                    self._apply_docker(event)
+            elif kind == "docker_up":
+                self._set_docker_up(item[1])
+            elif kind == "resync":
+                resync = resync or item[1:]
+        return resync
+
+    def _apply_docker(self, event: dict) -> None:
+        actor = event.get("Actor") or {}
+        action = event.get("Action", "")
+        try:
+            if event.get("Type") == "network":
+                if action in ("connect", "disconnect"):
+                    self._refresh_container((actor.get("Attributes") or {}).get("container", ""))
+                else:
+                    self._state.networks = {n.id: n for n in self.docker.networks()}
+            elif action in ("die", "destroy"):
+                self._reader.remove_container(self._state, actor.get("ID", ""))
+            else:
+                self._refresh_container(actor.get("ID", ""))
+        except UNREACHABLE as exc:
+            log.debug("docker_call_failed", action=action, error=str(exc))
+
+    def _refresh_container(self, container_id: str) -> None:
+        if not container_id:
+            return
+        found = self.docker.inspect(container_id)
+        if found is None:
+            self._reader.remove_container(self._state, container_id)
+        else:
+            self._reader.add_container(self._state, found)
+
+    def _set_docker_up(self, up: bool) -> None:
+        if up and not self._state.docker_up and self._docker_logged_down:
+            log.info("docker_reachable", host=self.docker.host)
+            self._docker_logged_down = False
+        self._state.docker_up = up
+
+    def _resync(self, source: str, reason: str) -> None:
+        started = time.monotonic()
+        previous = self._state
+        state = self._reader.full(previous)
+        if not state.docker_up:
+            self._keep_live_containers(state, previous)
+        self._state = state
+        self.resyncs[(source, reason)] += 1
+        self._publish()
+        log.info("resync", source=source, reason=reason, containers=len(state.containers),
+                 links=len(state.links), docker_up=state.docker_up,
+                 seconds=round(time.monotonic() - started, 3))
+
+    def _keep_live_containers(self, state: HostState, previous: HostState) -> None:
+        """With Docker unreachable, keep the containers whose process still holds the same namespace."""
+        for c in previous.containers.values():
+            if c.pid and c.netns_inode is not None and self.procfs.netns_inode(c.pid) == c.netns_inode:
+                self._reader.add_container(state, c)
+
+    def _publish(self) -> None:
+        self.snapshot = topology.build(self._state)

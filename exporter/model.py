@@ -1,0 +1,93 @@
+"""Plain data that sources return and the topology joins. No I/O here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network interface as rtnetlink reports it, in one namespace."""
+    ifindex: int
+    name: str
+    kind: str = ""                        # veth, bridge, macvlan, ... ("" for physical/lo)
+    mac: str = ""
+    flags: int = 0
+    operstate: str = "unknown"
+    master: int = 0                       # ifindex of the bridge it is a port of
+    peer_ifindex: int = 0                 # IFLA_LINK: peer's ifindex, in the peer's namespace
+    peer_netnsid: Optional[int] = None    # IFLA_LINK_NETNSID: None when the peer is in the same namespace
+    port_state: Optional[int] = None      # bridge port STP state (0 disabled .. 4 blocking)
+    stp_state: Optional[int] = None       # bridges only: 0 off, 1 kernel, 2 user
+    bridge_id: str = ""                   # bridges only: "8000.0242c0a80001"
+
+
+@dataclass(frozen=True)
+class Address:
+    ifindex: int
+    family: str             # "ipv4" | "ipv6"
+    address: str
+    prefix_length: int
+    scope: int = 0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's attachment to one Docker network (from docker inspect)."""
+    network: str
+    network_id: str
+    mac: str = ""
+    ipv4: str = ""
+    ipv4_prefix: int = 0
+    ipv6: str = ""
+    ipv6_prefix: int = 0
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    protocol: str           # tcp | udp | sctp
+    container_port: int
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class Container:
+    """A running container, as Docker reports it, plus its namespace identity."""
+    id: str
+    name: str
+    image: str = ""
+    pid: int = 0
+    network_mode: str = ""                # as Docker reports it: default, bridge, host, none, container:<id>, <network>
+    compose_project: str = ""
+    compose_service: str = ""
+    started_at: str = ""
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[PortBinding, ...] = ()
+    netns_inode: Optional[int] = None     # st_ino of /proc/<pid>/ns/net; None if unreadable
+    nsid: Optional[int] = None            # the host's id for that namespace (RTM_GETNSID)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A Docker network."""
+    id: str
+    name: str
+    driver: str
+    bridge: str = ""                      # Linux bridge name for driver=bridge
+    subnets: tuple[tuple[str, str], ...] = ()   # (subnet, gateway)
+    internal: bool = False
+    masquerade: bool = True
+
+
+@dataclass
+class HostState:
+    """Everything the sources know at one moment; input of topology.build()."""
+    links: dict[int, Link] = field(default_factory=dict)                 # host namespace, by ifindex
+    netns_links: dict[int, dict[int, Link]] = field(default_factory=dict)  # nsid -> ifindex -> Link
+    netns_addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
+    containers: dict[str, Container] = field(default_factory=dict)        # by id
+    networks: dict[str, Network] = field(default_factory=dict)            # by id
+    first_seen: dict[int, float] = field(default_factory=dict)           # host ifindex -> monotonic time
+    host_netns_inode: Optional[int] = None
+    docker_up: bool = False

@@ -1,0 +1,45 @@
+"""Reads from procfs: interface counters and namespace identities."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+# /proc/net/dev columns after the name: 8 receive then 8 transmit fields.
+RX_BYTES, RX_PACKETS, RX_ERRS, RX_DROP = 0, 1, 2, 3
+TX_BYTES, TX_PACKETS, TX_ERRS, TX_DROP = 8, 9, 10, 11
+
+
+class Procfs:
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root.rstrip("/") or "/proc"
+
+    def net_dev(self, pid: Optional[int] = None) -> dict[str, list[int]]:
+        """Counters of every interface in the host namespace, or in pid's namespace."""
+        path = f"{self.root}/{pid}/net/dev" if pid else f"{self.root}/net/dev"
+        with open(path, "rb") as f:
+            return parse_net_dev(f.read())
+
+    def netns_path(self, pid: int) -> str:
+        return f"{self.root}/{pid}/ns/net"
+
+    def netns_inode(self, pid: int) -> Optional[int]:
+        try:
+            return os.stat(self.netns_path(pid)).st_ino
+        except OSError:
+            return None
+
+    def host_netns_inode(self) -> Optional[int]:
+        """The exporter's own namespace: the one whose links it dumps."""
+        try:
+            return os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return None
+
+
+def parse_net_dev(data: bytes) -> dict[str, list[int]]:
+    counters = {}
+    for line in data.split(b"\n")[2:]:
+        name, sep, rest = line.partition(b":")
+        if sep:
+            counters[name.strip().decode("utf-8", "surrogateescape")] = [int(x) for x in rest.split()]
+    return counters

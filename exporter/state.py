@@ -1,0 +1,107 @@
+"""Fills a HostState from the sources: the I/O half of the join.
+
+Used whole by a resync (and by the one-shot CLI) and piece by piece by the
+daemon as events arrive.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import structlog
+
+from .model import Container, HostState, Link
+from .sources.docker import UNREACHABLE, DockerSource
+from .sources.netlink import Netlink
+from .sources.procfs import Procfs
+
+log = structlog.get_logger()
+
+
+class StateReader:
+    def __init__(self, netlink: Netlink, docker: Optional[DockerSource], procfs: Procfs) -> None:
+        self.netlink = netlink
+        self.docker = docker
+        self.procfs = procfs
+
+    def full(self, previous: Optional[HostState] = None) -> HostState:
+        """Everything, read afresh. Docker being unreachable leaves containers empty."""
+        state = HostState(host_netns_inode=self.procfs.host_netns_inode())
+        self.reload_links(state, previous.first_seen if previous else None)
+        try:
+            if self.docker is None:
+                raise ConnectionError("docker source disabled")
+            state.networks = {n.id: n for n in self.docker.networks()}
+            containers = self.docker.containers()
+            state.docker_up = True
+        except UNREACHABLE as exc:
+            log.debug("docker_unreachable", error=str(exc))
+            containers = []
+        for c in containers:
+            self.add_container(state, c)
+        return state
+
+    def reload_links(self, state: HostState, first_seen: Optional[dict] = None) -> None:
+        now = time.monotonic()
+        state.links = {l.ifindex: l for l in self.netlink.links()}
+        old = first_seen or {}
+        state.first_seen = {i: old.get(i, now) for i in state.links}
+
+    def add_container(self, state: HostState, c: Container) -> Container:
+        """Record a running container with its namespace identity and links."""
+        self.remove_container(state, c.id)
+        c = self._with_namespace(c)
+        state.containers[c.id] = c
+        if c.nsid is not None:
+            self.load_netns(state, c.nsid)
+        return c
+
+    def remove_container(self, state: HostState, container_id: str) -> None:
+        gone = state.containers.pop(container_id, None)
+        if gone is not None and gone.nsid is not None:
+            if not any(c.nsid == gone.nsid for c in state.containers.values()):
+                state.netns_links.pop(gone.nsid, None)
+                state.netns_addresses.pop(gone.nsid, None)
+
+    def load_netns(self, state: HostState, nsid: int) -> None:
+        """Dump the links and addresses of one container namespace by its id."""
+        try:
+            state.netns_links[nsid] = {l.ifindex: l for l in self.netlink.links(nsid)}
+            state.netns_addresses[nsid] = tuple(self.netlink.addresses(nsid))
+        except OSError as exc:   # the namespace went away between the event and the dump
+            log.debug("netns_dump_failed", nsid=nsid, error=str(exc))
+            state.netns_links.pop(nsid, None)
+            state.netns_addresses.pop(nsid, None)
+
+    def apply_link(self, state: HostState, action: str, link: Link) -> None:
+        if action == "delete":
+            state.links.pop(link.ifindex, None)
+            state.first_seen.pop(link.ifindex, None)
+            return
+        state.links[link.ifindex] = link
+        state.first_seen.setdefault(link.ifindex, time.monotonic())
+        nsid = link.peer_netnsid
+        if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
+            if link.peer_ifindex not in state.netns_links[nsid]:
+                self.load_netns(state, nsid)   # a new interface in a known container (network connect)
+
+    def _with_namespace(self, c: Container) -> Container:
+        if not c.pid:
+            return c
+        try:
+            fd = os.open(self.procfs.netns_path(c.pid), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.debug("netns_open_failed", container_id=c.id, pid=c.pid, error=str(exc))
+            return c
+        try:
+            inode = os.fstat(fd).st_ino
+            if inode == self.procfs.host_netns_inode():
+                return dataclasses.replace(c, netns_inode=inode)
+            return dataclasses.replace(c, netns_inode=inode, nsid=self.netlink.netnsid(fd, assign=True))
+        except OSError as exc:
+            log.debug("netnsid_failed", container_id=c.id, error=str(exc))
+            return dataclasses.replace(c, netns_inode=os.fstat(fd).st_ino)
+        finally:
+            os.close(fd)

@@ -1,0 +1,152 @@
+"""The join: host links + containers + their namespaces -> an immutable snapshot.
+
+Pure: no I/O, no clock. A host veth belongs to a container when its peer's
+namespace id (IFLA_LINK_NETNSID) is the id the host gives that container's
+namespace; the peer's ifindex (IFLA_LINK) is then looked up among the links of
+that namespace to name the container-side interface. Ifindexes are only
+compared within the namespace they belong to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .model import Container, HostState, Link, Network
+
+CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    container: Container
+    network_mode: str               # bridge, host, none, container:<owner id>, <network name>
+    netns_owner: Optional[str]      # id of the container whose namespace this one uses (itself if its own)
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One interface of a container, with where it plugs in on the host."""
+    container: Container
+    interface: str                  # container-side name: eth0, eth1, ...
+    ifindex: int                    # container-side ifindex (in the container's namespace)
+    kind: str                       # veth | macvlan | ipvlan
+    veth: str = ""                  # host end (veth only)
+    veth_ifindex: int = 0
+    bridge: str = ""
+    network: str = ""
+    mac: str = ""
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth in the host namespace and what it maps to (container None: unmapped)."""
+    link: Link
+    container: Optional[Container]
+    interface: str
+    bridge: str
+    network: str
+
+
+@dataclass
+class Snapshot:
+    containers: tuple[ContainerView, ...]
+    interfaces: tuple[Interface, ...]
+    veths: tuple[Veth, ...]
+    links: dict[int, Link]
+    networks: dict[str, Network]
+    docker_up: bool
+    cache: dict = field(default_factory=dict, compare=False)   # renderers memoize per snapshot here
+
+
+def empty() -> Snapshot:
+    return build(HostState())
+
+
+def build(state: HostState) -> Snapshot:
+    views = _container_views(state)
+    owners_by_nsid = {v.container.nsid: v.container for v in views
+                      if v.netns_owner == v.container.id and v.network_mode != "host" and v.container.nsid is not None}
+    bridge_networks = {n.bridge: n for n in state.networks.values() if n.bridge}
+    veths = tuple(_veth(link, state, owners_by_nsid, bridge_networks)
+                  for link in sorted(state.links.values(), key=lambda l: l.ifindex) if link.kind == "veth")
+    interfaces = [_veth_interface(v, state) for v in veths if v.container is not None]
+    for nsid, owner in owners_by_nsid.items():
+        interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {}), state))
+    interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
+    return Snapshot(
+        containers=views,
+        interfaces=tuple(interfaces),
+        veths=veths,
+        links=dict(state.links),
+        networks=dict(state.networks),
+        docker_up=state.docker_up,
+    )
+
+
+def _container_views(state: HostState) -> tuple[ContainerView, ...]:
+    """Decide who owns each namespace; containers sharing one are counted once."""
+    by_inode: dict[int, list[Container]] = {}
+    for c in state.containers.values():
+        if c.netns_inode is not None:
+            by_inode.setdefault(c.netns_inode, []).append(c)
+    owner_of: dict[str, str] = {}
+    for inode, members in by_inode.items():
+        owner = min(members, key=lambda c: (c.network_mode.startswith("container:"), c.started_at, c.id))
+        for c in members:
+            owner_of[c.id] = owner.id
+    views = []
+    for c in sorted(state.containers.values(), key=lambda c: (c.name, c.id)):
+        owner = owner_of.get(c.id)
+        views.append(ContainerView(c, _network_mode(c, owner, state.host_netns_inode), owner))
+    return tuple(views)
+
+
+def _network_mode(c: Container, owner: Optional[str], host_inode: Optional[int]) -> str:
+    if c.network_mode == "host" or (host_inode is not None and c.netns_inode == host_inode):
+        return "host"
+    if owner is not None and owner != c.id:
+        return f"container:{owner}"
+    if c.network_mode.startswith("container:"):
+        return c.network_mode
+    if c.network_mode in ("", "default"):
+        return "bridge"
+    return c.network_mode
+
+
+def _veth(link: Link, state: HostState, owners_by_nsid: dict, bridge_networks: dict) -> Veth:
+    bridge = state.links[link.master].name if link.master in state.links else ""
+    network = bridge_networks[bridge].name if bridge in bridge_networks else ""
+    owner = owners_by_nsid.get(link.peer_netnsid) if link.peer_netnsid is not None else None
+    peer = state.netns_links.get(link.peer_netnsid, {}).get(link.peer_ifindex) if owner else None
+    if owner and not network and peer is not None:
+        network = _network_by_mac(owner, peer.mac)
+    return Veth(link, owner, peer.name if peer else "", bridge, network)
+
+
+def _veth_interface(v: Veth, state: HostState) -> Interface:
+    peer = state.netns_links.get(v.link.peer_netnsid, {}).get(v.link.peer_ifindex)
+    return Interface(
+        container=v.container, interface=v.interface, ifindex=v.link.peer_ifindex, kind="veth",
+        veth=v.link.name, veth_ifindex=v.link.ifindex, bridge=v.bridge, network=v.network,
+        mac=peer.mac if peer else "",
+    )
+
+
+def _container_side_interfaces(owner: Container, links: dict[int, Link], state: HostState) -> list[Interface]:
+    """Interfaces with no host veth (macvlan, ipvlan): counted from inside the namespace."""
+    out = []
+    for link in links.values():
+        if link.kind in CONTAINER_SIDE_KINDS:
+            parent = state.links.get(link.peer_ifindex) if link.peer_netnsid is not None else None
+            out.append(Interface(
+                container=owner, interface=link.name, ifindex=link.ifindex, kind=link.kind,
+                bridge=parent.name if parent else "", network=_network_by_mac(owner, link.mac), mac=link.mac,
+            ))
+    return out
+
+
+def _network_by_mac(c: Container, mac: str) -> str:
+    for ep in c.endpoints:
+        if mac and ep.mac.lower() == mac.lower():
+            return ep.network
+    return ""

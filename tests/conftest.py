@@ -1,0 +1,216 @@
+"""Shared fixtures: the real dockerd, test containers, and the real exporter
+running as a subprocess.
+
+Tests under tests/unit need neither root nor Docker. Everything else runs
+against the real kernel and the dockerd that `make test-env` started.
+
+Several test sessions may share one dockerd while developing; every session
+holds a shared lock, and a test that disturbs the whole host (restarting
+dockerd, asserting that nothing foreign exists) asks for `host_exclusive`.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE = os.environ.get("TEST_IMAGE", "dockernet-test:busybox")
+EXPORTER = [sys.executable, "-m", "exporter"]
+LOCK_PATH = "/run/dockernet-tests.lock"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = ""):
+    """Poll until predicate() is truthy; return its value or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+
+
+def sh(*cmd: str, check: bool = True, **kw) -> str:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw).stdout
+
+
+def ip_json(*args: str) -> list:
+    return json.loads(sh("ip", "-j", *args) or "[]")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str = "dnx") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def parse_metrics(text: str) -> dict:
+    """name -> list of (labels dict, value); sample names as exposed (with _total)."""
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+class Metrics(dict):
+    def get_value(self, name: str, **labels) -> Optional[float]:
+        for l, v in self.get(name, ()):
+            if all(l.get(k) == str(val) for k, val in labels.items()):
+                return v
+        return None
+
+    def select(self, name: str, **labels) -> list:
+        return [(l, v) for l, v in self.get(name, ()) if all(l.get(k) == str(val) for k, val in labels.items())]
+
+
+class ExporterProcess:
+    """The real daemon, started with `python -m exporter`, stopped with SIGTERM."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(f"/tmp/dockernet-exporter-test-{self.port}.log")
+        self._log = open(self.log_path, "w+")
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.proc = subprocess.Popen(
+            EXPORTER + [f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def wait_ready(self, timeout: float = 20.0) -> "ExporterProcess":
+        def ready():
+            if self.proc.poll() is not None:
+                pytest.fail(f"exporter exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(ready, timeout, what="exporter /healthz")
+        return self
+
+    def text(self, **headers) -> str:
+        r = requests.get(self.url + "/metrics", timeout=10, headers=headers)
+        r.raise_for_status()
+        return r.text
+
+    def metrics(self) -> Metrics:
+        return Metrics(parse_metrics(self.text()))
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def host_lock():
+    """Shared hold on the test host for the whole session (see host_exclusive)."""
+    fd = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    yield fd
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@pytest.fixture
+def host_exclusive(host_lock):
+    """For tests that disturb the whole host or assert that nothing foreign is there."""
+    fcntl.flock(host_lock, fcntl.LOCK_EX)
+    yield
+    fcntl.flock(host_lock, fcntl.LOCK_SH)
+
+
+@pytest.fixture(scope="session")
+def docker_client(host_lock):
+    import docker
+    client = docker.from_env(timeout=30)
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"dockerd is not reachable ({exc}); run `make test-env` (as root) first")
+    client.images.get(TEST_IMAGE)
+    yield client
+    client.close()
+
+
+class Containers:
+    """Creates test containers (named dnx-*) and removes them afterwards."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.names: list[str] = []
+        self.networks: list = []
+
+    def run(self, name: Optional[str] = None, command: str = "sleep 3600", **kw):
+        name = name or unique()
+        self.names.append(name)
+        c = self.client.containers.run(TEST_IMAGE, command, name=name, detach=True, **kw)
+        c.reload()
+        return c
+
+    def network(self, name: Optional[str] = None, **kw):
+        net = self.client.networks.create(name or unique("dnxnet"), **kw)
+        self.networks.append(net)
+        return net
+
+    def cleanup(self) -> None:
+        for name in reversed(self.names):
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except Exception:
+                pass
+        for net in self.networks:
+            try:
+                net.remove()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def containers(docker_client):
+    c = Containers(docker_client)
+    yield c
+    c.cleanup()
+
+
+@pytest.fixture
+def exporter(docker_client):
+    """Start the real daemon with extra flags: exporter('--no-collector.veths')."""
+    started: list[ExporterProcess] = []
+
+    def start(*args: str, env: Optional[dict] = None, ready: bool = True) -> ExporterProcess:
+        p = ExporterProcess(*args, env=env)
+        started.append(p)
+        return p.wait_ready() if ready else p
+
+    yield start
+    for p in started:
+        p.stop()
