@@ -71,7 +71,7 @@ def build(state: HostState) -> Snapshot:
                   for link in sorted(state.links.values(), key=lambda l: l.ifindex) if link.kind == "veth")
     interfaces = [_veth_interface(v, state) for v in veths if v.container is not None]
     for nsid, owner in owners_by_nsid.items():
-        interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {}), state))
+        interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
     return Snapshot(
         containers=views,
@@ -132,16 +132,13 @@ def _veth_interface(v: Veth, state: HostState) -> Interface:
     )
 
 
-def _container_side_interfaces(owner: Container, links: dict[int, Link], state: HostState) -> list[Interface]:
+def _container_side_interfaces(owner: Container, links: dict[int, Link]) -> list[Interface]:
     """Interfaces with no host veth (macvlan, ipvlan): counted from inside the namespace."""
     out = []
     for link in links.values():
         if link.kind in CONTAINER_SIDE_KINDS:
-            parent = state.links.get(link.peer_ifindex) if link.peer_netnsid is not None else None
-            out.append(Interface(
-                container=owner, interface=link.name, ifindex=link.ifindex, kind=link.kind,
-                bridge=parent.name if parent else "", network=_network_by_mac(owner, link.mac), mac=link.mac,
-            ))
+            out.append(Interface(container=owner, interface=link.name, ifindex=link.ifindex, kind=link.kind,
+                                 network=_network_by_mac(owner, link.mac), mac=link.mac))
     return out
 
 
