@@ -73,10 +73,13 @@ case "${1:-all}" in
         build_test_image
         log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE"
         ;;
+    dockerd)
+        start_dockerd
+        ;;
     dockerd-if-installed)
         if command -v dockerd >/dev/null; then start_dockerd
         else log "dockerd is not installed; the exporter will serve what the kernel knows (apt-get install docker.io)"
         fi
         ;;
-    *) log "usage: $0 [all|dockerd-if-installed]"; exit 2 ;;
+    *) log "usage: $0 [all|dockerd|dockerd-if-installed]"; exit 2 ;;
 esac

@@ -115,7 +115,8 @@ class ExporterProcess:
         return Metrics(parse_metrics(self.text()))
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 5.0) -> int:
@@ -214,3 +215,76 @@ def exporter(docker_client):
     yield start
     for p in started:
         p.stop()
+
+
+def stop_dockerd(timeout: float = 30.0) -> None:
+    """Stop the test dockerd (SIGTERM, as an init system would) and wait until it is gone."""
+    pid = int(Path("/var/run/docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout, interval=0.1, what="dockerd to exit")
+
+
+def start_dockerd() -> None:
+    """Start dockerd exactly as `make test-env` does, and wait until it answers."""
+    subprocess.run([str(ROOT / "scripts" / "test-env.sh"), "dockerd"], check=True)
+
+
+class DockerSocketProxy:
+    """A unix socket that forwards to dockerd's, so a test can make "Docker"
+    appear, vanish (every connection dropped) and come back without touching
+    the real dockerd that other tests use."""
+
+    def __init__(self, path: str, target: str = "/var/run/docker.sock") -> None:
+        self.path, self.target = path, target
+        self._server: Optional[socket.socket] = None
+        self._conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        import threading
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(self.path)
+        self._server.listen(64)
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for c in self._conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self._conns.clear()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def _accept(self, server: socket.socket) -> None:
+        import threading
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

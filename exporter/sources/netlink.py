@@ -47,6 +47,7 @@ _U32 = struct.Struct("=I")
 _S32 = struct.Struct("=i")
 
 RCVBUF_BYTES = 8 * 1024 * 1024
+SO_RCVBUFFORCE = 33
 
 
 class NetlinkError(OSError):
@@ -232,20 +233,21 @@ class LinkMonitor:
     and the caller must re-dump.
     """
 
-    def __init__(self, on_link: Callable[[str, Link], None], on_overflow: Callable[[], None]) -> None:
+    def __init__(self, on_link: Callable[[str, Link], None], on_overflow: Callable[[], None],
+                 rcvbuf: int = RCVBUF_BYTES) -> None:
         self.on_link = on_link
         self.on_overflow = on_overflow
+        self.rcvbuf = rcvbuf
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self.sock = self._open()
 
-    @staticmethod
-    def _open() -> socket.socket:
+    def _open(self) -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF_BYTES)  # SO_RCVBUFFORCE
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.bind((0, RTMGRP_LINK))
         return sock
 

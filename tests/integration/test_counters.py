@@ -1,0 +1,67 @@
+"""Counters against the container's own /proc/net/dev, direction included,
+and the map following `docker run` / `docker rm -f` without a resync."""
+from __future__ import annotations
+
+from conftest import wait_for
+
+COLUMNS = {"receive_bytes": 0, "receive_packets": 1, "transmit_bytes": 8, "transmit_packets": 9}
+
+
+def own_view(container, interface: str = "eth0") -> dict:
+    text = container.exec_run("cat /proc/net/dev").output.decode()
+    row = next(l.split(":", 1)[1].split() for l in text.splitlines() if l.strip().startswith(interface + ":"))
+    return {name: int(row[col]) for name, col in COLUMNS.items()}
+
+
+def exported(e, container, interface: str = "eth0") -> dict:
+    m = e.metrics()
+    return {name: m.get_value(f"dockernet_container_{name}_total", container_id=container.id, interface=interface)
+            for name in COLUMNS}
+
+
+def stable_pair(e, container) -> tuple:
+    """The container's own counters and the exporter's, read while nothing moved in between."""
+    for _ in range(20):
+        before = own_view(container)
+        ours = exported(e, container)
+        if own_view(container) == before:
+            return before, ours
+    raise AssertionError("counters never stood still")
+
+
+def test_counters_mirror_the_containers_view_with_direction(containers, exporter):
+    net = containers.network()
+    a = containers.run(network=net.name)
+    b = containers.run(network=net.name)
+    e = exporter()
+    wait_for(lambda: exported(e, a)["receive_bytes"] is not None and exported(e, b)["receive_bytes"] is not None,
+             what="both containers' counters")
+    a0, b0 = own_view(a), own_view(b)
+    b_ip = b.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+    size, count = 1000, 20
+    assert a.exec_run(f"ping -c {count} -i 0.05 -s {size} -W 2 {b_ip}").exit_code == 0
+    for c in (a, b):
+        own, ours = stable_pair(e, c)
+        assert ours == own, f"{c.name}: exporter {ours} != container's own view {own}"
+    a1, b1 = own_view(a), own_view(b)
+    frame = size + 8 + 20 + 14                     # ICMP + IPv4 + Ethernet headers
+    assert a1["transmit_packets"] - a0["transmit_packets"] >= count
+    assert a1["transmit_bytes"] - a0["transmit_bytes"] >= count * frame
+    assert b1["receive_packets"] - b0["receive_packets"] >= count
+    assert b1["receive_bytes"] - b0["receive_bytes"] >= count * frame
+    # and the echo replies came back the other way
+    assert a1["receive_bytes"] - a0["receive_bytes"] >= count * frame
+
+
+def test_series_follow_run_and_rm_without_a_resync(containers, exporter):
+    e = exporter("--resync.interval=1h")
+    c = containers.run()
+    wait_for(lambda: e.metrics().select("dockernet_container_receive_bytes_total", container_id=c.id),
+             timeout=5, what="series of the new container")
+    c.remove(force=True)
+    wait_for(lambda: not any(c.id in line for line in e.text().splitlines()), timeout=5,
+             what="every series of the removed container gone")
+    m = e.metrics()
+    assert m.get_value("dockernet_resyncs_total", source="all", reason="periodic") == 0
+    assert m.get_value("dockernet_events_total", source="docker", action="start") >= 1
+    assert m.get_value("dockernet_events_total", source="docker", action="destroy") >= 1
