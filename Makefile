@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install run test test-env unit clean
+.PHONY: install run test test-env unit clean image
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ test-env:
 # Only the tests that need neither root nor Docker (recorded fixtures).
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# The container image from wheels built here (offline build). BASE_IMAGE=dockernet-base:bookworm
+# builds on a local debootstrap base (scripts/base-image.sh) where no registry is reachable.
+IMAGE ?= dockernet-exporter
+BASE_IMAGE ?= python:3.11-slim-bookworm
+image: install
+	rm -rf build/wheels
+	$(BIN)/pip wheel --quiet --disable-pip-version-check -w build/wheels .
+	case "$(BASE_IMAGE)" in dockernet-base:*) scripts/base-image.sh $(BASE_IMAGE);; esac
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$$($(BIN)/python -c 'import exporter; print(exporter.__version__)') \
+		--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -19,6 +19,7 @@ from .scrape import Scraper
 from .sources.docker import DockerSource, default_host
 from .sources.procfs import Procfs
 from .web import Server, parse_listen_address
+from .webconfig import WebConfig, WebConfigError, load as load_web_config
 
 PROG = "dockernet-exporter"
 DEFAULT_LISTEN = ":9917"
@@ -65,6 +66,8 @@ def build_parser() -> Parser:
                    help="address to serve /metrics on, [host]:port")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                    help="path under which to expose metrics")
+    p.add_argument("--web.config.file", dest="web_config_file", default="",
+                   help="exporter-toolkit web config (TLS, basic auth); empty: plain HTTP without auth")
     p.add_argument("--docker.host", dest="docker_host", default=default_host(),
                    help="Docker Engine API address (default: $DOCKER_HOST, else the local socket)")
     p.add_argument("--docker.timeout", dest="docker_timeout", type=duration, default="10s",
@@ -100,11 +103,16 @@ def main(argv: Optional[list] = None) -> int:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    except WebConfigError as exc:
+        sys.stderr.write(f"{PROG}: error: --web.config.file={args.web_config_file}: {exc}\n")
+        return 1
     procfs = Procfs(args.procfs)
     daemon = Daemon(DockerSource(args.docker_host, args.docker_timeout), procfs, args.resync_interval)
     collectors = [c(procfs=procfs) for c in COLLECTORS if getattr(args, f"collector_{c.name}")]
     try:
-        server = Server(args.listen_address, args.telemetry_path, Scraper(daemon, collectors).render)
+        server = Server(args.listen_address, args.telemetry_path, Scraper(daemon, collectors).render, web_config)
     except OSError as exc:
         sys.stderr.write(f"{PROG}: error: cannot listen on {args.listen_address}: {exc.strerror or exc}\n")
         return 1

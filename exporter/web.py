@@ -1,9 +1,16 @@
-"""HTTP: /metrics (gzip when asked), a landing page at / and /healthz."""
+"""HTTP: /metrics (gzip when asked), a landing page at / and /healthz; TLS and
+basic auth from --web.config.file.
+
+One thread per connection, each with its own timeout, and the TLS handshake
+runs in that thread too: a client that sends slowly or never finishes holds
+only its own thread, never the accept loop or other scrapes. Request lines
+and headers are bounded by http.server (414/431); bodies are never read."""
 from __future__ import annotations
 
 import gzip
 import html
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -12,6 +19,7 @@ import structlog
 
 from . import __version__
 from .exposition import CONTENT_TYPE
+from .webconfig import BasicAuth, WebConfig, peer_allowed, ssl_context
 
 log = structlog.get_logger()
 
@@ -30,12 +38,36 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: str, telemetry_path: str, render: Callable[[], str]) -> None:
+    def __init__(self, address: str, telemetry_path: str, render: Callable[[], str],
+                 config: WebConfig = WebConfig()) -> None:
         host, port = parse_listen_address(address)
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.telemetry_path = telemetry_path
         self.render = render
+        self.config = config
+        self.auth = BasicAuth(config.users)
+        self.tls = ssl_context(config.tls) if config.tls else None
         super().__init__((host, port), Handler)
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(REQUEST_TIMEOUT)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
+            return
+        try:
+            if peer_allowed(self.config.tls, conn.getpeercert()):
+                self.RequestHandlerClass(conn, client_address, self)
+            else:
+                log.debug("tls_client_not_allowed", client=client_address[0])
+        finally:
+            conn.close()
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("http_connection_error", client=client_address[0], exc_info=True)
 
     def serve_in_background(self) -> threading.Thread:
         t = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
@@ -46,7 +78,8 @@ class Server(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         shown = "localhost" if host in ("0.0.0.0", "::", "") else host
-        return f"http://{shown}:{port}{self.telemetry_path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{shown}:{port}{self.telemetry_path}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,8 +88,12 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"dockernet-exporter/{__version__}"
 
     def do_GET(self) -> None:
+        if self.server.auth and not self._authorized():
+            return
         path = self.path.split("?", 1)[0]
-        if path == self.server.telemetry_path:
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
+            self._send(413, "text/plain; charset=utf-8", b"a GET carries no body\n", {"Connection": "close"})
+        elif path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
             self._send(200, "text/html; charset=utf-8", _landing(self.server.telemetry_path).encode())
@@ -64,6 +101,19 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+    def _authorized(self) -> bool:
+        if self.server.auth.check(self.headers.get("Authorization")):
+            return True
+        log.info("http_unauthorized", client=self.client_address[0])
+        self._send(401, "text/plain; charset=utf-8", b"unauthorized\n",
+                   {"WWW-Authenticate": 'Basic realm="dockernet-exporter"'})
+        return False
+
+    def end_headers(self) -> None:
+        for k, v in self.server.config.headers.items():
+            self.send_header(k, v)
+        super().end_headers()
 
     def _metrics(self) -> None:
         try:

@@ -1,0 +1,154 @@
+"""The container image: built on the local debootstrap base from wheels built
+here, run with README's `docker run` line against the local dockerd, and its
+mapping compared with the exporter run from the checkout. The privileges of
+that line are proven minimal by taking each one away."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import requests
+
+from conftest import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_for
+from deployspec import documented_run_line, documented_spec
+
+BASE_IMAGE = "dockernet-base:bookworm"
+PIP = str(ROOT / ".venv" / "bin" / "pip")
+
+
+@pytest.fixture(scope="module")
+def image(docker_client):
+    subprocess.run([str(ROOT / "scripts" / "base-image.sh"), BASE_IMAGE], check=True, timeout=300)
+    wheels = ROOT / "build" / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    sh(PIP, "wheel", "--quiet", "--disable-pip-version-check", "-w", str(wheels), str(ROOT), timeout=180)
+    tag = f"{unique('dnx-image')}:test"
+    sh("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(ROOT), timeout=300)
+    yield tag
+    sh("docker", "rmi", "-f", tag, check=False)
+
+
+def run_documented(image: str, *extra_args: str, drop: tuple = (), add: tuple = ()) -> tuple:
+    """README's line with our name and image, minus the flags in `drop`, plus `add` before the image."""
+    tokens = documented_run_line()
+    out, i = [], 0
+    while i < len(tokens):
+        pair = tokens[i:i + 2]
+        if tuple(pair) in drop:
+            i += 2
+            continue
+        out.append(tokens[i])
+        i += 1
+    name = unique("dnx-exp")
+    out[out.index("--name") + 1] = name
+    out[-1:] = [*add, image, *extra_args]
+    return name, subprocess.run(out, capture_output=True, text=True, timeout=60)
+
+
+def logs(name: str) -> str:
+    r = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=20)
+    return r.stdout + r.stderr
+
+
+def rows(metrics: Metrics, name: str, ids: set) -> list:
+    found = [l for l, _ in metrics.get(name, ()) if l.get("container_id") in ids]
+    return sorted(found, key=lambda l: json.dumps(l, sort_keys=True))
+
+
+def test_documented_line_maps_like_the_checkout(image, containers, exporter):
+    net = containers.network()
+    a = containers.run()
+    b = containers.run(network=net.name)
+    containers.client.networks.get("bridge").connect(b)
+    ids = {a.id, b.id}
+    checkout = exporter()
+    port = free_port()
+    name, r = run_documented(image, f"--web.listen-address=127.0.0.1:{port}")
+    assert r.returncode == 0, r.stderr
+    try:
+        def scrape():
+            try:
+                return Metrics(parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+            except requests.RequestException:
+                return None
+
+        def both_see_three():
+            m1, m2 = scrape(), checkout.metrics()
+            ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == 3 == len(rows(m2, "dockernet_veth_info", ids))
+            return ok and (m1, m2)
+
+        in_image, in_checkout = wait_for(both_see_three, 20, what="three veths in both exporters")
+        for metric in ("dockernet_veth_info", "dockernet_container_info"):
+            assert rows(in_image, metric, ids) == rows(in_checkout, metric, ids)
+        counters = rows(in_image, "dockernet_container_receive_bytes_total", ids)
+        assert sorted((l["container_id"], l["interface"]) for l in counters) == \
+            sorted([(a.id, "eth0"), (b.id, "eth0"), (b.id, "eth1")])
+        assert in_image.get_value("dockernet_docker_up") == 1
+        inspect = json.loads(sh("docker", "inspect", name))[0]["HostConfig"]
+        assert inspect["ReadonlyRootfs"] and inspect["NetworkMode"] == "host" and inspect["PidMode"] == "host"
+        assert "Traceback" not in logs(name)
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+
+
+def foreground(image: str, *args: str, drop: tuple = (), add: tuple = ()) -> subprocess.CompletedProcess:
+    """README's privileges (minus `drop`, plus `add`), in the foreground and removed afterwards."""
+    tokens = documented_run_line()[2:-1]
+    flags, i = [], 0
+    while i < len(tokens):
+        if tuple(tokens[i:i + 2]) in drop or tokens[i] in ("--name", "--restart"):
+            i += 2
+            continue
+        if tokens[i] != "-d":
+            flags.append(tokens[i])
+        i += 1
+    return subprocess.run(["docker", "run", "--rm", *flags, *add, image, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def shell_in_image(image: str, script: str, drop: tuple = ()) -> subprocess.CompletedProcess:
+    return foreground(image, "-c", script, drop=drop, add=("--entrypoint", "sh"))
+
+
+@pytest.mark.parametrize("cap", ["NET_ADMIN", "SYS_PTRACE"])
+def test_exporter_refuses_without_each_capability(image, cap):
+    r = foreground(image, drop=(("--cap-add", cap),))
+    assert r.returncode == 1 and f"CAP_{cap}" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_kernel_refuses_without_each_capability(image, containers):
+    """Beyond the exporter's own check: what the kernel says when a capability is missing."""
+    pid = containers.run().attrs["State"]["Pid"]
+    open_ns = f"python3 -c 'import os; os.open(\"/proc/{pid}/ns/net\", os.O_RDONLY)'"
+    assert shell_in_image(image, open_ns).returncode == 0
+    assert "Permission denied" in shell_in_image(image, open_ns, drop=(("--cap-add", "SYS_PTRACE"),)).stderr
+    legacy = "iptables-legacy-save -t nat >/dev/null"
+    assert shell_in_image(image, legacy).returncode == 0
+    assert "Permission denied" in shell_in_image(image, legacy, drop=(("--cap-add", "NET_RAW"),)).stderr
+    nft = "nft list tables >/dev/null"
+    assert shell_in_image(image, nft).returncode == 0
+    assert shell_in_image(image, nft, drop=(("--cap-add", "NET_ADMIN"),)).returncode != 0
+
+
+def test_non_root_user_gets_no_capabilities_from_cap_add(image):
+    """Why the image runs as root: Docker gives a non-root uid no effective capabilities."""
+    r = foreground(image, add=("--user", "65534:65534"))
+    assert r.returncode == 1 and "CAP_NET_ADMIN, CAP_SYS_PTRACE" in r.stderr, r.stderr
+
+
+def test_image_contents(image):
+    config = json.loads(sh("docker", "image", "inspect", image))[0]["Config"]
+    labels = config["Labels"]
+    for key in ("title", "description", "version", "revision", "licenses", "source"):
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    assert config["Entrypoint"] == ["dockernet-exporter"]
+    tools = shell_in_image(image, "for t in iptables-nft-save iptables-legacy-save ip6tables-save nft "
+                                  "dockernet-exporter; do command -v $t || echo MISSING $t; done; "
+                                  "for t in gcc cc pip pip3; do command -v $t >/dev/null && echo BUILD $t; "
+                                  "done; true")
+    assert "MISSING" not in tools.stdout, tools.stdout
+    assert "BUILD pip" not in tools.stdout and "BUILD gcc" not in tools.stdout, tools.stdout
+    spec = documented_spec()
+    assert spec.cap_drop == {"ALL"} and spec.read_only and spec.no_new_privileges

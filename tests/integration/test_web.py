@@ -1,0 +1,280 @@
+"""The HTTP endpoint with real clients: TLS (server and client certificates made
+with openssl), basic auth with bcrypt, malformed web configs, and a server that
+stays responsive under slow, concurrent and absurd requests."""
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from conftest import EXPORTER, ROOT, ExporterProcess, sh, wait_for
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}", cwd=d)
+
+
+def make_cert(d: Path, name: str, ca: str, san: str) -> None:
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """ca signs server and client; rogue-ca signs rogue-client."""
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "rogue-ca")
+    make_cert(d, "server", "ca", "DNS:localhost,IP:127.0.0.1")
+    make_cert(d, "client", "ca", "DNS:prometheus.example")
+    make_cert(d, "rogue-client", "rogue-ca", "DNS:prometheus.example")
+    return d
+
+
+def start(config: Path, *args: str) -> ExporterProcess:
+    """The real daemon with --web.config.file, ready once it logged where it listens."""
+    p = ExporterProcess(f"--web.config.file={config}", "--log.level=debug", *args)
+    wait_for(lambda: "event=listening" in p.log() or p.proc.poll() is not None, 20, what="exporter to listen")
+    assert p.proc.poll() is None, p.log()
+    return p
+
+
+@pytest.fixture(scope="module")
+def secured(pki, docker_client):
+    """TLS with optional (verified) client certificates plus basic auth."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    config = pki / "web.yml"
+    config.write_text(f"""
+tls_server_config:
+  cert_file: server.crt
+  key_file: server.key
+  client_auth_type: VerifyClientCertIfGiven
+  client_ca_file: ca.crt
+http_server_config:
+  headers:
+    X-Content-Type-Options: nosniff
+basic_auth_users:
+  prometheus: '{hashed}'
+""")
+    p = start(config)
+    p.url = f"https://127.0.0.1:{p.port}"
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls(pki, docker_client):
+    config = pki / "mtls.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                      "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n")
+    p = start(config)
+    p.url = f"https://127.0.0.1:{p.port}"
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(docker_client):
+    p = ExporterProcess().wait_ready()
+    yield p
+    p.stop()
+
+
+def get(p: ExporterProcess, pki: Path, path: str = "/metrics", auth=("prometheus", PASSWORD), **kw):
+    return requests.get(p.url + path, verify=str(pki / "ca.crt"), auth=auth, timeout=10, **kw)
+
+
+# -- TLS and basic auth ----------------------------------------------------
+
+def test_tls_and_basic_auth_with_a_trusted_server_certificate(secured, pki):
+    r = get(secured, pki)
+    assert r.status_code == 200
+    assert "dockernet_scrape_collector_success" in r.text
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    curl = sh("curl", "-sS", "--cacert", str(pki / "ca.crt"), "-u", f"prometheus:{PASSWORD}",
+              secured.url + "/healthz")
+    assert curl == "ok\n"
+
+
+def test_server_certificate_from_another_ca_is_rejected_by_the_client(secured, pki):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(secured.url + "/metrics", verify=str(pki / "rogue-ca.crt"), timeout=10)
+
+
+def test_plain_http_on_the_tls_port_gets_no_metrics(secured):
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{secured.port}/metrics", timeout=10)
+
+
+def test_wrong_or_missing_password_gets_401_and_never_reaches_the_log(secured, pki):
+    wrong = get(secured, pki, auth=("prometheus", "not-" + PASSWORD))
+    unknown = get(secured, pki, auth=("nobody", PASSWORD))
+    missing = get(secured, pki, auth=None)
+    for r in (wrong, unknown, missing):
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+        assert "dockernet_" not in r.text
+    assert get(secured, pki).status_code == 200
+    log = secured.log()
+    assert "http_unauthorized" in log
+    for secret in (PASSWORD, base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()):
+        assert secret not in log
+
+
+def test_verified_client_certificate_if_given(secured, pki):
+    ok = get(secured, pki, cert=(str(pki / "client.crt"), str(pki / "client.key")))
+    assert ok.status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        get(secured, pki, cert=(str(pki / "rogue-client.crt"), str(pki / "rogue-client.key")))
+
+
+def test_required_client_certificate(mtls, pki):
+    assert get(mtls, pki, auth=None, cert=(str(pki / "client.crt"), str(pki / "client.key"))).status_code == 200
+    for cert in (None, (str(pki / "rogue-client.crt"), str(pki / "rogue-client.key"))):
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            get(mtls, pki, auth=None, cert=cert)
+    openssl_out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{mtls.port}", "-CAfile", str(pki / "ca.crt"),
+         "-cert", str(pki / "client.crt"), "-key", str(pki / "client.key"), "-quiet"],
+        input="GET /healthz HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=10).stdout
+    assert openssl_out.startswith("HTTP/1.0 200") and openssl_out.endswith("ok\n")
+
+
+BAD_CONFIGS = {
+    "yaml": ("tls_server_config: [unclosed\n", "not valid YAML"),
+    "unknown-field": ("tls_server_config:\n  cert_file: a\n  key_file: b\n  certfile: c\n", "unknown field 'certfile'"),
+    "missing-key": ("tls_server_config:\n  cert_file: server.crt\n", "key_file is required"),
+    "missing-file": ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load certificate"),
+    "not-a-cert": ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n", "cannot load certificate"),
+    "auth-type": ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                  "  client_auth_type: Sometimes\n", "invalid client_auth_type"),
+    "plain-password": ("basic_auth_users:\n  prometheus: hunter2hunter2\n", "not a bcrypt hash"),
+    "top-level-list": ("- a\n- b\n", "must be a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_malformed_web_config_fails_at_start_with_one_line(case, pki, tmp_path):
+    text, expected = BAD_CONFIGS[case]
+    config = pki / f"bad-{case}.yml"
+    config.write_text(text)
+    r = subprocess.run(EXPORTER + [f"--web.config.file={config}", "--web.listen-address=127.0.0.1:1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("dockernet-exporter: error: --web.config.file=") and expected in r.stderr
+    assert "hunter2" not in r.stderr
+
+
+def test_missing_web_config_file(tmp_path):
+    r = subprocess.run(EXPORTER + [f"--web.config.file={tmp_path}/absent.yml"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No such file" in r.stderr, r.stderr
+
+
+# -- robustness ------------------------------------------------------------
+
+def timed_get(url: str, **kw) -> float:
+    t0 = time.monotonic()
+    r = requests.get(url, timeout=5, **kw)
+    assert r.status_code == 200
+    return time.monotonic() - t0
+
+
+def test_slow_and_stalled_clients_block_no_scrape(plain, secured, pki):
+    stalled = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", plain.port))
+        s.sendall(b"GET /metr")  # never finishes the request line
+        stalled.append(s)
+        t = socket.create_connection(("127.0.0.1", secured.port))  # never starts the TLS handshake
+        stalled.append(t)
+    try:
+        assert timed_get(plain.url + "/metrics") < 2
+        assert timed_get(secured.url + "/metrics", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD)) < 2
+        # A client dribbling its headers one byte at a time while others scrape.
+        slow = socket.create_connection(("127.0.0.1", plain.port))
+        stalled.append(slow)
+        for byte in b"GET /healthz HTTP/1.0\r\nX-Slow: 1\r\n":
+            slow.sendall(bytes([byte]))
+            time.sleep(0.005)
+        assert timed_get(plain.url + "/metrics") < 2
+        slow.sendall(b"\r\n")
+        assert slow.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_100_concurrent_scrapes_are_all_answered(plain):
+    barrier = threading.Barrier(100)
+
+    def scrape(_):
+        barrier.wait(10)
+        r = requests.get(plain.url + "/metrics", timeout=30)
+        return r.status_code, "dockernet_scrape_collector_success" in r.text
+
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(scrape, range(100)))
+    assert results == [(200, True)] * 100
+
+
+def test_unknown_path_is_404(plain, secured, pki):
+    assert requests.get(plain.url + "/nope", timeout=5).status_code == 404
+    assert get(secured, pki, "/metrics/../etc/passwd").status_code == 404
+
+
+def rss_kib(p: ExporterProcess) -> int:
+    status = Path(f"/proc/{p.proc.pid}/status").read_text()
+    return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1])
+
+
+def raw(port: int, data: bytes, chunk: int = 1 << 20) -> bytes:
+    """Send data (as much as the server takes) and return what it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            for i in range(0, len(data), chunk):
+                s.sendall(data[i:i + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            return s.recv(200)
+        except ConnectionResetError:
+            return b""
+
+
+def test_absurd_headers_and_bodies_are_refused_without_harm(plain):
+    before = rss_kib(plain)
+    huge_line = raw(plain.port, b"GET /" + b"a" * 200_000 + b" HTTP/1.0\r\n\r\n")
+    huge_header = raw(plain.port, b"GET /metrics HTTP/1.0\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
+    many_headers = raw(plain.port, b"GET /metrics HTTP/1.0\r\n" + b"X-H: 1\r\n" * 1000 + b"\r\n")
+    body = b"GET /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"c" * (64 << 20)
+    huge_body = raw(plain.port, body)
+    post = raw(plain.port, b"POST /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"d" * (8 << 20))
+    assert huge_line.startswith(b"HTTP/1.0 414")
+    assert huge_header.startswith(b"HTTP/1.0 431")
+    assert many_headers.startswith(b"HTTP/1.0 431")
+    assert huge_body.startswith(b"HTTP/1.0 413") or huge_body == b""
+    assert post.startswith(b"HTTP/1.0 501") or post == b""
+    assert timed_get(plain.url + "/metrics") < 2
+    assert rss_kib(plain) - before < 32 * 1024, "the server buffered a body"
+    assert "Traceback" not in plain.log()
