@@ -1,0 +1,48 @@
+"""The one shared config: every selector, threshold and name the dashboards
+and rules use. Change it here, then run `make dashboards`.
+"""
+from __future__ import annotations
+
+# Selects the exporter's targets in every query. Set it to the job name your
+# scrape config gives the exporter.
+SELECTOR = 'job="dockernet"'
+
+# Grafana: the datasource variable every panel uses, and dashboard defaults.
+DATASOURCE_VAR = "datasource"
+DATASOURCE_TYPE = "prometheus"
+UID_PREFIX = "dockernet"
+TAGS = ["dockernet", "docker", "network"]
+REFRESH = "30s"
+TIME_FROM = "now-1h"
+TIMEZONE = "browser"
+GRAFANA_FOLDER = "Docker network"
+# Where the provisioning file tells Grafana to read the dashboard JSON from.
+DASHBOARDS_PATH = "/var/lib/grafana/dashboards/dockernet"
+PROMETHEUS_URL = "${PROMETHEUS_URL}"
+
+# Recording rules: the rate window of the per-container series.
+RATE_WINDOW = "5m"
+TOP_TALKERS = 10
+
+# A Linux bridge holds at most 1,024 ports (BR_MAX_PORTS); Docker users hit it.
+BRIDGE_PORT_LIMIT = 1024
+BRIDGE_PORT_WARNING_RATIO = 0.9
+
+# Errors plus drops per second, per container interface and counter.
+INTERFACE_FAULTS_PER_SECOND = 1
+
+# How long each fault must last before its alert fires.
+FOR = {
+    "DockernetExporterDown": "5m",
+    "DockernetDockerUnreachable": "5m",
+    "DockernetCollectorFailing": "15m",
+    "DockernetOrphanedVeth": "15m",
+    "DockernetBridgePortsNearLimit": "15m",
+    "DockernetPublishedPortRuleMissing": "5m",
+    "DockernetMasqueradeRuleMissing": "5m",
+    "DockernetContainerInterfaceFaults": "15m",
+}
+
+# Alerts link here (runbook_url + "#" + alert name in lower case); point it at
+# where you publish docs/runbook.md.
+RUNBOOK_URL = "docs/runbook.md"

@@ -1,0 +1,12 @@
+"""One module per dashboard; each build() returns the dashboard's JSON as a dict."""
+from __future__ import annotations
+
+from . import bridges, container_network, health, nat
+
+# output file name (under grafana/dashboards/) -> builder
+ALL = {
+    "dockernet-container-network.json": container_network.build,
+    "dockernet-bridges.json": bridges.build,
+    "dockernet-nat.json": nat.build,
+    "dockernet-exporter.json": health.build,
+}

@@ -1,0 +1,112 @@
+"""The committed Grafana dashboards: up to date with their generator, and well formed."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
+DS_VAR = "${datasource}"
+# Metrics (raw or recorded) whose series are per container: their legends must name it.
+PER_CONTAINER = re.compile(r"dockernet_container_(?!info)|dockernet_published_port_")
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def panels(dash: dict) -> list:
+    return [p for p in dash["panels"] if p["type"] != "row"]
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+
+
+def test_generated_files_are_up_to_date():
+    run = subprocess.run([sys.executable, "-m", "grafana.mixin", "--check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_four_dashboards_with_unique_uids_and_titles():
+    dashes = [load(p) for p in DASHBOARDS]
+    assert len(dashes) == 4
+    assert len({d["uid"] for d in dashes}) == 4
+    assert len({d["title"] for d in dashes}) == 4
+    assert all(len(d["uid"]) <= 40 for d in dashes)  # Grafana's limit
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_and_query_uses_the_datasource_variable(path):
+    dash = load(path)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] == DS_VAR, v["name"]
+    for p in panels(dash):
+        assert p["datasource"]["uid"] == DS_VAR, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == DS_VAR, p["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_unique_panel_ids_and_no_overlap(path):
+    dash = load(path)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = [p["title"] for p in panels(dash)]
+    assert len(titles) == len(set(titles)), "two panels with one title"
+    grid = [p["gridPos"] for p in dash["panels"]]
+    for g in grid:
+        assert g["x"] >= 0 and g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24
+    for (a, pa), (b, pb) in itertools.combinations(zip(grid, dash["panels"]), 2):
+        assert not overlaps(a, b), f"{pa['title']!r} overlaps {pb['title']!r}"
+
+
+def test_overlap_check_sees_an_overlap():
+    assert overlaps({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 11, "y": 7, "w": 12, "h": 8})
+    assert not overlaps({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 12, "y": 0, "w": 12, "h": 8})
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_units_and_legends(path):
+    for p in panels(load(path)):
+        if p["type"] in ("timeseries", "bargauge", "stat"):
+            assert p["fieldConfig"]["defaults"].get("unit"), f"{p['title']!r} has no unit"
+        if p["type"] in ("timeseries", "bargauge"):
+            for t in p["targets"]:
+                assert t["legendFormat"], p["title"]
+                if PER_CONTAINER.search(t["expr"]):
+                    assert "{{container_name}}" in t["legendFormat"], p["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_has_a_description_and_a_doc_section(path):
+    dash = load(path)
+    doc = ROOT / "docs/dashboards" / (dash["uid"].removeprefix("dockernet-") + ".md")
+    text = doc.read_text()
+    for p in panels(dash):
+        assert p["description"], p["title"]
+        assert f"\n### {p['title']}\n" in text, f"{doc.name} has no section for panel {p['title']!r}"
+
+
+def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasource():
+    prov = ROOT / "grafana/provisioning"
+    ds = yaml.safe_load((prov / "datasources/dockernet.yml").read_text())
+    assert ds["apiVersion"] == 1
+    assert [d["type"] for d in ds["datasources"]] == ["prometheus"]
+    dash = yaml.safe_load((prov / "dashboards/dockernet.yml").read_text())
+    provider = dash["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"]
