@@ -49,6 +49,8 @@ class Prometheus:
             [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address={self.url.removeprefix('http://')}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
         wait_for(self._ready, 30, what="prometheus /-/ready")
 
     def _ready(self) -> bool:
@@ -78,15 +80,20 @@ class Prometheus:
 
 
 class Stack:
-    """Our network with a server publishing a port and a client pinging it, the exporter, Prometheus."""
+    """Our network with a server publishing a port, a client pinging it and a container whose interface
+    is down; the exporter; Prometheus."""
 
-    def __init__(self, docker_client, workdir: Path) -> None:
+    def __init__(self, docker_client) -> None:
         self.containers = Containers(docker_client)
+        self.exporter = self.prometheus = None
+
+    def start(self, workdir: Path) -> None:
         # A full re-read every 2 s: link notifications of family AF_BRIDGE (sent when a port joins a
         # bridge) currently replace the veth's attributes, so the orphan would wait for the next resync.
         self.exporter = ExporterProcess("--collector.orphans.grace=1s", "--resync.interval=2s")
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
+        self.prometheus.wait_ready()
         net = self.containers.network()
         net.reload()
         self.bridge = "br-" + net.id[:12]
@@ -98,18 +105,25 @@ class Stack:
                                           ports={"8080/tcp": ("127.0.0.1", self.host_port)})
         address = self.server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         self.client = self.containers.run(command=f"ping -i 0.2 {address}", network=net.name)
+        # a container whose eth0 is down: its bridge port is disabled, a port that does not forward
+        self.containers.run(command="sh -c 'ip link set eth0 down && exec sleep 3600'", network=net.name,
+                            cap_add=["NET_ADMIN"])
 
     def stop(self) -> None:
         self.containers.cleanup()
-        self.prometheus.stop()
-        self.exporter.stop()
+        for process in (self.prometheus, self.exporter):
+            if process is not None:
+                process.stop()
 
 
 @pytest.fixture(scope="module")
 def stack(docker_client, tmp_path_factory):
-    s = Stack(docker_client, tmp_path_factory.mktemp("prometheus"))
-    yield s
-    s.stop()
+    s = Stack(docker_client)
+    try:
+        s.start(tmp_path_factory.mktemp("prometheus"))
+        yield s
+    finally:
+        s.stop()
 
 
 def nat_rule(chain: str, *words: str) -> list:
@@ -163,11 +177,20 @@ def fault_alerts(stack: Stack, orphan: str = "") -> dict:
     return {name: alerts for name, alerts in found.items() if alerts}
 
 
-def all_three(stack: Stack, peer: str):
-    """The active fault alerts once all three faults are seen; False (with what is seen) until then."""
-    active = fault_alerts(stack, peer)
-    veths = {a["labels"]["veth"] for a in active.get("DockernetOrphanedVeth", [])}
-    return active if len(active) == 3 and len(veths) == 2 else print("seen so far:", sorted(active)) or False
+def wait_for_every_fault_alert(stack: Stack, peer: str) -> dict:
+    """The active fault alerts, once all three faults (both orphan ends) are seen."""
+    seen: dict = {}
+
+    def complete() -> bool:
+        seen.clear()
+        seen.update(fault_alerts(stack, peer))
+        return len(seen) == 3 and len(seen["DockernetOrphanedVeth"]) == 2
+
+    try:
+        wait_for(complete, 30)
+    except pytest.fail.Exception:
+        pytest.fail(f"not all of {FAULT_ALERTS} pending or firing after 30 s; seen: {sorted(seen)}")
+    return seen
 
 
 def wait_until_healthy_state_is_scraped(stack: Stack) -> None:
@@ -184,7 +207,7 @@ def test_fault_alerts_are_active_exactly_while_the_fault_is_present(stack):
     wait_until_healthy_state_is_scraped(stack)
     assert fault_alerts(stack) == {}, "an alert about our healthy objects"
     with faults(stack) as (orphan, peer):
-        active = wait_for(lambda: all_three(stack, peer), 30, what=f"all of {FAULT_ALERTS} pending or firing")
+        active = wait_for_every_fault_alert(stack, peer)
         assert {a["state"] for alerts in active.values() for a in alerts} <= {"pending", "firing"}
         assert {a["labels"]["veth"] for a in active["DockernetOrphanedVeth"]} == {orphan, peer}
         assert {a["labels"]["reason"] for a in active["DockernetOrphanedVeth"]} == {"peer_in_host"}
@@ -242,7 +265,7 @@ def test_every_dashboard_and_rule_query_evaluates_with_data(stack):
     wait_until_healthy_state_is_scraped(stack)
     p = stack.prometheus
     with faults(stack) as (_, peer):
-        wait_for(lambda: all_three(stack, peer), 30, what="every fault seen")
+        wait_for_every_fault_alert(stack, peer)
         wait_for(lambda: p.query("veth:dockernet_veth_orphaned:first_seen_timestamp_seconds"), 10,
                  what="orphan first sighting recorded")
         for dash, panel, t in dashboard_queries():
