@@ -40,5 +40,10 @@ image: install
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$$($(BIN)/python -c 'import exporter; print(exporter.__version__)') \
 		--build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
 
+# Regenerate grafana/ (dashboards, rules, provisioning) from grafana/mixin; a test fails when they differ.
+.PHONY: dashboards
+dashboards: install
+	$(BIN)/python -m grafana.mixin
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
