@@ -83,6 +83,14 @@ CASES = {
 }
 
 
+# A container cut off now pages; the rest waits for working hours.
+CRITICAL = {"DockernetPublishedPortRuleMissing", "DockernetMasqueradeRuleMissing"}
+
+
+def severity(name: str) -> str:
+    return "critical" if name in CRITICAL else "warning"
+
+
 def rules() -> dict:
     return {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
 
@@ -111,7 +119,7 @@ def alert_test(name: str, rule: dict) -> dict:
     t0 = HEALTHY_MINUTES + delay
     fire = t0 + minutes(rule["for"])
     gone = fire + 2  # the series end one minute after firing: the first minute with the stale marker
-    expected = {"exp_labels": {**HOST, **labels, "severity": rule["labels"]["severity"]},
+    expected = {"exp_labels": {**HOST, **labels, "severity": severity(name)},
                 "exp_annotations": {"summary": summary, "description": description,
                                     "runbook_url": f"docs/runbook.md#{name.lower()}"}}
     pending = "ALERTS{alertname=\"%s\", alertstate=\"pending\"}" % name
@@ -122,7 +130,7 @@ def alert_test(name: str, rule: dict) -> dict:
             {"expr": pending, "eval_time": f"{t0 - 1}m", "exp_samples": []},
             {"expr": pending, "eval_time": f"{t0}m", "exp_samples": [
                 {"labels": series("ALERTS", {"alertname": name, "alertstate": "pending", **labels,
-                                             "severity": rule["labels"]["severity"]}), "value": 1}]},
+                                             "severity": severity(name)}), "value": 1}]},
         ],
         "alert_rule_test": [
             {"alertname": name, "eval_time": f"{fire - 1}m", "exp_alerts": []},
@@ -181,6 +189,6 @@ def test_orphan_age_is_kept_while_the_orphan_lasts(tmp_path):
 def test_every_alert_is_labelled_annotated_and_in_the_runbook():
     runbook = RUNBOOK.read_text()
     for name, rule in rules().items():
-        assert rule["labels"]["severity"] in ("critical", "warning"), name
+        assert rule["labels"]["severity"] == severity(name), name
         assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
         assert f"\n## {name}\n" in runbook, f"docs/runbook.md has no section for {name}"
