@@ -100,10 +100,16 @@ def minutes(duration: str) -> int:
     return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
 
 
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    if not Path(PROMTOOL).exists():
+        pytest.fail(f"{PROMTOOL} is missing: `make test-env` installs Debian's prometheus package")
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True)
+
+
 def promtool_test(tmp_path: Path, tests: list) -> None:
     path = tmp_path / "test.yml"
     path.write_text(yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests}))
-    run = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True)
+    run = promtool("test", "rules", str(path))
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -141,7 +147,7 @@ def alert_test(name: str, rule: dict) -> dict:
 
 
 def test_promtool_check_rules():
-    run = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True)
+    run = promtool("check", "rules", str(RULES))
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS" in run.stdout
 
