@@ -5,6 +5,7 @@ that line are proven minimal by taking each one away."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -30,21 +31,25 @@ def image(docker_client):
     sh("docker", "rmi", "-f", tag, check=False)
 
 
-def run_documented(image: str, *extra_args: str, drop: tuple = (), add: tuple = ()) -> tuple:
-    """README's line with our name and image, minus the flags in `drop`, plus `add` before the image."""
-    tokens = documented_run_line()
-    out, i = [], 0
+def documented_flags(drop: tuple = (), without: tuple = ()) -> list:
+    """The flags of README's line (between `docker run` and the image), minus the (flag, value)
+    pairs in `drop` and the flags named in `without` (with their value when they take one)."""
+    tokens, out, i = documented_run_line()[2:-1], [], 0
     while i < len(tokens):
-        pair = tokens[i:i + 2]
-        if tuple(pair) in drop:
-            i += 2
+        if tuple(tokens[i:i + 2]) in drop or tokens[i] in without:
+            i += 1 if tokens[i] == "-d" else 2
             continue
         out.append(tokens[i])
         i += 1
+    return out
+
+
+def run_documented(image: str, *extra_args: str, drop: tuple = (), add: tuple = ()) -> tuple:
+    """README's line, detached, with our name and image, minus `drop`, plus `add` before the image."""
     name = unique("dnx-exp")
-    out[out.index("--name") + 1] = name
-    out[-1:] = [*add, image, *extra_args]
-    return name, subprocess.run(out, capture_output=True, text=True, timeout=60)
+    flags = documented_flags(drop, without=("--name",))
+    cmd = ["docker", "run", "--name", name, *flags, *add, image, *extra_args]
+    return name, subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
 def logs(name: str) -> str:
@@ -57,53 +62,83 @@ def rows(metrics: Metrics, name: str, ids: set) -> list:
     return sorted(found, key=lambda l: json.dumps(l, sort_keys=True))
 
 
-def test_documented_line_maps_like_the_checkout(image, containers, exporter):
+@pytest.fixture
+def scene(containers, exporter):
+    """Two containers, three interfaces (default bridge, a user network, a second interface),
+    and the exporter run from the checkout: the reference every packaged run is compared with."""
     net = containers.network()
     a = containers.run()
     b = containers.run(network=net.name)
     containers.client.networks.get("bridge").connect(b)
-    ids = {a.id, b.id}
-    checkout = exporter()
+    return {"ids": {a.id, b.id}, "interfaces": sorted([(a.id, "eth0"), (b.id, "eth0"), (b.id, "eth1")]),
+            "checkout": exporter()}
+
+
+def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
+    ids, checkout = scene["ids"], scene["checkout"]
+
+    def scrape():
+        try:
+            return Metrics(parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+        except requests.RequestException:
+            return None
+
+    def both_see_all():
+        m1, m2 = scrape(), checkout.metrics()
+        n = len(scene["interfaces"])
+        ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == n == len(rows(m2, "dockernet_veth_info", ids))
+        return ok and (m1, m2)
+
+    packaged, reference = wait_for(both_see_all, 20, what="every interface in both exporters")
+    for metric in ("dockernet_veth_info", "dockernet_container_info"):
+        assert rows(packaged, metric, ids) == rows(reference, metric, ids)
+    counters = rows(packaged, "dockernet_container_receive_bytes_total", ids)
+    assert sorted((l["container_id"], l["interface"]) for l in counters) == scene["interfaces"]
+    assert packaged.get_value("dockernet_docker_up") == 1
+
+
+def test_documented_line_maps_like_the_checkout(image, scene):
     port = free_port()
     name, r = run_documented(image, f"--web.listen-address=127.0.0.1:{port}")
     assert r.returncode == 0, r.stderr
     try:
-        def scrape():
-            try:
-                return Metrics(parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
-            except requests.RequestException:
-                return None
-
-        def both_see_three():
-            m1, m2 = scrape(), checkout.metrics()
-            ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == 3 == len(rows(m2, "dockernet_veth_info", ids))
-            return ok and (m1, m2)
-
-        in_image, in_checkout = wait_for(both_see_three, 20, what="three veths in both exporters")
-        for metric in ("dockernet_veth_info", "dockernet_container_info"):
-            assert rows(in_image, metric, ids) == rows(in_checkout, metric, ids)
-        counters = rows(in_image, "dockernet_container_receive_bytes_total", ids)
-        assert sorted((l["container_id"], l["interface"]) for l in counters) == \
-            sorted([(a.id, "eth0"), (b.id, "eth0"), (b.id, "eth1")])
-        assert in_image.get_value("dockernet_docker_up") == 1
+        assert_maps_like_the_checkout(port, scene)
         inspect = json.loads(sh("docker", "inspect", name))[0]["HostConfig"]
         assert inspect["ReadonlyRootfs"] and inspect["NetworkMode"] == "host" and inspect["PidMode"] == "host"
+        assert inspect["CapDrop"] == ["ALL"] and "no-new-privileges" in inspect["SecurityOpt"]
         assert "Traceback" not in logs(name)
     finally:
         sh("docker", "rm", "-f", name, check=False)
 
 
+def test_host_proc_mount_instead_of_host_pid(image, scene):
+    """The Swarm stack and the chart's hostPID=false: the host's /proc read-only, --path.procfs."""
+    port = free_port()
+    name, r = run_documented(image, "--path.procfs=/host/proc", f"--web.listen-address=127.0.0.1:{port}",
+                             drop=(("--pid", "host"),), add=("-v", "/proc:/host/proc:ro"))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert_maps_like_the_checkout(port, scene)
+        assert json.loads(sh("docker", "inspect", name))[0]["HostConfig"]["PidMode"] == ""
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+
+
+def test_compose_exporter_service_maps_like_the_checkout(image, scene):
+    port = free_port()
+    project = unique("dnx-compose")
+    compose = ["docker-compose", "-p", project, "-f", str(ROOT / "deploy" / "compose" / "docker-compose.yml")]
+    env = dict(os.environ, DOCKERNET_IMAGE=image, DOCKERNET_LISTEN=f"127.0.0.1:{port}")
+    try:
+        sh(*compose, "up", "-d", "--no-build", "exporter", env=env, timeout=60)
+        assert_maps_like_the_checkout(port, scene)
+    finally:
+        sh(*compose, "down", "--timeout", "2", env=env, check=False, timeout=60)
+
+
 def foreground(image: str, *args: str, drop: tuple = (), add: tuple = ()) -> subprocess.CompletedProcess:
     """README's privileges (minus `drop`, plus `add`), in the foreground and removed afterwards."""
-    tokens = documented_run_line()[2:-1]
-    flags, i = [], 0
-    while i < len(tokens):
-        if tuple(tokens[i:i + 2]) in drop or tokens[i] in ("--name", "--restart"):
-            i += 2
-            continue
-        if tokens[i] != "-d":
-            flags.append(tokens[i])
-        i += 1
+    flags = documented_flags(drop, without=("--name", "--restart", "-d"))
     return subprocess.run(["docker", "run", "--rm", *flags, *add, image, *args],
                           capture_output=True, text=True, timeout=60)
 

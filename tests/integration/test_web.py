@@ -230,7 +230,7 @@ def test_100_concurrent_scrapes_are_all_answered(plain):
 
     def scrape(_):
         barrier.wait(10)
-        r = requests.get(plain.url + "/metrics", timeout=30)
+        r = requests.get(plain.url + "/metrics", timeout=90)
         return r.status_code, "dockernet_scrape_collector_success" in r.text
 
     with ThreadPoolExecutor(100) as pool:

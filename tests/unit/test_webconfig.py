@@ -1,0 +1,78 @@
+"""The web config parser and basic auth, without a server."""
+from __future__ import annotations
+
+import base64
+
+import bcrypt
+import pytest
+
+from exporter.webconfig import BasicAuth, TLSConfig, WebConfigError, parse, peer_allowed
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_empty_file_is_plain_http():
+    config = parse("")
+    assert config.tls is None and config.users == {} and config.headers == {}
+
+
+def test_full_config_and_relative_paths():
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    config = parse(f"""
+tls_server_config:
+  cert_file: tls/server.crt
+  key_file: /abs/server.key
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: ca.crt
+  min_version: TLS13
+  client_allowed_sans: [prometheus.example]
+http_server_config:
+  http2: true
+  headers: {{X-Frame-Options: deny}}
+basic_auth_users:
+  prometheus: '{hashed}'
+""", "/etc/dx")
+    assert config.tls == TLSConfig("/etc/dx/tls/server.crt", "/abs/server.key", "RequireAndVerifyClientCert",
+                                   "/etc/dx/ca.crt", "TLS13", None, ("prometheus.example",))
+    assert config.users == {"prometheus": hashed}
+    assert config.headers == {"X-Frame-Options": "deny"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: [", "not valid YAML at line 1"),
+    ("tls_server_config: {cert_file: a}", "key_file is required"),
+    ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [X]}", "unknown field 'cipher_suites'"),
+    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}",
+     "needs client_ca_file"),
+    ("tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}", "invalid min_version"),
+    ("basic_auth_users: {u: secret}", "not a bcrypt hash"),
+    ("basic_auth_users: [u]", "must be a mapping"),
+    ("http_server_config: {headers: {Content-Type: x}}", "cannot be set"),
+    ("tls_config: {}", "unknown field 'tls_config'"),
+])
+def test_mistakes_are_one_line_errors(text, message):
+    with pytest.raises(WebConfigError) as err:
+        parse(text)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert "secret" not in str(err.value)
+
+
+def test_basic_auth():
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()})
+    assert auth.check(basic("prometheus", "pw")) == "prometheus"
+    assert auth.check(basic("prometheus", "pw")) == "prometheus"  # remembered
+    assert auth.check(basic("prometheus", "pW")) is None
+    assert auth.check(basic("nobody", "pw")) is None
+    for header in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode()):
+        assert auth.check(header) is None
+    assert not BasicAuth({})
+
+
+def test_client_allowed_sans():
+    tls = TLSConfig("c", "k", client_allowed_sans=("prometheus.example",))
+    assert peer_allowed(tls, {"subjectAltName": (("DNS", "prometheus.example"),)})
+    assert not peer_allowed(tls, {"subjectAltName": (("DNS", "other.example"),)})
+    assert not peer_allowed(tls, None)
+    assert peer_allowed(TLSConfig("c", "k"), None)
