@@ -96,7 +96,6 @@ def alert_rules() -> list:
 
 
 def rules_file() -> dict:
-    return {"groups": [
-        {"name": "dockernet.rules", "rules": recording_rules()},
-        {"name": "dockernet.alerts", "rules": alert_rules()},
-    ]}
+    # One group: Prometheus evaluates a group's rules in order, so an alert reads the recording rules
+    # of the same evaluation; groups run independently, and across two the alert could lag a step.
+    return {"groups": [{"name": "dockernet", "rules": recording_rules() + alert_rules()}]}
