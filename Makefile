@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	touch $@
 
 # Starts dockerd when none runs and it is installed, then the exporter in the foreground.
@@ -47,3 +47,10 @@ dashboards: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The benchmark (bench/README.md): its own load of containers and veths, node_exporter side by
+# side, a table of figures against their targets, bench/out/results.json and scrape.png.
+# Takes the test lock exclusively; about 20 minutes. BENCH_ARGS=--tiny proves it works in seconds.
+.PHONY: bench
+bench: test-env install
+	$(BIN)/python -m bench $(BENCH_ARGS)

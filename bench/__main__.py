@@ -1,0 +1,167 @@
+"""`python -m bench`: set up the load, measure both exporters side by side, report, clean up."""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from . import churn, freshness, natparse, procs, report, scrape_curve, steady, storm
+from .load import Load
+
+LOCK_PATH = "/run/dockernet-tests.lock"
+SCENARIOS = ("curve", "steady", "freshness", "churn", "storm", "nat")
+TINY = dict(veths="16,24", containers=4, repeats=3, freshness=3, churn=4, steady=2.0, storm=20, nat_rules=500)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"bench: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def counts(text: str) -> list:
+    try:
+        values = sorted(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid list {text!r}: use e.g. 100,250,500")
+    if not values or values[0] <= 0:
+        raise argparse.ArgumentTypeError(f"invalid list {text!r}: positive numbers")
+    return values
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               description="Benchmark dockernet-exporter against node_exporter (netdev only) on a loaded host.")
+    p.add_argument("--veths", type=counts, default="100,250,500,1000,2000", help="scrape curve points")
+    p.add_argument("--containers", type=int, default=200, help="real containers at the largest point")
+    p.add_argument("--repeats", type=int, default=21, help="scrapes per exporter and mode at each point")
+    p.add_argument("--freshness", type=int, default=100, help="container starts (and removals) timed")
+    p.add_argument("--churn", type=int, default=1000, help="create/remove cycles while scraping")
+    p.add_argument("--steady", type=float, default=300.0, help="seconds of the steady-state window")
+    p.add_argument("--steady-interval", type=float, default=15.0, help="scrape interval in that window")
+    p.add_argument("--storm", type=int, default=1000, help="veth pairs created at once")
+    p.add_argument("--nat-rules", type=int, default=10000, help="rules in the iptables-save text")
+    p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, in this order: "
+                   + ",".join(SCENARIOS))
+    p.add_argument("--tiny", action="store_true", help="tiny sizes: proves the benchmark works, in seconds")
+    p.add_argument("--image", default=os.environ.get("TEST_IMAGE", "dockernet-test:busybox"))
+    p.add_argument("--out", type=Path, default=Path("bench/out"), help="directory for JSON, PNG, logs")
+    p.add_argument("--prefix", default="", help="name prefix of everything created (default dnxb-<random>)")
+    p.add_argument("--no-lock", dest="lock", action="store_false",
+                   help=f"do not take {LOCK_PATH} exclusively (the caller holds it)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.tiny:
+        p.set_defaults(**{k: (counts(v) if k == "veths" else v) for k, v in TINY.items()})
+        args = p.parse_args(argv)
+    args.only = [s for s in args.only.split(",") if s]
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenario {', '.join(sorted(unknown))}: choose from {','.join(SCENARIOS)}")
+    if not args.prefix:
+        args.prefix = f"dnxb-{uuid.uuid4().hex[:4]}"
+    if not (args.prefix.startswith("dnxb-") and len(args.prefix) <= 9):
+        p.error("--prefix must look like dnxb-xxxx (at most 9 characters: it starts 15-character link names)")
+    return args
+
+
+def machine() -> dict:
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+    ver = subprocess.run([procs.NODE_EXPORTER, "--version"], capture_output=True, text=True)
+    docker = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True)
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES")
+            * os.sysconf("SC_PAGE_SIZE") / 2**30, 1), "kernel": platform.release(),
+            "python": platform.python_version(), "docker": docker.stdout.strip(),
+            "node_exporter": (ver.stdout + ver.stderr).split("\n")[0].strip()}
+
+
+def scenarios(args, client, load, ours, node) -> dict:
+    """Each scenario in the order asked; the load only grows, so the later ones run at the largest."""
+    runs = {
+        "curve": lambda: scrape_curve.run(load, ours, node, args.veths, args.containers, args.repeats),
+        "steady": lambda: steady.run(ours, node, args.steady, args.steady_interval),
+        "freshness": lambda: freshness.run(client, load, ours, args.freshness),
+        "churn": lambda: churn.run(load, ours, args.churn),
+        "storm": lambda: storm.run(load, ours, args.storm),
+        "nat": lambda: natparse.run(args.nat_rules),
+    }
+    results = {}
+    for name in args.only:
+        print(f"bench: {name} ...", flush=True)
+        started = time.monotonic()
+        results[name] = runs[name]()
+        results[name]["elapsed_seconds"] = round(time.monotonic() - started, 1)
+        if not ours.alive():
+            raise RuntimeError(f"dockernet-exporter died during {name}; see {args.out}/dockernet-exporter.log")
+    return results
+
+
+def run(args) -> dict:
+    import docker
+    client = docker.from_env(timeout=120)
+    client.images.get(args.image)
+    load = Load(client, args.prefix, args.image)
+    exporters = []
+    try:
+        exporters += [procs.ours(args.out).wait_ready(), procs.node_exporter(args.out).wait_ready()]
+        results = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        results["results"] = scenarios(args, client, load, *exporters)
+        return results
+    finally:
+        for e in exporters:
+            e.stop()
+        problems = load.cleanup()
+        if problems:
+            sys.stderr.write("bench: warning: could not remove: " + "; ".join(problems) + "\n")
+
+
+def publish(results: dict, out: Path) -> None:
+    checks = [c for r in results["results"].values() for c in r["checks"]]
+    results["checks"] = checks
+    report.write_json(results, out / "results.json")
+    (out / "table.md").write_text(report.markdown(checks) + "\n")
+    curve = results["results"].get("curve", {}).get("curve")
+    if curve:
+        m = results["machine"]
+        report.plot(curve, out / "scrape.png", f"{m['cores']} cores, {m['cpu']}, kernel {m['kernel']}")
+    print(report.table(checks))
+    print(f"bench: {sum(c['ok'] for c in checks)}/{len(checks)} targets met; figures in {out}/results.json")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        sys.stderr.write("bench: error: must run as root (creates namespaces, veths and containers)\n")
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    lock = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
+    if args.lock:
+        print(f"bench: waiting for the exclusive lock {LOCK_PATH}", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        publish(run(args), args.out)
+        return 0
+    except Exception as exc:
+        (args.out / "error.log").write_text(traceback.format_exc())
+        sys.stderr.write(f"bench: error: {exc} (traceback in {args.out}/error.log)\n")
+        return 1
+    finally:
+        os.close(lock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

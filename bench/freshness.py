@@ -1,0 +1,106 @@
+"""Target 2: from Docker's event time to the container's counters on /metrics, and back."""
+from __future__ import annotations
+
+import threading
+import time
+
+from .checks import check
+from .load import LABEL
+from .stats import percentile
+
+POLL_SLEEP = 0.005
+TIMEOUT = 10.0
+
+
+class DockerEvents:
+    """Start and die times (ns, Docker's clock = this host's) of our containers, as Docker reports them."""
+
+    def __init__(self, client, prefix: str) -> None:
+        self.times: dict = {}
+        self._cond = threading.Condition()
+        self._stream = client.api.events(decode=True, filters={
+            "type": "container", "event": ["start", "die"], "label": f"{LABEL}={prefix}"})
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        try:
+            for ev in self._stream:
+                with self._cond:
+                    self.times.setdefault((ev["id"], ev["Action"]), ev["timeNano"])
+                    self._cond.notify_all()
+        except Exception:   # the stream is closed by close()
+            pass
+
+    def wait(self, container_id: str, action: str) -> int:
+        with self._cond:
+            if not self._cond.wait_for(lambda: (container_id, action) in self.times, TIMEOUT):
+                raise RuntimeError(f"no Docker {action} event for {container_id[:12]} within {TIMEOUT}s")
+            return self.times[(container_id, action)]
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def counters_of(container_id: str) -> str:
+    return f'dockernet_container_receive_bytes_total{{container_id="{container_id}"'
+
+
+def poll_until(ours, predicate) -> int:
+    """Scrape until predicate(text) holds; the wall clock (ns) when that response arrived."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        text = ours.text()
+        if predicate(text):
+            return time.time_ns()
+        time.sleep(POLL_SLEEP)
+    raise RuntimeError(f"/metrics did not change as expected within {TIMEOUT}s")
+
+
+def while_polling(ours, action, predicate) -> int:
+    """Run the Docker call in the background and scrape meanwhile: the series may change before
+    the call returns (`docker rm` returns only after the network and the filesystem are gone)."""
+    done = threading.Event()
+    errors: list = []
+
+    def call() -> None:
+        try:
+            action()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    seen = poll_until(ours, predicate)
+    done.wait(TIMEOUT)
+    if errors:
+        raise errors[0]
+    return seen
+
+
+def one_cycle(load, ours, events, i: int) -> tuple:
+    cid = load.create_container(f"{load.prefix}-f{i}", load.extra_network())
+    seen = while_polling(ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t)
+    started = events.wait(cid, "start")
+    gone = while_polling(ours, lambda: load.remove_container(cid), lambda t: f'container_id="{cid}"' not in t)
+    died = events.wait(cid, "die")
+    return (seen - started) / 1e6, (gone - died) / 1e6
+
+
+def run(client, load, ours, starts: int) -> dict:
+    events = DockerEvents(client, load.prefix)
+    try:
+        cycles = [one_cycle(load, ours, events, i) for i in range(starts)]
+    finally:
+        events.close()
+    appear, vanish = [c[0] for c in cycles], [c[1] for c in cycles]
+    figures = {f"{name}_{stat}_ms": round(percentile(xs, p), 1)
+               for name, xs in (("appear", appear), ("vanish", vanish))
+               for stat, p in (("p50", 50), ("p99", 99), ("max", 100))}
+    poll = f"upper bound: first scrape showing it; {starts} starts"
+    return {"starts": starts, **figures, "appear_ms": appear, "vanish_ms": vanish, "checks": [
+        check("freshness: start -> series, p99", figures["appear_p99_ms"], "ms", "<= 100 ms",
+              figures["appear_p99_ms"] <= 100, poll),
+        check("freshness: removal -> gone, p99", figures["vanish_p99_ms"], "ms", "<= 100 ms",
+              figures["vanish_p99_ms"] <= 100, poll),
+    ]}
