@@ -40,6 +40,9 @@ class Family:
     type: str               # counter | gauge | info is rendered as gauge
     help: str
     samples: list[tuple[str, Number]] = field(default_factory=list)
+    # Set on a family kept in snapshot.cache: its text is rendered once and reused by every scrape.
+    static: bool = False
+    _text: str = field(default="", init=False, repr=False, compare=False)
 
     def add(self, label_set: str, v: Number) -> "Family":
         self.samples.append((label_set, v))
@@ -49,8 +52,19 @@ class Family:
 def render(families: Iterable[Family]) -> str:
     out = []
     for f in families:
-        help_text = f.help.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {f.name} {help_text}\n# TYPE {f.name} {f.type}\n")
-        name = f.name
-        out.extend(f"{name}{ls} {value(v)}\n" for ls, v in f.samples)
+        if not f.static:
+            out.append(_text(f))
+        elif f._text:
+            out.append(f._text)
+        else:
+            f._text = _text(f)
+            out.append(f._text)
     return "".join(out)
+
+
+def _text(f: Family) -> str:
+    help_text = f.help.replace("\\", "\\\\").replace("\n", "\\n")
+    name = f.name
+    # Most samples are ints (counters, info): format them without a call per sample.
+    return f"# HELP {name} {help_text}\n# TYPE {name} {f.type}\n" + "".join(
+        [f"{name}{ls} {v if type(v) is int else value(v)}\n" for ls, v in f.samples])

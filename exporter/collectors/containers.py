@@ -36,8 +36,12 @@ class ContainersCollector:
 
     @staticmethod
     def _info(snap: Snapshot) -> Family:
-        fam = Family("dockernet_container_info", "gauge",
-                     "Metadata of each running container; value is always 1.")
+        fam = snap.cache.get("container_info")
+        if fam is not None:
+            return fam
+        fam = snap.cache["container_info"] = Family(
+            "dockernet_container_info", "gauge", "Metadata of each running container; value is always 1.",
+            static=True)
         for view in snap.containers:
             c = view.container
             fam.add(labels(container_id=c.id, container_name=c.name, image=c.image,
@@ -51,7 +55,8 @@ class ContainersCollector:
             targets = snap.cache["counter_targets"] = [
                 (labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface),
                  i.veth, i.container.pid, i.interface) for i in snap.interfaces]
-        host = self.procfs.net_dev()
+            snap.cache["counter_veths"] = frozenset(t[1] for t in targets if t[1])
+        host = self.procfs.net_dev(only=snap.cache["counter_veths"])
         inside: dict = {}
         families = [Family(f"dockernet_container_{suffix}_total", "counter", text)
                     for suffix, _, _, text in COUNTERS]

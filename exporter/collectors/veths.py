@@ -18,7 +18,8 @@ class VethsCollector:
         if fam is None:
             fam = snap.cache["veth_info"] = Family(
                 "dockernet_veth_info", "gauge",
-                "Each veth in the host namespace; container_id is empty when it maps to no running container.")
+                "Each veth in the host namespace; container_id is empty when it maps to no running container.",
+                static=True)
             for v in snap.veths:
                 c = v.container
                 fam.add(labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
