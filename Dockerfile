@@ -7,14 +7,15 @@
 #
 # Run it (the minimum, found by test; see docs/deploy.md):
 #   docker run -d --name dockernet-exporter --restart unless-stopped \
-#     --network host --pid host --cap-drop ALL --cap-add NET_ADMIN --cap-add SYS_PTRACE \
-#     --security-opt no-new-privileges --read-only \
+#     --network host --pid host --read-only --cap-drop ALL --cap-add NET_ADMIN --cap-add SYS_PTRACE \
+#     --cap-add NET_RAW --security-opt no-new-privileges \
 #     -v /var/run/docker.sock:/var/run/docker.sock:ro dockernet-exporter
 #
-# It runs as root inside, with every capability dropped but the two above:
+# It runs as root inside, with every capability dropped but the three above:
 # opening other processes' network namespaces needs CAP_SYS_PTRACE, dumping
-# their links by namespace id needs CAP_NET_ADMIN, and a non-root uid gets
-# neither from --cap-add (Docker sets no ambient capabilities), while file
+# their links by namespace id needs CAP_NET_ADMIN, iptables-legacy-save needs
+# CAP_NET_RAW (drop it on nftables hosts), and a non-root uid gets
+# none of them from --cap-add (Docker sets no ambient capabilities), while file
 # capabilities on the interpreter would be ignored under no-new-privileges.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
@@ -28,8 +29,8 @@ RUN python3 -m venv /opt/venv \
        else \
          /opt/venv/bin/pip install --no-cache-dir /src; \
        fi \
-    && /opt/venv/bin/pip uninstall -y -q pip setuptools wheel 2>/dev/null; \
-    /opt/venv/bin/dockernet-exporter --version
+    && (/opt/venv/bin/pip uninstall -y -q pip setuptools wheel || true) \
+    && /opt/venv/bin/dockernet-exporter --version
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev

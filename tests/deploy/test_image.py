@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from conftest import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_f
 from deployspec import documented_run_line, documented_spec
 
 BASE_IMAGE = "dockernet-base:bookworm"
-PIP = str(ROOT / ".venv" / "bin" / "pip")
+PIP = [sys.executable, "-m", "pip"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def image(docker_client):
     subprocess.run([str(ROOT / "scripts" / "base-image.sh"), BASE_IMAGE], check=True, timeout=300)
     wheels = ROOT / "build" / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
-    sh(PIP, "wheel", "--quiet", "--disable-pip-version-check", "-w", str(wheels), str(ROOT), timeout=180)
+    sh(*PIP, "wheel", "--quiet", "--disable-pip-version-check", "-w", str(wheels), str(ROOT), timeout=180)
     tag = f"{unique('dnx-image')}:test"
     sh("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(ROOT), timeout=300)
     yield tag

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -97,7 +99,8 @@ def unit_settings() -> dict:
 
 
 def test_systemd_unit_verifies_and_is_hardened(tmp_path):
-    text = UNIT.read_text().replace("/usr/local/bin/dockernet-exporter", str(ROOT / ".venv" / "bin" / "dockernet-exporter"))
+    installed = Path(sys.executable).parent / "dockernet-exporter"
+    text = UNIT.read_text().replace("/usr/local/bin/dockernet-exporter", str(installed))
     unit = tmp_path / UNIT.name
     unit.write_text(text)
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
