@@ -83,6 +83,10 @@ def build_parser() -> Parser:
         p.add_argument(f"--collector.{c.name}", dest=f"collector_{c.name}",
                        action=argparse.BooleanOptionalAction, default=c.default,
                        help=f"enable the {c.name} collector: {c.help}")
+    p.add_argument("--collector.nat.cache", dest="nat_cache", type=duration, default="0s",
+                   help="reuse the firewall rules read for this long (0s: read them on every scrape)")
+    p.add_argument("--collector.nat.timeout", dest="nat_timeout", type=duration, default="5s",
+                   help="timeout of the iptables-save / nft commands of one read")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for cmd in COMMANDS:
         cmd.add_parser(sub)
@@ -110,7 +114,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
     procfs = Procfs(args.procfs)
     daemon = Daemon(DockerSource(args.docker_host, args.docker_timeout), procfs, args.resync_interval)
-    collectors = [c(procfs=procfs) for c in COLLECTORS if getattr(args, f"collector_{c.name}")]
+    collectors = [c(procfs=procfs, nat_cache=args.nat_cache, nat_timeout=args.nat_timeout)
+                  for c in COLLECTORS if getattr(args, f"collector_{c.name}")]
     try:
         server = Server(args.listen_address, args.telemetry_path, Scraper(daemon, collectors).render, web_config)
     except OSError as exc:

@@ -43,7 +43,9 @@ class Scraper:
         except Exception as exc:
             if collector.name not in self._failing:
                 self._failing.add(collector.name)
-                log.error("collector_failed", collector=collector.name, error=str(exc), exc_info=True)
+                # An OSError is an outage of a source (a missing tool, no permission): one line, no traceback.
+                log.error("collector_failed", collector=collector.name, error=str(exc),
+                          exc_info=not isinstance(exc, OSError))
             return False
         if collector.name in self._failing:
             self._failing.discard(collector.name)

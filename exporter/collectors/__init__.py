@@ -7,6 +7,7 @@ may read fresh data (counters) but never changes the snapshot.
 from __future__ import annotations
 
 from .containers import ContainersCollector
+from .nat import NatCollector
 from .veths import VethsCollector
 
-ALL = (ContainersCollector, VethsCollector)
+ALL = (ContainersCollector, VethsCollector, NatCollector)

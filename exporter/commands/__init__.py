@@ -16,7 +16,7 @@ from ..sources.docker import DockerSource
 from ..sources.netlink import Netlink
 from ..sources.procfs import Procfs
 from ..state import StateReader
-from . import veths
+from . import nat, veths
 
 log = structlog.get_logger()
 
@@ -59,4 +59,4 @@ def format_table(columns: list[tuple[str, str]], rows: list[dict]) -> str:
     return "".join("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in cells)
 
 
-COMMANDS = [TableCommand(veths)]
+COMMANDS = [TableCommand(veths), nat.NatCommand()]
