@@ -15,8 +15,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+import yaml
 
-from conftest import EXPORTER, ROOT, ExporterProcess, sh, wait_for
+from conftest import EXPORTER, ROOT, ExporterProcess, free_port, sh, wait_for
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -278,3 +279,52 @@ def test_absurd_headers_and_bodies_are_refused_without_harm(plain):
     assert timed_get(plain.url + "/metrics") < 2
     assert rss_kib(plain) - before < 32 * 1024, "the server buffered a body"
     assert "Traceback" not in plain.log()
+
+
+def test_prometheus_scrapes_with_the_documented_tls_and_basic_auth(secured, pki, tmp_path):
+    """The scrape config of docs/security.md, with a real Prometheus: the right credentials give
+    up=1, a wrong password up=0."""
+    (tmp_path / "right").write_text(PASSWORD)
+    (tmp_path / "wrong").write_text("not-" + PASSWORD)
+
+    def job(name: str, password_file: str) -> dict:
+        return {"job_name": name, "scheme": "https", "scrape_interval": "1s",
+                "tls_config": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"),
+                               "key_file": str(pki / "client.key")},
+                "basic_auth": {"username": "prometheus", "password_file": str(tmp_path / password_file)},
+                "static_configs": [{"targets": [f"127.0.0.1:{secured.port}"]}]}
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job("dockernet", "right"), job("wrong", "wrong")]}))
+    port = free_port()
+    prom = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path}/data",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> dict:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"}, timeout=2)
+            except requests.RequestException:
+                return {}
+            result = {s["metric"]["job"]: s["value"][1] for s in r.json()["data"]["result"]}
+            return result if len(result) == 2 else {}
+        assert wait_for(up, 30, interval=0.5, what="both jobs scraped") == {"dockernet": "1", "wrong": "0"}
+    finally:
+        prom.terminate()
+        prom.wait(10)
+    assert "not-" + PASSWORD not in secured.log() and PASSWORD not in secured.log()
+
+
+def test_stalled_clients_do_not_delay_stopping(docker_client):
+    p = ExporterProcess().wait_ready()
+    stalled = [socket.create_connection(("127.0.0.1", p.port)) for _ in range(5)]
+    for s in stalled:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        assert p.stop(timeout=10) == 0
+        assert time.monotonic() - t0 < 3
+    finally:
+        for s in stalled:
+            s.close()
