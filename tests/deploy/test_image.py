@@ -75,6 +75,10 @@ def scene(containers, exporter):
             "checkout": exporter()}
 
 
+def collector_success(metrics: Metrics) -> dict:
+    return {l["collector"]: v for l, v in metrics.get("dockernet_scrape_collector_success", ())}
+
+
 def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
     ids, checkout = scene["ids"], scene["checkout"]
 
@@ -96,6 +100,10 @@ def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
     counters = rows(packaged, "dockernet_container_receive_bytes_total", ids)
     assert sorted((l["container_id"], l["interface"]) for l in counters) == scene["interfaces"]
     assert packaged.get_value("dockernet_docker_up") == 1
+    # Every collector that works from the checkout (run as full root) works packaged too: the
+    # NAT collector finds iptables and nft in the image and reads the host's rules with these privileges.
+    assert collector_success(packaged) == collector_success(reference)
+    assert collector_success(reference).get("nat") == 1
 
 
 def test_documented_line_maps_like_the_checkout(image, scene):
