@@ -39,7 +39,7 @@ class Daemon:
         self.procfs = procfs
         self.resync_interval = resync_interval
         self.snapshot = topology.empty()
-        self.events = Counter({("netlink", a): 0 for a in ("add", "delete")})
+        self.events = Counter({("netlink", a): 0 for a in ("add", "delete", "port")})
         self.events.update({("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions})
         self.resyncs = Counter({kind: 0 for kind in RESYNC_KINDS})
         self._queue: "queue.Queue[tuple]" = queue.Queue()

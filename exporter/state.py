@@ -76,16 +76,30 @@ class StateReader:
             state.netns_addresses.pop(nsid, None)
 
     def apply_link(self, state: HostState, action: str, link: Link) -> None:
+        if action == "port":
+            old = state.links.get(link.ifindex)
+            if old is not None and old.master == link.master:
+                state.links[link.ifindex] = dataclasses.replace(old, port_state=link.port_state)
+            return
         if action == "delete":
             state.links.pop(link.ifindex, None)
             state.first_seen.pop(link.ifindex, None)
             return
         state.links[link.ifindex] = link
         state.first_seen.setdefault(link.ifindex, time.monotonic())
+        self._complete_peer(state, link)
         nsid = link.peer_netnsid
         if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
             if link.peer_ifindex not in state.netns_links[nsid]:
                 self.load_netns(state, nsid)   # a new interface in a known container (network connect)
+
+    @staticmethod
+    def _complete_peer(state: HostState, link: Link) -> None:
+        """The first end of a new pair is announced before its peer exists, without IFLA_LINK: fill it in."""
+        if link.kind == "veth" and link.peer_netnsid is None and link.peer_ifindex:
+            peer = state.links.get(link.peer_ifindex)
+            if peer is not None and peer.kind == "veth" and not peer.peer_ifindex and peer.peer_netnsid is None:
+                state.links[peer.ifindex] = dataclasses.replace(peer, peer_ifindex=link.ifindex)
 
     def _with_namespace(self, c: Container) -> Container:
         if not c.pid:

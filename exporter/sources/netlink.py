@@ -28,7 +28,7 @@ RTM_NEWNSID, RTM_GETNSID = 88, 90
 RTMGRP_LINK = 0x1
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
-IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 16, 18
+IFLA_MASTER, IFLA_PROTINFO, IFLA_OPERSTATE, IFLA_LINKINFO = 10, 12, 16, 18
 IFLA_LINK_NETNSID, IFLA_TARGET_NETNSID = 37, 46
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 IFLA_BR_STP_STATE, IFLA_BR_BRIDGE_ID = 5, 11
@@ -117,6 +117,20 @@ def parse_link(buf: memoryview, offset: int, end: int) -> Link:
         port_state=port_state,
         stp_state=stp_state,
         bridge_id=bridge_id,
+    )
+
+
+def parse_bridge_port(buf: memoryview, offset: int, end: int) -> Link:
+    """Decode an AF_BRIDGE link message: a bridge port's STP state, sent apart from the link itself."""
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(buf, offset)
+    attrs = _attrs(buf, offset + _IFINFOMSG.size, end)
+    info = _attrs(attrs[IFLA_PROTINFO], 0, len(attrs[IFLA_PROTINFO])) if IFLA_PROTINFO in attrs else {}
+    return Link(
+        ifindex=index,
+        name=_cstr(attrs[IFLA_IFNAME]) if IFLA_IFNAME in attrs else "",
+        flags=flags,
+        master=_U32.unpack_from(attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else 0,
+        port_state=info[IFLA_BRPORT_STATE][0] if IFLA_BRPORT_STATE in info else None,
     )
 
 
@@ -277,5 +291,11 @@ class LinkMonitor:
             self.on_overflow()
             return
         for kind, _flags, buf, start, end in iter_messages(data):
-            if kind in (RTM_NEWLINK, RTM_DELLINK):
-                self.on_link("add" if kind == RTM_NEWLINK else "delete", parse_link(buf, start, end))
+            if kind not in (RTM_NEWLINK, RTM_DELLINK):
+                continue
+            if buf[start] == socket.AF_BRIDGE:
+                # A port's STP state; an AF_BRIDGE RTM_DELLINK means "left the bridge", not "deleted".
+                if kind == RTM_NEWLINK:
+                    self.on_link("port", parse_bridge_port(buf, start, end))
+                continue
+            self.on_link("add" if kind == RTM_NEWLINK else "delete", parse_link(buf, start, end))
