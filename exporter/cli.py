@@ -10,9 +10,9 @@ from typing import Optional
 
 import structlog
 
-from . import __version__, logs
+from . import __version__, logs, orphans
 from .collectors import ALL as COLLECTORS
-from .commands import COMMANDS
+from .commands import COMMANDS, add_source_flags
 from .daemon import Daemon
 from .privileges import missing_privileges
 from .scrape import Scraper
@@ -87,9 +87,16 @@ def build_parser() -> Parser:
                    help="reuse the firewall rules read for this long (0s: read them on every scrape)")
     p.add_argument("--collector.nat.timeout", dest="nat_timeout", type=duration, default="5s",
                    help="timeout of the iptables-save / nft commands of one read")
+    p.add_argument("--collector.orphans.scope", dest="orphans_scope", choices=orphans.SCOPES, default="docker",
+                   help="docker: flag only veths Docker can be blamed for; all: also those of other tools "
+                        "(ports of other bridges, namespaces of `ip netns add`)")
+    p.add_argument("--collector.orphans.grace", dest="orphans_grace", type=duration, default="30s",
+                   help="how long a veth must have looked orphaned before it is flagged")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for cmd in COMMANDS:
         cmd.add_parser(sub)
+    for command_parser in sub.choices.values():
+        add_source_flags(command_parser)
     return p
 
 
@@ -114,7 +121,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
     procfs = Procfs(args.procfs)
     daemon = Daemon(DockerSource(args.docker_host, args.docker_timeout), procfs, args.resync_interval)
-    collectors = [c(procfs=procfs, nat_cache=args.nat_cache, nat_timeout=args.nat_timeout)
+    collectors = [c(procfs=procfs, nat_cache=args.nat_cache, nat_timeout=args.nat_timeout,
+                    orphans_scope=args.orphans_scope, orphans_grace=args.orphans_grace)
                   for c in COLLECTORS if getattr(args, f"collector_{c.name}")]
     try:
         server = Server(args.listen_address, args.telemetry_path, Scraper(daemon, collectors).render, web_config)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import structlog
 
-from . import topology
+from . import orphans, topology
 from .model import HostState
 from .sources.docker import UNREACHABLE, WATCHED_EVENTS, DockerSource
 from .sources.netlink import LinkMonitor, Netlink
@@ -220,4 +220,6 @@ class Daemon:
                 self._reader.add_container(state, c)
 
     def _publish(self) -> None:
-        self.snapshot = topology.build(self._state)
+        snap = topology.build(self._state)
+        snap.suspect_since = orphans.track(snap.suspects, self.snapshot.suspect_since, time.monotonic())
+        self.snapshot = snap

@@ -89,5 +89,6 @@ class HostState:
     containers: dict[str, Container] = field(default_factory=dict)        # by id
     networks: dict[str, Network] = field(default_factory=dict)            # by id
     first_seen: dict[int, float] = field(default_factory=dict)           # host ifindex -> monotonic time
+    netns_files: dict[str, tuple[int, Optional[int]]] = field(default_factory=dict)  # netns file -> (inode, nsid)
     host_netns_inode: Optional[int] = None
     docker_up: bool = False

@@ -19,6 +19,9 @@ from .sources.procfs import Procfs
 
 log = structlog.get_logger()
 
+# Where Docker and `ip netns add` keep their namespaces, bind-mounted on files.
+NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
+
 
 class StateReader:
     def __init__(self, netlink: Netlink, docker: Optional[DockerSource], procfs: Procfs) -> None:
@@ -30,6 +33,7 @@ class StateReader:
         """Everything, read afresh. Docker being unreachable leaves containers empty."""
         state = HostState(host_netns_inode=self.procfs.host_netns_inode())
         self.reload_links(state, previous.first_seen if previous else None)
+        self.reload_netns_files(state, previous.netns_files if previous else None)
         try:
             if self.docker is None:
                 raise ConnectionError("docker source disabled")
@@ -92,6 +96,8 @@ class StateReader:
         if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
             if link.peer_ifindex not in state.netns_links[nsid]:
                 self.load_netns(state, nsid)   # a new interface in a known container (network connect)
+        elif link.kind == "veth" and nsid is not None and nsid not in {n for _, n in state.netns_files.values()}:
+            self.reload_netns_files(state)     # a namespace not seen yet: whose file is it?
 
     @staticmethod
     def _complete_peer(state: HostState, link: Link) -> None:
@@ -100,6 +106,40 @@ class StateReader:
             peer = state.links.get(link.peer_ifindex)
             if peer is not None and peer.kind == "veth" and not peer.peer_ifindex and peer.peer_netnsid is None:
                 state.links[peer.ifindex] = dataclasses.replace(peer, peer_ifindex=link.ifindex)
+
+    def reload_netns_files(self, state: HostState, known: Optional[dict] = None) -> None:
+        """The namespace files of Docker and of `ip netns`, with the id the host gives each.
+
+        Only files not seen before (same path and inode, with an id) are opened.
+        """
+        known = state.netns_files if known is None else known
+        files = {}
+        for directory in NETNS_DIRS:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = f"{directory}/{name}"
+                try:
+                    inode = os.stat(path).st_ino
+                except OSError:     # a dangling link or a file removed meanwhile
+                    continue
+                old = known.get(path)
+                files[path] = old if old and old[0] == inode and old[1] is not None else (inode, self._nsid_of(path))
+        state.netns_files = files
+
+    def _nsid_of(self, path: str) -> Optional[int]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return self.netlink.netnsid(fd)
+        except OSError:             # not a namespace (an unmounted leftover file)
+            return None
+        finally:
+            os.close(fd)
 
     def _with_namespace(self, c: Container) -> Container:
         if not c.pid:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .model import Container, HostState, Link, Network
+from . import orphans
+from .model import Address, Container, HostState, Link, Network
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
 
@@ -55,6 +56,9 @@ class Snapshot:
     links: dict[int, Link]
     networks: dict[str, Network]
     docker_up: bool
+    addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)   # nsid -> kernel addresses
+    suspects: tuple[orphans.Suspect, ...] = ()
+    suspect_since: dict[int, float] = field(default_factory=dict)   # host ifindex -> monotonic; set by the publisher
     cache: dict = field(default_factory=dict, compare=False)   # renderers memoize per snapshot here
 
 
@@ -80,7 +84,19 @@ def build(state: HostState) -> Snapshot:
         links=dict(state.links),
         networks=dict(state.networks),
         docker_up=state.docker_up,
+        addresses=dict(state.netns_addresses),
+        suspects=orphans.classify((v.link for v in veths), _orphan_host(state, bridge_networks)),
     )
+
+
+def _orphan_host(state: HostState, bridge_networks: dict) -> orphans.Host:
+    members: dict[int, tuple[Container, ...]] = {}
+    for c in state.containers.values():
+        if c.nsid is not None:
+            members[c.nsid] = members.get(c.nsid, ()) + (c,)
+    return orphans.Host(links=state.links, docker_bridges=bridge_networks, members=members,
+                        netns_links=state.netns_links, netns_kinds=orphans.netns_kinds(state.netns_files),
+                        docker_up=state.docker_up)
 
 
 def _container_views(state: HostState) -> tuple[ContainerView, ...]:

@@ -6,8 +6,11 @@ may read fresh data (counters) but never changes the snapshot.
 """
 from __future__ import annotations
 
+from .addresses import AddressesCollector
+from .bridges import BridgesCollector
 from .containers import ContainersCollector
 from .nat import NatCollector
+from .orphans import OrphansCollector
 from .veths import VethsCollector
 
-ALL = (ContainersCollector, VethsCollector, NatCollector)
+ALL = (ContainersCollector, VethsCollector, NatCollector, BridgesCollector, AddressesCollector, OrphansCollector)

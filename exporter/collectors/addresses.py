@@ -1,0 +1,38 @@
+"""Every address of every container interface, as the kernel has it."""
+from __future__ import annotations
+
+from ..exposition import Family, labels
+from ..model import Address
+from ..topology import Interface, Snapshot
+
+
+class AddressesCollector:
+    name = "addresses"
+    help = "dockernet_container_address_info: each IPv4 and IPv6 address of each container interface"
+    default = True
+
+    def __init__(self, **_options) -> None:
+        pass
+
+    def collect(self, snap: Snapshot) -> list:
+        fam = snap.cache.get("address_info")
+        if fam is None:
+            fam = snap.cache["address_info"] = Family(
+                "dockernet_container_address_info", "gauge",
+                "Each address of each container interface, read from the kernel in the container's "
+                "namespace; value is always 1.")
+            for i, a in container_addresses(snap):
+                fam.add(labels(container_id=i.container.id, container_name=i.container.name,
+                               interface=i.interface, network=i.network, family=a.family, address=a.address,
+                               prefix_length=a.prefix_length, mac=i.mac), 1)
+        return [fam]
+
+
+def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
+    """(interface, address) pairs; the kernel's addresses of the interface's own namespace."""
+    by_ifindex: dict[tuple[int, int], list[Address]] = {}
+    for nsid, addresses in snap.addresses.items():
+        for a in addresses:
+            by_ifindex.setdefault((nsid, a.ifindex), []).append(a)
+    return [(i, a) for i in snap.interfaces
+            for a in by_ifindex.get((i.container.nsid, i.ifindex), ())]

@@ -1,0 +1,147 @@
+"""Orphaned veths: which host veths no container owns, and why. Pure: the
+caller passes the clock (``now``, monotonic seconds).
+
+A reason is decided for each veth of the host namespace; where several
+apply, the first in REASONS wins:
+
+- ``peer_in_host``: the peer is in the host namespace too (the pair was
+  created and never moved: a crash between the two steps).
+- ``netns_without_container``: the peer's namespace is alive but no running
+  container owns it (a leaked namespace). Needs Docker's answer.
+- ``no_endpoint``: a port of a Docker-managed bridge whose peer is in a
+  running container's namespace but matches none of the endpoints Docker
+  reports for that network (by network and MAC). Needs Docker's answer.
+
+Scope ``docker`` (the default) keeps a suspect only when Docker can be
+blamed for it; ``all`` keeps every suspect. See in_docker_scope.
+
+The grace period counts from the moment the veth was first seen as a
+suspect (``track``), so that a veth still being set up, or one whose
+container has just stopped and whose removal is under way, is not flagged.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from .model import Container, Link, Network
+
+REASONS = ("peer_in_host", "netns_without_container", "no_endpoint")
+SCOPES = ("docker", "all")
+DEFAULT_GRACE = 30.0
+
+DOCKER_NETNS_DIR = "/var/run/docker/netns/"
+NAMED_NETNS_DIR = "/var/run/netns/"
+# libnetwork names both ends of a new pair "veth" + 7 hex digits.
+DOCKER_VETH_NAME = re.compile(r"veth[0-9a-f]{7}")
+
+
+@dataclass(frozen=True)
+class Suspect:
+    link: Link
+    bridge: str
+    reason: str
+    docker: bool            # kept at scope=docker
+
+
+@dataclass(frozen=True)
+class Orphan:
+    suspect: Suspect
+    age: float
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the classification reads, from one consistent state."""
+    links: dict[int, Link]                       # host namespace, by ifindex
+    docker_bridges: dict[str, Network]           # Linux bridge name -> Docker network
+    members: dict[int, tuple[Container, ...]]    # nsid -> running containers in that namespace
+    netns_links: dict[int, dict[int, Link]]      # nsid -> ifindex -> Link
+    netns_kinds: dict[int, str]                  # nsid -> "docker" | "named"
+    docker_up: bool
+
+
+def netns_kinds(files: dict[str, tuple[int, Optional[int]]]) -> dict[int, str]:
+    """nsid -> "docker" or "named", from the namespace files and their ids."""
+    kinds = {}
+    for path, (_inode, nsid) in files.items():
+        if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
+            kinds[nsid] = "docker"
+        elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
+            kinds.setdefault(nsid, "named")
+    return kinds
+
+
+def classify(veths: Iterable[Link], host: Host) -> tuple[Suspect, ...]:
+    """Every host veth that looks orphaned now, with its reason and scope."""
+    out = []
+    for link in veths:
+        why = reason(link, host)
+        if why is not None:
+            out.append(Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host)))
+    return tuple(out)
+
+
+def reason(link: Link, host: Host) -> Optional[str]:
+    if link.peer_netnsid is None:
+        peer = host.links.get(link.peer_ifindex)
+        return "peer_in_host" if peer is not None and peer.kind == "veth" else None
+    if not host.docker_up:      # without Docker's answer nobody can be said to own nothing
+        return None
+    members = host.members.get(link.peer_netnsid)
+    if not members:
+        return "netns_without_container"
+    network = host.docker_bridges.get(_bridge_of(link, host.links))
+    peer = host.netns_links.get(link.peer_netnsid, {}).get(link.peer_ifindex)
+    if network is not None and peer is not None and not _has_endpoint(members, network, peer.mac):
+        return "no_endpoint"
+    return None
+
+
+def in_docker_scope(link: Link, why: str, host: Host) -> bool:
+    """Whether Docker can be blamed: a port of a Docker bridge or a peer in
+    Docker's own namespace, never a namespace of `ip netns add` or a port of
+    another bridge; a pair left in the host counts when either end is on a
+    Docker bridge, or when both are unplugged and named as Docker names them."""
+    kind = host.netns_kinds.get(link.peer_netnsid) if link.peer_netnsid is not None else None
+    if kind == "named":
+        return False
+    ends = [link]
+    if why == "peer_in_host":
+        ends.append(host.links[link.peer_ifindex])
+    bridges = [_bridge_of(end, host.links) for end in ends]
+    if any(b in host.docker_bridges for b in bridges):
+        return True
+    if any(bridges):
+        return False
+    if why == "peer_in_host":
+        return all(DOCKER_VETH_NAME.fullmatch(end.name) for end in ends)
+    return kind == "docker"
+
+
+def track(suspects: Iterable[Suspect], since: dict[int, float], now: float) -> dict[int, float]:
+    """Since when each current suspect has been one (by host ifindex)."""
+    return {s.link.ifindex: since.get(s.link.ifindex, now) for s in suspects}
+
+
+def orphans(suspects: Iterable[Suspect], since: dict[int, float], now: float,
+            scope: str = "docker", grace: float = DEFAULT_GRACE) -> list[Orphan]:
+    """The suspects in scope that have been suspects for at least the grace period."""
+    out = []
+    for s in suspects:
+        age = now - since.get(s.link.ifindex, now)
+        if (scope == "all" or s.docker) and age >= grace:
+            out.append(Orphan(s, age))
+    return out
+
+
+def _bridge_of(link: Link, links: dict[int, Link]) -> str:
+    master = links.get(link.master) if link.master else None
+    return master.name if master is not None and master.kind == "bridge" else ""
+
+
+def _has_endpoint(members: tuple[Container, ...], network: Network, mac: str) -> bool:
+    return any((ep.network_id == network.id or ep.network == network.name)
+               and (not ep.mac or ep.mac.lower() == mac.lower())
+               for c in members for ep in c.endpoints)
