@@ -131,7 +131,9 @@ def _tls(value, base_dir: str) -> Optional[TLSConfig]:
     sans = v.get("client_allowed_sans") or []
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
         raise WebConfigError("client_allowed_sans must be a list of names")
-    resolve = lambda p: p if p is None else os.path.join(base_dir, p)  # noqa: E731
+    def resolve(path: Optional[str]) -> Optional[str]:
+        return path if path is None else os.path.join(base_dir, path)
+
     return TLSConfig(resolve(v["cert_file"]), resolve(v["key_file"]), auth, resolve(ca),
                      v.get("min_version", "TLS12"), v.get("max_version"), tuple(sans))
 
