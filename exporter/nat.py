@@ -28,6 +28,11 @@ NFT_DOCKER_TABLE = "docker-bridges"
 NFT_FAMILIES = {"ip": IPV4, "ip6": IPV6}
 ANY_ADDRESS = ("", "0.0.0.0/0", "::/0")
 QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# The exact shapes Docker writes, read with one match each (most rules of a large host);
+# anything else takes the general option parser.
+DOCKER_DNAT = re.compile(
+    r"(?:-d (\S+) )?! -i \S+ -p (tcp|udp|sctp) -m \2 --dport (\d+) -j DNAT --to-destination (\S+)\Z")
+DOCKER_MASQUERADE = re.compile(r"-s (\S+) ! -o (\S+) -j MASQUERADE\Z")
 
 
 @dataclass
@@ -124,9 +129,22 @@ def _iptables_rule(line: str, table: str, family: str):
         return parts[1], None
     try:
         packets = int(counters.partition(":")[0]) if counters else 0
-        return parts[1], _nat_rule(_options(spec), family, packets)
+        return parts[1], _docker_shaped(spec, family, packets) or _nat_rule(_options(spec), family, packets)
     except (ValueError, KeyError, IndexError):
         return None
+
+
+def _docker_shaped(spec: str, family: str, packets: int) -> Optional[NatRule]:
+    m = DOCKER_DNAT.match(spec)
+    if m:
+        dst, protocol, port, destination = m.groups()
+        to_addr, to_ports = _split_destination(destination)
+        return NatRule(family, DNAT, packets, protocol, (int(port), int(port)), dst or "",
+                       to_addr=to_addr, to_ports=to_ports)
+    m = DOCKER_MASQUERADE.match(spec)
+    if m:
+        return NatRule(family, MASQUERADE, packets, src=m.group(1), out_iface=m.group(2), out_negated=True)
+    return None
 
 
 def _worth_parsing(spec: str) -> bool:

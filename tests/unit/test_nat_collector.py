@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 import timeit
 from pathlib import Path
 
@@ -80,5 +81,6 @@ def test_parse_10000_rules_well_under_100ms():
     text = load_generator().generate(10000)
     ruleset = nat.parse_iptables_save(text)
     assert sum(ruleset.chains.values()) == 10000 and ruleset.unparsed == 0
-    best = min(timeit.repeat(lambda: nat.parse_iptables_save(text), number=1, repeat=5))
+    # CPU time of the best of five: other work on a shared machine does not count against the parser.
+    best = min(timeit.repeat(lambda: nat.parse_iptables_save(text), number=1, repeat=5, timer=time.process_time))
     assert best < 0.1, f"parsing 10,000 rules took {best * 1000:.0f} ms"

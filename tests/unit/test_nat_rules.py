@@ -253,3 +253,19 @@ def test_specific_host_address_bindings(family, line):
     body = "\n".join(["*nat", ":DOCKER - [0:0]", line, "COMMIT"])
     (status,) = nat.port_statuses([c], nat.parse_iptables_save(body, family))
     assert status.expected and status.present and status.connections == 1
+
+
+def test_fast_path_reads_dockers_shapes_as_the_general_parser_does():
+    specs = []
+    for name, family in (("docker20.iptables-save", nat.IPV4), ("docker28.iptables-save", nat.IPV4),
+                         ("docker28.ip6tables-save", nat.IPV6)):
+        table = ""
+        for line in text(name).splitlines():
+            table = line[1:] if line.startswith("*") else table
+            spec = line.partition("] ")[2].split(" ", 2)[2] if line.startswith("[") else ""
+            if table == "nat" and nat._worth_parsing(spec):
+                specs.append((spec, family))
+    fast = [(s, f) for s, f in specs if nat._docker_shaped(s, f, 7) is not None]
+    assert len(fast) >= 10
+    for spec, family in fast:
+        assert nat._docker_shaped(spec, family, 7) == nat._nat_rule(nat._options(spec), family, 7), spec
