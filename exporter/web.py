@@ -19,7 +19,7 @@ import structlog
 
 from . import __version__
 from .exposition import CONTENT_TYPE
-from .webconfig import BasicAuth, WebConfig, peer_allowed, ssl_context
+from .webconfig import BasicAuth, ReloadingContext, WebConfig, peer_allowed
 
 log = structlog.get_logger()
 
@@ -46,7 +46,7 @@ class Server(ThreadingHTTPServer):
         self.render = render
         self.config = config
         self.auth = BasicAuth(config.users)
-        self.tls = ssl_context(config.tls) if config.tls else None
+        self.tls = ReloadingContext(config.tls) if config.tls else None
         super().__init__((host, port), Handler)
 
     def finish_request(self, request, client_address) -> None:
@@ -54,7 +54,7 @@ class Server(ThreadingHTTPServer):
             return super().finish_request(request, client_address)
         request.settimeout(REQUEST_TIMEOUT)
         try:
-            conn = self.tls.wrap_socket(request, server_side=True)
+            conn = self.tls.get().wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
             return

@@ -24,11 +24,15 @@ import hmac
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import bcrypt
+import structlog
 import yaml
+
+log = structlog.get_logger()
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
@@ -182,6 +186,49 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
         # cannot skip verification server-side, so trust what the client presents.
         raise WebConfigError(f"client_auth_type {tls.client_auth_type} needs client_ca_file here")
     return ctx
+
+
+class ReloadingContext:
+    """The TLS context, rebuilt when the certificate, key or CA file changes (cert-manager and
+    certbot rotate them in place). Checked at most once per `interval` on a new connection; a
+    broken new set keeps the previous context serving and is logged once."""
+
+    def __init__(self, tls: TLSConfig, interval: float = 1.0) -> None:
+        self.tls = tls
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stamp = self._stamps()
+        self._context = ssl_context(tls)
+        self._checked = time.monotonic()
+
+    def get(self) -> ssl.SSLContext:
+        now = time.monotonic()
+        if now - self._checked >= self.interval:
+            with self._lock:
+                self._checked = now
+                stamp = self._stamps()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._reload()
+        return self._context
+
+    def _reload(self) -> None:
+        try:
+            self._context = ssl_context(self.tls)
+        except WebConfigError as exc:
+            log.error("tls_reload_failed", error=str(exc))
+            return
+        log.info("tls_reloaded", cert_file=self.tls.cert_file)
+
+    def _stamps(self) -> tuple:
+        out = []
+        for path in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file):
+            try:
+                st = os.stat(path) if path else None
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino) if st else None)
+            except OSError:
+                out.append(None)
+        return tuple(out)
 
 
 def _reason(exc: Exception) -> str:

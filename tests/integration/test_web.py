@@ -48,6 +48,7 @@ def pki(tmp_path_factory) -> Path:
     make_cert(d, "server", "ca", "DNS:localhost,IP:127.0.0.1")
     make_cert(d, "client", "ca", "DNS:prometheus.example")
     make_cert(d, "rogue-client", "rogue-ca", "DNS:prometheus.example")
+    make_cert(d, "renewed-server", "rogue-ca", "DNS:localhost,IP:127.0.0.1")
     return d
 
 
@@ -158,6 +159,37 @@ def test_required_client_certificate(mtls, pki):
          "-cert", str(pki / "client.crt"), "-key", str(pki / "client.key"), "-quiet"],
         input="GET /healthz HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=10).stdout
     assert openssl_out.startswith("HTTP/1.0 200") and openssl_out.endswith("ok\n")
+
+
+def test_rotated_certificate_is_served_without_restart(pki, tmp_path, docker_client):
+    """cert-manager and certbot replace the files in place; a broken replacement keeps the old one."""
+    for name in ("server.crt", "server.key"):
+        (tmp_path / name).write_bytes((pki / name).read_bytes())
+    config = tmp_path / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    p = start(config)
+    url = f"https://127.0.0.1:{p.port}/healthz"
+    try:
+        assert requests.get(url, verify=str(pki / "ca.crt"), timeout=5).status_code == 200
+        for name in ("key", "crt"):
+            (tmp_path / f"server.{name}.new").write_bytes((pki / f"renewed-server.{name}").read_bytes())
+            (tmp_path / f"server.{name}.new").rename(tmp_path / f"server.{name}")
+
+        def renewed():
+            try:
+                return requests.get(url, verify=str(pki / "rogue-ca.crt"), timeout=5).status_code == 200
+            except requests.exceptions.SSLError:
+                return False
+        wait_for(renewed, 10, interval=0.3, what="the renewed certificate")
+        (tmp_path / "server.crt").write_text("not a certificate\n")
+
+        def still_serving_and_logged():
+            assert requests.get(url, verify=str(pki / "rogue-ca.crt"), timeout=5).status_code == 200
+            return "tls_reload_failed" in p.log()
+        wait_for(still_serving_and_logged, 10, interval=0.3, what="the failed reload in the log")
+        assert p.proc.poll() is None and "Traceback" not in p.log()
+    finally:
+        p.stop()
 
 
 BAD_CONFIGS = {
