@@ -14,7 +14,7 @@ import requests
 
 from conftest import parse_metrics, sh, unique, wait_for
 
-GRACE = 3.0
+GRACE = 5.0
 
 
 class Hand:
@@ -144,7 +144,7 @@ def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_to
 
 CHURN = 200
 LONG_LIVED = 8
-CHURN_GRACE = 5.0
+CHURN_GRACE = 10.0    # well above the start-up time of a container on a loaded 2-core host
 
 
 class Lifetimes:
@@ -171,7 +171,8 @@ class Lifetimes:
 def test_churn_never_flags_a_running_container(exporter, containers, hand):
     running = exporter(f"--collector.orphans.grace={CHURN_GRACE}s")
     lifetimes = Lifetimes()
-    steady = [containers.run() for _ in range(LONG_LIVED)]
+    with concurrent.futures.ThreadPoolExecutor(LONG_LIVED) as pool:
+        steady = list(pool.map(lambda _: containers.run(), range(LONG_LIVED)))
     for c in steady:
         lifetimes.started(c)
     witness = hand.pair(unique() + "w", unique() + "w", master="docker0")   # must be flagged during the churn
@@ -192,14 +193,16 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
             scrapes.append(end - start)
             stop.wait(0.2)      # leave the two cores to dockerd between scrapes
 
-    def start(_):
+    def start(i):
         c = containers.client.containers.run("dockernet-test:busybox", "sleep 3600", name=unique("dnx-churn"),
                                              detach=True)
         containers.names.append(c.name)
         c.reload()
         span = lifetimes.started(c)
-        # Many outlive the grace period; the removals wait in their own pool so that starts go on meanwhile.
-        return removers.submit(remove, c, span, time.monotonic() + random.uniform(0, 1.6 * CHURN_GRACE))
+        # Many outlive the grace period (the last ones do not, to end sooner); removals wait in their own
+        # pool so that starts go on meanwhile.
+        lifetime = random.uniform(0, 1.6 * CHURN_GRACE if i < CHURN * 3 // 4 else 2.0)
+        return removers.submit(remove, c, span, time.monotonic() + lifetime)
 
     def remove(c, span, due):
         time.sleep(max(0.0, due - time.monotonic()))
@@ -210,7 +213,7 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
     scraper = threading.Thread(target=scrape_loop, daemon=True)
     scraper.start()
     try:
-        with concurrent.futures.ThreadPoolExecutor(12) as removers:
+        with concurrent.futures.ThreadPoolExecutor(64) as removers:     # mostly waiting for their due time
             with concurrent.futures.ThreadPoolExecutor(12) as starters:
                 removals = list(starters.map(start, range(CHURN)))
             for r in removals:

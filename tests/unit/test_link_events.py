@@ -1,0 +1,69 @@
+"""Link notifications as the kernel sends them around bridge ports and new
+pairs (message layouts checked on this kernel with a RTMGRP_LINK socket)."""
+from __future__ import annotations
+
+import socket
+import struct
+
+from exporter.model import HostState, Link
+from exporter.sources import netlink as nl
+from exporter.sources.procfs import Procfs
+from exporter.state import StateReader
+
+
+def message(msg_type: int, family: int, ifindex: int, *attrs: bytes) -> bytes:
+    body = nl._IFINFOMSG.pack(family, 0, ifindex, 0, 0) + b"".join(attrs)
+    return nl._NLMSGHDR.pack(nl._NLMSGHDR.size + len(body), msg_type, 0, 0, 0) + body
+
+
+def name(text: str) -> bytes:
+    return nl._attr(nl.IFLA_IFNAME, text.encode() + b"\0")
+
+
+def u32(kind: int, value: int) -> bytes:
+    return nl._attr(kind, struct.pack("=I", value))
+
+
+def port_state(state: int) -> bytes:
+    return nl._attr(nl.IFLA_PROTINFO | 0x8000, nl._attr(nl.IFLA_BRPORT_STATE, bytes([state])))
+
+
+def received(*messages: bytes) -> list:
+    """What LinkMonitor hands on for one datagram carrying these messages."""
+    seen = []
+    monitor = nl.LinkMonitor(lambda action, link: seen.append((action, link)), lambda: None)
+    monitor.sock.close()
+    monitor.sock, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.send(b"".join(messages))
+    monitor._receive()
+    sender.close()
+    monitor.stop()
+    monitor.run()       # returns at once (stopping) and closes everything
+    return seen
+
+
+def test_bridge_port_messages_carry_only_the_port_state():
+    seen = received(
+        message(nl.RTM_NEWLINK, socket.AF_BRIDGE, 12, name("dnx-p"), u32(nl.IFLA_MASTER, 5), port_state(3)),
+        message(nl.RTM_DELLINK, socket.AF_BRIDGE, 12, name("dnx-p"), u32(nl.IFLA_MASTER, 5)),
+        message(nl.RTM_DELLINK, socket.AF_UNSPEC, 13, name("dnx-q")),
+    )
+    assert [(a, l.ifindex, l.master, l.port_state) for a, l in seen] == [("port", 12, 5, 3), ("delete", 13, 0, None)]
+
+
+def test_port_state_updates_the_known_port_and_keeps_its_kind():
+    reader = StateReader(None, None, Procfs())
+    state = HostState(links={12: Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=0)})
+    reader.apply_link(state, "port", Link(12, "dnx-p", master=5, port_state=3))
+    assert state.links[12] == Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=3)
+    reader.apply_link(state, "port", Link(12, "dnx-p", master=9, port_state=1))   # stale: another bridge
+    assert state.links[12].port_state == 3
+
+
+def test_first_end_of_a_new_pair_learns_its_peer():
+    # The kernel announces the first end before the second exists, without IFLA_LINK.
+    reader = StateReader(None, None, Procfs())
+    state = HostState()
+    reader.apply_link(state, "add", Link(20, "dnx-b", kind="veth"))
+    reader.apply_link(state, "add", Link(21, "dnx-a", kind="veth", peer_ifindex=20))
+    assert state.links[20].peer_ifindex == 21
