@@ -33,8 +33,11 @@ DEFAULT_GRACE = 30.0
 
 DOCKER_NETNS_DIR = "/var/run/docker/netns/"
 NAMED_NETNS_DIR = "/var/run/netns/"
-# libnetwork names both ends of a new pair "veth" + 7 hex digits.
+# libnetwork names both ends of a new pair "veth" + 7 hex digits, and a
+# container's namespace file after 12 hex digits of its sandbox id; its other
+# namespaces (Swarm's ingress_sbox, lb_*, overlay 1-*) serve no container.
 DOCKER_VETH_NAME = re.compile(r"veth[0-9a-f]{7}")
+DOCKER_SANDBOX_NAME = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -58,16 +61,17 @@ class Host:
     docker_bridges: dict[str, Network]           # Linux bridge name -> Docker network
     members: dict[int, tuple[Container, ...]]    # nsid -> running containers in that namespace
     netns_links: dict[int, dict[int, Link]]      # nsid -> ifindex -> Link
-    netns_kinds: dict[int, str]                  # nsid -> "docker" | "named"
+    netns_kinds: dict[int, str]                  # nsid -> "docker" | "docker_internal" | "named"
     docker_up: bool
 
 
 def netns_kinds(files: dict[str, tuple[int, Optional[int]]]) -> dict[int, str]:
-    """nsid -> "docker" or "named", from the namespace files and their ids."""
+    """nsid -> "docker", "docker_internal" or "named", from the namespace files and their ids."""
     kinds = {}
     for path, (_inode, nsid) in files.items():
         if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
-            kinds[nsid] = "docker"
+            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR):])
+            kinds[nsid] = "docker" if sandbox else "docker_internal"
         elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
             kinds.setdefault(nsid, "named")
     return kinds
@@ -90,6 +94,8 @@ def reason(link: Link, host: Host) -> Optional[str]:
     if not host.docker_up:      # without Docker's answer nobody can be said to own nothing
         return None
     members = host.members.get(link.peer_netnsid)
+    if not members and host.netns_kinds.get(link.peer_netnsid) == "docker_internal":
+        return None             # Docker's own, e.g. Swarm's ingress sandbox on docker_gwbridge
     if not members:
         return "netns_without_container"
     network = host.docker_bridges.get(_bridge_of(link, host.links))

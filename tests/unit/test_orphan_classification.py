@@ -76,8 +76,16 @@ def test_namespace_without_container():
     # Docker's own namespace file makes an unplugged one Docker's.
     loose = veth(10, "vethaaaaaaa", 2, nsid=3)
     assert suspects(host(loose)) == {"vethaaaaaaa": ("netns_without_container", False)}
-    docker_file = {"/var/run/docker/netns/0123abcd": (4026532999, 3)}
+    docker_file = {"/var/run/docker/netns/0123456789ab": (4026532999, 3)}
     assert suspects(host(loose, files=docker_file)) == {"vethaaaaaaa": ("netns_without_container", True)}
+
+
+def test_dockers_own_namespaces_without_container_are_no_suspects():
+    # Swarm's ingress sandbox has a veth on docker_gwbridge and never a container.
+    files = {"/var/run/docker/netns/ingress_sbox": (4026532997, 3), "/var/run/docker/netns/lb_x1y2z3": (4026532996, 4)}
+    state = host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5), veth(11, "vethbbbbbbb", 2, nsid=4, master=5),
+                 files=files)
+    assert suspects(state) == {}
 
 
 def test_namespace_of_ip_netns_add_is_out_of_docker_scope_even_on_docker0():
@@ -87,7 +95,7 @@ def test_namespace_of_ip_netns_add_is_out_of_docker_scope_even_on_docker0():
 
 
 def test_port_of_a_non_docker_bridge_is_out_of_docker_scope():
-    state = host(veth(10, "dnx-h", 2, nsid=3, master=6), files={"/var/run/docker/netns/x": (1, 3)})
+    state = host(veth(10, "dnx-h", 2, nsid=3, master=6), files={"/var/run/docker/netns/0123456789ab": (1, 3)})
     assert suspects(state) == {"dnx-h": ("netns_without_container", False)}
 
 
@@ -166,6 +174,7 @@ def test_collector_renders_each_orphan_and_every_reason_count():
 
 
 def test_netns_kinds_from_files():
-    files = {"/var/run/docker/netns/abc": (1, 4), "/var/run/netns/x": (2, 5), "/var/run/netns/y": (3, None),
-             "/var/run/netns/web": (1, 4)}   # `netns visible` links a Docker namespace: still Docker's
-    assert orphans.netns_kinds(files) == {4: "docker", 5: "named"}
+    files = {"/var/run/docker/netns/0123456789ab": (1, 4), "/var/run/netns/x": (2, 5), "/var/run/netns/y": (3, None),
+             "/var/run/netns/web": (1, 4),   # `netns visible` links a Docker namespace: still Docker's
+             "/var/run/docker/netns/ingress_sbox": (6, 6), "/var/run/docker/netns/default": (7, 7)}
+    assert orphans.netns_kinds(files) == {4: "docker", 5: "named", 6: "docker_internal", 7: "docker_internal"}
