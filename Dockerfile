@@ -35,12 +35,14 @@ RUN python3 -m venv /opt/venv \
 FROM ${BASE_IMAGE}
 ARG VERSION=dev
 ARG REVISION=unknown
+# Where the source lives, e.g. --build-arg SOURCE=https://git.example/dockernet-exporter
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="dockernet-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Docker's host-side networking: veth <-> container map, bridges, NAT, orphaned veths" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/dockernet-exporter/dockernet-exporter"
+      org.opencontainers.image.source="${SOURCE}"
 # The local base carries them already; the official one gets them from Debian.
 RUN if ! command -v nft >/dev/null || ! command -v iptables-legacy >/dev/null; then \
         apt-get update && apt-get install -y --no-install-recommends iptables nftables \

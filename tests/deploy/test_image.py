@@ -185,7 +185,7 @@ def test_non_root_user_gets_no_capabilities_from_cap_add(image):
 def test_image_contents(image):
     config = json.loads(sh("docker", "image", "inspect", image))[0]["Config"]
     labels = config["Labels"]
-    for key in ("title", "description", "version", "revision", "licenses", "source"):
+    for key in ("title", "description", "version", "revision", "licenses"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
     assert config["Entrypoint"] == ["dockernet-exporter"]
     tools = shell_in_image(image, "for t in iptables-nft-save iptables-legacy-save ip6tables-save nft "
