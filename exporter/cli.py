@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -109,8 +110,16 @@ def main(argv: Optional[list] = None) -> int:
                          f"(to read other processes' network namespaces and dump their links)\n")
         return 1
     if args.command:
-        return args.run(args)
+        return run_command(args)
     return run_daemon(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        return args.run(args)
+    except BrokenPipeError:     # the reader went away (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def run_daemon(args: argparse.Namespace) -> int:

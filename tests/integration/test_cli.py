@@ -136,3 +136,10 @@ def test_netns_visible_then_invisible(containers):
     finally:
         cli("netns", "invisible", a.name, b.name, check=False)
         sh("ip", "netns", "del", foreign, check=False)
+
+
+def test_a_reader_that_goes_away_is_no_error():
+    p = subprocess.Popen(EXPORTER + ["bridges", "-o", "json"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()            # as `| head -1` does once it has its line
+    assert (p.wait(60), p.stderr.read()) == (0, "")
