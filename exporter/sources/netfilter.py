@@ -52,7 +52,7 @@ class Netfilter:
     def read(self) -> list[nat.Ruleset]:
         """One ruleset per backend present, the system's default first (``nat.choose`` picks one).
 
-        A backend that fails to answer is left out as long as another one answers.
+        A backend that fails is left out when another one holds Docker's chains.
         """
         backends = [b for b in IPTABLES_BACKENDS if _which(b.save4)] or \
             [b for b in (PLAIN_IPTABLES,) if _which(b.save4)]
@@ -79,7 +79,8 @@ class Netfilter:
                 rulesets.append(parse(*args))
             except NetfilterUnavailable as exc:
                 errors.append(exc)
-        if not rulesets:
+        if errors and not any(r.docker_families for r in rulesets):
+            # Docker's rules may be in the backend that failed: say so rather than call them missing.
             raise errors[0]
         return rulesets
 
