@@ -54,9 +54,9 @@ class Netfilter:
 
         A backend that fails is left out when another one holds Docker's chains.
         """
-        backends = [b for b in IPTABLES_BACKENDS if _which(b.save4)] or \
-            [b for b in (PLAIN_IPTABLES,) if _which(b.save4)]
-        if not backends and not _which("nft"):
+        backends = [b for b in IPTABLES_BACKENDS if shutil.which(b.save4)] or \
+            [b for b in (PLAIN_IPTABLES,) if shutil.which(b.save4)]
+        if not backends and not shutil.which("nft"):
             raise NetfilterUnavailable("neither iptables-save nor nft found in PATH (install iptables or nftables)")
         with self._lock:
             self._started, self._deadline = [], time.monotonic() + self.timeout
@@ -70,8 +70,8 @@ class Netfilter:
 
     def _read_all(self, backends: list[IptablesBackend]) -> list[nat.Ruleset]:
         reads = [(self._iptables, b, self._start(b.save4, "-c"),
-                  self._start(b.save6, "-c") if _which(b.save6) else None) for b in _default_first(backends)]
-        if _which("nft"):
+                  self._start(b.save6, "-c") if shutil.which(b.save6) else None) for b in _default_first(backends)]
+        if shutil.which("nft"):
             reads.append((self._nftables, self._start("nft", "-j", "list", "tables")))
         rulesets, errors = [], []
         for parse, *args in reads:
@@ -128,14 +128,10 @@ class Netfilter:
 
 def _default_first(backends: list[IptablesBackend]) -> list[IptablesBackend]:
     """The backend `iptables` points to first: it wins when no backend holds Docker's rules."""
-    target = _which("iptables")
+    target = shutil.which("iptables")
     if target and "legacy" in os.path.realpath(target):
         return sorted(backends, key=lambda b: b.name != "iptables-legacy")
     return backends
-
-
-def _which(cmd: str) -> Optional[str]:
-    return shutil.which(cmd)
 
 
 def _nft_json(text: str) -> dict:
