@@ -88,9 +88,7 @@ class Stack:
         self.exporter = self.prometheus = None
 
     def start(self, workdir: Path) -> None:
-        # A full re-read every 2 s: link notifications of family AF_BRIDGE (sent when a port joins a
-        # bridge) currently replace the veth's attributes, so the orphan would wait for the next resync.
-        self.exporter = ExporterProcess("--collector.orphans.grace=1s", "--resync.interval=2s")
+        self.exporter = ExporterProcess("--collector.orphans.grace=1s")
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
         self.prometheus.wait_ready()
