@@ -35,6 +35,7 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 
 class Server(ThreadingHTTPServer):
+    # Daemon threads are never joined: a stalled client cannot hold up SIGTERM.
     daemon_threads = True
     allow_reuse_address = True
 
