@@ -88,7 +88,7 @@ class Stack:
         self.exporter = self.prometheus = None
 
     def start(self, workdir: Path) -> None:
-        self.exporter = ExporterProcess("--collector.orphans.grace=1s")
+        self.exporter = ExporterProcess("--collector.orphans.grace=5s")  # our containers, still being set up, are no orphans
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
         self.prometheus.wait_ready()
