@@ -57,9 +57,9 @@ def test_series_follow_run_and_rm_without_a_resync(containers, exporter):
     e = exporter("--resync.interval=1h")
     c = containers.run()
     wait_for(lambda: e.metrics().select("dockernet_container_receive_bytes_total", container_id=c.id),
-             timeout=5, what="series of the new container")
+             timeout=15, what="series of the new container")
     c.remove(force=True)
-    wait_for(lambda: not any(c.id in line for line in e.text().splitlines()), timeout=5,
+    wait_for(lambda: not any(c.id in line for line in e.text().splitlines()), timeout=15,
              what="every series of the removed container gone")
     m = e.metrics()
     assert m.get_value("dockernet_resyncs_total", source="all", reason="periodic") == 0
