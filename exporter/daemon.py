@@ -27,6 +27,7 @@ log = structlog.get_logger()
 
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 MAX_BATCH = 20000
+QUIET, COALESCE_MAX = 0.002, 0.1    # seconds; see Daemon._coalesce
 _STOP = ("stop",)
 
 # Resync (source, reason) pairs, exported from the start at 0.
@@ -131,11 +132,7 @@ class Daemon:
                 batch = [self._queue.get(timeout=max(0.0, next_resync - time.monotonic()))]
             except queue.Empty:
                 batch = [("resync", "all", "periodic")]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._coalesce(batch)
             if _STOP in batch:
                 return
             try:
@@ -148,6 +145,18 @@ class Daemon:
             except Exception:   # keep following events; the next resync repairs the state
                 log.exception("state_update_failed")
                 self._queue.put(("resync", "all", "periodic"))
+
+    def _coalesce(self, batch: list) -> None:
+        """Add what follows the first item until the queue stays quiet for QUIET seconds, at most
+        COALESCE_MAX after it. Each batch ends in one rebuild of the whole snapshot, and a burst of link
+        events arrives in pieces: taken one piece at a time, 1,000 new veths cost thousands of rebuilds."""
+        until = time.monotonic() + COALESCE_MAX
+        while len(batch) < MAX_BATCH:
+            wait = min(QUIET, until - time.monotonic())
+            try:
+                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                return
 
     def _apply(self, batch: list) -> Optional[tuple]:
         """Apply a batch in order; returns the resync it asks for, if any (applied last, it subsumes the rest)."""
