@@ -45,18 +45,20 @@ def counters_of(container_id: str) -> str:
     return f'dockernet_container_receive_bytes_total{{container_id="{container_id}"'
 
 
-def poll_until(ours, predicate) -> int:
+def poll_until(ours, predicate, what: str, failed=lambda: None) -> int:
     """Scrape until predicate(text) holds; the wall clock (ns) when that response arrived."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         text = ours.text()
         if predicate(text):
             return time.time_ns()
+        failed()
         time.sleep(POLL_SLEEP)
-    raise RuntimeError(f"/metrics did not change as expected within {TIMEOUT}s")
+    shown = [line.split("{")[0] for line in text.splitlines() if what in line]
+    raise RuntimeError(f"/metrics did not change as expected within {TIMEOUT}s; {what[:12]} is in: {shown}")
 
 
-def while_polling(ours, action, predicate) -> int:
+def while_polling(ours, action, predicate, what: str) -> int:
     """Run the Docker call in the background and scrape meanwhile: the series may change before
     the call returns (`docker rm` returns only after the network and the filesystem are gone)."""
     done = threading.Event()
@@ -70,19 +72,22 @@ def while_polling(ours, action, predicate) -> int:
         finally:
             done.set()
 
+    def failed() -> None:
+        if errors:
+            raise errors[0]
+
     threading.Thread(target=call, daemon=True).start()
-    seen = poll_until(ours, predicate)
+    seen = poll_until(ours, predicate, what, failed)
     done.wait(TIMEOUT)
-    if errors:
-        raise errors[0]
+    failed()
     return seen
 
 
 def one_cycle(load, ours, events, i: int) -> tuple:
     cid = load.create_container(f"{load.prefix}-f{i}", load.extra_network())
-    seen = while_polling(ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t)
+    seen = while_polling(ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t, cid)
     started = events.wait(cid, "start")
-    gone = while_polling(ours, lambda: load.remove_container(cid), lambda t: f'container_id="{cid}"' not in t)
+    gone = while_polling(ours, lambda: load.remove_container(cid), lambda t: f'container_id="{cid}"' not in t, cid)
     died = events.wait(cid, "die")
     return (seen - started) / 1e6, (gone - died) / 1e6
 

@@ -30,11 +30,28 @@ def grow(load, ours, veths: int, containers: int, foreign: int) -> None:
     """Containers first (each brings one veth), then synthetic veths up to `veths` host veths."""
     load.grow_containers(containers)
     load.grow_veths(veths - foreign - len(load.containers))
-    deadline = time.monotonic() + 60
-    while (shown := veth_rows(ours.text())) != (present := host_veths()):
+    settle(ours)
+
+
+def events_seen(text: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("dockernet_events_total{"))
+
+
+def settle(ours, timeout: float = 120.0) -> None:
+    """Until the exporter shows every veth of the host and has taken no event for a second:
+    a burst of link events is still being applied after the last veth shows."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        text = ours.text()
+        shown, present, events = veth_rows(text), host_veths(), events_seen(text)
+        if shown == present and events == last:
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the exporter shows {shown} veths, the host has {present}, after 60s")
-        time.sleep(0.2)
+            raise RuntimeError(f"the exporter shows {shown} veths, the host has {present}, after {timeout:.0f}s")
+        last = events
+        time.sleep(1.0)
 
 
 def measure(exporters: list, repeats: int) -> dict:
