@@ -15,7 +15,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 # Starts dockerd when none runs and it is installed, then the exporter in the foreground.
 run: install
-	scripts/test-env.sh dockerd-if-installed
+	bash scripts/test-env.sh dockerd-if-installed
+	@echo "Containers and their host veths right now:"
+	@$(BIN)/dockernet-exporter veths || true
 	$(BIN)/dockernet-exporter $(ARGS)
 
 # Everything the tests need (apt packages, dockerd, the local test image, the venv), then the suite.
@@ -23,7 +25,7 @@ test: test-env install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-env:
-	scripts/test-env.sh
+	bash scripts/test-env.sh
 
 # Only the tests that need neither root nor Docker (recorded fixtures).
 unit: install

@@ -45,6 +45,14 @@ def duration(text: str) -> float:
     return float(m.group(1)) * scale
 
 
+def byte_size(text: str) -> int:
+    """'8MiB', '512KiB', '65536' -> bytes."""
+    m = re.fullmatch(r"(\d+)(KiB|MiB)?", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 65536, 512KiB, 8MiB")
+    return int(m.group(1)) * {"KiB": 1024, "MiB": 1024 * 1024, None: 1}[m.group(2)]
+
+
 def listen_address(text: str) -> str:
     try:
         parse_listen_address(text)
@@ -77,6 +85,9 @@ def build_parser() -> Parser:
                    help="procfs mount point (the host's /proc when running in a container)")
     p.add_argument("--resync.interval", dest="resync_interval", type=duration, default="5m",
                    help="full re-read of all sources as a safety net behind the event streams")
+    p.add_argument("--netlink.receive-buffer", dest="netlink_rcvbuf", type=byte_size, default="8MiB",
+                   help="receive buffer of the link notification socket; when a burst overflows it, "
+                        "the exporter re-reads all links (counted in dockernet_resyncs_total)")
     p.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info", help="log level")
     p.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt",
                    help="log format")
@@ -129,7 +140,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{PROG}: error: --web.config.file={args.web_config_file}: {exc}\n")
         return 1
     procfs = Procfs(args.procfs)
-    daemon = Daemon(DockerSource(args.docker_host, args.docker_timeout), procfs, args.resync_interval)
+    daemon = Daemon(DockerSource(args.docker_host, args.docker_timeout), procfs, args.resync_interval,
+                    args.netlink_rcvbuf)
     collectors = [c(procfs=procfs, nat_cache=args.nat_cache, nat_timeout=args.nat_timeout,
                     orphans_scope=args.orphans_scope, orphans_grace=args.orphans_grace)
                   for c in COLLECTORS if getattr(args, f"collector_{c.name}")]

@@ -19,7 +19,7 @@ import structlog
 from . import orphans, topology
 from .model import HostState
 from .sources.docker import UNREACHABLE, WATCHED_EVENTS, DockerSource
-from .sources.netlink import LinkMonitor, Netlink
+from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
 from .sources.procfs import Procfs
 from .state import StateReader
 
@@ -35,10 +35,12 @@ RESYNC_KINDS = (("all", "start"), ("all", "periodic"), ("docker", "reconnect"), 
 
 
 class Daemon:
-    def __init__(self, docker: Optional[DockerSource], procfs: Procfs, resync_interval: float = 300.0) -> None:
+    def __init__(self, docker: Optional[DockerSource], procfs: Procfs, resync_interval: float = 300.0,
+                 netlink_rcvbuf: int = RCVBUF_BYTES) -> None:
         self.docker = docker
         self.procfs = procfs
         self.resync_interval = resync_interval
+        self.netlink_rcvbuf = netlink_rcvbuf
         self.snapshot = topology.empty()
         self.events = Counter({("netlink", a): 0 for a in ("add", "delete", "port")})
         self.events.update({("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions})
@@ -58,7 +60,8 @@ class Daemon:
         """Subscribe to both sources, read everything once, then follow changes."""
         self._netlink = Netlink()
         self._reader = StateReader(self._netlink, self.docker, self.procfs)
-        self._monitor = LinkMonitor(self._on_link, lambda: self._queue.put(("resync", "netlink", "overflow")))
+        self._monitor = LinkMonitor(self._on_link, lambda: self._queue.put(("resync", "netlink", "overflow")),
+                                    self.netlink_rcvbuf)
         self._spawn("netlink-events", self._monitor.run)
         if self.docker is not None:
             # Subscribe before the first read so that nothing between the two is missed.
@@ -164,12 +167,12 @@ class Daemon:
         for item in batch:
             kind = item[0]
             if kind == "link":
-                self.events[("netlink", item[1])] += 1
+                self._count("netlink", item[1])
                 if not resync:
                     self._reader.apply_link(self._state, item[1], item[2])
             elif kind == "docker":
                 event = item[1]
-                self.events[("docker", event.get("Action", ""))] += 1
+                self._count("docker", event.get("Action", ""))
                 if not resync:
                     self._apply_docker(event)
             elif kind == "docker_up":
@@ -177,6 +180,11 @@ class Daemon:
             elif kind == "resync":
                 resync = resync or item[1:]
         return resync
+
+    def _count(self, source: str, action: str) -> None:
+        # Only the pre-created keys: the scrape thread copies this Counter and must never see it grow.
+        if (source, action) in self.events:
+            self.events[(source, action)] += 1
 
     def _apply_docker(self, event: dict) -> None:
         actor = event.get("Actor") or {}
