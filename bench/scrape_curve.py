@@ -39,7 +39,7 @@ def events_seen(text: str) -> float:
 
 
 def settle(ours, timeout: float = 120.0) -> None:
-    """Until the exporter shows every veth of the host and has taken no event for a second:
+    """Until the exporter shows every veth of the host and has taken no event for half a second:
     a burst of link events is still being applied after the last veth shows."""
     deadline = time.monotonic() + timeout
     last = None
@@ -51,7 +51,7 @@ def settle(ours, timeout: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the exporter shows {shown} veths, the host has {present}, after {timeout:.0f}s")
         last = events
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def measure(exporters: list, repeats: int) -> dict:
