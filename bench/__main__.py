@@ -55,6 +55,8 @@ def build_parser() -> Parser:
     p.add_argument("--image", default=os.environ.get("TEST_IMAGE", "dockernet-test:busybox"))
     p.add_argument("--out", type=Path, default=Path("bench/out"), help="directory for JSON, PNG, logs")
     p.add_argument("--prefix", default="", help="name prefix of everything created (default dnxb-<random>)")
+    p.add_argument("--exporter-flag", dest="exporter_flags", action="append", default=[], metavar="FLAG",
+                   help="extra flag for dockernet-exporter, e.g. --exporter-flag=--collector.nat.cache=30s")
     p.add_argument("--no-lock", dest="lock", action="store_false",
                    help=f"do not take {LOCK_PATH} exclusively (the caller holds it)")
     return p
@@ -117,7 +119,7 @@ def run(args) -> dict:
     load = Load(client, args.prefix, args.image)
     exporters = []
     try:
-        exporters += [procs.ours(args.out).wait_ready(), procs.node_exporter(args.out).wait_ready()]
+        exporters += [procs.ours(args.out, args.exporter_flags).wait_ready(), procs.node_exporter(args.out).wait_ready()]
         results = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         results["results"] = scenarios(args, client, load, *exporters)

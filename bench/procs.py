@@ -90,11 +90,11 @@ class Exporter:
         self._log.close()
 
 
-def ours(out: Path) -> Exporter:
+def ours(out: Path, extra: tuple = ()) -> Exporter:
     port = free_port()
     return Exporter("dockernet-exporter",
-                    [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                    out / "dockernet-exporter.log", port)
+                    [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                     *extra], out / "dockernet-exporter.log", port)
 
 
 def node_exporter(out: Path) -> Exporter:
