@@ -331,6 +331,14 @@ def binding_family(binding: PortBinding) -> str:
     return IPV6 if ":" in binding.host_ip else IPV4
 
 
+def wanted_families(containers: Iterable[Container], networks: Iterable[Network]) -> frozenset[str]:
+    """IPv4, and IPv6 when a Docker network has an IPv6 subnet or a container an IPv6 address: without
+    either no binding nor subnet can need an IPv6 rule, and the IPv6 rules need not be read."""
+    ipv6 = any(":" in subnet for n in networks for subnet, _ in n.subnets) or \
+        any(ep.ipv6 for c in containers for ep in c.endpoints)
+    return frozenset((IPV4, IPV6) if ipv6 else (IPV4,))
+
+
 def container_addresses(c: Container, family: str) -> set[str]:
     return {ep.ipv6 if family == IPV6 else ep.ipv4 for ep in c.endpoints} - {""}
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 from .. import nat
 from ..exposition import Family, labels
-from ..sources.netfilter import Netfilter
+from ..sources.netfilter import Netfilter, NetfilterUnavailable
 from ..topology import Snapshot
 
 CONNECTIONS_HELP = (
@@ -19,6 +20,18 @@ MASQUERADE_HELP = (
     "Packets counted by the MASQUERADE rule of this bridge subnet: connections leaving the subnet through "
     "another interface (only a connection's first packet passes the nat table).")
 
+# How long the backend found to hold Docker's rules is read alone before every backend is read again.
+REDETECT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The backend chosen by the last read of every backend, and what it was chosen for."""
+    at: float
+    intent: tuple           # containers, networks and families read: a change means read every backend
+    backend: str
+    docker_families: frozenset[str]
+
 
 class NatCollector:
     name = "nat"
@@ -29,27 +42,56 @@ class NatCollector:
                  **_options) -> None:
         self.netfilter = netfilter or Netfilter(nat_timeout)
         self.cache_seconds = nat_cache
+        self.redetect_seconds = REDETECT_SECONDS
         self._lock = threading.Lock()
-        self._cached: Optional[tuple[float, list[nat.Ruleset]]] = None
+        self._cached: Optional[tuple[float, nat.Ruleset]] = None
+        self._detection: Optional[Detection] = None
         self._unparsed_total = 0
 
     def collect(self, snap: Snapshot) -> list:
-        rulesets, unparsed_total = self._read()
-        containers = [v.container for v in snap.containers]
-        ruleset = nat.choose(rulesets, containers, snap.networks.values())
+        containers, networks = [v.container for v in snap.containers], list(snap.networks.values())
+        ruleset, unparsed_total = self._read(containers, networks)
         ports = nat.port_statuses(containers, ruleset)
-        masquerade = nat.masquerade_statuses(snap.networks.values(), ruleset)
+        masquerade = nat.masquerade_statuses(networks, ruleset)
         return (self._port_families(ports) + self._masquerade_families(masquerade)
                 + self._ruleset_families(ruleset, unparsed_total))
 
-    def _read(self) -> tuple[list[nat.Ruleset], int]:
+    def _read(self, containers: list, networks: list) -> tuple[nat.Ruleset, int]:
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] >= self.cache_seconds:
-                rulesets = self.netfilter.read()
-                self._unparsed_total += sum(r.unparsed for r in rulesets)
-                self._cached = (now, rulesets)
+                self._cached = (now, self._fresh(now, containers, networks))
             return self._cached[1], self._unparsed_total
+
+    def _fresh(self, now: float, containers: list, networks: list) -> nat.Ruleset:
+        """Docker's rules as they are now: from the backend chosen last time alone (one command per
+        family) while that choice holds, else from every backend."""
+        families = nat.wanted_families(containers, networks)
+        intent = (tuple(containers), tuple(networks), families)
+        deadline = now + self.netfilter.timeout
+        last = self._detection
+        if last is not None and last.intent == intent and now - last.at < self.redetect_seconds:
+            ruleset = self._read_chosen(last, families, deadline)
+            if ruleset is not None:
+                return ruleset
+        self._detection = None
+        rulesets = self.netfilter.read(families, deadline)
+        self._unparsed_total += sum(r.unparsed for r in rulesets)
+        ruleset = nat.choose(rulesets, containers, networks)
+        self._detection = Detection(now, intent, ruleset.backend, frozenset(ruleset.docker_families))
+        return ruleset
+
+    def _read_chosen(self, last: Detection, families: frozenset, deadline: float) -> Optional[nat.Ruleset]:
+        """The chosen backend's rules, or None when every backend must be read: the backend fails, or
+        it no longer holds Docker's chains (Docker moved, or someone flushed them)."""
+        # The full read lists only the docker-bridges tables that exist; list the same ones.
+        read = families & last.docker_families if last.backend == "nftables" else families
+        try:
+            ruleset = self.netfilter.read_backend(last.backend, read, deadline)
+        except NetfilterUnavailable:
+            return None
+        self._unparsed_total += ruleset.unparsed
+        return ruleset if ruleset.docker_families >= last.docker_families else None
 
     @staticmethod
     def _port_families(ports: list[nat.PortStatus]) -> list[Family]:

@@ -15,8 +15,9 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Collection, Optional
 
 from .. import nat
 
@@ -49,30 +50,55 @@ class Netfilter:
         self._started: list[subprocess.Popen] = []
         self._deadline = 0.0
 
-    def read(self) -> list[nat.Ruleset]:
+    def read(self, families: Collection[str] = (nat.IPV4, nat.IPV6),
+             deadline: Optional[float] = None) -> list[nat.Ruleset]:
         """One ruleset per backend present, the system's default first (``nat.choose`` picks one).
 
-        A backend that fails is left out when another one holds Docker's chains.
+        IPv6 rules are read only when ``families`` holds IPv6. A backend that fails is
+        left out when another one holds Docker's chains.
         """
-        backends = [b for b in IPTABLES_BACKENDS if shutil.which(b.save4)] or \
-            [b for b in (PLAIN_IPTABLES,) if shutil.which(b.save4)]
+        backends = _iptables_backends()
         if not backends and not shutil.which("nft"):
             raise NetfilterUnavailable("neither iptables-save nor nft found in PATH (install iptables or nftables)")
+        with self._reading(deadline):
+            return self._read_all(backends, families)
+
+    def read_backend(self, name: str, families: Collection[str],
+                     deadline: Optional[float] = None) -> nat.Ruleset:
+        """Only the backend ``name`` (``iptables-nft``, ``iptables-legacy`` or ``nftables``): one
+        command per family. For nftables ``families`` are the ``docker-bridges`` tables to list."""
+        with self._reading(deadline):
+            if name == "nftables":
+                return self._nft_tables(sorted(f for f, fam in nat.NFT_FAMILIES.items() if fam in families))
+            backend = next((b for b in _iptables_backends() if b.name in (name, "")), None)
+            if backend is None:
+                raise NetfilterUnavailable(f"{name}-save not found in PATH")
+            ruleset = self._iptables(backend, *self._start_iptables(backend, families))
+            if ruleset.backend != name:
+                raise NetfilterUnavailable(f"{backend.save4} reads {ruleset.backend}, not {name}")
+            return ruleset
+
+    @property
+    def last_commands(self) -> list[tuple[str, ...]]:
+        """The commands the last read ran."""
+        return [tuple(proc.args) for proc in self._started]
+
+    @contextmanager
+    def _reading(self, deadline: Optional[float]):
         with self._lock:
-            self._started, self._deadline = [], time.monotonic() + self.timeout
+            self._started, self._deadline = [], deadline or time.monotonic() + self.timeout
             try:
-                return self._read_all(backends)
+                yield
             finally:
                 for proc in self._started:
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
 
-    def _read_all(self, backends: list[IptablesBackend]) -> list[nat.Ruleset]:
-        reads = [(self._iptables, b, self._start(b.save4, "-c"),
-                  self._start(b.save6, "-c") if shutil.which(b.save6) else None) for b in _default_first(backends)]
+    def _read_all(self, backends: list[IptablesBackend], families: Collection[str]) -> list[nat.Ruleset]:
+        reads = [(self._iptables, b, *self._start_iptables(b, families)) for b in _default_first(backends)]
         if shutil.which("nft"):
-            reads.append((self._nftables, self._start("nft", "-j", "list", "tables")))
+            reads.append((self._nftables, self._start("nft", "-j", "list", "tables"), families))
         rulesets, errors = [], []
         for parse, *args in reads:
             try:
@@ -84,6 +110,10 @@ class Netfilter:
             raise errors[0]
         return rulesets
 
+    def _start_iptables(self, backend: IptablesBackend, families: Collection[str]):
+        v6 = nat.IPV6 in families and shutil.which(backend.save6)
+        return self._start(backend.save4, "-c"), self._start(backend.save6, "-c") if v6 else None
+
     def _iptables(self, backend: IptablesBackend, v4: subprocess.Popen,
                   v6: Optional[subprocess.Popen]) -> nat.Ruleset:
         text4 = self._finish(v4)
@@ -93,10 +123,13 @@ class Netfilter:
             ruleset.merge(nat.parse_iptables_save(self._finish(v6), nat.IPV6, name))
         return ruleset
 
-    def _nftables(self, tables: subprocess.Popen) -> nat.Ruleset:
-        families = [t["table"]["family"] for t in _nft_json(self._finish(tables)).get("nftables", ())
-                    if "table" in t and t["table"].get("name") == nat.NFT_DOCKER_TABLE
-                    and t["table"].get("family") in nat.NFT_FAMILIES]
+    def _nftables(self, tables: subprocess.Popen, families: Collection[str]) -> nat.Ruleset:
+        return self._nft_tables([t["table"]["family"] for t in _nft_json(self._finish(tables)).get("nftables", ())
+                                 if "table" in t and t["table"].get("name") == nat.NFT_DOCKER_TABLE
+                                 and nat.NFT_FAMILIES.get(t["table"].get("family")) in families])
+
+    def _nft_tables(self, families: list[str]) -> nat.Ruleset:
+        """Docker's ``docker-bridges`` table of each nft family given (``ip``, ``ip6``)."""
         ruleset = nat.Ruleset(backend="nftables")
         procs = [self._start("nft", "-j", "list", "table", family, nat.NFT_DOCKER_TABLE) for family in families]
         for proc in procs:
@@ -124,6 +157,11 @@ class Netfilter:
             detail = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise NetfilterUnavailable(f"{command} failed: {detail}")
         return out
+
+
+def _iptables_backends() -> list[IptablesBackend]:
+    return [b for b in IPTABLES_BACKENDS if shutil.which(b.save4)] or \
+        [b for b in (PLAIN_IPTABLES,) if shutil.which(b.save4)]
 
 
 def _default_first(backends: list[IptablesBackend]) -> list[IptablesBackend]:

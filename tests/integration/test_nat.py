@@ -12,11 +12,18 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker.types
 import pytest
 
-from conftest import EXPORTER, ROOT, TEST_IMAGE, sh, unique, wait_for
+from conftest import EXPORTER, ROOT, TEST_IMAGE, parse_metrics, sh, unique, wait_for
+from exporter import nat
+from exporter.cli import default_host
+from exporter.collectors.nat import NatCollector
+from exporter.commands import read_snapshot
+from exporter.exposition import render
+from exporter.sources.netfilter import Netfilter
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nat"
 HTTPD = "httpd -p 80 -h /tmp; exec sleep 3600"
@@ -161,6 +168,38 @@ def test_deleted_dnat_rule_is_reported_for_that_binding_only(containers, exporte
     finally:
         sh("iptables", "-t", "nat", "-A", *spec)
     assert present(p.metrics(), c) == {("tcp", "0.0.0.0", ports[80]): 1, ("tcp", "0.0.0.0", ports[81]): 1}
+
+
+def test_steady_scrapes_run_only_the_save_command_of_dockers_backend(containers):
+    """After one read of every backend, a scrape runs only the chosen backend's iptables-save (and its
+    IPv6 twin where Docker has IPv6) and still sees a DNAT rule deleted since the scrape before."""
+    c = run_published(containers, "80")
+    ip = c.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    (port,) = [hp for proto, host_ip, hp, _ in bindings(c) if host_ip == "0.0.0.0"]
+    snap = read_snapshot(SimpleNamespace(docker_host=default_host(), docker_timeout=30, procfs="/proc"), warn=False)
+    netfilter = Netfilter()
+    collector = NatCollector(netfilter=netfilter)
+
+    def scrape() -> tuple[dict, str]:
+        got = parse_metrics(render(collector.collect(snap)))
+        (backend,) = [l["backend"] for l, _ in got["dockernet_netfilter_info"]]
+        return {int(l["host_port"]): v for l, v in got["dockernet_published_port_rule_present"]
+                if l["container_id"] == c.id}, backend
+
+    assert scrape() == ({port: 1}, "iptables-nft")
+    assert ("iptables-legacy-save", "-c") in netfilter.last_commands and ("nft", "-j", "list", "tables") in \
+        netfilter.last_commands
+    steady = [("iptables-nft-save", "-c")]
+    if nat.IPV6 in nat.wanted_families([v.container for v in snap.containers], snap.networks.values()):
+        steady.append(("ip6tables-nft-save", "-c"))     # another test's IPv6 network on the shared host
+    assert scrape() == ({port: 1}, "iptables-nft") and netfilter.last_commands == steady
+    spec = dnat_spec("docker0", "tcp", port, ip, 80)
+    sh("iptables", "-t", "nat", "-D", *spec)
+    try:
+        assert scrape() == ({port: 0}, "iptables-nft") and netfilter.last_commands == steady
+    finally:
+        sh("iptables", "-t", "nat", "-A", *spec)
+    assert scrape() == ({port: 1}, "iptables-nft")
 
 
 def test_rules_changing_between_scrapes_never_hide_a_stable_binding(containers, exporter):
