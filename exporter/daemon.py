@@ -192,12 +192,16 @@ class Daemon:
         try:
             if event.get("Type") == "network":
                 if action in ("connect", "disconnect"):
-                    self._refresh_container((actor.get("Attributes") or {}).get("container", ""))
+                    # Starting a container connects it before "start", removing one disconnects it after
+                    # "die": only a container already running needs another look.
+                    container_id = (actor.get("Attributes") or {}).get("container", "")
+                    if container_id in self._state.containers:
+                        self._refresh_container(container_id)
                 else:
                     self._state.networks = {n.id: n for n in self.docker.networks()}
             elif action in ("die", "destroy"):
                 self._reader.remove_container(self._state, actor.get("ID", ""))
-            else:
+            elif action in ("start", "rename"):   # not "create": the event filter lets it through for networks
                 self._refresh_container(actor.get("ID", ""))
         except UNREACHABLE as exc:
             log.debug("docker_call_failed", action=action, error=str(exc))
