@@ -59,7 +59,13 @@ class Snapshot:
     addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)   # nsid -> kernel addresses
     suspects: tuple[orphans.Suspect, ...] = ()
     suspect_since: dict[int, float] = field(default_factory=dict)   # host ifindex -> monotonic; set by the publisher
-    cache: dict = field(default_factory=dict, compare=False)   # renderers memoize per snapshot here
+    cache: dict = field(default_factory=dict, compare=False)   # see memo()
+
+    def memo(self, key: str, build):
+        """build(self), computed once per snapshot: for what changes only with the topology."""
+        if key not in self.cache:
+            self.cache[key] = build(self)
+        return self.cache[key]
 
 
 def empty() -> Snapshot:

@@ -15,17 +15,18 @@ class AddressesCollector:
         pass
 
     def collect(self, snap: Snapshot) -> list:
-        fam = snap.cache.get("address_info")
-        if fam is None:
-            fam = snap.cache["address_info"] = Family(
-                "dockernet_container_address_info", "gauge",
-                "Each address of each container interface, read from the kernel in the container's "
-                "namespace; value is always 1.")
-            for i, a in container_addresses(snap):
-                fam.add(labels(container_id=i.container.id, container_name=i.container.name,
-                               interface=i.interface, network=i.network, family=a.family, address=a.address,
-                               prefix_length=a.prefix_length, mac=i.mac), 1)
-        return [fam]
+        return [snap.memo("address_info", address_info)]
+
+
+def address_info(snap: Snapshot) -> Family:
+    fam = Family("dockernet_container_address_info", "gauge",
+                 "Each address of each container interface, read from the kernel in the container's "
+                 "namespace; value is always 1.", static=True)
+    for i, a in container_addresses(snap):
+        fam.add(labels(container_id=i.container.id, container_name=i.container.name,
+                       interface=i.interface, network=i.network, family=a.family, address=a.address,
+                       prefix_length=a.prefix_length, mac=i.mac), 1)
+    return fam
 
 
 def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:

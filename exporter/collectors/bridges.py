@@ -18,10 +18,7 @@ class BridgesCollector:
         pass
 
     def collect(self, snap: Snapshot) -> list:
-        families = snap.cache.get("bridges")
-        if families is None:
-            families = snap.cache["bridges"] = render(snap)
-        return families
+        return snap.memo("bridges", render)
 
 
 def bridges(snap: Snapshot) -> list[Link]:

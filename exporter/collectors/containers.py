@@ -32,31 +32,11 @@ class ContainersCollector:
         self.procfs = procfs
 
     def collect(self, snap: Snapshot) -> list:
-        return [self._info(snap)] + self._counters(snap)
-
-    @staticmethod
-    def _info(snap: Snapshot) -> Family:
-        fam = snap.cache.get("container_info")
-        if fam is not None:
-            return fam
-        fam = snap.cache["container_info"] = Family(
-            "dockernet_container_info", "gauge", "Metadata of each running container; value is always 1.",
-            static=True)
-        for view in snap.containers:
-            c = view.container
-            fam.add(labels(container_id=c.id, container_name=c.name, image=c.image,
-                           network_mode=view.network_mode, compose_project=c.compose_project,
-                           compose_service=c.compose_service), 1)
-        return fam
+        return [snap.memo("container_info", container_info)] + self._counters(snap)
 
     def _counters(self, snap: Snapshot) -> list:
-        targets = snap.cache.get("counter_targets")
-        if targets is None:
-            targets = snap.cache["counter_targets"] = [
-                (labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface),
-                 i.veth, i.container.pid, i.interface) for i in snap.interfaces]
-            snap.cache["counter_veths"] = frozenset(t[1] for t in targets if t[1])
-        host = self.procfs.net_dev(only=snap.cache["counter_veths"])
+        targets, veths = snap.memo("counter_targets", counter_targets)
+        host = self.procfs.net_dev(only=veths)
         inside: dict = {}
         families = [Family(f"dockernet_container_{suffix}_total", "counter", text)
                     for suffix, _, _, text in COUNTERS]
@@ -78,3 +58,21 @@ class ContainersCollector:
             except OSError:
                 inside[pid] = {}
         return inside[pid].get(interface), [c[2] for c in COUNTERS]
+
+
+def container_info(snap: Snapshot) -> Family:
+    fam = Family("dockernet_container_info", "gauge", "Metadata of each running container; value is always 1.",
+                 static=True)
+    for view in snap.containers:
+        c = view.container
+        fam.add(labels(container_id=c.id, container_name=c.name, image=c.image,
+                       network_mode=view.network_mode, compose_project=c.compose_project,
+                       compose_service=c.compose_service), 1)
+    return fam
+
+
+def counter_targets(snap: Snapshot) -> tuple[list, frozenset]:
+    """(label set, host veth, pid, interface) of each container interface, and the veths to read."""
+    targets = [(labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface),
+                i.veth, i.container.pid, i.interface) for i in snap.interfaces]
+    return targets, frozenset(t[1] for t in targets if t[1])

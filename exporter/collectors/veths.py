@@ -14,15 +14,16 @@ class VethsCollector:
         pass
 
     def collect(self, snap: Snapshot) -> list:
-        fam = snap.cache.get("veth_info")
-        if fam is None:
-            fam = snap.cache["veth_info"] = Family(
-                "dockernet_veth_info", "gauge",
-                "Each veth in the host namespace; container_id is empty when it maps to no running container.",
-                static=True)
-            for v in snap.veths:
-                c = v.container
-                fam.add(labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
-                               container_name=c.name if c else "", interface=v.interface,
-                               bridge=v.bridge, network=v.network), 1)
-        return [fam]
+        return [snap.memo("veth_info", veth_info)]
+
+
+def veth_info(snap: Snapshot) -> Family:
+    fam = Family("dockernet_veth_info", "gauge",
+                 "Each veth in the host namespace; container_id is empty when it maps to no running container.",
+                 static=True)
+    for v in snap.veths:
+        c = v.container
+        fam.add(labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
+                       container_name=c.name if c else "", interface=v.interface,
+                       bridge=v.bridge, network=v.network), 1)
+    return fam
