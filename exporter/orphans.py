@@ -77,14 +77,12 @@ def netns_kinds(files: dict[str, tuple[int, Optional[int]]]) -> dict[int, str]:
     return kinds
 
 
-def classify(veths: Iterable[Link], host: Host) -> tuple[Suspect, ...]:
-    """Every host veth that looks orphaned now, with its reason and scope."""
-    out = []
-    for link in veths:
-        why = reason(link, host)
-        if why is not None:
-            out.append(Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host)))
-    return tuple(out)
+def suspect(link: Link, host: Host) -> Optional[Suspect]:
+    """The veth as a suspect, with its reason and scope, or None when it does not look orphaned."""
+    why = reason(link, host)
+    if why is None:
+        return None
+    return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host))
 
 
 def reason(link: Link, host: Host) -> Optional[str]:

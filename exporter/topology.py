@@ -9,7 +9,7 @@ compared within the namespace they belong to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from . import orphans
 from .model import Address, Container, HostState, Link, Network
@@ -48,6 +48,13 @@ class Veth:
     network: str
 
 
+class Verdict(NamedTuple):
+    """What one host veth is."""
+    veth: Veth
+    suspect: Optional[orphans.Suspect]
+    interface: Optional[Interface]      # the container interface it is the host end of
+
+
 @dataclass
 class Snapshot:
     containers: tuple[ContainerView, ...]
@@ -60,6 +67,9 @@ class Snapshot:
     suspects: tuple[orphans.Suspect, ...] = ()
     suspect_since: dict[int, float] = field(default_factory=dict)   # host ifindex -> monotonic; set by the publisher
     cache: dict = field(default_factory=dict, compare=False)   # see memo()
+    # What the next build() reuses: the verdicts by host ifindex, and what it read of each peer namespace.
+    verdicts: dict[int, Verdict] = field(default_factory=dict, compare=False)
+    netns_contexts: dict[int, tuple] = field(default_factory=dict, compare=False)
 
     def memo(self, key: str, build):
         """build(self), computed once per snapshot: for what changes only with the topology."""
@@ -72,14 +82,18 @@ def empty() -> Snapshot:
     return build(HostState())
 
 
-def build(state: HostState) -> Snapshot:
+def build(state: HostState, previous: Optional[Snapshot] = None) -> Snapshot:
+    """The snapshot of `state`. Given the snapshot before it, only the veths that a change touched are
+    judged again; the others keep their earlier verdicts (the same objects)."""
     views = _container_views(state)
     owners_by_nsid = {v.container.nsid: v.container for v in views
                       if v.netns_owner == v.container.id and v.network_mode != "host" and v.container.nsid is not None}
     bridge_networks = {n.bridge: n for n in state.networks.values() if n.bridge}
-    veths = tuple(_veth(link, state, owners_by_nsid, bridge_networks)
-                  for link in sorted(state.links.values(), key=lambda l: l.ifindex) if link.kind == "veth")
-    interfaces = [_veth_interface(v, state) for v in veths if v.container is not None]
+    host = _orphan_host(state, bridge_networks)
+    contexts = _netns_contexts(state, owners_by_nsid, host)
+    verdicts = _judge_veths(state, owners_by_nsid, bridge_networks, host, _changes(previous, state, contexts))
+    veths = tuple(v.veth for v in verdicts.values())
+    interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
@@ -91,8 +105,65 @@ def build(state: HostState) -> Snapshot:
         networks=dict(state.networks),
         docker_up=state.docker_up,
         addresses=dict(state.netns_addresses),
-        suspects=orphans.classify((v.link for v in veths), _orphan_host(state, bridge_networks)),
+        suspects=tuple(v.suspect for v in verdicts.values() if v.suspect is not None),
+        verdicts=verdicts,
+        netns_contexts=contexts,
     )
+
+
+class Changes(NamedTuple):
+    """What changed since the previous snapshot, as far as the verdicts on veths go."""
+    earlier: dict[int, Verdict]     # the previous verdicts (empty: judge every veth)
+    links: set[int]                 # host ifindexes whose link is new, gone or replaced
+    netns: set[int]                 # nsids whose context is new, gone or different
+
+
+def _netns_contexts(state: HostState, owners_by_nsid: dict, host: orphans.Host) -> dict[int, tuple]:
+    """Per peer namespace, everything a verdict reads of it: its links, owner, members and kind."""
+    nsids = state.netns_links.keys() | owners_by_nsid.keys() | host.members.keys() | host.netns_kinds.keys()
+    return {nsid: (state.netns_links.get(nsid), owners_by_nsid.get(nsid), host.members.get(nsid),
+                   host.netns_kinds.get(nsid)) for nsid in nsids}
+
+
+def _changes(previous: Optional[Snapshot], state: HostState, contexts: dict) -> Changes:
+    """Links are compared by identity (the state replaces a link that changes), namespace contexts by
+    value. Docker's networks and whether Docker answered feed every verdict: a change there, or no
+    previous snapshot, means judging every veth."""
+    if previous is None or previous.docker_up != state.docker_up or previous.networks != state.networks:
+        return Changes({}, set(), set())
+    old_links, old_contexts = previous.links, previous.netns_contexts
+    links = {i for i, link in state.links.items() if old_links.get(i) is not link}
+    links.update(i for i in old_links if i not in state.links)
+    netns = {nsid for nsid in contexts.keys() | old_contexts.keys() if contexts.get(nsid) != old_contexts.get(nsid)}
+    return Changes(previous.verdicts, links, netns)
+
+
+def _judge_veths(state: HostState, owners_by_nsid: dict, bridge_networks: dict, host: orphans.Host,
+                 changes: Changes) -> dict[int, Verdict]:
+    """The verdict on every host veth, by ifindex in ifindex order."""
+    verdicts = {}
+    for ifindex in sorted(state.links):
+        link = state.links[ifindex]
+        if link.kind != "veth":
+            continue
+        old = changes.earlier.get(ifindex)
+        if old is None or _touched(link, state.links, changes):
+            veth = _veth(link, state, owners_by_nsid, bridge_networks)
+            interface = _veth_interface(veth, state) if veth.container is not None else None
+            old = Verdict(veth, orphans.suspect(link, host), interface)
+        verdicts[ifindex] = old
+    return verdicts
+
+
+def _touched(link: Link, links: dict[int, Link], changes: Changes) -> bool:
+    """Whether anything _veth(), _veth_interface() or orphans.suspect() read about this veth changed:
+    the link, its bridge, and its peer's namespace, or (a peer in the host) the peer and its bridge."""
+    if link.ifindex in changes.links or link.master in changes.links:
+        return True
+    if link.peer_netnsid is not None:
+        return link.peer_netnsid in changes.netns
+    peer = links.get(link.peer_ifindex)
+    return link.peer_ifindex in changes.links or (peer is not None and peer.master in changes.links)
 
 
 def _orphan_host(state: HostState, bridge_networks: dict) -> orphans.Host:
