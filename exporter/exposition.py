@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Callable, Hashable, Iterable, Union
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,6 +32,29 @@ def value(v: Number) -> str:
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return repr(v)
+
+
+class LabelCache:
+    """Label sets rendered from objects that outlive a snapshot, rendered again only when the object
+    under a key differs from the one the previous call saw (the same object, or an equal one: a tuple
+    of the same objects compares fast). The topology hands unchanged veths, interfaces and ports on as
+    the same objects, so a new snapshot re-renders only what changed. Each call swaps in a new table
+    whole, so concurrent scrapes can only miss, never mix up, an entry."""
+
+    def __init__(self, render: Callable[[Hashable, object], str]) -> None:
+        self._render = render
+        self._table: dict = {}
+
+    def rendered(self, keyed: Iterable[tuple[Hashable, object]]) -> list[str]:
+        table, fresh, out = self._table, {}, []
+        for key, obj in keyed:
+            hit = table.get(key)
+            if hit is None or not (hit[0] is obj or hit[0] == obj):
+                hit = (obj, self._render(key, obj))
+            fresh[key] = hit
+            out.append(hit[1])
+        self._table = fresh
+        return out
 
 
 @dataclass

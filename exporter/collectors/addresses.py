@@ -1,7 +1,7 @@
 """Every address of every container interface, as the kernel has it."""
 from __future__ import annotations
 
-from ..exposition import Family, labels
+from ..exposition import Family, LabelCache, labels
 from ..model import Address
 from ..topology import Interface, Snapshot
 
@@ -12,21 +12,25 @@ class AddressesCollector:
     default = True
 
     def __init__(self, **_options) -> None:
-        pass
+        self._labels = LabelCache(address_labels)
 
     def collect(self, snap: Snapshot) -> list:
-        return [snap.memo("address_info", address_info)]
+        return [snap.memo("address_info", self.address_info)]
+
+    def address_info(self, snap: Snapshot) -> Family:
+        fam = Family("dockernet_container_address_info", "gauge",
+                     "Each address of each container interface, read from the kernel in the container's "
+                     "namespace; value is always 1.", static=True)
+        keyed = (((i.container.id, i.interface, a.address, a.prefix_length), (i, a))
+                 for i, a in container_addresses(snap))
+        fam.samples = [(ls, 1) for ls in self._labels.rendered(keyed)]
+        return fam
 
 
-def address_info(snap: Snapshot) -> Family:
-    fam = Family("dockernet_container_address_info", "gauge",
-                 "Each address of each container interface, read from the kernel in the container's "
-                 "namespace; value is always 1.", static=True)
-    for i, a in container_addresses(snap):
-        fam.add(labels(container_id=i.container.id, container_name=i.container.name,
-                       interface=i.interface, network=i.network, family=a.family, address=a.address,
-                       prefix_length=a.prefix_length, mac=i.mac), 1)
-    return fam
+def address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
+    i, a = interface_and_address
+    return labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface,
+                  network=i.network, family=a.family, address=a.address, prefix_length=a.prefix_length, mac=i.mac)
 
 
 def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:

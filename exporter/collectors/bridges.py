@@ -15,23 +15,45 @@ class BridgesCollector:
     default = True
 
     def __init__(self, **_options) -> None:
-        pass
+        self._port_blocks: dict[str, tuple] = {}    # bridge name -> (its ports as grouped, their label sets)
 
     def collect(self, snap: Snapshot) -> list:
-        return snap.memo("bridges", render)
+        return snap.memo("bridges", self.render)
+
+    def render(self, snap: Snapshot) -> list[Family]:
+        earlier, used = self._port_blocks, {}
+
+        def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:
+            """The label sets of a bridge's port states, by port name; kept while its ports are the same
+            objects in the same order (the snapshot's links keep both while nothing changes)."""
+            block = earlier.get(bridge)
+            if block is None or block[0] != ports:
+                block = (ports, [labels(bridge=bridge, veth=p.name, state=port_state(p))
+                                 for p in sorted(ports, key=lambda p: p.name)])
+            used[bridge] = block
+            return block[1]
+
+        families = render(snap, port_label_sets)
+        self._port_blocks = used
+        return families
 
 
 def bridges(snap: Snapshot) -> list[Link]:
     return sorted((l for l in snap.links.values() if l.kind == "bridge"), key=lambda l: l.name)
 
 
-def ports_by_bridge(snap: Snapshot) -> dict[int, list[Link]]:
-    """Bridge ifindex -> its ports, by name."""
+def grouped_ports(snap: Snapshot) -> dict[int, tuple[Link, ...]]:
+    """Bridge ifindex -> its ports, in the snapshot's link order."""
     out: dict[int, list[Link]] = {}
-    for l in sorted(snap.links.values(), key=lambda l: l.name):
+    for l in snap.links.values():
         if l.master:
             out.setdefault(l.master, []).append(l)
-    return out
+    return {master: tuple(ports) for master, ports in out.items()}
+
+
+def ports_by_bridge(snap: Snapshot) -> dict[int, list[Link]]:
+    """Bridge ifindex -> its ports, by name."""
+    return {master: sorted(ports, key=lambda l: l.name) for master, ports in grouped_ports(snap).items()}
 
 
 def port_state(link: Link) -> str:
@@ -40,26 +62,26 @@ def port_state(link: Link) -> str:
     return PORT_STATES[link.port_state]
 
 
-def render(snap: Snapshot) -> list[Family]:
+def render(snap: Snapshot, port_label_sets) -> list[Family]:
     info = Family("dockernet_bridge_info", "gauge",
                   "Each Linux bridge of the host namespace, one series per subnet of its Docker network "
-                  "(network is empty for bridges Docker does not manage); value is always 1.")
-    up = Family("dockernet_bridge_up", "gauge", "Whether the bridge's operational state is up (1) or not (0).")
+                  "(network is empty for bridges Docker does not manage); value is always 1.", static=True)
+    up = Family("dockernet_bridge_up", "gauge", "Whether the bridge's operational state is up (1) or not (0).",
+                static=True)
     count = Family("dockernet_bridge_ports", "gauge",
-                   "Number of ports of the bridge (a Linux bridge holds at most 1,024).")
+                   "Number of ports of the bridge (a Linux bridge holds at most 1,024).", static=True)
     states = Family("dockernet_bridge_port_state", "gauge",
                     "STP state of each bridge port (disabled, listening, learning, forwarding, blocking); "
-                    "value is always 1.")
+                    "value is always 1.", static=True)
     by_bridge = {n.bridge: n for n in snap.networks.values() if n.bridge}
-    ports = ports_by_bridge(snap)
+    ports = grouped_ports(snap)
     for br in bridges(snap):
         net = by_bridge.get(br.name)
         for subnet, gateway in (net.subnets if net and net.subnets else (("", ""),)):
             info.add(labels(bridge=br.name, network=net.name if net else "", driver=net.driver if net else "",
                             subnet=subnet, gateway=gateway), 1)
         up.add(labels(bridge=br.name), int(br.operstate == "up"))
-        members = ports.get(br.ifindex, [])
+        members = ports.get(br.ifindex, ())
         count.add(labels(bridge=br.name), len(members))
-        for port in members:
-            states.add(labels(bridge=br.name, veth=port.name, state=port_state(port)), 1)
+        states.samples.extend((ls, 1) for ls in port_label_sets(br.name, members))
     return [info, up, count, states]

@@ -28,7 +28,7 @@ REDETECT_SECONDS = 60.0
 class Detection:
     """The backend chosen by the last read of every backend, and what it was chosen for."""
     at: float
-    intent: tuple           # containers, networks and families read: a change means read every backend
+    intent: tuple           # containers with ports, networks, families: a change means read every backend
     backend: str
     docker_families: frozenset[str]
 
@@ -37,6 +37,7 @@ class NatCollector:
     name = "nat"
     help = "published ports and masquerading checked against the iptables/nftables rules Docker needs"
     default = True
+    concurrent = True       # mostly waits for iptables-save or nft: the scrape runs it beside the others
 
     def __init__(self, netfilter: Optional[Netfilter] = None, nat_cache: float = 0.0, nat_timeout: float = 5.0,
                  **_options) -> None:
@@ -67,7 +68,8 @@ class NatCollector:
         """Docker's rules as they are now: from the backend chosen last time alone (one command per
         family) while that choice holds, else from every backend."""
         families = nat.wanted_families(containers, networks)
-        intent = (tuple(containers), tuple(networks), families)
+        # Only published ports and networks weigh in nat.choose: a container without ports changes nothing.
+        intent = (tuple(c for c in containers if c.ports), tuple(networks), families)
         deadline = now + self.netfilter.timeout
         last = self._detection
         if last is not None and last.intent == intent and now - last.at < self.redetect_seconds:

@@ -22,7 +22,9 @@ class OrphansCollector:
         self.clock = clock
 
     def collect(self, snap: Snapshot) -> list:
-        found = orphans.orphans(snap.suspects, snap.suspect_since, self.clock(), self.scope, self.grace)
+        in_scope = snap.memo(f"suspects in scope {self.scope}",
+                             lambda s: [x for x in s.suspects if self.scope == "all" or x.docker])
+        found = orphans.orphans(in_scope, snap.suspect_since, self.clock(), self.scope, self.grace)
         each = Family("dockernet_veth_orphaned", "gauge",
                       "Each orphaned veth of the host namespace with the first reason that applies; "
                       "value is always 1.")

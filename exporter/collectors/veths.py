@@ -1,8 +1,8 @@
 """Every veth of the host namespace and the container it belongs to."""
 from __future__ import annotations
 
-from ..exposition import Family, labels
-from ..topology import Snapshot
+from ..exposition import Family, LabelCache, labels
+from ..topology import Snapshot, Veth
 
 
 class VethsCollector:
@@ -11,19 +11,20 @@ class VethsCollector:
     default = True
 
     def __init__(self, **_options) -> None:
-        pass
+        self._labels = LabelCache(veth_labels)
 
     def collect(self, snap: Snapshot) -> list:
-        return [snap.memo("veth_info", veth_info)]
+        return [snap.memo("veth_info", self.veth_info)]
+
+    def veth_info(self, snap: Snapshot) -> Family:
+        fam = Family("dockernet_veth_info", "gauge",
+                     "Each veth in the host namespace; container_id is empty when it maps to no running container.",
+                     static=True)
+        fam.samples = [(ls, 1) for ls in self._labels.rendered((v.link.ifindex, v) for v in snap.veths)]
+        return fam
 
 
-def veth_info(snap: Snapshot) -> Family:
-    fam = Family("dockernet_veth_info", "gauge",
-                 "Each veth in the host namespace; container_id is empty when it maps to no running container.",
-                 static=True)
-    for v in snap.veths:
-        c = v.container
-        fam.add(labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
-                       container_name=c.name if c else "", interface=v.interface,
-                       bridge=v.bridge, network=v.network), 1)
-    return fam
+def veth_labels(_ifindex: int, v: Veth) -> str:
+    c = v.container
+    return labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
+                  container_name=c.name if c else "", interface=v.interface, bridge=v.bridge, network=v.network)

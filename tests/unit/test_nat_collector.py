@@ -51,8 +51,9 @@ class Recorded:
         raise NetfilterUnavailable(f"{name}-save not found in PATH")
 
 
-def recorded_snapshot(skip: int = 0) -> topology.Snapshot:
+def recorded_snapshot(skip: int = 0, extra: list = ()) -> topology.Snapshot:
     containers = [parse_container(d) for d in json.loads((FIXTURES / "docker20-containers.json").read_text())][skip:]
+    containers += extra
     networks = [parse_network(d) for d in json.loads((FIXTURES / "docker20-networks.json").read_text())]
     return topology.build(HostState(containers={c.id: c for c in containers}, networks={n.id: n for n in networks},
                                     docker_up=True))
@@ -114,11 +115,24 @@ def test_steady_scrapes_read_only_the_backend_holding_dockers_rules():
     assert present_values(collector, snap) == {0, 1} and source.log[-1][0] == "iptables-nft"
 
 
+def test_containers_without_published_ports_do_not_unsettle_the_choice():
+    source = Recorded(docker20_ruleset(), nat.Ruleset(backend="iptables-legacy"))
+    collector, snap = NatCollector(netfilter=source), recorded_snapshot()
+    collector.collect(snap)
+    portless = [dataclasses.replace(v.container, id=f"{i:064x}", name=f"portless{i}", ports=())
+                for i, v in enumerate(snap.containers)]
+    more = recorded_snapshot(extra=portless)
+    assert len(more.containers) == 2 * len(snap.containers)
+    collector.collect(more)
+    collector.collect(snap)
+    assert [kind for kind, _ in source.log] == ["all", "iptables-nft", "iptables-nft"]
+
+
 def test_every_backend_is_read_again_when_the_choice_may_be_stale():
     source = Recorded(docker20_ruleset(), nat.Ruleset(backend="iptables-legacy"))
     collector, snap = NatCollector(netfilter=source), recorded_snapshot()
     collector.collect(snap)
-    collector.collect(recorded_snapshot(skip=1))            # a container gone: Docker may have restarted
+    collector.collect(recorded_snapshot(skip=1))            # a container with ports gone: Docker may have restarted
     assert [kind for kind, _ in source.log] == ["all", "all"]
     collector.redetect_seconds = 0                          # the periodic check
     collector.collect(recorded_snapshot(skip=1))
