@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
+# A counter row: the eight counters of one interface, as /proc/net/dev and rtnetlink both give them.
+RX_BYTES, RX_PACKETS, RX_ERRS, RX_DROP, TX_BYTES, TX_PACKETS, TX_ERRS, TX_DROP = range(8)
+Counters = tuple[int, int, int, int, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class Link:
     """One network interface as rtnetlink reports it, in one namespace."""

@@ -1,10 +1,13 @@
 """Per-container interface counters and container metadata."""
 from __future__ import annotations
 
-from ..exposition import Family, labels
-from ..sources.procfs import (RX_BYTES, RX_DROP, RX_ERRS, RX_PACKETS, TX_BYTES, TX_DROP, TX_ERRS,
-                              TX_PACKETS, Procfs)
-from ..topology import Snapshot
+from typing import Callable, Collection, Optional
+
+from ..exposition import Family, LabelCache, labels
+from ..model import RX_BYTES, RX_DROP, RX_ERRS, RX_PACKETS, TX_BYTES, TX_DROP, TX_ERRS, TX_PACKETS, Counters
+from ..sources.netlink import Netlink
+from ..sources.procfs import Procfs
+from ..topology import ContainerView, Interface, Snapshot
 
 # (metric suffix, column read on the host veth, column read inside the namespace).
 # The host end of a veth sees the container's traffic mirrored: what the host
@@ -28,51 +31,63 @@ class ContainersCollector:
     help = "per-container interface counters and dockernet_container_info"
     default = True
 
-    def __init__(self, procfs: Procfs, **_options) -> None:
+    def __init__(self, procfs: Procfs, link_stats: Optional[Callable[[Collection[int]], dict]] = None,
+                 **_options) -> None:
         self.procfs = procfs
+        self.link_stats = link_stats or read_link_stats
+        self._info_labels = LabelCache(info_labels)
+        self._counter_labels = LabelCache(counter_labels)
 
     def collect(self, snap: Snapshot) -> list:
-        return [snap.memo("container_info", container_info)] + self._counters(snap)
+        return [snap.memo("container_info", self.container_info)] + self._counters(snap)
+
+    def container_info(self, snap: Snapshot) -> Family:
+        fam = Family("dockernet_container_info", "gauge",
+                     "Metadata of each running container; value is always 1.", static=True)
+        fam.samples = [(ls, 1) for ls in self._info_labels.rendered((v.container.id, v) for v in snap.containers)]
+        return fam
+
+    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
+        """(label set, host veth ifindex, pid, interface) of each container interface, and the host veths
+        to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
+        label_sets = self._counter_labels.rendered(((i.container.id, i.interface), i) for i in snap.interfaces)
+        targets = [(ls, i.veth_ifindex, i.container.pid, i.interface) for ls, i in zip(label_sets, snap.interfaces)]
+        return targets, frozenset(t[1] for t in targets if t[1])
 
     def _counters(self, snap: Snapshot) -> list:
-        targets, veths = snap.memo("counter_targets", counter_targets)
-        host = self.procfs.net_dev(only=veths)
+        targets, veths = snap.memo("counter_targets", self.counter_targets)
+        host = self.link_stats(veths) if veths else {}
         inside: dict = {}
-        families = [Family(f"dockernet_container_{suffix}_total", "counter", text)
-                    for suffix, _, _, text in COUNTERS]
-        for label_set, veth, pid, interface in targets:
-            row, columns = self._row(veth, pid, interface, host, inside)
-            if row is None:
-                continue
-            for fam, column in zip(families, columns):
-                fam.samples.append((label_set, row[column]))
-        return families
+        # (label set, counter row, whether the row is the host end's: its columns are mirrored)
+        rows = [(label_set, host.get(veth), True) if veth
+                else (label_set, self._inside(pid, inside).get(interface), False)
+                for label_set, veth, pid, interface in targets]
+        rows = [r for r in rows if r[1] is not None]
+        return [Family(f"dockernet_container_{suffix}_total", "counter", text,
+                       [(ls, row[host_column] if host_end else row[inside_column]) for ls, row, host_end in rows])
+                for suffix, host_column, inside_column, text in COUNTERS]
 
-    def _row(self, veth: str, pid: int, interface: str, host: dict, inside: dict):
-        """The counter row of one interface and the columns to read from it."""
-        if veth:
-            return host.get(veth), [c[1] for c in COUNTERS]
+    def _inside(self, pid: int, inside: dict) -> dict:
+        """The counters of a container's own namespace (interfaces with no host veth), read once per scrape."""
         if pid not in inside:
             try:
                 inside[pid] = self.procfs.net_dev(pid)
             except OSError:
                 inside[pid] = {}
-        return inside[pid].get(interface), [c[2] for c in COUNTERS]
+        return inside[pid]
 
 
-def container_info(snap: Snapshot) -> Family:
-    fam = Family("dockernet_container_info", "gauge", "Metadata of each running container; value is always 1.",
-                 static=True)
-    for view in snap.containers:
-        c = view.container
-        fam.add(labels(container_id=c.id, container_name=c.name, image=c.image,
-                       network_mode=view.network_mode, compose_project=c.compose_project,
-                       compose_service=c.compose_service), 1)
-    return fam
+def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
+    """The host veths' counters; a socket per call, as scrapes run concurrently."""
+    with Netlink() as netlink:
+        return netlink.link_stats(ifindexes)
 
 
-def counter_targets(snap: Snapshot) -> tuple[list, frozenset]:
-    """(label set, host veth, pid, interface) of each container interface, and the veths to read."""
-    targets = [(labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface),
-                i.veth, i.container.pid, i.interface) for i in snap.interfaces]
-    return targets, frozenset(t[1] for t in targets if t[1])
+def info_labels(_container_id: str, view: ContainerView) -> str:
+    c = view.container
+    return labels(container_id=c.id, container_name=c.name, image=c.image, network_mode=view.network_mode,
+                  compose_project=c.compose_project, compose_service=c.compose_service)
+
+
+def counter_labels(_key: tuple, i: Interface) -> str:
+    return labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface)

@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import os
+from operator import itemgetter
 from typing import Collection, Optional
 
-# /proc/net/dev columns after the name: 8 receive then 8 transmit fields.
-RX_BYTES, RX_PACKETS, RX_ERRS, RX_DROP = 0, 1, 2, 3
-TX_BYTES, TX_PACKETS, TX_ERRS, TX_DROP = 8, 9, 10, 11
+from ..model import Counters
+
+# /proc/net/dev columns after the name are 8 receive then 8 transmit fields; a counter row (model.Counters)
+# takes bytes, packets, errs and drop of each.
+_COUNTER_COLUMNS = itemgetter(0, 1, 2, 3, 8, 9, 10, 11)
 
 
 class Procfs:
     def __init__(self, root: str = "/proc") -> None:
         self.root = root.rstrip("/") or "/proc"
 
-    def net_dev(self, pid: Optional[int] = None, only: Optional[Collection[str]] = None) -> dict[str, list[int]]:
+    def net_dev(self, pid: Optional[int] = None, only: Optional[Collection[str]] = None) -> dict[str, Counters]:
         """Counters of every interface (or of those in `only`) in the host namespace, or in pid's."""
         path = f"{self.root}/{pid}/net/dev" if pid else f"{self.root}/net/dev"
         with open(path, "rb") as f:
@@ -36,14 +39,14 @@ class Procfs:
             return None
 
 
-def parse_net_dev(data: bytes, only: Optional[Collection[str]] = None) -> dict[str, list[int]]:
-    """Counters by interface name. With `only`, the other rows are skipped unparsed: converting
-    16 numbers per row dominates the cost, and most host veths need no counters."""
+def parse_net_dev(data: bytes, only: Optional[Collection[str]] = None) -> dict[str, Counters]:
+    """Counter rows by interface name. With `only`, the other rows are skipped unparsed: converting
+    the numbers dominates the cost."""
     wanted = None if only is None else {n.encode("utf-8", "surrogateescape") for n in only}
     counters = {}
     for line in data.split(b"\n")[2:]:
         name, sep, rest = line.partition(b":")
         name = name.strip()
         if sep and (wanted is None or name in wanted):
-            counters[name.decode("utf-8", "surrogateescape")] = [int(x) for x in rest.split()]
+            counters[name.decode("utf-8", "surrogateescape")] = tuple(map(int, _COUNTER_COLUMNS(rest.split())))
     return counters

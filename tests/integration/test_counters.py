@@ -65,3 +65,25 @@ def test_series_follow_run_and_rm_without_a_resync(containers, exporter):
     assert m.get_value("dockernet_resyncs_total", source="all", reason="periodic") == 0
     assert m.get_value("dockernet_events_total", source="docker", action="start") >= 1
     assert m.get_value("dockernet_events_total", source="docker", action="destroy") >= 1
+
+
+def test_netlink_counter_rows_equal_proc_net_dev_for_every_host_link(containers):
+    """The scrape reads host veths' counters with one RTM_GETSTATS dump; /proc/net/dev is the reference."""
+    from exporter.sources.netlink import Netlink
+    from exporter.sources.procfs import Procfs
+
+    a, b = containers.run(), containers.run()
+    b_ip = b.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert a.exec_run(f"ping -c 5 -i 0.05 -W 2 {b_ip}").exit_code == 0
+    with Netlink() as netlink:
+        links = {l.ifindex: l.name for l in netlink.links()}
+        for _ in range(20):
+            text = Procfs().net_dev()
+            rows = netlink.link_stats(links.keys())
+            if Procfs().net_dev() == text:     # nothing moved while netlink was read
+                break
+        some = netlink.link_stats({min(links)})
+    assert {links[i]: row for i, row in rows.items()} == {name: text[name] for name in links.values()}
+    assert set(some) == {min(links)}
+    moved = [row for i, row in rows.items() if links[i].startswith("veth") and row[1] >= 5 and row[5] >= 5]
+    assert len(moved) >= 2, "the pinging containers' veths show the traffic"

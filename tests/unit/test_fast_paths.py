@@ -23,7 +23,7 @@ def test_net_dev_only_parses_the_wanted_rows_with_the_same_values():
     assert set(full) == {"lo", "veth3c62f33", "eth0", "vethcafé"}
     some = parse_net_dev(NET_DEV, only=frozenset({"veth3c62f33", "vethcafé", "gone0"}))
     assert some == {"veth3c62f33": full["veth3c62f33"], "vethcafé": full["vethcafé"]}
-    assert some["veth3c62f33"][0] == 8862 and some["veth3c62f33"][8] == 1702
+    assert some["veth3c62f33"] == (8862, 97, 0, 0, 1702, 21, 0, 0)
     assert parse_net_dev(NET_DEV, only=()) == {}
 
 

@@ -67,3 +67,21 @@ def test_first_end_of_a_new_pair_learns_its_peer():
     reader.apply_link(state, "add", Link(20, "dnx-b", kind="veth"))
     reader.apply_link(state, "add", Link(21, "dnx-a", kind="veth", peer_ifindex=20))
     assert state.links[20].peer_ifindex == 21
+
+
+def stats_message(ifindex: int, rx_packets: int, rx_dropped: int, rx_missed: int) -> bytes:
+    stats = [0] * 24
+    stats[0], stats[2], stats[6], stats[15] = rx_packets, rx_packets * 100, rx_dropped, rx_missed
+    stats[1], stats[3], stats[7] = 7, 700, 1       # tx packets, bytes, dropped
+    body = nl._IFSTATSMSG.pack(0, ifindex, 1) + nl._attr(nl.IFLA_STATS_LINK_64, struct.pack("=24Q", *stats))
+    return nl._NLMSGHDR.pack(nl._NLMSGHDR.size + len(body), nl.RTM_NEWSTATS, nl.NLM_F_MULTI, 0, 0) + body
+
+
+def test_stats_rows_decode_the_wanted_links_as_proc_net_dev_counts_them():
+    done = nl._NLMSGHDR.pack(20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 0, 0) + b"\0" * 4
+    data = stats_message(3, 10, 2, 1) + stats_message(4, 99, 0, 0) + stats_message(5, 1, 0, 0) + done
+    rows: dict = {}
+    end = nl._stats_rows(data, {3, 5, 6}, rows)
+    # rx bytes, packets, errors, dropped (+ missed, as /proc/net/dev adds them), tx bytes, packets, errors, dropped
+    assert rows == {3: (1000, 10, 0, 3, 700, 7, 0, 1), 5: (100, 1, 0, 0, 700, 7, 0, 1)}
+    assert data[end:] == done
