@@ -45,6 +45,13 @@ def duration(text: str) -> float:
     return float(m.group(1)) * scale
 
 
+def procfs_path(text: str) -> str:
+    """A procfs mount point: it has a directory per process, pid 1's among them."""
+    if not os.path.isdir(os.path.join(text, "1", "ns")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a procfs mount (no {os.path.join(text, '1', 'ns')})")
+    return text
+
+
 def byte_size(text: str) -> int:
     """'8MiB', '512KiB', '65536' -> bytes."""
     m = re.fullmatch(r"(\d+)(KiB|MiB)?", text.strip())
@@ -81,7 +88,7 @@ def build_parser() -> Parser:
                    help="Docker Engine API address (default: $DOCKER_HOST, else the local socket)")
     p.add_argument("--docker.timeout", dest="docker_timeout", type=duration, default="10s",
                    help="timeout of each Docker API call")
-    p.add_argument("--path.procfs", dest="procfs", default="/proc",
+    p.add_argument("--path.procfs", dest="procfs", type=procfs_path, default="/proc",
                    help="procfs mount point (the host's /proc when running in a container)")
     p.add_argument("--resync.interval", dest="resync_interval", type=duration, default="5m",
                    help="full re-read of all sources as a safety net behind the event streams")

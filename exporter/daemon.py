@@ -1,6 +1,6 @@
-"""The long-running half: follows Docker events and netlink link notifications,
-keeps a HostState, and publishes a fresh immutable Snapshot after each batch
-of changes. Scrapes read ``daemon.snapshot`` (one reference) and never lock
+"""The long-running half: follows Docker events, netlink link notifications and
+the exits of containers' processes, keeps a HostState, and publishes a fresh
+immutable Snapshot after each batch of changes. Scrapes read ``daemon.snapshot`` (one reference) and never lock
 against this loop.
 
 Threads: one per event source (they only enqueue), one state loop (the only
@@ -18,6 +18,7 @@ import structlog
 
 from . import orphans, topology
 from .model import HostState
+from .sources import exits
 from .sources.docker import UNREACHABLE, WATCHED_EVENTS, DockerSource
 from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
 from .sources.procfs import Procfs
@@ -42,7 +43,7 @@ class Daemon:
         self.resync_interval = resync_interval
         self.netlink_rcvbuf = netlink_rcvbuf
         self.snapshot = topology.empty()
-        self.events = Counter({("netlink", a): 0 for a in ("add", "delete", "port")})
+        self.events = Counter({("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0})
         self.events.update({("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions})
         self.resyncs = Counter({kind: 0 for kind in RESYNC_KINDS})
         self._queue: "queue.Queue[tuple]" = queue.Queue()
@@ -53,6 +54,8 @@ class Daemon:
         self._monitor: Optional[LinkMonitor] = None
         self._docker_logged_down = False
         self._docker_attempted = threading.Event()
+        self._exits = exits.ExitWatcher(lambda cid, pid: self._queue.put(("exited", cid, pid))) \
+            if exits.usable(procfs.root) else None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -63,6 +66,8 @@ class Daemon:
         self._monitor = LinkMonitor(self._on_link, lambda: self._queue.put(("resync", "netlink", "overflow")),
                                     self.netlink_rcvbuf)
         self._spawn("netlink-events", self._monitor.run)
+        if self._exits is not None:
+            self._spawn("process-exits", self._exits.run)
         if self.docker is not None:
             # Subscribe before the first read so that nothing between the two is missed.
             self._spawn("docker-events", self._watch_docker)
@@ -74,6 +79,8 @@ class Daemon:
         self._stopping.set()
         if self._monitor is not None:
             self._monitor.stop()
+        if self._exits is not None:
+            self._exits.stop()
         if self.docker is not None:
             self.docker.close_events()
         self._queue.put(_STOP)
@@ -139,54 +146,65 @@ class Daemon:
             if _STOP in batch:
                 return
             try:
-                resync = self._apply(batch)
+                resync, changed = self._apply(batch)
                 if resync:
                     self._resync(*resync)
                     next_resync = time.monotonic() + self.resync_interval
-                else:
+                elif changed:
                     self._publish()
             except Exception:   # keep following events; the next resync repairs the state
                 log.exception("state_update_failed")
                 self._queue.put(("resync", "all", "periodic"))
 
     def _coalesce(self, batch: list) -> None:
-        """Add what follows the first item until the queue stays quiet for QUIET seconds, at most
-        COALESCE_MAX after it. Each batch ends in one rebuild of the whole snapshot, and a burst of link
-        events arrives in pieces: taken one piece at a time, 1,000 new veths cost thousands of rebuilds."""
+        """Add what is queued behind the first item; once a link event is in the batch, also what follows
+        until the queue stays quiet for QUIET seconds, at most COALESCE_MAX after the start. Each batch ends
+        in one snapshot, and a burst of link events arrives in pieces: taken one piece at a time, 1,000 new
+        veths cost thousands of rebuilds. Docker events come one at a time and wait for nothing."""
         until = time.monotonic() + COALESCE_MAX
+        bursty = batch[0][0] == "link"
         while len(batch) < MAX_BATCH:
-            wait = min(QUIET, until - time.monotonic())
+            wait = min(QUIET, until - time.monotonic()) if bursty else 0
             try:
                 batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
             except queue.Empty:
                 return
+            bursty = bursty or batch[-1][0] == "link"
 
-    def _apply(self, batch: list) -> Optional[tuple]:
-        """Apply a batch in order; returns the resync it asks for, if any (applied last, it subsumes the rest)."""
-        resync = None
+    def _apply(self, batch: list) -> tuple[Optional[tuple], bool]:
+        """Apply a batch in order. Returns the resync it asks for, if any (applied last, it subsumes the
+        rest), and whether the state may have changed: events that change nothing (a container's
+        create, the destroy after its die) cost no rebuild."""
+        resync, changed = None, False
         for item in batch:
             kind = item[0]
             if kind == "link":
                 self._count("netlink", item[1])
                 if not resync:
                     self._reader.apply_link(self._state, item[1], item[2])
+                    changed = True
             elif kind == "docker":
                 event = item[1]
                 self._count("docker", event.get("Action", ""))
                 if not resync:
-                    self._apply_docker(event)
+                    changed = self._apply_docker(event) or changed
+            elif kind == "exited":
+                self._count("process", "exit")
+                if not resync:
+                    changed = self._process_exited(*item[1:]) or changed
             elif kind == "docker_up":
-                self._set_docker_up(item[1])
+                changed = self._set_docker_up(item[1]) or changed
             elif kind == "resync":
                 resync = resync or item[1:]
-        return resync
+        return resync, changed
 
     def _count(self, source: str, action: str) -> None:
         # Only the pre-created keys: the scrape thread copies this Counter and must never see it grow.
         if (source, action) in self.events:
             self.events[(source, action)] += 1
 
-    def _apply_docker(self, event: dict) -> None:
+    def _apply_docker(self, event: dict) -> bool:
+        """Follow one Docker event; whether the state may have changed."""
         actor = event.get("Actor") or {}
         action = event.get("Action", "")
         try:
@@ -195,31 +213,38 @@ class Daemon:
                     # Starting a container connects it before "start", removing one disconnects it after
                     # "die": only a container already running needs another look.
                     container_id = (actor.get("Attributes") or {}).get("container", "")
-                    if container_id in self._state.containers:
-                        self._refresh_container(container_id)
-                else:
-                    self._state.networks = {n.id: n for n in self.docker.networks()}
-            elif action in ("die", "destroy"):
-                self._reader.remove_container(self._state, actor.get("ID", ""))
-            elif action in ("start", "rename"):   # not "create": the event filter lets it through for networks
-                self._refresh_container(actor.get("ID", ""))
+                    return container_id in self._state.containers and self._refresh_container(container_id)
+                networks = {n.id: n for n in self.docker.networks()}
+                changed, self._state.networks = networks != self._state.networks, networks
+                return changed
+            if action in ("die", "destroy"):
+                return self._reader.remove_container(self._state, actor.get("ID", ""))
+            if action in ("start", "rename"):   # not "create": the event filter lets it through for networks
+                return self._refresh_container(actor.get("ID", ""))
         except UNREACHABLE as exc:
             log.debug("docker_call_failed", action=action, error=str(exc))
+        return False
 
-    def _refresh_container(self, container_id: str) -> None:
+    def _process_exited(self, container_id: str, pid: int) -> bool:
+        """A container's main process exited: it no longer runs, whatever Docker says next."""
+        c = self._state.containers.get(container_id)
+        return c is not None and c.pid == pid and self._reader.remove_container(self._state, container_id)
+
+    def _refresh_container(self, container_id: str) -> bool:
         if not container_id:
-            return
+            return False
         found = self.docker.inspect(container_id)
         if found is None:
-            self._reader.remove_container(self._state, container_id)
-        else:
-            self._reader.add_container(self._state, found)
+            return self._reader.remove_container(self._state, container_id)
+        self._reader.add_container(self._state, found)
+        return True
 
-    def _set_docker_up(self, up: bool) -> None:
+    def _set_docker_up(self, up: bool) -> bool:
         if up and not self._state.docker_up and self._docker_logged_down:
             log.info("docker_reachable", host=self.docker.host)
             self._docker_logged_down = False
-        self._state.docker_up = up
+        changed, self._state.docker_up = up != self._state.docker_up, up
+        return changed
 
     def _resync(self, source: str, reason: str) -> None:
         started = time.monotonic()
@@ -241,6 +266,9 @@ class Daemon:
                 self._reader.add_container(state, c)
 
     def _publish(self) -> None:
-        snap = topology.build(self._state)
+        snap = topology.build(self._state, self.snapshot)
         snap.suspect_since = orphans.track(snap.suspects, self.snapshot.suspect_since, time.monotonic())
         self.snapshot = snap
+        if self._exits is not None:
+            self._exits.sync({c.id: (c.pid, c.netns_inode) for c in self._state.containers.values()
+                              if c.pid and c.netns_inode is not None})

@@ -62,12 +62,14 @@ class StateReader:
             self.load_netns(state, c.nsid)
         return c
 
-    def remove_container(self, state: HostState, container_id: str) -> None:
+    def remove_container(self, state: HostState, container_id: str) -> bool:
+        """Forget a container; whether it was known."""
         gone = state.containers.pop(container_id, None)
         if gone is not None and gone.nsid is not None:
             if not any(c.nsid == gone.nsid for c in state.containers.values()):
                 state.netns_links.pop(gone.nsid, None)
                 state.netns_addresses.pop(gone.nsid, None)
+        return gone is not None
 
     def load_netns(self, state: HostState, nsid: int) -> None:
         """Dump the links and addresses of one container namespace by its id."""

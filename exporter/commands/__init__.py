@@ -57,13 +57,18 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
                    help="Docker Engine API address (as the global flag)")
     p.add_argument("--docker.timeout", dest="docker_timeout", type=_duration, default=argparse.SUPPRESS,
                    help="timeout of each Docker API call (as the global flag)")
-    p.add_argument("--path.procfs", dest="procfs", default=argparse.SUPPRESS,
+    p.add_argument("--path.procfs", dest="procfs", type=_procfs_path, default=argparse.SUPPRESS,
                    help="procfs mount point (as the global flag)")
 
 
 def _duration(text: str) -> float:
     from ..cli import duration   # cli imports this package first
     return duration(text)
+
+
+def _procfs_path(text: str) -> str:
+    from ..cli import procfs_path
+    return procfs_path(text)
 
 
 def read_snapshot(args: argparse.Namespace, warn: bool = True) -> topology.Snapshot:

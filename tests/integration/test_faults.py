@@ -62,6 +62,22 @@ def test_docker_going_away_and_back_leaves_no_stale_container(containers, export
     assert m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1
 
 
+def test_a_container_whose_process_exits_goes_at_once_even_with_docker_silent(containers, exporter, proxy):
+    proxy.start()
+    goes, stays = containers.run(), containers.run()
+    e = exporter(f"--docker.host=unix://{proxy.path}", "--resync.interval=1h")
+    wait_for(lambda: (m := e.metrics()) and mapped(m, goes) and mapped(m, stays), what="both mapped")
+    proxy.stop()            # no Docker event can tell the exporter anything from here on
+    wait_for(lambda: e.metrics().get_value("dockernet_docker_up") == 0, timeout=10, what="docker_up 0")
+    pid = goes.attrs["State"]["Pid"]
+    sh("kill", "-KILL", str(pid))
+    m = wait_for(lambda: (m := e.metrics()) and not m.select("dockernet_container_info", container_id=goes.id)
+                 and m, timeout=5, what="the container gone on its process's exit")
+    assert not m.select("dockernet_container_receive_bytes_total", container_id=goes.id)
+    assert mapped(m, stays) and m.select("dockernet_container_info", container_id=stays.id)
+    assert m.get_value("dockernet_events_total", source="process", action="exit") == 1
+
+
 def test_dockerd_restart(containers, exporter, host_exclusive):
     before = containers.run(stop_signal="SIGKILL")
     e = exporter("--resync.interval=1h")
@@ -94,7 +110,7 @@ def storm_veths(m: Metrics, prefix: str) -> int:
     return sum(1 for l, _ in m.get("dockernet_veth_info", ()) if l["veth"].startswith(prefix))
 
 
-@pytest.mark.parametrize("rcvbuf", ["8MiB", "64KiB"])
+@pytest.mark.parametrize("rcvbuf", ["8MiB", "16KiB"])
 def test_link_storm(exporter, rcvbuf):
     prefix = unique("s")[:7]     # veth names stay within 15 characters
     e = exporter(f"--netlink.receive-buffer={rcvbuf}", "--resync.interval=1h")
@@ -110,8 +126,8 @@ def test_link_storm(exporter, rcvbuf):
     m = e.metrics()
     events = sum(v for l, v in m.get("dockernet_events_total", ()) if l["source"] == "netlink")
     overflows = m.get_value("dockernet_resyncs_total", source="netlink", reason="overflow")
-    if rcvbuf == "64KiB":
-        assert overflows >= 1, "a 64 KiB buffer must overflow under 1,000 links; the resync path was not taken"
+    if rcvbuf == "16KiB":
+        assert overflows >= 1, "a 16 KiB buffer must overflow under 1,000 links; the resync path was not taken"
     else:   # every notification read, or the loss noticed and repaired by a resync
         assert events >= 2000 or overflows >= 1
     assert rss_kib(e.proc.pid) - rss_before < 20 * 1024, "memory did not come back after the storm"
@@ -133,14 +149,6 @@ def test_odd_names_and_label_values_stay_valid(containers, exporter, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-def test_failing_source_fails_only_its_collector(exporter, tmp_path):
-    e = exporter(f"--path.procfs={tmp_path}")
-    for _ in range(3):
-        m = e.metrics()
-    assert m.get_value("dockernet_scrape_collector_success", collector="containers") == 0
-    assert m.get_value("dockernet_scrape_collector_success", collector="veths") == 1
-    assert m.get_value("dockernet_docker_up") == 1
-    assert e.log().count("collector_failed") == 1
 
 
 def run_cli(*args, prefix=()) -> subprocess.CompletedProcess:
@@ -153,6 +161,13 @@ def test_bad_flag_is_one_line_and_exit_2():
     assert r.stderr.count("\n") == 1 and "unrecognized arguments: --web.listen-adress" in r.stderr
     r = run_cli("--resync.interval=soon")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "invalid duration 'soon'" in r.stderr
+
+
+def test_a_procfs_path_that_is_no_procfs_is_one_line_and_exit_2(tmp_path):
+    for args in (("--path.procfs", str(tmp_path)), ("veths", "--path.procfs", str(tmp_path))):
+        r = run_cli(*args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"'{tmp_path}' is not a procfs mount" in r.stderr
 
 
 def test_not_root_says_which_privilege_is_missing():
