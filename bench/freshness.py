@@ -1,4 +1,8 @@
-"""Target 2: from Docker's event time to the container's counters on /metrics, and back."""
+"""Target 2: from Docker's event time to the container's counters on /metrics, and back.
+
+A removal can show before Docker's ``die`` event (a negative latency): the exporter
+watches the container's process and drops it when it exits, while dockerd reports
+``die`` only after containerd has told it."""
 from __future__ import annotations
 
 import threading

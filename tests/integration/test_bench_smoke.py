@@ -34,7 +34,9 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
         assert point["dockernet-exporter_gzip_bytes"] < point["dockernet-exporter_plain_bytes"]
 
     assert len(r["freshness"]["appear_ms"]) == len(r["freshness"]["vanish_ms"]) == 3
-    assert all(ms > 0 for ms in r["freshness"]["appear_ms"] + r["freshness"]["vanish_ms"])
+    assert all(0 < ms < 10_000 for ms in r["freshness"]["appear_ms"])
+    # A removal can show before Docker's die event: the exporter sees the process exit first.
+    assert all(-10_000 < ms < 10_000 for ms in r["freshness"]["vanish_ms"])
     assert r["churn"]["missed"] == 0 and r["churn"]["stale"] == 0 and r["churn"]["cycles"] == 4
     assert r["storm"]["alive"] and r["storm"]["settle_seconds"] < 30 and r["storm"]["gone_seconds"] < 30
     assert r["steady"]["cpu_percent"] >= 0 and r["steady"]["rss_mb"] > 0
