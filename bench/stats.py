@@ -33,9 +33,11 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
 
 
 def superlinearity(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Marginal cost of the last segment over the slope of the whole fit: about 1 when linear."""
+    """The largest size's cost over what the line through the smaller sizes predicts for it: about 1
+    when the cost is linear, well above 1 when it grows faster. Unlike r^2, it does not punish a curve
+    that is nearly flat, where noise weighs more than the slope."""
     if len(xs) < 3:
         return 1.0
-    fit = linear_fit(xs, ys)
-    last = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-    return last / fit["slope"] if fit["slope"] > 0 else math.inf
+    fit = linear_fit(xs[:-1], ys[:-1])
+    predicted = fit["slope"] * xs[-1] + fit["intercept"]
+    return ys[-1] / predicted if predicted > 0 else math.inf
