@@ -1,7 +1,15 @@
 """The benchmark's linearity check: a linear or flat cost passes, one growing faster does not."""
 from __future__ import annotations
 
-from bench.stats import linear_fit, superlinearity
+import importlib.util
+from pathlib import Path
+
+# bench/ is run as `python -m bench` from the checkout, not installed: load its pure helpers by path.
+_spec = importlib.util.spec_from_file_location("bench_stats",
+                                               Path(__file__).resolve().parents[2] / "bench" / "stats.py")
+stats = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stats)
+linear_fit, superlinearity = stats.linear_fit, stats.superlinearity
 
 SIZES = [100, 250, 500, 1000, 2000]
 
