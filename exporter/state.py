@@ -132,32 +132,31 @@ class StateReader:
         state.netns_files = files
 
     def _nsid_of(self, path: str) -> Optional[int]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            return self.netlink.netnsid(fd)
-        except OSError:             # not a namespace (an unmounted leftover file)
-            return None
-        finally:
-            os.close(fd)
+        return self._namespace(path)[1]
 
     def _with_namespace(self, c: Container) -> Container:
         if not c.pid:
             return c
+        inode, nsid = self._namespace(self.procfs.netns_path(c.pid), assign=True)
+        return c if inode is None else dataclasses.replace(c, netns_inode=inode, nsid=nsid)
+
+    def _namespace(self, path: str, assign: bool = False) -> tuple[Optional[int], Optional[int]]:
+        """(inode, id the host gives it) of the network namespace bound at `path`: (None, None) when it
+        cannot be opened; no id for the host's own namespace, or when none can be had (with `assign`,
+        one is allocated: a namespace's links are dumped by id)."""
         try:
-            fd = os.open(self.procfs.netns_path(c.pid), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            log.debug("netns_open_failed", container_id=c.id, pid=c.pid, error=str(exc))
-            return c
+            log.debug("netns_open_failed", path=path, error=str(exc))
+            return None, None
         try:
             inode = os.fstat(fd).st_ino
             if inode == self.procfs.host_netns_inode():
-                return dataclasses.replace(c, netns_inode=inode)
-            return dataclasses.replace(c, netns_inode=inode, nsid=self.netlink.netnsid(fd, assign=True))
-        except OSError as exc:
-            log.debug("netnsid_failed", container_id=c.id, error=str(exc))
-            return dataclasses.replace(c, netns_inode=os.fstat(fd).st_ino)
+                return inode, None
+            try:
+                return inode, self.netlink.netnsid(fd, assign=assign)
+            except OSError as exc:      # not a namespace (an unmounted leftover file)
+                log.debug("netnsid_failed", path=path, error=str(exc))
+                return inode, None
         finally:
             os.close(fd)
