@@ -35,17 +35,17 @@ def value(v: Number) -> str:
 
 
 class LabelCache:
-    """Label sets rendered from objects that outlive a snapshot, rendered again only when the object
-    under a key differs from the one the previous call saw (the same object, or an equal one: a tuple
-    of the same objects compares fast). The topology hands unchanged veths, interfaces and ports on as
-    the same objects, so a new snapshot re-renders only what changed. Each call swaps in a new table
-    whole, so concurrent scrapes can only miss, never mix up, an entry."""
+    """Label sets (or a list of them) rendered from objects that outlive a snapshot, rendered again only
+    when the object under a key differs from the one the previous call saw (the same object, or an
+    equal one: a tuple of the same objects compares fast). The topology hands unchanged veths,
+    interfaces and ports on as the same objects, so a new snapshot re-renders only what changed. Each
+    call swaps in a new table whole, so concurrent scrapes can only miss, never mix up, an entry."""
 
-    def __init__(self, render: Callable[[Hashable, object], str]) -> None:
+    def __init__(self, render: Callable[[Hashable, object], object]) -> None:
         self._render = render
         self._table: dict = {}
 
-    def rendered(self, keyed: Iterable[tuple[Hashable, object]]) -> list[str]:
+    def rendered(self, keyed: Iterable[tuple[Hashable, object]]) -> list:
         table, fresh, out = self._table, {}, []
         for key, obj in keyed:
             hit = table.get(key)

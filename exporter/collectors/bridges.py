@@ -1,7 +1,7 @@
 """Linux bridges of the host namespace: Docker network, state, ports and port states."""
 from __future__ import annotations
 
-from ..exposition import Family, labels
+from ..exposition import Family, LabelCache, labels
 from ..model import Link
 from ..topology import Snapshot
 
@@ -15,27 +15,12 @@ class BridgesCollector:
     default = True
 
     def __init__(self, **_options) -> None:
-        self._port_blocks: dict[str, tuple] = {}    # bridge name -> (its ports as grouped, their label sets)
+        # Per bridge, kept while its ports are the same objects in the same order (the snapshot's links
+        # keep both while nothing changes).
+        self._port_blocks = LabelCache(port_label_sets)
 
     def collect(self, snap: Snapshot) -> list:
-        return snap.memo("bridges", self.render)
-
-    def render(self, snap: Snapshot) -> list[Family]:
-        earlier, used = self._port_blocks, {}
-
-        def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:
-            """The label sets of a bridge's port states, by port name; kept while its ports are the same
-            objects in the same order (the snapshot's links keep both while nothing changes)."""
-            block = earlier.get(bridge)
-            if block is None or block[0] != ports:
-                block = (ports, [labels(bridge=bridge, veth=p.name, state=port_state(p))
-                                 for p in sorted(ports, key=lambda p: p.name)])
-            used[bridge] = block
-            return block[1]
-
-        families = render(snap, port_label_sets)
-        self._port_blocks = used
-        return families
+        return snap.memo("bridges", lambda s: render(s, self._port_blocks))
 
 
 def bridges(snap: Snapshot) -> list[Link]:
@@ -62,7 +47,12 @@ def port_state(link: Link) -> str:
     return PORT_STATES[link.port_state]
 
 
-def render(snap: Snapshot, port_label_sets) -> list[Family]:
+def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:
+    """The label sets of a bridge's port states, by port name."""
+    return [labels(bridge=bridge, veth=p.name, state=port_state(p)) for p in sorted(ports, key=lambda p: p.name)]
+
+
+def render(snap: Snapshot, port_blocks: LabelCache) -> list[Family]:
     info = Family("dockernet_bridge_info", "gauge",
                   "Each Linux bridge of the host namespace, one series per subnet of its Docker network "
                   "(network is empty for bridges Docker does not manage); value is always 1.", static=True)
@@ -75,13 +65,14 @@ def render(snap: Snapshot, port_label_sets) -> list[Family]:
                     "value is always 1.", static=True)
     by_bridge = {n.bridge: n for n in snap.networks.values() if n.bridge}
     ports = grouped_ports(snap)
-    for br in bridges(snap):
+    members_of = [(br, ports.get(br.ifindex, ())) for br in bridges(snap)]
+    blocks = port_blocks.rendered((br.name, members) for br, members in members_of)
+    for (br, members), block in zip(members_of, blocks):
         net = by_bridge.get(br.name)
         for subnet, gateway in (net.subnets if net and net.subnets else (("", ""),)):
             info.add(labels(bridge=br.name, network=net.name if net else "", driver=net.driver if net else "",
                             subnet=subnet, gateway=gateway), 1)
         up.add(labels(bridge=br.name), int(br.operstate == "up"))
-        members = ports.get(br.ifindex, ())
         count.add(labels(bridge=br.name), len(members))
-        states.samples.extend((ls, 1) for ls in port_label_sets(br.name, members))
+        states.samples.extend((ls, 1) for ls in block)
     return [info, up, count, states]
