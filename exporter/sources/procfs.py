@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from operator import itemgetter
-from typing import Collection, Optional
+from typing import Optional
 
 from ..model import Counters
 
@@ -16,11 +16,11 @@ class Procfs:
     def __init__(self, root: str = "/proc") -> None:
         self.root = root.rstrip("/") or "/proc"
 
-    def net_dev(self, pid: Optional[int] = None, only: Optional[Collection[str]] = None) -> dict[str, Counters]:
-        """Counters of every interface (or of those in `only`) in the host namespace, or in pid's."""
+    def net_dev(self, pid: Optional[int] = None) -> dict[str, Counters]:
+        """Counters of every interface in the host namespace, or in pid's."""
         path = f"{self.root}/{pid}/net/dev" if pid else f"{self.root}/net/dev"
         with open(path, "rb") as f:
-            return parse_net_dev(f.read(), only)
+            return parse_net_dev(f.read())
 
     def netns_path(self, pid: int) -> str:
         return f"{self.root}/{pid}/ns/net"
@@ -39,14 +39,12 @@ class Procfs:
             return None
 
 
-def parse_net_dev(data: bytes, only: Optional[Collection[str]] = None) -> dict[str, Counters]:
-    """Counter rows by interface name. With `only`, the other rows are skipped unparsed: converting
-    the numbers dominates the cost."""
-    wanted = None if only is None else {n.encode("utf-8", "surrogateescape") for n in only}
+def parse_net_dev(data: bytes) -> dict[str, Counters]:
+    """Counter rows by interface name."""
     counters = {}
     for line in data.split(b"\n")[2:]:
         name, sep, rest = line.partition(b":")
         name = name.strip()
-        if sep and (wanted is None or name in wanted):
+        if sep:
             counters[name.decode("utf-8", "surrogateescape")] = tuple(map(int, _COUNTER_COLUMNS(rest.split())))
     return counters
