@@ -1,7 +1,7 @@
 """The long-running half: follows Docker events, netlink link notifications and
 the exits of containers' processes, keeps a HostState, and publishes a fresh
-immutable Snapshot after each batch of changes. Scrapes read ``daemon.snapshot`` (one reference) and never lock
-against this loop.
+immutable Snapshot after each batch of changes. Scrapes read
+``daemon.snapshot`` (one reference) and never lock against this loop.
 
 Threads: one per event source (they only enqueue), one state loop (the only
 writer of the state; it does the follow-up I/O such as ``docker inspect``).

@@ -23,8 +23,8 @@ class Scraper:
         self.daemon = daemon
         self.collectors = collectors
         self._failing: set[str] = set()
-        self._beside = ThreadPoolExecutor(thread_name_prefix="collector") \
-            if any(getattr(c, "concurrent", False) for c in collectors) else None
+        self._concurrent = [c for c in collectors if getattr(c, "concurrent", False)]
+        self._beside = ThreadPoolExecutor(thread_name_prefix="collector") if self._concurrent else None
 
     def render(self) -> str:
         snap = self.daemon.snapshot
@@ -32,8 +32,7 @@ class Scraper:
                          "Whether the collector succeeded on the last scrape (1) or failed (0).")
         duration = Family("dockernet_scrape_collector_duration_seconds", "gauge",
                           "How long the collector took on the last scrape.")
-        started = {c.name: self._beside.submit(self._run, c, snap)
-                   for c in self.collectors if getattr(c, "concurrent", False)}
+        started = {c.name: self._beside.submit(self._run, c, snap) for c in self._concurrent}
         families: list[Family] = []
         for collector in self.collectors:
             found, seconds = started[collector.name].result() if collector.name in started \

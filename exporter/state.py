@@ -128,11 +128,9 @@ class StateReader:
                 except OSError:     # a dangling link or a file removed meanwhile
                     continue
                 old = known.get(path)
-                files[path] = old if old and old[0] == inode and old[1] is not None else (inode, self._nsid_of(path))
+                known_id = old and old[0] == inode and old[1] is not None
+                files[path] = old if known_id else (inode, self._namespace(path)[1])
         state.netns_files = files
-
-    def _nsid_of(self, path: str) -> Optional[int]:
-        return self._namespace(path)[1]
 
     def _with_namespace(self, c: Container) -> Container:
         if not c.pid:
