@@ -68,9 +68,10 @@ class Exporter:
         return self.scrape()[1].decode()
 
     def cpu_seconds(self) -> float:
+        """CPU time of the process and of its children it waited for (iptables-save and nft, for NAT)."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+        return sum(int(f) for f in fields[11:15]) / CLK_TCK   # utime, stime, cutime, cstime
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
