@@ -106,6 +106,9 @@ class DockerSource:
     def _api(self) -> docker.APIClient:
         if self._client is None:
             self._client = docker.APIClient(base_url=self.host, version="auto", timeout=self.timeout)
+            # Proxies never apply to a unix socket, yet requests reads them from the environment on
+            # every call: a fifth of an inspect's CPU time.
+            self._client.trust_env = not self.host.startswith(("unix:", "http+unix:"))
         return self._client
 
     def reset(self) -> None:
