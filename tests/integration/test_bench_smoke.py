@@ -10,7 +10,7 @@ import uuid
 
 from conftest import ROOT, ip_json, sh
 
-SCENARIOS = ("curve", "steady", "freshness", "churn", "storm", "nat")
+SCENARIOS = ("nat", "curve", "steady", "freshness", "churn", "storm")
 
 
 def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
