@@ -286,7 +286,11 @@ class Netlink:
         if not assign:
             return None
         body = struct.pack("=Bxxx", socket.AF_UNSPEC) + _attr(NETNSA_FD, _U32.pack(netns_fd)) + _attr(NETNSA_NSID, _S32.pack(-1))
-        list(self._request(RTM_NEWNSID, NLM_F_ACK, body))
+        try:
+            list(self._request(RTM_NEWNSID, NLM_F_ACK, body))
+        except NetlinkError as exc:
+            if exc.errno != errno.EEXIST:   # EEXIST: another socket (a resync's) assigned one meanwhile
+                raise
         return self.netnsid(netns_fd)
 
 

@@ -54,12 +54,12 @@ def test_docker_going_away_and_back_leaves_no_stale_container(containers, export
     goes.remove(force=True)
     comes = containers.run()
     proxy.start()
-    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, comes) and m,
-                 timeout=40, what="reconnect")
+    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, comes)
+                 and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1 and m,
+                 timeout=40, what="reconnect and its resync")
     assert mapped(m, stays)
     assert not m.select("dockernet_container_info", container_id=goes.id)
     assert not m.select("dockernet_veth_info", container_id=goes.id)
-    assert m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1
 
 
 def test_a_container_whose_process_exits_goes_at_once_even_with_docker_silent(containers, exporter, proxy):
@@ -86,11 +86,11 @@ def test_dockerd_restart(containers, exporter, host_exclusive):
     wait_for(lambda: e.metrics().get_value("dockernet_docker_up") == 0, what="docker_up 0")
     start_dockerd()
     after = containers.run()
-    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, after) and m,
-                 timeout=40, what="new container after the restart")
+    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, after)
+                 and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1 and m,
+                 timeout=40, what="new container and the reconnect's resync after the restart")
     assert not m.select("dockernet_container_info", container_id=before.id)   # stopped with dockerd
     assert not m.select("dockernet_veth_info", container_id=before.id)
-    assert m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1
 
 
 def rss_kib(pid: int) -> int:
