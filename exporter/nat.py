@@ -88,24 +88,24 @@ def parse_iptables_save(text: str, family: str = IPV4, backend: str = "") -> Rul
     """
     out = Ruleset(backend=backend)
     family_name = "ip" if family == IPV4 else "ip6"
-    table = ""
+    table = qualified = ""
     chains = out.chains
     for line in text.splitlines():
         head = line[:1]
         if head == "*":
             table = line[1:].strip()
+            qualified = f"{family_name} {table}"
         elif head == ":":
-            chains.setdefault((f"{family_name} {table}", line[1:].split(" ", 1)[0]), 0)
+            chains.setdefault((qualified, line[1:].split(" ", 1)[0]), 0)
         elif head in ("[", "-"):
             rule = _iptables_rule(line, table, family)
             if rule is None:
                 out.unparsed += 1
                 continue
-            chain, nat = rule
-            key = (f"{family_name} {table}", chain)
+            key = (qualified, rule[0])
             chains[key] = chains.get(key, 0) + 1
-            if nat is not None:
-                out.rules.append(nat)
+            if rule[1] is not None:
+                out.rules.append(rule[1])
         elif line and head != "#" and line != "COMMIT":
             out.unparsed += 1
     if (f"{family_name} nat", DOCKER_NAT_CHAIN) in chains:
