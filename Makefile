@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install run test test-env unit clean image
+.PHONY: install run test test-env unit lint clean image
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ test: test-env install
 
 test-env:
 	bash scripts/test-env.sh
+
+# The quality gate, without root: style and bug patterns (ruff), formatting, types (mypy).
+lint: install
+	$(BIN)/ruff check exporter tests bench grafana
+	$(BIN)/ruff format --check exporter tests bench grafana
+	$(BIN)/mypy
 
 # Only the tests that need neither root nor Docker (recorded fixtures).
 unit: install

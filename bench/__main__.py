@@ -1,4 +1,5 @@
 """`python -m bench`: set up the load, measure both exporters side by side, report, clean up."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,16 @@ LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
 SCENARIOS = ("nat", "curve", "steady", "freshness", "churn", "storm")
-TINY = dict(veths="16,24", containers=4, repeats=3, freshness=3, churn=4, steady=2.0, storm=20, nat_rules=500)
+TINY = {
+    "veths": "16,24",
+    "containers": 4,
+    "repeats": 3,
+    "freshness": 3,
+    "churn": 4,
+    "steady": 2.0,
+    "storm": 20,
+    "nat_rules": 500,
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,27 +50,59 @@ def counts(text: str) -> list:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="python -m bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               description="Benchmark dockernet-exporter against node_exporter (netdev only) on a loaded host.")
-    p.add_argument("--veths", type=counts, default="100,250,500,1000,2000", help="scrape curve points")
-    p.add_argument("--containers", type=int, default=200, help="real containers at the largest point")
-    p.add_argument("--repeats", type=int, default=21, help="scrapes per exporter and mode at each point")
-    p.add_argument("--freshness", type=int, default=100, help="container starts (and removals) timed")
+    p = Parser(
+        prog="python -m bench",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Benchmark dockernet-exporter against node_exporter (netdev only) on a loaded host.",
+    )
+    p.add_argument(
+        "--veths", type=counts, default="100,250,500,1000,2000", help="scrape curve points"
+    )
+    p.add_argument(
+        "--containers", type=int, default=200, help="real containers at the largest point"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=21, help="scrapes per exporter and mode at each point"
+    )
+    p.add_argument(
+        "--freshness", type=int, default=100, help="container starts (and removals) timed"
+    )
     p.add_argument("--churn", type=int, default=1000, help="create/remove cycles while scraping")
     p.add_argument("--steady", type=float, default=300.0, help="seconds of the steady-state window")
-    p.add_argument("--steady-interval", type=float, default=15.0, help="scrape interval in that window")
+    p.add_argument(
+        "--steady-interval", type=float, default=15.0, help="scrape interval in that window"
+    )
     p.add_argument("--storm", type=int, default=1000, help="veth pairs created at once")
     p.add_argument("--nat-rules", type=int, default=10000, help="rules in the iptables-save text")
-    p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, in this order: "
-                   + ",".join(SCENARIOS))
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: proves the benchmark works, in seconds")
+    p.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help="scenarios to run, in this order: " + ",".join(SCENARIOS),
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="tiny sizes: proves the benchmark works, in seconds"
+    )
     p.add_argument("--image", default=os.environ.get("TEST_IMAGE", "dockernet-test:busybox"))
-    p.add_argument("--out", type=Path, default=Path("bench/out"), help="directory for JSON, PNG, logs")
-    p.add_argument("--prefix", default="", help="name prefix of everything created (default dnxb-<random>)")
-    p.add_argument("--exporter-flag", dest="exporter_flags", action="append", default=[], metavar="FLAG",
-                   help="extra flag for dockernet-exporter, e.g. --exporter-flag=--collector.nat.cache=30s")
-    p.add_argument("--no-lock", dest="lock", action="store_false",
-                   help=f"do not take {LOCK_PATH} exclusively (the caller holds it)")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench/out"), help="directory for JSON, PNG, logs"
+    )
+    p.add_argument(
+        "--prefix", default="", help="name prefix of everything created (default dnxb-<random>)"
+    )
+    p.add_argument(
+        "--exporter-flag",
+        dest="exporter_flags",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra flag for dockernet-exporter, e.g. --exporter-flag=--collector.nat.cache=30s",
+    )
+    p.add_argument(
+        "--no-lock",
+        dest="lock",
+        action="store_false",
+        help=f"do not take {LOCK_PATH} exclusively (the caller holds it)",
+    )
     return p
 
 
@@ -77,24 +119,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.prefix:
         args.prefix = f"dnxb-{uuid.uuid4().hex[:4]}"
     if not (args.prefix.startswith("dnxb-") and len(args.prefix) <= 9):
-        p.error("--prefix must look like dnxb-xxxx (at most 9 characters: it starts 15-character link names)")
+        p.error(
+            "--prefix must look like dnxb-xxxx (at most 9 characters: it starts 15-character link names)"
+        )
     return args
 
 
 def machine() -> dict:
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+    model = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+        "",
+    )
     ver = subprocess.run([procs.NODE_EXPORTER, "--version"], capture_output=True, text=True)
-    docker = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True)
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES")
-            * os.sysconf("SC_PAGE_SIZE") / 2**30, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "docker": docker.stdout.strip(),
-            "node_exporter": (ver.stdout + ver.stderr).split("\n")[0].strip()}
+    docker = subprocess.run(
+        ["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "docker": docker.stdout.strip(),
+        "node_exporter": (ver.stdout + ver.stderr).split("\n")[0].strip(),
+    }
 
 
 def scenarios(args, client, load, ours, node) -> dict:
     """Each scenario in the order asked; the load only grows, so the later ones run at the largest."""
     runs = {
-        "curve": lambda: scrape_curve.run(load, ours, node, args.veths, args.containers, args.repeats),
+        "curve": lambda: scrape_curve.run(
+            load, ours, node, args.veths, args.containers, args.repeats
+        ),
         "steady": lambda: steady.run(ours, node, args.steady, args.steady_interval),
         "freshness": lambda: freshness.run(client, load, ours, args.freshness),
         "churn": lambda: churn.run(load, ours, args.churn),
@@ -110,20 +166,29 @@ def scenarios(args, client, load, ours, node) -> dict:
         results[name] = runs[name]()
         results[name]["elapsed_seconds"] = round(time.monotonic() - started, 1)
         if not ours.alive():
-            raise RuntimeError(f"dockernet-exporter died during {name}; see {args.out}/dockernet-exporter.log")
+            raise RuntimeError(
+                f"dockernet-exporter died during {name}; see {args.out}/dockernet-exporter.log"
+            )
     return results
 
 
 def run(args) -> dict:
     import docker
+
     client = docker.from_env(timeout=120)
     client.images.get(args.image)
     load = Load(client, args.prefix, args.image)
     exporters = []
     try:
-        exporters += [procs.ours(args.out, args.exporter_flags).wait_ready(), procs.node_exporter(args.out).wait_ready()]
-        results = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out"},
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        exporters += [
+            procs.ours(args.out, args.exporter_flags).wait_ready(),
+            procs.node_exporter(args.out).wait_ready(),
+        ]
+        results = {
+            "machine": machine(),
+            "args": {k: v for k, v in vars(args).items() if k != "out"},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         results["results"] = scenarios(args, client, load, *exporters)
         return results
     finally:
@@ -142,15 +207,21 @@ def publish(results: dict, out: Path) -> None:
     curve = results["results"].get("curve", {}).get("curve")
     if curve:
         m = results["machine"]
-        report.plot(curve, out / "scrape.png", f"{m['cores']} cores, {m['cpu']}, kernel {m['kernel']}")
+        report.plot(
+            curve, out / "scrape.png", f"{m['cores']} cores, {m['cpu']}, kernel {m['kernel']}"
+        )
     print(report.table(checks))
-    print(f"bench: {sum(c['ok'] for c in checks)}/{len(checks)} targets met; figures in {out}/results.json")
+    print(
+        f"bench: {sum(c['ok'] for c in checks)}/{len(checks)} targets met; figures in {out}/results.json"
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
-        sys.stderr.write("bench: error: must run as root (creates namespaces, veths and containers)\n")
+        sys.stderr.write(
+            "bench: error: must run as root (creates namespaces, veths and containers)\n"
+        )
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

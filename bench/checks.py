@@ -1,10 +1,17 @@
 """A figure, what it is compared to, and whether it meets its target."""
+
 from __future__ import annotations
 
 
 def check(figure: str, value: float, unit: str, target: str, ok: bool, baseline: str = "") -> dict:
-    return {"figure": figure, "value": value, "unit": unit, "baseline": baseline, "target": target,
-            "ok": bool(ok)}
+    return {
+        "figure": figure,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "target": target,
+        "ok": bool(ok),
+    }
 
 
 def nearest(points: list, veths: int) -> dict:

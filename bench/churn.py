@@ -1,4 +1,5 @@
 """Target 4: container create/remove cycles while scraping: none missed, none stale, flat memory."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .checks import check
 
-SEEN_TIMEOUT = 10.0     # a container not on /metrics this long after `docker run` returned is missed
-STALE_AFTER = 1.0       # a removed container still on a scrape started this long after removal is stale
+SEEN_TIMEOUT = 10.0  # a container not on /metrics this long after `docker run` returned is missed
+STALE_AFTER = 1.0  # a removed container still on a scrape started this long after removal is stale
 SCRAPE_SLEEP = 0.05
 COUNTERS = re.compile(r'^dockernet_container_receive_bytes_total\{container_id="([0-9a-f]+)"', re.M)
 
@@ -63,21 +64,52 @@ def run(load, ours, cycles: int, workers: int = 4) -> dict:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda i: cycle(load, watcher, removed, i), range(warmup)))
             rss_before, started = ours.rss_bytes(), time.monotonic()
-            seen = list(pool.map(lambda i: cycle(load, watcher, removed, i), range(warmup, warmup + cycles)))
+            seen = list(
+                pool.map(lambda i: cycle(load, watcher, removed, i), range(warmup, warmup + cycles))
+            )
         elapsed = time.monotonic() - started
         time.sleep(STALE_AFTER + 1)
     finally:
         watcher.stop()
     final = set(COUNTERS.findall(ours.text()))
-    stale = [c for c, t in removed.items() if c in final or watcher.last.get(c, 0) > t + STALE_AFTER]
+    stale = [
+        c for c, t in removed.items() if c in final or watcher.last.get(c, 0) > t + STALE_AFTER
+    ]
     missed = seen.count(False)
     growth = (ours.rss_bytes() - rss_before) / 2**20
-    return {"cycles": cycles, "seconds": round(elapsed, 1), "cycles_per_second": round(cycles / elapsed, 2),
-            "scrapes": watcher.scrapes, "missed": missed, "stale": len(stale),
-            "rss_before_mb": round(rss_before / 2**20, 1), "rss_growth_mb": round(growth, 2), "checks": [
-                check("churn: containers missed", missed, "", "0", missed == 0,
-                      f"{cycles} cycles, {watcher.scrapes} scrapes"),
-                check("churn: stale series", len(stale), "", "0", not stale, f"> {STALE_AFTER}s after removal"),
-                check("churn: RSS growth", round(growth, 2), "MB", "<= 5 MB", growth <= 5,
-                      f"from {rss_before / 2**20:.1f} MB"),
-            ]}
+    return {
+        "cycles": cycles,
+        "seconds": round(elapsed, 1),
+        "cycles_per_second": round(cycles / elapsed, 2),
+        "scrapes": watcher.scrapes,
+        "missed": missed,
+        "stale": len(stale),
+        "rss_before_mb": round(rss_before / 2**20, 1),
+        "rss_growth_mb": round(growth, 2),
+        "checks": [
+            check(
+                "churn: containers missed",
+                missed,
+                "",
+                "0",
+                missed == 0,
+                f"{cycles} cycles, {watcher.scrapes} scrapes",
+            ),
+            check(
+                "churn: stale series",
+                len(stale),
+                "",
+                "0",
+                not stale,
+                f"> {STALE_AFTER}s after removal",
+            ),
+            check(
+                "churn: RSS growth",
+                round(growth, 2),
+                "MB",
+                "<= 5 MB",
+                growth <= 5,
+                f"from {rss_before / 2**20:.1f} MB",
+            ),
+        ],
+    }

@@ -3,6 +3,7 @@
 A removal can show before Docker's ``die`` event (a negative latency): the exporter
 watches the container's process and drops it when it exits, while dockerd reports
 ``die`` only after containerd has told it."""
+
 from __future__ import annotations
 
 import threading
@@ -22,8 +23,10 @@ class DockerEvents:
     def __init__(self, client, prefix: str) -> None:
         self.times: dict = {}
         self._cond = threading.Condition()
-        self._stream = client.api.events(decode=True, filters={
-            "type": "container", "event": ["start", "die"], "label": f"{LABEL}={prefix}"})
+        self._stream = client.api.events(
+            decode=True,
+            filters={"type": "container", "event": ["start", "die"], "label": f"{LABEL}={prefix}"},
+        )
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
@@ -32,13 +35,15 @@ class DockerEvents:
                 with self._cond:
                     self.times.setdefault((ev["id"], ev["Action"]), ev["timeNano"])
                     self._cond.notify_all()
-        except Exception:   # the stream is closed by close()
+        except Exception:  # the stream is closed by close()
             pass
 
     def wait(self, container_id: str, action: str) -> int:
         with self._cond:
             if not self._cond.wait_for(lambda: (container_id, action) in self.times, TIMEOUT):
-                raise RuntimeError(f"no Docker {action} event for {container_id[:12]} within {TIMEOUT}s")
+                raise RuntimeError(
+                    f"no Docker {action} event for {container_id[:12]} within {TIMEOUT}s"
+                )
             return self.times[(container_id, action)]
 
     def close(self) -> None:
@@ -59,7 +64,9 @@ def poll_until(ours, predicate, what: str, failed=lambda: None) -> int:
         failed()
         time.sleep(POLL_SLEEP)
     shown = [line.split("{")[0] for line in text.splitlines() if what in line]
-    raise RuntimeError(f"/metrics did not change as expected within {TIMEOUT}s; {what[:12]} is in: {shown}")
+    raise RuntimeError(
+        f"/metrics did not change as expected within {TIMEOUT}s; {what[:12]} is in: {shown}"
+    )
 
 
 def while_polling(ours, action, predicate, what: str) -> int:
@@ -89,9 +96,13 @@ def while_polling(ours, action, predicate, what: str) -> int:
 
 def one_cycle(load, ours, events, i: int) -> tuple:
     cid = load.create_container(f"{load.prefix}-f{i}", load.extra_network())
-    seen = while_polling(ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t, cid)
+    seen = while_polling(
+        ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t, cid
+    )
     started = events.wait(cid, "start")
-    gone = while_polling(ours, lambda: load.remove_container(cid), lambda t: f'container_id="{cid}"' not in t, cid)
+    gone = while_polling(
+        ours, lambda: load.remove_container(cid), lambda t: f'container_id="{cid}"' not in t, cid
+    )
     died = events.wait(cid, "die")
     return (seen - started) / 1e6, (gone - died) / 1e6
 
@@ -103,13 +114,33 @@ def run(client, load, ours, starts: int) -> dict:
     finally:
         events.close()
     appear, vanish = [c[0] for c in cycles], [c[1] for c in cycles]
-    figures = {f"{name}_{stat}_ms": round(percentile(xs, p), 1)
-               for name, xs in (("appear", appear), ("vanish", vanish))
-               for stat, p in (("p50", 50), ("p99", 99), ("max", 100))}
+    figures = {
+        f"{name}_{stat}_ms": round(percentile(xs, p), 1)
+        for name, xs in (("appear", appear), ("vanish", vanish))
+        for stat, p in (("p50", 50), ("p99", 99), ("max", 100))
+    }
     poll = f"upper bound: first scrape showing it; {starts} starts"
-    return {"starts": starts, **figures, "appear_ms": appear, "vanish_ms": vanish, "checks": [
-        check("freshness: start -> series, p99", figures["appear_p99_ms"], "ms", "<= 100 ms",
-              figures["appear_p99_ms"] <= 100, poll),
-        check("freshness: removal -> gone, p99", figures["vanish_p99_ms"], "ms", "<= 100 ms",
-              figures["vanish_p99_ms"] <= 100, poll),
-    ]}
+    return {
+        "starts": starts,
+        **figures,
+        "appear_ms": appear,
+        "vanish_ms": vanish,
+        "checks": [
+            check(
+                "freshness: start -> series, p99",
+                figures["appear_p99_ms"],
+                "ms",
+                "<= 100 ms",
+                figures["appear_p99_ms"] <= 100,
+                poll,
+            ),
+            check(
+                "freshness: removal -> gone, p99",
+                figures["vanish_p99_ms"],
+                "ms",
+                "<= 100 ms",
+                figures["vanish_p99_ms"] <= 100,
+                poll,
+            ),
+        ],
+    }

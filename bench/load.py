@@ -5,34 +5,40 @@ Everything is named after one prefix (dnxb-xxxx) and removed by cleanup(),
 also after a failure. No addresses are configured: the benchmark sends no
 traffic.
 """
+
 from __future__ import annotations
 
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-PER_NETWORK = 100     # a Docker network's /24 holds 253 containers
-PER_NETNS = 10        # synthetic veth peers per namespace (eth0..eth9)
-PER_BRIDGE = 1000     # a Linux bridge holds at most 1,024 ports
+PER_NETWORK = 100  # a Docker network's /24 holds 253 containers
+PER_NETNS = 10  # synthetic veth peers per namespace (eth0..eth9)
+PER_BRIDGE = 1000  # a Linux bridge holds at most 1,024 ports
 LABEL = "dnxb.bench"
 
 
 def ip_batch(lines: list) -> None:
     if lines:
-        subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "-batch", "-"],
+            input="\n".join(lines) + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
 
 
 class Load:
     def __init__(self, client, prefix: str, image: str, workers: int = 4) -> None:
         self.client = client
-        self.prefix = prefix              # dnxb-1a2b: 9 characters, leaves room in 15-character names
+        self.prefix = prefix  # dnxb-1a2b: 9 characters, leaves room in 15-character names
         self.tag = prefix.replace("-", "")
         self.image = image
         self.workers = workers
-        self.containers: list = []        # ids, in start order
+        self.containers: list = []  # ids, in start order
         self.networks: list = []
-        self.veths: dict = {}             # synthetic host-side name -> its bridge
+        self.veths: dict = {}  # synthetic host-side name -> its bridge
         self.namespaces: list = []
         self.bridges: list = []
         self.batches = 0
@@ -43,8 +49,11 @@ class Load:
         """Run containers until n of ours are running, spread over networks of our own."""
         todo = range(len(self.containers), n)
         while len(self.networks) * PER_NETWORK < n:
-            self.networks.append(self.client.networks.create(
-                f"{self.prefix}-net{len(self.networks)}", labels={LABEL: self.prefix}).name)
+            self.networks.append(
+                self.client.networks.create(
+                    f"{self.prefix}-net{len(self.networks)}", labels={LABEL: self.prefix}
+                ).name
+            )
         with ThreadPoolExecutor(self.workers) as pool:
             self.containers.extend(pool.map(self._run, todo))
 
@@ -57,8 +66,9 @@ class Load:
         return container_id
 
     def create_container(self, name: str, network: str = "bridge") -> str:
-        return self.client.containers.create(self.image, "sleep 86400", name=name, network=network,
-                                             labels={LABEL: self.prefix}).id
+        return self.client.containers.create(
+            self.image, "sleep 86400", name=name, network=network, labels={LABEL: self.prefix}
+        ).id
 
     def start_container(self, container_id: str) -> None:
         self.client.api.start(container_id)
@@ -66,8 +76,9 @@ class Load:
     def extra_network(self) -> str:
         """A network of ours for containers beyond the base load (at most a few hundred in all)."""
         if not self.networks:
-            self.networks.append(self.client.networks.create(
-                f"{self.prefix}-net0", labels={LABEL: self.prefix}).name)
+            self.networks.append(
+                self.client.networks.create(f"{self.prefix}-net0", labels={LABEL: self.prefix}).name
+            )
         return self.networks[-1]
 
     def remove_container(self, container_id: str) -> None:
@@ -89,12 +100,19 @@ class Load:
         bridges = [f"{self.tag}{tag}b{k}" for k in range((n + PER_BRIDGE - 1) // PER_BRIDGE)]
         ip_batch([f"netns add {ns}" for ns in spaces])
         self.namespaces.extend(spaces)
-        ip_batch([f"link add name {b} type bridge" for b in bridges] + [f"link set {b} up" for b in bridges])
+        ip_batch(
+            [f"link add name {b} type bridge" for b in bridges]
+            + [f"link set {b} up" for b in bridges]
+        )
         self.bridges.extend(bridges)
         names = {f"{self.tag}{tag}{i}": bridges[i // PER_BRIDGE] for i in range(n)}
-        ip_batch([f"link add name {name} master {bridge} up type veth "
-                  f"peer name eth{i % PER_NETNS} netns {spaces[i // PER_NETNS]}"
-                  for i, (name, bridge) in enumerate(names.items())])
+        ip_batch(
+            [
+                f"link add name {name} master {bridge} up type veth "
+                f"peer name eth{i % PER_NETNS} netns {spaces[i // PER_NETNS]}"
+                for i, (name, bridge) in enumerate(names.items())
+            ]
+        )
         return names
 
     def delete_namespaces(self, tag: str) -> None:
@@ -110,7 +128,7 @@ class Load:
         """Remove everything carrying our prefix or label; returns what could not be removed."""
         try:
             problems = self._remove_docker_objects()
-        except Exception as exc:   # dockerd unreachable: the kernel objects still go
+        except Exception as exc:  # dockerd unreachable: the kernel objects still go
             problems = [f"containers and networks labelled {LABEL}={self.prefix}: {exc}"]
         return problems + self._remove_kernel_objects()
 
@@ -134,14 +152,27 @@ class Load:
             return f"container {container.name}: {exc}"
 
     def _remove_kernel_objects(self) -> list:
-        spaces = [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-                  if ns.startswith(self.prefix + "-")]
-        subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {ns}\n" for ns in spaces),
-                       text=True, capture_output=True)
+        spaces = [
+            ns
+            for ns in subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True
+            ).stdout.split()
+            if ns.startswith(self.prefix + "-")
+        ]
+        subprocess.run(
+            ["ip", "-force", "-batch", "-"],
+            input="".join(f"netns del {ns}\n" for ns in spaces),
+            text=True,
+            capture_output=True,
+        )
         deadline = time.monotonic() + 10
         while self.leftover_links() and time.monotonic() < deadline:
-            subprocess.run(["ip", "-force", "-batch", "-"], text=True, capture_output=True,
-                           input="".join(f"link del {name}\n" for name in self.leftover_links()))
+            subprocess.run(
+                ["ip", "-force", "-batch", "-"],
+                text=True,
+                capture_output=True,
+                input="".join(f"link del {name}\n" for name in self.leftover_links()),
+            )
             time.sleep(0.2)
         left = [f"link {name}" for name in self.leftover_links()]
         return left + [f"netns {ns}" for ns in self.leftover_namespaces()]

@@ -1,4 +1,5 @@
 """The two exporters under test, started on loopback, and what /proc says about them."""
+
 from __future__ import annotations
 
 import http.client
@@ -28,8 +29,9 @@ class Exporter:
         self.name = name
         self.port = port
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
     @property
     def pid(self) -> int:
@@ -38,11 +40,13 @@ class Exporter:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self, timeout: float = 30.0) -> "Exporter":
+    def wait_ready(self, timeout: float = 30.0) -> Exporter:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self._log.name}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self._log.name}"
+                )
             try:
                 self.scrape()
                 return self
@@ -71,7 +75,7 @@ class Exporter:
         """CPU time of the process and of its children it waited for (iptables-save and nft, for NAT)."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(f) for f in fields[11:15]) / CLK_TCK   # utime, stime, cutime, cstime
+        return sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime, stime, cutime, cstime
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
@@ -93,9 +97,19 @@ class Exporter:
 
 def ours(out: Path, extra: tuple = ()) -> Exporter:
     port = free_port()
-    return Exporter("dockernet-exporter",
-                    [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-                     *extra], out / "dockernet-exporter.log", port)
+    return Exporter(
+        "dockernet-exporter",
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            *extra,
+        ],
+        out / "dockernet-exporter.log",
+        port,
+    )
 
 
 def node_exporter(out: Path) -> Exporter:
@@ -103,7 +117,14 @@ def node_exporter(out: Path) -> Exporter:
     if binary is None:
         raise RuntimeError(f"{NODE_EXPORTER} is not installed (apt-get install {NODE_EXPORTER})")
     port = free_port()
-    return Exporter("node_exporter",
-                    [binary, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
-                     "--collector.netdev"],
-                    out / "node-exporter.log", port)
+    return Exporter(
+        "node_exporter",
+        [
+            binary,
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--collector.disable-defaults",
+            "--collector.netdev",
+        ],
+        out / "node-exporter.log",
+        port,
+    )

@@ -1,4 +1,5 @@
 """The table on the terminal, the raw figures as JSON, and the plot."""
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,27 @@ def fmt(v) -> str:
 
 def table(checks: list) -> str:
     rows = [("figure", "value", "compared to", "target", "met")]
-    rows += [(c["figure"], f"{fmt(c['value'])} {c['unit']}".strip(), c["baseline"], c["target"],
-              "yes" if c["ok"] else "NO") for c in checks]
+    rows += [
+        (
+            c["figure"],
+            f"{fmt(c['value'])} {c['unit']}".strip(),
+            c["baseline"],
+            c["target"],
+            "yes" if c["ok"] else "NO",
+        )
+        for c in checks
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip() for r in rows)
 
 
 def markdown(checks: list) -> str:
     lines = ["| figure | value | compared to | target | met |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c['figure']} | {fmt(c['value'])} {c['unit']} | {c['baseline']} | {c['target']} | "
-              f"{'yes' if c['ok'] else '**no**'} |" for c in checks]
+    lines += [
+        f"| {c['figure']} | {fmt(c['value'])} {c['unit']} | {c['baseline']} | {c['target']} | "
+        f"{'yes' if c['ok'] else '**no**'} |"
+        for c in checks
+    ]
     return "\n".join(lines)
 
 
@@ -33,15 +45,18 @@ def write_json(results: dict, path: Path) -> None:
 
 def plot(curve: list, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xs = [p["veths"] for p in curve]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for key, label, style in (("dockernet-exporter_plain", "dockernet-exporter, full /metrics", "o-"),
-                              ("dockernet-exporter_gzip", "dockernet-exporter, gzip", "o--"),
-                              ("node_exporter_plain", "node_exporter 1.5, netdev only", "s-"),
-                              ("node_exporter_gzip", "node_exporter 1.5, netdev only, gzip", "s--")):
+    for key, label, style in (
+        ("dockernet-exporter_plain", "dockernet-exporter, full /metrics", "o-"),
+        ("dockernet-exporter_gzip", "dockernet-exporter, gzip", "o--"),
+        ("node_exporter_plain", "node_exporter 1.5, netdev only", "s-"),
+        ("node_exporter_gzip", "node_exporter 1.5, netdev only, gzip", "s--"),
+    ):
         ax.plot(xs, [p[f"{key}_ms"] for p in curve], style, label=label)
     ax.axhline(20, color="grey", linewidth=0.8, linestyle=":", label="20 ms target")
     ax.set_xlabel("veths on the host")

@@ -1,4 +1,5 @@
 """Target 1: full /metrics wall time against node_exporter's netdev-only scrape, by veth count."""
+
 from __future__ import annotations
 
 import re
@@ -16,13 +17,17 @@ QUIET_SECONDS = 2.5
 
 
 def host_veths() -> int:
-    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
+    ).stdout
     return len(out.splitlines())
 
 
 def collector_ms(text: str) -> dict:
     """Each collector's own duration on that scrape, as the exporter reports it."""
-    found = re.findall(r'^dockernet_scrape_collector_duration_seconds\{collector="([^"]+)"\} (\S+)$', text, re.M)
+    found = re.findall(
+        r'^dockernet_scrape_collector_duration_seconds\{collector="([^"]+)"\} (\S+)$', text, re.M
+    )
     return {name: round(float(v) * 1000, 3) for name, v in found}
 
 
@@ -38,8 +43,11 @@ def grow(load, ours, veths: int, containers: int, foreign: int) -> None:
 
 
 def events_seen(text: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("dockernet_events_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dockernet_events_total{")
+    )
 
 
 def settle(ours, timeout: float = 120.0) -> None:
@@ -58,7 +66,9 @@ def settle(ours, timeout: float = 120.0) -> None:
         if shown == present and cached and time.monotonic() - quiet_since >= QUIET_SECONDS:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the exporter shows {shown} veths, the host has {present}, after {timeout:.0f}s")
+            raise RuntimeError(
+                f"the exporter shows {shown} veths, the host has {present}, after {timeout:.0f}s"
+            )
         time.sleep(0.5)
 
 
@@ -75,8 +85,9 @@ def measure(exporters: list, repeats: int) -> dict:
                 seconds, body = e.scrape(gzip=gz)
                 times[(e.name, mode)].append(seconds)
                 sizes[(e.name, mode)] = len(body)
-    return {f"{name}_{mode}_ms": round(median(ts) * 1000, 3) for (name, mode), ts in times.items()} | \
-           {f"{name}_{mode}_bytes": n for (name, mode), n in sizes.items()}
+    return {
+        f"{name}_{mode}_ms": round(median(ts) * 1000, 3) for (name, mode), ts in times.items()
+    } | {f"{name}_{mode}_bytes": n for (name, mode), n in sizes.items()}
 
 
 def run(load, ours, node, points: list, containers: int, repeats: int) -> dict:
@@ -90,8 +101,11 @@ def run(load, ours, node, points: list, containers: int, repeats: int) -> dict:
         text = ours.text()
         row.update(lines=text.count("\n"), collectors_ms=collector_ms(text))
         curve.append(row)
-        print(f"  scrape at {row['veths']} veths: ours {row['dockernet-exporter_plain_ms']} ms, "
-              f"node_exporter {row['node_exporter_plain_ms']} ms", flush=True)
+        print(
+            f"  scrape at {row['veths']} veths: ours {row['dockernet-exporter_plain_ms']} ms, "
+            f"node_exporter {row['node_exporter_plain_ms']} ms",
+            flush=True,
+        )
     return {"curve": curve, "foreign_veths": foreign, "checks": checks(curve)}
 
 
@@ -101,15 +115,32 @@ def checks(curve: list) -> list:
     for mode, _ in MODES:
         ours, node = at[f"dockernet-exporter_{mode}_ms"], at[f"node_exporter_{mode}_ms"]
         base = f"node_exporter netdev {node:.1f} ms"
-        out.append(check(f"scrape {mode}, {at['veths']} veths", ours, "ms", "<= 20 ms", ours <= 20, base))
-        out.append(check(f"scrape {mode} ratio, {at['veths']} veths", round(ours / node, 3), "x",
-                         "<= 0.15x", ours / node <= 0.15, base))
+        out.append(
+            check(f"scrape {mode}, {at['veths']} veths", ours, "ms", "<= 20 ms", ours <= 20, base)
+        )
+        out.append(
+            check(
+                f"scrape {mode} ratio, {at['veths']} veths",
+                round(ours / node, 3),
+                "x",
+                "<= 0.15x",
+                ours / node <= 0.15,
+                base,
+            )
+        )
     xs = [p["veths"] for p in curve]
     ys = [p["dockernet-exporter_plain_ms"] for p in curve]
     fit, nodefit = linear_fit(xs, ys), linear_fit(xs, [p["node_exporter_plain_ms"] for p in curve])
     ratio = superlinearity(xs, ys)
-    out.append(check("cost per veth (linear fit)", round(fit["slope"] * 1000, 2), "us",
-                     f"not worse than linear: {xs[-1]} veths <= 1.25x the line through the rest", ratio <= 1.25,
-                     f"node_exporter {nodefit['slope'] * 1000:.1f} us/veth; r2 {fit['r2']:.3f}; "
-                     f"{xs[-1]} veths at {ratio:.2f}x the line"))
+    out.append(
+        check(
+            "cost per veth (linear fit)",
+            round(fit["slope"] * 1000, 2),
+            "us",
+            f"not worse than linear: {xs[-1]} veths <= 1.25x the line through the rest",
+            ratio <= 1.25,
+            f"node_exporter {nodefit['slope'] * 1000:.1f} us/veth; r2 {fit['r2']:.3f}; "
+            f"{xs[-1]} veths at {ratio:.2f}x the line",
+        )
+    )
     return out

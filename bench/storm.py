@@ -1,4 +1,5 @@
 """Target 5: a burst of veth pairs: exact state on /metrics within 2 s of the last one, no crash."""
+
 from __future__ import annotations
 
 import re
@@ -11,7 +12,9 @@ TIMEOUT = 30.0
 
 def veth_bridges(text: str, tag: str) -> dict:
     """veth name -> bridge label, for the veths whose name starts with tag."""
-    pattern = re.compile(r'^dockernet_veth_info\{veth="(' + re.escape(tag) + r'[^"]*)"[^}]*bridge="([^"]*)"', re.M)
+    pattern = re.compile(
+        r'^dockernet_veth_info\{veth="(' + re.escape(tag) + r'[^"]*)"[^}]*bridge="([^"]*)"', re.M
+    )
     return dict(pattern.findall(text))
 
 
@@ -38,10 +41,29 @@ def run(load, ours, pairs: int) -> dict:
     burst_del = time.perf_counter() - started
     to_gone = settle(ours, tag, {})
     alive = ours.alive()
-    return {"pairs": pairs, "create_seconds": round(burst, 3), "settle_seconds": round(to_correct, 3),
-            "delete_seconds": round(burst_del, 3), "gone_seconds": round(to_gone, 3), "alive": alive, "checks": [
-                check(f"storm: {pairs} pairs -> exact state", round(to_correct, 3), "s", "<= 2 s",
-                      to_correct <= 2 and alive, f"namespaces, bridge and pairs made in {burst:.2f} s"),
-                check(f"storm: {pairs} deleted -> gone", round(to_gone, 3), "s", "<= 2 s",
-                      to_gone <= 2 and alive, f"their namespaces deleted in {burst_del:.2f} s"),
-            ]}
+    return {
+        "pairs": pairs,
+        "create_seconds": round(burst, 3),
+        "settle_seconds": round(to_correct, 3),
+        "delete_seconds": round(burst_del, 3),
+        "gone_seconds": round(to_gone, 3),
+        "alive": alive,
+        "checks": [
+            check(
+                f"storm: {pairs} pairs -> exact state",
+                round(to_correct, 3),
+                "s",
+                "<= 2 s",
+                to_correct <= 2 and alive,
+                f"namespaces, bridge and pairs made in {burst:.2f} s",
+            ),
+            check(
+                f"storm: {pairs} deleted -> gone",
+                round(to_gone, 3),
+                "s",
+                "<= 2 s",
+                to_gone <= 2 and alive,
+                f"their namespaces deleted in {burst_del:.2f} s",
+            ),
+        ],
+    }

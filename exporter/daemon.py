@@ -8,6 +8,7 @@ writer of the state; it does the follow-up I/O such as ``docker inspect``), and
 while a resync runs, one that reads everything afresh: at 200 containers that
 takes half a second, which events do not wait for.
 """
+
 from __future__ import annotations
 
 import gc
@@ -15,7 +16,6 @@ import queue
 import threading
 import time
 from collections import Counter
-from typing import Optional
 
 import structlog
 
@@ -31,37 +31,59 @@ log = structlog.get_logger()
 
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 MAX_BATCH = 20000
-QUIET, COALESCE_MAX = 0.002, 0.1    # seconds; see Daemon._coalesce
+QUIET, COALESCE_MAX = 0.002, 0.1  # seconds; see Daemon._coalesce
 _STOP = ("stop",)
-REPLAYED = ("link", "docker", "exited", "docker_up")   # what a resync's result gets again; see Daemon._resync
+REPLAYED = (
+    "link",
+    "docker",
+    "exited",
+    "docker_up",
+)  # what a resync's result gets again; see Daemon._resync
 
 # Resync (source, reason) pairs, exported from the start at 0.
-RESYNC_KINDS = (("all", "start"), ("all", "periodic"), ("docker", "reconnect"), ("netlink", "overflow"))
+RESYNC_KINDS = (
+    ("all", "start"),
+    ("all", "periodic"),
+    ("docker", "reconnect"),
+    ("netlink", "overflow"),
+)
 
 
 class Daemon:
-    def __init__(self, docker: Optional[DockerSource], procfs: Procfs, resync_interval: float = 300.0,
-                 netlink_rcvbuf: int = RCVBUF_BYTES) -> None:
+    def __init__(
+        self,
+        docker: DockerSource | None,
+        procfs: Procfs,
+        resync_interval: float = 300.0,
+        netlink_rcvbuf: int = RCVBUF_BYTES,
+    ) -> None:
         self.docker = docker
         self.procfs = procfs
         self.resync_interval = resync_interval
         self.netlink_rcvbuf = netlink_rcvbuf
         self.snapshot = topology.empty()
-        self.events = Counter({("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0})
-        self.events.update({("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions})
-        self.resyncs = Counter({kind: 0 for kind in RESYNC_KINDS})
-        self._queue: "queue.Queue[tuple]" = queue.Queue()
+        self.events = Counter(
+            {("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0}
+        )
+        self.events.update(
+            {("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions}
+        )
+        self.resyncs = Counter(dict.fromkeys(RESYNC_KINDS, 0))
+        self._queue: queue.Queue[tuple] = queue.Queue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state = HostState()
-        self._netlink: Optional[Netlink] = None
-        self._monitor: Optional[LinkMonitor] = None
+        self._netlink: Netlink | None = None
+        self._monitor: LinkMonitor | None = None
         self._docker_logged_down = False
         self._docker_attempted = threading.Event()
-        self._replay: Optional[list] = None     # while a resync reads: the items applied meanwhile
-        self._resync_wanted: Optional[tuple] = None   # a resync asked for while one was reading
-        self._exits = exits.ExitWatcher(lambda cid, pid: self._queue.put(("exited", cid, pid))) \
-            if exits.usable(procfs.root) else None
+        self._replay: list | None = None  # while a resync reads: the items applied meanwhile
+        self._resync_wanted: tuple | None = None  # a resync asked for while one was reading
+        self._exits = (
+            exits.ExitWatcher(lambda cid, pid: self._queue.put(("exited", cid, pid)))
+            if exits.usable(procfs.root)
+            else None
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -69,8 +91,11 @@ class Daemon:
         """Subscribe to both sources, read everything once, then follow changes."""
         self._netlink = Netlink()
         self._reader = StateReader(self._netlink, self.docker, self.procfs)
-        self._monitor = LinkMonitor(self._on_link, lambda: self._queue.put(("resync", "netlink", "overflow")),
-                                    self.netlink_rcvbuf)
+        self._monitor = LinkMonitor(
+            self._on_link,
+            lambda: self._queue.put(("resync", "netlink", "overflow")),
+            self.netlink_rcvbuf,
+        )
         self._spawn("netlink-events", self._monitor.run)
         if self._exits is not None:
             self._spawn("process-exits", self._exits.run)
@@ -111,7 +136,7 @@ class Daemon:
 
     def _watch_docker(self) -> None:
         backoff = BACKOFF_MIN
-        since: Optional[int] = None
+        since: int | None = None
         while not self._stopping.is_set():
             try:
                 try:
@@ -127,11 +152,18 @@ class Daemon:
                     since = event.get("time", since)
                     self._queue.put(("docker", event))
                 if not self._stopping.is_set():
-                    log.warning("docker_events_ended", detail="dockerd closed the event stream; reconnecting")
+                    log.warning(
+                        "docker_events_ended",
+                        detail="dockerd closed the event stream; reconnecting",
+                    )
             except UNREACHABLE as exc:
                 if not self._stopping.is_set() and not self._docker_logged_down:
-                    log.warning("docker_unreachable", host=self.docker.host, error=str(exc),
-                                detail="retrying with backoff; veths are served without container names")
+                    log.warning(
+                        "docker_unreachable",
+                        host=self.docker.host,
+                        error=str(exc),
+                        detail="retrying with backoff; veths are served without container names",
+                    )
             if self._stopping.is_set():
                 return
             self._docker_logged_down = True
@@ -159,7 +191,7 @@ class Daemon:
                 if resync:
                     self._resync(*resync)
                     next_resync = time.monotonic() + self.resync_interval
-            except Exception:   # keep following events; the next resync repairs the state
+            except Exception:  # keep following events; the next resync repairs the state
                 log.exception("state_update_failed")
                 self._queue.put(("resync", "all", "periodic"))
 
@@ -173,12 +205,14 @@ class Daemon:
         while len(batch) < MAX_BATCH:
             wait = min(QUIET, until - time.monotonic()) if bursty else 0
             try:
-                batch.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+                batch.append(
+                    self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                )
             except queue.Empty:
                 return
             bursty = bursty or batch[-1][0] == "link"
 
-    def _apply(self, batch: list, replaying: bool = False) -> tuple[Optional[tuple], bool]:
+    def _apply(self, batch: list, replaying: bool = False) -> tuple[tuple | None, bool]:
         """Apply a batch in order. Returns the resync it asks for, if any, and whether the state may
         have changed: events that change nothing (a container's create, the destroy after its die) cost
         no rebuild. While a resync reads, the changes are also kept to be applied again on its result."""
@@ -221,13 +255,18 @@ class Daemon:
                     # Starting a container connects it before "start", removing one disconnects it after
                     # "die": only a container already running needs another look.
                     container_id = (actor.get("Attributes") or {}).get("container", "")
-                    return container_id in self._state.containers and self._refresh_container(container_id)
+                    return container_id in self._state.containers and self._refresh_container(
+                        container_id
+                    )
                 networks = {n.id: n for n in self.docker.networks()}
                 changed, self._state.networks = networks != self._state.networks, networks
                 return changed
             if action in ("die", "destroy"):
                 return self._reader.remove_container(self._state, actor.get("ID", ""))
-            if action in ("start", "rename"):   # not "create": the event filter lets it through for networks
+            if action in (
+                "start",
+                "rename",
+            ):  # not "create": the event filter lets it through for networks
                 return self._refresh_container(actor.get("ID", ""))
         except UNREACHABLE as exc:
             log.debug("docker_call_failed", action=action, error=str(exc))
@@ -236,7 +275,11 @@ class Daemon:
     def _process_exited(self, container_id: str, pid: int) -> bool:
         """A container's main process exited: it no longer runs, whatever Docker says next."""
         c = self._state.containers.get(container_id)
-        return c is not None and c.pid == pid and self._reader.remove_container(self._state, container_id)
+        return (
+            c is not None
+            and c.pid == pid
+            and self._reader.remove_container(self._state, container_id)
+        )
 
     def _refresh_container(self, container_id: str) -> bool:
         if not container_id:
@@ -262,19 +305,25 @@ class Daemon:
             return
         self._replay = []
         # The read reuses what is known of links' ages and namespace files; it gets copies.
-        known = HostState(first_seen=dict(self._state.first_seen), netns_files=dict(self._state.netns_files))
-        threading.Thread(target=self._read_all, args=(source, reason, known), name="resync", daemon=True).start()
+        known = HostState(
+            first_seen=dict(self._state.first_seen), netns_files=dict(self._state.netns_files)
+        )
+        threading.Thread(
+            target=self._read_all, args=(source, reason, known), name="resync", daemon=True
+        ).start()
 
     def _read_all(self, source: str, reason: str, known: HostState) -> None:
         started, state = time.monotonic(), None
         try:
             with Netlink() as netlink:
                 state = StateReader(netlink, self.docker, self.procfs).full(known)
-        except Exception:   # the state stays as it was; the next resync tries again
+        except Exception:  # the state stays as it was; the next resync tries again
             log.exception("resync_failed", source=source, reason=reason)
         self._queue.put(("resynced", source, reason, state, started))
 
-    def _install(self, source: str, reason: str, state: Optional[HostState], started: float) -> None:
+    def _install(
+        self, source: str, reason: str, state: HostState | None, started: float
+    ) -> None:
         """Make a full read the state, with the changes applied since it began applied again, and
         publish it."""
         replay, self._replay = self._replay or [], None
@@ -286,9 +335,16 @@ class Daemon:
             self._publish()
             _settle_heap()
             self.resyncs[(source, reason)] += 1
-            log.info("resync", source=source, reason=reason, containers=len(state.containers),
-                     links=len(state.links), docker_up=state.docker_up, replayed=len(replay),
-                     seconds=round(time.monotonic() - started, 3))
+            log.info(
+                "resync",
+                source=source,
+                reason=reason,
+                containers=len(state.containers),
+                links=len(state.links),
+                docker_up=state.docker_up,
+                replayed=len(replay),
+                seconds=round(time.monotonic() - started, 3),
+            )
         if self._resync_wanted is not None:
             wanted, self._resync_wanted = self._resync_wanted, None
             self._resync(*wanted)
@@ -296,16 +352,27 @@ class Daemon:
     def _keep_live_containers(self, state: HostState, previous: HostState) -> None:
         """With Docker unreachable, keep the containers whose process still holds the same namespace."""
         for c in previous.containers.values():
-            if c.pid and c.netns_inode is not None and self.procfs.netns_inode(c.pid) == c.netns_inode:
+            if (
+                c.pid
+                and c.netns_inode is not None
+                and self.procfs.netns_inode(c.pid) == c.netns_inode
+            ):
                 self._reader.add_container(state, c)
 
     def _publish(self) -> None:
         snap = topology.build(self._state, self.snapshot)
-        snap.suspect_since = orphans.track(snap.suspects, self.snapshot.suspect_since, time.monotonic())
+        snap.suspect_since = orphans.track(
+            snap.suspects, self.snapshot.suspect_since, time.monotonic()
+        )
         self.snapshot = snap
         if self._exits is not None:
-            self._exits.sync({c.id: (c.pid, c.netns_inode) for c in self._state.containers.values()
-                              if c.pid and c.netns_inode is not None})
+            self._exits.sync(
+                {
+                    c.id: (c.pid, c.netns_inode)
+                    for c in self._state.containers.values()
+                    if c.pid and c.netns_inode is not None
+                }
+            )
 
 
 def _settle_heap() -> None:

@@ -2,11 +2,13 @@
 validation: label sets are escaped once when a snapshot is built and reused
 for every scrape until the topology changes.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Union
+from typing import Union
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,14 +62,14 @@ class LabelCache:
 @dataclass
 class Family:
     name: str
-    type: str               # counter | gauge | info is rendered as gauge
+    type: str  # counter | gauge | info is rendered as gauge
     help: str
     samples: list[tuple[str, Number]] = field(default_factory=list)
     # Set on a family kept in snapshot.cache: its text is rendered once and reused by every scrape.
     static: bool = False
     _text: str = field(default="", init=False, repr=False, compare=False)
 
-    def add(self, label_set: str, v: Number) -> "Family":
+    def add(self, label_set: str, v: Number) -> Family:
         self.samples.append((label_set, v))
         return self
 
@@ -90,4 +92,5 @@ def _text(f: Family) -> str:
     name = f.name
     # Most samples are ints (counters, info): format them without a call per sample.
     return f"# HELP {name} {help_text}\n# TYPE {name} {f.type}\n" + "".join(
-        [f"{name}{ls} {v if type(v) is int else value(v)}\n" for ls, v in f.samples])
+        [f"{name}{ls} {v if type(v) is int else value(v)}\n" for ls, v in f.samples]
+    )

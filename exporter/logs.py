@@ -1,4 +1,5 @@
 """structlog set-up: one event per line, logfmt (default) or JSON, on stderr."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,19 @@ FORMATS = ("logfmt", "json")
 
 
 def configure(level: str = "info", fmt: str = "logfmt") -> None:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.processors.LogfmtRenderer(
-        key_order=["ts", "level", "event"], drop_missing=True, bool_as_flag=False)
-    numeric = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-               "error": logging.ERROR}[level]
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.LogfmtRenderer(
+            key_order=["ts", "level", "event"], drop_missing=True, bool_as_flag=False
+        )
+    )
+    numeric = {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warn": logging.WARNING,
+        "error": logging.ERROR,
+    }[level]
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

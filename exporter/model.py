@@ -1,9 +1,8 @@
 """Plain data that sources return and the topology joins. No I/O here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
-
 
 # A counter row: the eight counters of one interface, as /proc/net/dev and rtnetlink both give them.
 RX_BYTES, RX_PACKETS, RX_ERRS, RX_DROP, TX_BYTES, TX_PACKETS, TX_ERRS, TX_DROP = range(8)
@@ -13,24 +12,27 @@ Counters = tuple[int, int, int, int, int, int, int, int]
 @dataclass(frozen=True)
 class Link:
     """One network interface as rtnetlink reports it, in one namespace."""
+
     ifindex: int
     name: str
-    kind: str = ""                        # veth, bridge, macvlan, ... ("" for physical/lo)
+    kind: str = ""  # veth, bridge, macvlan, ... ("" for physical/lo)
     mac: str = ""
     flags: int = 0
     operstate: str = "unknown"
-    master: int = 0                       # ifindex of the bridge it is a port of
-    peer_ifindex: int = 0                 # IFLA_LINK: peer's ifindex, in the peer's namespace
-    peer_netnsid: Optional[int] = None    # IFLA_LINK_NETNSID: None when the peer is in the same namespace
-    port_state: Optional[int] = None      # bridge port STP state (0 disabled .. 4 blocking)
-    stp_state: Optional[int] = None       # bridges only: 0 off, 1 kernel, 2 user
-    bridge_id: str = ""                   # bridges only: "8000.0242c0a80001"
+    master: int = 0  # ifindex of the bridge it is a port of
+    peer_ifindex: int = 0  # IFLA_LINK: peer's ifindex, in the peer's namespace
+    peer_netnsid: int | None = (
+        None  # IFLA_LINK_NETNSID: None when the peer is in the same namespace
+    )
+    port_state: int | None = None  # bridge port STP state (0 disabled .. 4 blocking)
+    stp_state: int | None = None  # bridges only: 0 off, 1 kernel, 2 user
+    bridge_id: str = ""  # bridges only: "8000.0242c0a80001"
 
 
 @dataclass(frozen=True)
 class Address:
     ifindex: int
-    family: str             # "ipv4" | "ipv6"
+    family: str  # "ipv4" | "ipv6"
     address: str
     prefix_length: int
     scope: int = 0
@@ -39,6 +41,7 @@ class Address:
 @dataclass(frozen=True)
 class Endpoint:
     """A container's attachment to one Docker network (from docker inspect)."""
+
     network: str
     network_id: str
     mac: str = ""
@@ -50,7 +53,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class PortBinding:
-    protocol: str           # tcp | udp | sctp
+    protocol: str  # tcp | udp | sctp
     container_port: int
     host_ip: str
     host_port: int
@@ -59,28 +62,32 @@ class PortBinding:
 @dataclass(frozen=True)
 class Container:
     """A running container, as Docker reports it, plus its namespace identity."""
+
     id: str
     name: str
     image: str = ""
     pid: int = 0
-    network_mode: str = ""                # as Docker reports it: default, bridge, host, none, container:<id>, <network>
+    network_mode: str = (
+        ""  # as Docker reports it: default, bridge, host, none, container:<id>, <network>
+    )
     compose_project: str = ""
     compose_service: str = ""
     started_at: str = ""
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[PortBinding, ...] = ()
-    netns_inode: Optional[int] = None     # st_ino of /proc/<pid>/ns/net; None if unreadable
-    nsid: Optional[int] = None            # the host's id for that namespace (RTM_GETNSID)
+    netns_inode: int | None = None  # st_ino of /proc/<pid>/ns/net; None if unreadable
+    nsid: int | None = None  # the host's id for that namespace (RTM_GETNSID)
 
 
 @dataclass(frozen=True)
 class Network:
     """A Docker network."""
+
     id: str
     name: str
     driver: str
-    bridge: str = ""                      # Linux bridge name for driver=bridge
-    subnets: tuple[tuple[str, str], ...] = ()   # (subnet, gateway)
+    bridge: str = ""  # Linux bridge name for driver=bridge
+    subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway)
     internal: bool = False
     masquerade: bool = True
 
@@ -88,12 +95,17 @@ class Network:
 @dataclass
 class HostState:
     """Everything the sources know at one moment; input of topology.build()."""
-    links: dict[int, Link] = field(default_factory=dict)                 # host namespace, by ifindex
+
+    links: dict[int, Link] = field(default_factory=dict)  # host namespace, by ifindex
     netns_links: dict[int, dict[int, Link]] = field(default_factory=dict)  # nsid -> ifindex -> Link
-    netns_addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
-    containers: dict[str, Container] = field(default_factory=dict)        # by id
-    networks: dict[str, Network] = field(default_factory=dict)            # by id
-    first_seen: dict[int, float] = field(default_factory=dict)           # host ifindex -> monotonic time
-    netns_files: dict[str, tuple[int, Optional[int]]] = field(default_factory=dict)  # netns file -> (inode, nsid)
-    host_netns_inode: Optional[int] = None
+    netns_addresses: dict[int, tuple[Address, ...]] = field(
+        default_factory=dict
+    )  # nsid -> addresses
+    containers: dict[str, Container] = field(default_factory=dict)  # by id
+    networks: dict[str, Network] = field(default_factory=dict)  # by id
+    first_seen: dict[int, float] = field(default_factory=dict)  # host ifindex -> monotonic time
+    netns_files: dict[str, tuple[int, int | None]] = field(
+        default_factory=dict
+    )  # netns file -> (inode, nsid)
+    host_netns_inode: int | None = None
     docker_up: bool = False

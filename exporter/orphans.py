@@ -19,11 +19,12 @@ The grace period counts from the moment the veth was first seen as a
 suspect (``track``), so that a veth still being set up, or one whose
 container has just stopped and whose removal is under way, is not flagged.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 from .model import Container, Link, Network
 
@@ -45,7 +46,7 @@ class Suspect:
     link: Link
     bridge: str
     reason: str
-    docker: bool            # kept at scope=docker
+    docker: bool  # kept at scope=docker
 
 
 @dataclass(frozen=True)
@@ -57,27 +58,28 @@ class Orphan:
 @dataclass(frozen=True)
 class Host:
     """What the classification reads, from one consistent state."""
-    links: dict[int, Link]                       # host namespace, by ifindex
-    docker_bridges: dict[str, Network]           # Linux bridge name -> Docker network
-    members: dict[int, tuple[Container, ...]]    # nsid -> running containers in that namespace
-    netns_links: dict[int, dict[int, Link]]      # nsid -> ifindex -> Link
-    netns_kinds: dict[int, str]                  # nsid -> "docker" | "docker_internal" | "named"
+
+    links: dict[int, Link]  # host namespace, by ifindex
+    docker_bridges: dict[str, Network]  # Linux bridge name -> Docker network
+    members: dict[int, tuple[Container, ...]]  # nsid -> running containers in that namespace
+    netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
+    netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "named"
     docker_up: bool
 
 
-def netns_kinds(files: dict[str, tuple[int, Optional[int]]]) -> dict[int, str]:
+def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
     """nsid -> "docker", "docker_internal" or "named", from the namespace files and their ids."""
     kinds = {}
     for path, (_inode, nsid) in files.items():
         if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
-            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR):])
+            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR) :])
             kinds[nsid] = "docker" if sandbox else "docker_internal"
         elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
             kinds.setdefault(nsid, "named")
     return kinds
 
 
-def suspect(link: Link, host: Host) -> Optional[Suspect]:
+def suspect(link: Link, host: Host) -> Suspect | None:
     """The veth as a suspect, with its reason and scope, or None when it does not look orphaned."""
     why = reason(link, host)
     if why is None:
@@ -85,15 +87,15 @@ def suspect(link: Link, host: Host) -> Optional[Suspect]:
     return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host))
 
 
-def reason(link: Link, host: Host) -> Optional[str]:
+def reason(link: Link, host: Host) -> str | None:
     if link.peer_netnsid is None:
         peer = host.links.get(link.peer_ifindex)
         return "peer_in_host" if peer is not None and peer.kind == "veth" else None
-    if not host.docker_up:      # without Docker's answer nobody can be said to own nothing
+    if not host.docker_up:  # without Docker's answer nobody can be said to own nothing
         return None
     members = host.members.get(link.peer_netnsid)
     if not members and host.netns_kinds.get(link.peer_netnsid) == "docker_internal":
-        return None             # Docker's own, e.g. Swarm's ingress sandbox on docker_gwbridge
+        return None  # Docker's own, e.g. Swarm's ingress sandbox on docker_gwbridge
     if not members:
         return "netns_without_container"
     network = host.docker_bridges.get(_bridge_of(link, host.links))
@@ -129,8 +131,13 @@ def track(suspects: Iterable[Suspect], since: dict[int, float], now: float) -> d
     return {s.link.ifindex: since.get(s.link.ifindex, now) for s in suspects}
 
 
-def orphans(suspects: Iterable[Suspect], since: dict[int, float], now: float,
-            scope: str = "docker", grace: float = DEFAULT_GRACE) -> list[Orphan]:
+def orphans(
+    suspects: Iterable[Suspect],
+    since: dict[int, float],
+    now: float,
+    scope: str = "docker",
+    grace: float = DEFAULT_GRACE,
+) -> list[Orphan]:
     """The suspects in scope that have been suspects for at least the grace period."""
     out = []
     for s in suspects:
@@ -146,6 +153,9 @@ def _bridge_of(link: Link, links: dict[int, Link]) -> str:
 
 
 def _has_endpoint(members: tuple[Container, ...], network: Network, mac: str) -> bool:
-    return any((ep.network_id == network.id or ep.network == network.name)
-               and (not ep.mac or ep.mac.lower() == mac.lower())
-               for c in members for ep in c.endpoints)
+    return any(
+        (ep.network_id == network.id or ep.network == network.name)
+        and (not ep.mac or ep.mac.lower() == mac.lower())
+        for c in members
+        for ep in c.endpoints
+    )

@@ -1,4 +1,5 @@
 """Which of the capabilities the exporter needs the process lacks."""
+
 from __future__ import annotations
 
 # Opening /proc/<pid>/ns/net of other processes needs ptrace access; dumping

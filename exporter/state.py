@@ -3,12 +3,12 @@
 Used whole by a resync (and by the one-shot CLI) and piece by piece by the
 daemon as events arrive.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
-from typing import Optional
 
 import structlog
 
@@ -24,12 +24,12 @@ NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
 
 
 class StateReader:
-    def __init__(self, netlink: Netlink, docker: Optional[DockerSource], procfs: Procfs) -> None:
+    def __init__(self, netlink: Netlink, docker: DockerSource | None, procfs: Procfs) -> None:
         self.netlink = netlink
         self.docker = docker
         self.procfs = procfs
 
-    def full(self, previous: Optional[HostState] = None) -> HostState:
+    def full(self, previous: HostState | None = None) -> HostState:
         """Everything, read afresh. Docker being unreachable leaves containers empty."""
         state = HostState(host_netns_inode=self.procfs.host_netns_inode())
         self.reload_links(state, previous.first_seen if previous else None)
@@ -47,7 +47,7 @@ class StateReader:
             self.add_container(state, c)
         return state
 
-    def reload_links(self, state: HostState, first_seen: Optional[dict] = None) -> None:
+    def reload_links(self, state: HostState, first_seen: dict | None = None) -> None:
         now = time.monotonic()
         state.links = {l.ifindex: l for l in self.netlink.links()}
         old = first_seen or {}
@@ -76,7 +76,7 @@ class StateReader:
         try:
             state.netns_links[nsid] = {l.ifindex: l for l in self.netlink.links(nsid)}
             state.netns_addresses[nsid] = tuple(self.netlink.addresses(nsid))
-        except OSError as exc:   # the namespace went away between the event and the dump
+        except OSError as exc:  # the namespace went away between the event and the dump
             log.debug("netns_dump_failed", nsid=nsid, error=str(exc))
             state.netns_links.pop(nsid, None)
             state.netns_addresses.pop(nsid, None)
@@ -97,19 +97,30 @@ class StateReader:
         nsid = link.peer_netnsid
         if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
             if link.peer_ifindex not in state.netns_links[nsid]:
-                self.load_netns(state, nsid)   # a new interface in a known container (network connect)
-        elif link.kind == "veth" and nsid is not None and nsid not in {n for _, n in state.netns_files.values()}:
-            self.reload_netns_files(state)     # a namespace not seen yet: whose file is it?
+                self.load_netns(
+                    state, nsid
+                )  # a new interface in a known container (network connect)
+        elif (
+            link.kind == "veth"
+            and nsid is not None
+            and nsid not in {n for _, n in state.netns_files.values()}
+        ):
+            self.reload_netns_files(state)  # a namespace not seen yet: whose file is it?
 
     @staticmethod
     def _complete_peer(state: HostState, link: Link) -> None:
         """The first end of a new pair is announced before its peer exists, without IFLA_LINK: fill it in."""
         if link.kind == "veth" and link.peer_netnsid is None and link.peer_ifindex:
             peer = state.links.get(link.peer_ifindex)
-            if peer is not None and peer.kind == "veth" and not peer.peer_ifindex and peer.peer_netnsid is None:
+            if (
+                peer is not None
+                and peer.kind == "veth"
+                and not peer.peer_ifindex
+                and peer.peer_netnsid is None
+            ):
                 state.links[peer.ifindex] = dataclasses.replace(peer, peer_ifindex=link.ifindex)
 
-    def reload_netns_files(self, state: HostState, known: Optional[dict] = None) -> None:
+    def reload_netns_files(self, state: HostState, known: dict | None = None) -> None:
         """The namespace files of Docker and of `ip netns`, with the id the host gives each.
 
         Only files not seen before (same path and inode, with an id) are opened.
@@ -125,7 +136,7 @@ class StateReader:
                 path = f"{directory}/{name}"
                 try:
                     inode = os.stat(path).st_ino
-                except OSError:     # a dangling link or a file removed meanwhile
+                except OSError:  # a dangling link or a file removed meanwhile
                     continue
                 old = known.get(path)
                 known_id = old and old[0] == inode and old[1] is not None
@@ -138,7 +149,7 @@ class StateReader:
         inode, nsid = self._namespace(self.procfs.netns_path(c.pid), assign=True)
         return c if inode is None else dataclasses.replace(c, netns_inode=inode, nsid=nsid)
 
-    def _namespace(self, path: str, assign: bool = False) -> tuple[Optional[int], Optional[int]]:
+    def _namespace(self, path: str, assign: bool = False) -> tuple[int | None, int | None]:
         """(inode, id the host gives it) of the network namespace bound at `path`: (None, None) when it
         cannot be opened; no id for the host's own namespace, or when none can be had (with `assign`,
         one is allocated: a namespace's links are dumped by id)."""
@@ -153,7 +164,7 @@ class StateReader:
                 return inode, None
             try:
                 return inode, self.netlink.netnsid(fd, assign=assign)
-            except OSError as exc:      # not a namespace (an unmounted leftover file)
+            except OSError as exc:  # not a namespace (an unmounted leftover file)
                 log.debug("netnsid_failed", path=path, error=str(exc))
                 return inode, None
         finally:

@@ -6,10 +6,11 @@ namespace; the peer's ifindex (IFLA_LINK) is then looked up among the links of
 that namespace to name the container-side interface. Ifindexes are only
 compared within the namespace they belong to.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from . import orphans
 from .model import Address, Container, HostState, Link, Network
@@ -20,18 +21,19 @@ CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
 @dataclass(frozen=True)
 class ContainerView:
     container: Container
-    network_mode: str               # bridge, host, none, container:<owner id>, <network name>
-    netns_owner: Optional[str]      # id of the container whose namespace this one uses (itself if its own)
+    network_mode: str  # bridge, host, none, container:<owner id>, <network name>
+    netns_owner: str | None  # id of the container whose namespace this one uses (itself if its own)
 
 
 @dataclass(frozen=True)
 class Interface:
     """One interface of a container, with where it plugs in on the host."""
+
     container: Container
-    interface: str                  # container-side name: eth0, eth1, ...
-    ifindex: int                    # container-side ifindex (in the container's namespace)
-    kind: str                       # veth | macvlan | ipvlan
-    veth: str = ""                  # host end (veth only)
+    interface: str  # container-side name: eth0, eth1, ...
+    ifindex: int  # container-side ifindex (in the container's namespace)
+    kind: str  # veth | macvlan | ipvlan
+    veth: str = ""  # host end (veth only)
     veth_ifindex: int = 0
     bridge: str = ""
     network: str = ""
@@ -41,8 +43,9 @@ class Interface:
 @dataclass(frozen=True)
 class Veth:
     """A veth in the host namespace and what it maps to (container None: unmapped)."""
+
     link: Link
-    container: Optional[Container]
+    container: Container | None
     interface: str
     bridge: str
     network: str
@@ -50,9 +53,10 @@ class Veth:
 
 class Verdict(NamedTuple):
     """What one host veth is."""
+
     veth: Veth
-    suspect: Optional[orphans.Suspect]
-    interface: Optional[Interface]      # the container interface it is the host end of
+    suspect: orphans.Suspect | None
+    interface: Interface | None  # the container interface it is the host end of
 
 
 @dataclass
@@ -63,10 +67,14 @@ class Snapshot:
     links: dict[int, Link]
     networks: dict[str, Network]
     docker_up: bool
-    addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)   # nsid -> kernel addresses
+    addresses: dict[int, tuple[Address, ...]] = field(
+        default_factory=dict
+    )  # nsid -> kernel addresses
     suspects: tuple[orphans.Suspect, ...] = ()
-    suspect_since: dict[int, float] = field(default_factory=dict)   # host ifindex -> monotonic; set by the publisher
-    cache: dict = field(default_factory=dict, compare=False)   # see memo()
+    suspect_since: dict[int, float] = field(
+        default_factory=dict
+    )  # host ifindex -> monotonic; set by the publisher
+    cache: dict = field(default_factory=dict, compare=False)  # see memo()
     # What the next build() reuses: the verdicts by host ifindex, and what it read of each peer namespace.
     verdicts: dict[int, Verdict] = field(default_factory=dict, compare=False)
     netns_contexts: dict[int, tuple] = field(default_factory=dict, compare=False)
@@ -82,16 +90,23 @@ def empty() -> Snapshot:
     return build(HostState())
 
 
-def build(state: HostState, previous: Optional[Snapshot] = None) -> Snapshot:
+def build(state: HostState, previous: Snapshot | None = None) -> Snapshot:
     """The snapshot of `state`. Given the snapshot before it, only the veths that a change touched are
     judged again; the others keep their earlier verdicts (the same objects)."""
     views = _container_views(state)
-    owners_by_nsid = {v.container.nsid: v.container for v in views
-                      if v.netns_owner == v.container.id and v.network_mode != "host" and v.container.nsid is not None}
+    owners_by_nsid = {
+        v.container.nsid: v.container
+        for v in views
+        if v.netns_owner == v.container.id
+        and v.network_mode != "host"
+        and v.container.nsid is not None
+    }
     bridge_networks = {n.bridge: n for n in state.networks.values() if n.bridge}
     host = _orphan_host(state, bridge_networks)
     contexts = _netns_contexts(state, owners_by_nsid, host)
-    verdicts = _judge_veths(state, owners_by_nsid, bridge_networks, host, _changes(previous, state, contexts))
+    verdicts = _judge_veths(
+        state, owners_by_nsid, bridge_networks, host, _changes(previous, state, contexts)
+    )
     veths = tuple(v.veth for v in verdicts.values())
     interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
@@ -113,33 +128,59 @@ def build(state: HostState, previous: Optional[Snapshot] = None) -> Snapshot:
 
 class Changes(NamedTuple):
     """What changed since the previous snapshot, as far as the verdicts on veths go."""
-    earlier: dict[int, Verdict]     # the previous verdicts (empty: judge every veth)
-    links: set[int]                 # host ifindexes whose link is new, gone or replaced
-    netns: set[int]                 # nsids whose context is new, gone or different
+
+    earlier: dict[int, Verdict]  # the previous verdicts (empty: judge every veth)
+    links: set[int]  # host ifindexes whose link is new, gone or replaced
+    netns: set[int]  # nsids whose context is new, gone or different
 
 
 def _netns_contexts(state: HostState, owners_by_nsid: dict, host: orphans.Host) -> dict[int, tuple]:
     """Per peer namespace, everything a verdict reads of it: its links, owner, members and kind."""
-    nsids = state.netns_links.keys() | owners_by_nsid.keys() | host.members.keys() | host.netns_kinds.keys()
-    return {nsid: (state.netns_links.get(nsid), owners_by_nsid.get(nsid), host.members.get(nsid),
-                   host.netns_kinds.get(nsid)) for nsid in nsids}
+    nsids = (
+        state.netns_links.keys()
+        | owners_by_nsid.keys()
+        | host.members.keys()
+        | host.netns_kinds.keys()
+    )
+    return {
+        nsid: (
+            state.netns_links.get(nsid),
+            owners_by_nsid.get(nsid),
+            host.members.get(nsid),
+            host.netns_kinds.get(nsid),
+        )
+        for nsid in nsids
+    }
 
 
-def _changes(previous: Optional[Snapshot], state: HostState, contexts: dict) -> Changes:
+def _changes(previous: Snapshot | None, state: HostState, contexts: dict) -> Changes:
     """Links are compared by identity (the state replaces a link that changes), namespace contexts by
     value. Docker's networks and whether Docker answered feed every verdict: a change there, or no
     previous snapshot, means judging every veth."""
-    if previous is None or previous.docker_up != state.docker_up or previous.networks != state.networks:
+    if (
+        previous is None
+        or previous.docker_up != state.docker_up
+        or previous.networks != state.networks
+    ):
         return Changes({}, set(), set())
     old_links, old_contexts = previous.links, previous.netns_contexts
     links = {i for i, link in state.links.items() if old_links.get(i) is not link}
     links.update(i for i in old_links if i not in state.links)
-    netns = {nsid for nsid in contexts.keys() | old_contexts.keys() if contexts.get(nsid) != old_contexts.get(nsid)}
+    netns = {
+        nsid
+        for nsid in contexts.keys() | old_contexts.keys()
+        if contexts.get(nsid) != old_contexts.get(nsid)
+    }
     return Changes(previous.verdicts, links, netns)
 
 
-def _judge_veths(state: HostState, owners_by_nsid: dict, bridge_networks: dict, host: orphans.Host,
-                 changes: Changes) -> dict[int, Verdict]:
+def _judge_veths(
+    state: HostState,
+    owners_by_nsid: dict,
+    bridge_networks: dict,
+    host: orphans.Host,
+    changes: Changes,
+) -> dict[int, Verdict]:
     """The verdict on every host veth, by ifindex in ifindex order."""
     verdicts = {}
     for ifindex in sorted(state.links):
@@ -171,9 +212,14 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphans.Host:
     for c in state.containers.values():
         if c.nsid is not None:
             members[c.nsid] = members.get(c.nsid, ()) + (c,)
-    return orphans.Host(links=state.links, docker_bridges=bridge_networks, members=members,
-                        netns_links=state.netns_links, netns_kinds=orphans.netns_kinds(state.netns_files),
-                        docker_up=state.docker_up)
+    return orphans.Host(
+        links=state.links,
+        docker_bridges=bridge_networks,
+        members=members,
+        netns_links=state.netns_links,
+        netns_kinds=orphans.netns_kinds(state.netns_files),
+        docker_up=state.docker_up,
+    )
 
 
 def _container_views(state: HostState) -> tuple[ContainerView, ...]:
@@ -183,8 +229,10 @@ def _container_views(state: HostState) -> tuple[ContainerView, ...]:
         if c.netns_inode is not None:
             by_inode.setdefault(c.netns_inode, []).append(c)
     owner_of: dict[str, str] = {}
-    for inode, members in by_inode.items():
-        owner = min(members, key=lambda c: (c.network_mode.startswith("container:"), c.started_at, c.id))
+    for _inode, members in by_inode.items():
+        owner = min(
+            members, key=lambda c: (c.network_mode.startswith("container:"), c.started_at, c.id)
+        )
         for c in members:
             owner_of[c.id] = owner.id
     views = []
@@ -194,7 +242,7 @@ def _container_views(state: HostState) -> tuple[ContainerView, ...]:
     return tuple(views)
 
 
-def _network_mode(c: Container, owner: Optional[str], host_inode: Optional[int]) -> str:
+def _network_mode(c: Container, owner: str | None, host_inode: int | None) -> str:
     if c.network_mode == "host" or (host_inode is not None and c.netns_inode == host_inode):
         return "host"
     if owner is not None and owner != c.id:
@@ -219,8 +267,14 @@ def _veth(link: Link, state: HostState, owners_by_nsid: dict, bridge_networks: d
 def _veth_interface(v: Veth, state: HostState) -> Interface:
     peer = state.netns_links.get(v.link.peer_netnsid, {}).get(v.link.peer_ifindex)
     return Interface(
-        container=v.container, interface=v.interface, ifindex=v.link.peer_ifindex, kind="veth",
-        veth=v.link.name, veth_ifindex=v.link.ifindex, bridge=v.bridge, network=v.network,
+        container=v.container,
+        interface=v.interface,
+        ifindex=v.link.peer_ifindex,
+        kind="veth",
+        veth=v.link.name,
+        veth_ifindex=v.link.ifindex,
+        bridge=v.bridge,
+        network=v.network,
         mac=peer.mac if peer else "",
     )
 
@@ -230,8 +284,16 @@ def _container_side_interfaces(owner: Container, links: dict[int, Link]) -> list
     out = []
     for link in links.values():
         if link.kind in CONTAINER_SIDE_KINDS:
-            out.append(Interface(container=owner, interface=link.name, ifindex=link.ifindex, kind=link.kind,
-                                 network=_network_by_mac(owner, link.mac), mac=link.mac))
+            out.append(
+                Interface(
+                    container=owner,
+                    interface=link.name,
+                    ifindex=link.ifindex,
+                    kind=link.kind,
+                    network=_network_by_mac(owner, link.mac),
+                    mac=link.mac,
+                )
+            )
     return out
 
 

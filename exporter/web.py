@@ -5,6 +5,7 @@ One thread per connection, each with its own timeout, and the TLS handshake
 runs in that thread too: a client that sends slowly or never finishes holds
 only its own thread, never the accept loop or other scrapes. Request lines
 and headers are bounded by http.server (414/431); bodies are never read."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,8 +13,8 @@ import html
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import structlog
 
@@ -39,8 +40,13 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: str, telemetry_path: str, render: Callable[[], str],
-                 config: WebConfig = WebConfig()) -> None:
+    def __init__(
+        self,
+        address: str,
+        telemetry_path: str,
+        render: Callable[[], str],
+        config: WebConfig = WebConfig(),
+    ) -> None:
         host, port = parse_listen_address(address)
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.telemetry_path = telemetry_path
@@ -71,7 +77,9 @@ class Server(ThreadingHTTPServer):
         log.debug("http_connection_error", client=client_address[0], exc_info=True)
 
     def serve_in_background(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+        t = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
         t.start()
         return t
 
@@ -92,12 +100,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.auth and not self._authorized():
             return
         path = self.path.split("?", 1)[0]
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
-            self._send(413, "text/plain; charset=utf-8", b"a GET carries no body\n", {"Connection": "close"})
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get(
+            "Transfer-Encoding"
+        ):
+            self._send(
+                413,
+                "text/plain; charset=utf-8",
+                b"a GET carries no body\n",
+                {"Connection": "close"},
+            )
         elif path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
-            self._send(200, "text/html; charset=utf-8", _landing(self.server.telemetry_path).encode())
+            self._send(
+                200, "text/html; charset=utf-8", _landing(self.server.telemetry_path).encode()
+            )
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
         else:
@@ -107,8 +124,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.auth.check(self.headers.get("Authorization")):
             return True
         log.info("http_unauthorized", client=self.client_address[0])
-        self._send(401, "text/plain; charset=utf-8", b"unauthorized\n",
-                   {"WWW-Authenticate": 'Basic realm="dockernet-exporter"'})
+        self._send(
+            401,
+            "text/plain; charset=utf-8",
+            b"unauthorized\n",
+            {"WWW-Authenticate": 'Basic realm="dockernet-exporter"'},
+        )
         return False
 
     def end_headers(self) -> None:
@@ -124,11 +145,16 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, "text/plain; charset=utf-8", b"scrape failed; see the exporter's log\n")
             return
         if "gzip" in self.headers.get("Accept-Encoding", ""):
-            self._send(200, CONTENT_TYPE, gzip.compress(body, compresslevel=1), {"Content-Encoding": "gzip"})
+            self._send(
+                200,
+                CONTENT_TYPE,
+                gzip.compress(body, compresslevel=1),
+                {"Content-Encoding": "gzip"},
+            )
         else:
             self._send(200, CONTENT_TYPE, body)
 
-    def _send(self, code: int, content_type: str, body: bytes, headers: dict = None) -> None:
+    def _send(self, code: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -143,9 +169,11 @@ class Handler(BaseHTTPRequestHandler):
 
 def _landing(telemetry_path: str) -> str:
     path = html.escape(telemetry_path)
-    return (f"<!doctype html><html><head><title>dockernet-exporter</title></head><body>"
-            f"<h1>dockernet-exporter {__version__}</h1>"
-            f"<p>Docker's host-side networking: which veth belongs to which container, "
-            f"per-container interface counters, bridges and NAT.</p>"
-            f'<ul><li><a href="{path}">Metrics</a></li><li><a href="/healthz">Health</a></li></ul>'
-            f"</body></html>\n")
+    return (
+        f"<!doctype html><html><head><title>dockernet-exporter</title></head><body>"
+        f"<h1>dockernet-exporter {__version__}</h1>"
+        f"<p>Docker's host-side networking: which veth belongs to which container, "
+        f"per-container interface counters, bridges and NAT.</p>"
+        f'<ul><li><a href="{path}">Metrics</a></li><li><a href="/healthz">Health</a></li></ul>'
+        f"</body></html>\n"
+    )

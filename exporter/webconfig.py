@@ -15,6 +15,7 @@ TLS with optional client certificates, and basic auth with bcrypt hashes.
 Parsing is pure (``parse``); ``load`` reads the file, ``ssl_context`` and
 ``BasicAuth`` turn the result into what the HTTP server uses.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,7 +27,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import bcrypt
 import structlog
@@ -42,16 +42,34 @@ CLIENT_AUTH_TYPES = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
-            "client_allowed_sans", "prefer_server_cipher_suites"}
+TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "client_allowed_sans",
+    "prefer_server_cipher_suites",
+}
 HTTP_KEYS = {"headers", "http2"}
 TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
 # Headers the server owns; exporter-toolkit refuses them too.
-RESERVED_HEADERS = {"authorization", "content-type", "content-length", "content-encoding", "www-authenticate",
-                    "set-cookie", "host", "connection"}
+RESERVED_HEADERS = {
+    "authorization",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "www-authenticate",
+    "set-cookie",
+    "host",
+    "connection",
+}
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
 
@@ -64,15 +82,15 @@ class TLSConfig:
     cert_file: str
     key_file: str
     client_auth_type: str = "NoClientCert"
-    client_ca_file: Optional[str] = None
+    client_ca_file: str | None = None
     min_version: str = "TLS12"
-    max_version: Optional[str] = None
+    max_version: str | None = None
     client_allowed_sans: tuple = ()
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    tls: Optional[TLSConfig] = None
+    tls: TLSConfig | None = None
     users: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)
 
@@ -112,11 +130,13 @@ def _mapping(value, where: str, allowed: set) -> dict:
         raise WebConfigError(f"{where} must be a mapping")
     unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
-        raise WebConfigError(f"unknown field {unknown[0]!r} in {where} (known: {', '.join(sorted(allowed))})")
+        raise WebConfigError(
+            f"unknown field {unknown[0]!r} in {where} (known: {', '.join(sorted(allowed))})"
+        )
     return value
 
 
-def _tls(value, base_dir: str) -> Optional[TLSConfig]:
+def _tls(value, base_dir: str) -> TLSConfig | None:
     if value is None:
         return None
     v = _mapping(value, "tls_server_config", TLS_KEYS)
@@ -125,7 +145,9 @@ def _tls(value, base_dir: str) -> Optional[TLSConfig]:
             raise WebConfigError(f"tls_server_config.{key} is required")
     auth = v.get("client_auth_type", "NoClientCert")
     if auth not in CLIENT_AUTH_TYPES:
-        raise WebConfigError(f"invalid client_auth_type {auth!r} (one of {', '.join(CLIENT_AUTH_TYPES)})")
+        raise WebConfigError(
+            f"invalid client_auth_type {auth!r} (one of {', '.join(CLIENT_AUTH_TYPES)})"
+        )
     ca = v.get("client_ca_file")
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not ca:
         raise WebConfigError(f"client_auth_type {auth} needs client_ca_file")
@@ -135,11 +157,19 @@ def _tls(value, base_dir: str) -> Optional[TLSConfig]:
     sans = v.get("client_allowed_sans") or []
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
         raise WebConfigError("client_allowed_sans must be a list of names")
-    def resolve(path: Optional[str]) -> Optional[str]:
+
+    def resolve(path: str | None) -> str | None:
         return path if path is None else os.path.join(base_dir, path)
 
-    return TLSConfig(resolve(v["cert_file"]), resolve(v["key_file"]), auth, resolve(ca),
-                     v.get("min_version", "TLS12"), v.get("max_version"), tuple(sans))
+    return TLSConfig(
+        resolve(v["cert_file"]),
+        resolve(v["key_file"]),
+        auth,
+        resolve(ca),
+        v.get("min_version", "TLS12"),
+        v.get("max_version"),
+        tuple(sans),
+    )
 
 
 def _users(value) -> dict:
@@ -148,8 +178,14 @@ def _users(value) -> dict:
     if not isinstance(value, dict):
         raise WebConfigError("basic_auth_users must be a mapping of user name to bcrypt hash")
     for user, hashed in value.items():
-        if not isinstance(hashed, str) or not hashed.startswith(BCRYPT_PREFIXES) or len(hashed) != 60:
-            raise WebConfigError(f"basic_auth_users.{user}: not a bcrypt hash (make one with htpasswd -nBC 10 \"\")")
+        if (
+            not isinstance(hashed, str)
+            or not hashed.startswith(BCRYPT_PREFIXES)
+            or len(hashed) != 60
+        ):
+            raise WebConfigError(
+                f'basic_auth_users.{user}: not a bcrypt hash (make one with htpasswd -nBC 10 "")'
+            )
     return {str(u): h for u, h in value.items()}
 
 
@@ -174,7 +210,9 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise WebConfigError(f"cannot load certificate {tls.cert_file} / key {tls.key_file}: {_reason(exc)}")
+        raise WebConfigError(
+            f"cannot load certificate {tls.cert_file} / key {tls.key_file}: {_reason(exc)}"
+        )
     ctx.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
     if tls.client_ca_file:
         try:
@@ -235,7 +273,7 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
 
 
-def peer_allowed(tls: TLSConfig, peer_cert: Optional[dict]) -> bool:
+def peer_allowed(tls: TLSConfig, peer_cert: dict | None) -> bool:
     """client_allowed_sans: the client certificate must carry one of the names (DNS, IP, email, URI)."""
     if not tls.client_allowed_sans:
         return True
@@ -258,7 +296,7 @@ class BasicAuth:
     def __bool__(self) -> bool:
         return bool(self.users)
 
-    def check(self, header: Optional[str]) -> Optional[str]:
+    def check(self, header: str | None) -> str | None:
         """The authenticated user name, or None."""
         creds = _decode(header)
         if creds is None:
@@ -277,7 +315,7 @@ class BasicAuth:
         return user if ok else None
 
 
-def _decode(header: Optional[str]) -> Optional[tuple]:
+def _decode(header: str | None) -> tuple | None:
     if not header or not header.startswith("Basic "):
         return None
     try:

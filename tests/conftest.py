@@ -1,5 +1,5 @@
 """Shared fixtures: the real dockerd, test containers, and the real exporter
-running as a subprocess.
+running as a subprocess (the helpers they use are in helpers.py).
 
 Tests under tests/unit need neither root nor Docker. Everything else runs
 against the real kernel and the dockerd that `make test-env` started.
@@ -8,127 +8,15 @@ Several test sessions may share one dockerd while developing; every session
 holds a shared lock, and a test that disturbs the whole host (restarting
 dockerd, asserting that nothing foreign exists) asks for `host_exclusive`.
 """
+
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_IMAGE = os.environ.get("TEST_IMAGE", "dockernet-test:busybox")
-EXPORTER = [sys.executable, "-m", "exporter"]
-LOCK_PATH = "/run/dockernet-tests.lock"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = ""):
-    """Poll until predicate() is truthy; return its value or fail with `what`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
-
-
-def sh(*cmd: str, check: bool = True, **kw) -> str:
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw).stdout
-
-
-def ip_json(*args: str) -> list:
-    return json.loads(sh("ip", "-j", *args) or "[]")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unique(prefix: str = "dnx") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def parse_metrics(text: str) -> dict:
-    """name -> list of (labels dict, value); sample names as exposed (with _total)."""
-    out: dict = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
-
-
-class Metrics(dict):
-    def get_value(self, name: str, **labels) -> Optional[float]:
-        for l, v in self.get(name, ()):
-            if all(l.get(k) == str(val) for k, val in labels.items()):
-                return v
-        return None
-
-    def select(self, name: str, **labels) -> list:
-        return [(l, v) for l, v in self.get(name, ()) if all(l.get(k) == str(val) for k, val in labels.items())]
-
-
-class ExporterProcess:
-    """The real daemon, started with `python -m exporter`, stopped with SIGTERM."""
-
-    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(f"/tmp/dockernet-exporter-test-{self.port}.log")
-        self._log = open(self.log_path, "w+")
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen(
-            EXPORTER + [f"--web.listen-address=127.0.0.1:{self.port}", *args],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
-
-    def wait_ready(self, timeout: float = 20.0) -> "ExporterProcess":
-        def ready():
-            if self.proc.poll() is not None:
-                pytest.fail(f"exporter exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-        wait_for(ready, timeout, what="exporter /healthz")
-        return self
-
-    def text(self, **headers) -> str:
-        r = requests.get(self.url + "/metrics", timeout=10, headers=headers)
-        r.raise_for_status()
-        return r.text
-
-    def metrics(self) -> Metrics:
-        return Metrics(parse_metrics(self.text()))
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+from helpers import LOCK_PATH, TEST_IMAGE, Containers, ExporterProcess
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +40,7 @@ def host_exclusive(host_lock):
 @pytest.fixture(scope="session")
 def docker_client(host_lock):
     import docker
+
     client = docker.from_env(timeout=30)
     try:
         client.ping()
@@ -160,39 +49,6 @@ def docker_client(host_lock):
     client.images.get(TEST_IMAGE)
     yield client
     client.close()
-
-
-class Containers:
-    """Creates test containers (named dnx-*) and removes them afterwards."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-        self.names: list[str] = []
-        self.networks: list = []
-
-    def run(self, name: Optional[str] = None, command: str = "sleep 3600", **kw):
-        name = name or unique()
-        self.names.append(name)
-        c = self.client.containers.run(TEST_IMAGE, command, name=name, detach=True, **kw)
-        c.reload()
-        return c
-
-    def network(self, name: Optional[str] = None, **kw):
-        net = self.client.networks.create(name or unique("dnxnet"), **kw)
-        self.networks.append(net)
-        return net
-
-    def cleanup(self) -> None:
-        for name in reversed(self.names):
-            try:
-                self.client.containers.get(name).remove(force=True)
-            except Exception:
-                pass
-        for net in self.networks:
-            try:
-                net.remove()
-            except Exception:
-                pass
 
 
 @pytest.fixture
@@ -207,7 +63,7 @@ def exporter(docker_client):
     """Start the real daemon with extra flags: exporter('--no-collector.veths')."""
     started: list[ExporterProcess] = []
 
-    def start(*args: str, env: Optional[dict] = None, ready: bool = True) -> ExporterProcess:
+    def start(*args: str, env: dict | None = None, ready: bool = True) -> ExporterProcess:
         p = ExporterProcess(*args, env=env)
         started.append(p)
         return p.wait_ready() if ready else p
@@ -215,76 +71,3 @@ def exporter(docker_client):
     yield start
     for p in started:
         p.stop()
-
-
-def stop_dockerd(timeout: float = 30.0) -> None:
-    """Stop the test dockerd (SIGTERM, as an init system would) and wait until it is gone."""
-    pid = int(Path("/var/run/docker.pid").read_text())
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout, interval=0.1, what="dockerd to exit")
-
-
-def start_dockerd() -> None:
-    """Start dockerd exactly as `make test-env` does, and wait until it answers."""
-    subprocess.run([str(ROOT / "scripts" / "test-env.sh"), "dockerd"], check=True)
-
-
-class DockerSocketProxy:
-    """A unix socket that forwards to dockerd's, so a test can make "Docker"
-    appear, vanish (every connection dropped) and come back without touching
-    the real dockerd that other tests use."""
-
-    def __init__(self, path: str, target: str = "/var/run/docker.sock") -> None:
-        self.path, self.target = path, target
-        self._server: Optional[socket.socket] = None
-        self._conns: list[socket.socket] = []
-
-    def start(self) -> None:
-        import threading
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        self._server = socket.socket(socket.AF_UNIX)
-        self._server.bind(self.path)
-        self._server.listen(64)
-        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for c in self._conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        self._conns.clear()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-    def _accept(self, server: socket.socket) -> None:
-        import threading
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass

@@ -4,6 +4,7 @@ A collector is a class with a ``name``, a one-line ``help`` for its flag, a
 ``default`` (enabled or not) and ``collect(snapshot) -> list[Family]``. It
 may read fresh data (counters) but never changes the snapshot.
 """
+
 from __future__ import annotations
 
 from .addresses import AddressesCollector
@@ -13,4 +14,11 @@ from .nat import NatCollector
 from .orphans import OrphansCollector
 from .veths import VethsCollector
 
-ALL = (ContainersCollector, VethsCollector, NatCollector, BridgesCollector, AddressesCollector, OrphansCollector)
+ALL = (
+    ContainersCollector,
+    VethsCollector,
+    NatCollector,
+    BridgesCollector,
+    AddressesCollector,
+    OrphansCollector,
+)

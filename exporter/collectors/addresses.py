@@ -1,4 +1,5 @@
 """Every address of every container interface, as the kernel has it."""
+
 from __future__ import annotations
 
 from ..exposition import Family, LabelCache, labels
@@ -8,7 +9,9 @@ from ..topology import Interface, Snapshot
 
 class AddressesCollector:
     name = "addresses"
-    help = "dockernet_container_address_info: each IPv4 and IPv6 address of each container interface"
+    help = (
+        "dockernet_container_address_info: each IPv4 and IPv6 address of each container interface"
+    )
     default = True
 
     def __init__(self, **_options) -> None:
@@ -18,19 +21,33 @@ class AddressesCollector:
         return [snap.memo("address_info", self.address_info)]
 
     def address_info(self, snap: Snapshot) -> Family:
-        fam = Family("dockernet_container_address_info", "gauge",
-                     "Each address of each container interface, read from the kernel in the container's "
-                     "namespace; value is always 1.", static=True)
-        keyed = (((i.container.id, i.interface, a.address, a.prefix_length), (i, a))
-                 for i, a in container_addresses(snap))
+        fam = Family(
+            "dockernet_container_address_info",
+            "gauge",
+            "Each address of each container interface, read from the kernel in the container's "
+            "namespace; value is always 1.",
+            static=True,
+        )
+        keyed = (
+            ((i.container.id, i.interface, a.address, a.prefix_length), (i, a))
+            for i, a in container_addresses(snap)
+        )
         fam.samples = [(ls, 1) for ls in self._labels.rendered(keyed)]
         return fam
 
 
 def address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
     i, a = interface_and_address
-    return labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface,
-                  network=i.network, family=a.family, address=a.address, prefix_length=a.prefix_length, mac=i.mac)
+    return labels(
+        container_id=i.container.id,
+        container_name=i.container.name,
+        interface=i.interface,
+        network=i.network,
+        family=a.family,
+        address=a.address,
+        prefix_length=a.prefix_length,
+        mac=i.mac,
+    )
 
 
 def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
@@ -39,5 +56,6 @@ def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
     for nsid, addresses in snap.addresses.items():
         for a in addresses:
             by_ifindex.setdefault((nsid, a.ifindex), []).append(a)
-    return [(i, a) for i in snap.interfaces
-            for a in by_ifindex.get((i.container.nsid, i.ifindex), ())]
+    return [
+        (i, a) for i in snap.interfaces for a in by_ifindex.get((i.container.nsid, i.ifindex), ())
+    ]

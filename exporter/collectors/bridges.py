@@ -1,4 +1,5 @@
 """Linux bridges of the host namespace: Docker network, state, ports and port states."""
+
 from __future__ import annotations
 
 from ..exposition import Family, LabelCache, labels
@@ -38,7 +39,9 @@ def grouped_ports(snap: Snapshot) -> dict[int, tuple[Link, ...]]:
 
 def ports_by_bridge(snap: Snapshot) -> dict[int, list[Link]]:
     """Bridge ifindex -> its ports, by name."""
-    return {master: sorted(ports, key=lambda l: l.name) for master, ports in grouped_ports(snap).items()}
+    return {
+        master: sorted(ports, key=lambda l: l.name) for master, ports in grouped_ports(snap).items()
+    }
 
 
 def port_state(link: Link) -> str:
@@ -49,29 +52,56 @@ def port_state(link: Link) -> str:
 
 def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:
     """The label sets of a bridge's port states, by port name."""
-    return [labels(bridge=bridge, veth=p.name, state=port_state(p)) for p in sorted(ports, key=lambda p: p.name)]
+    return [
+        labels(bridge=bridge, veth=p.name, state=port_state(p))
+        for p in sorted(ports, key=lambda p: p.name)
+    ]
 
 
 def render(snap: Snapshot, port_blocks: LabelCache) -> list[Family]:
-    info = Family("dockernet_bridge_info", "gauge",
-                  "Each Linux bridge of the host namespace, one series per subnet of its Docker network "
-                  "(network is empty for bridges Docker does not manage); value is always 1.", static=True)
-    up = Family("dockernet_bridge_up", "gauge", "Whether the bridge's operational state is up (1) or not (0).",
-                static=True)
-    count = Family("dockernet_bridge_ports", "gauge",
-                   "Number of ports of the bridge (a Linux bridge holds at most 1,024).", static=True)
-    states = Family("dockernet_bridge_port_state", "gauge",
-                    "STP state of each bridge port (disabled, listening, learning, forwarding, blocking); "
-                    "value is always 1.", static=True)
+    info = Family(
+        "dockernet_bridge_info",
+        "gauge",
+        "Each Linux bridge of the host namespace, one series per subnet of its Docker network "
+        "(network is empty for bridges Docker does not manage); value is always 1.",
+        static=True,
+    )
+    up = Family(
+        "dockernet_bridge_up",
+        "gauge",
+        "Whether the bridge's operational state is up (1) or not (0).",
+        static=True,
+    )
+    count = Family(
+        "dockernet_bridge_ports",
+        "gauge",
+        "Number of ports of the bridge (a Linux bridge holds at most 1,024).",
+        static=True,
+    )
+    states = Family(
+        "dockernet_bridge_port_state",
+        "gauge",
+        "STP state of each bridge port (disabled, listening, learning, forwarding, blocking); "
+        "value is always 1.",
+        static=True,
+    )
     by_bridge = {n.bridge: n for n in snap.networks.values() if n.bridge}
     ports = grouped_ports(snap)
     members_of = [(br, ports.get(br.ifindex, ())) for br in bridges(snap)]
     blocks = port_blocks.rendered((br.name, members) for br, members in members_of)
-    for (br, members), block in zip(members_of, blocks):
+    for (br, members), block in zip(members_of, blocks, strict=False):
         net = by_bridge.get(br.name)
-        for subnet, gateway in (net.subnets if net and net.subnets else (("", ""),)):
-            info.add(labels(bridge=br.name, network=net.name if net else "", driver=net.driver if net else "",
-                            subnet=subnet, gateway=gateway), 1)
+        for subnet, gateway in net.subnets if net and net.subnets else (("", ""),):
+            info.add(
+                labels(
+                    bridge=br.name,
+                    network=net.name if net else "",
+                    driver=net.driver if net else "",
+                    subnet=subnet,
+                    gateway=gateway,
+                ),
+                1,
+            )
         up.add(labels(bridge=br.name), int(br.operstate == "up"))
         count.add(labels(bridge=br.name), len(members))
         states.samples.extend((ls, 1) for ls in block)

@@ -1,10 +1,21 @@
 """Per-container interface counters and container metadata."""
+
 from __future__ import annotations
 
-from typing import Callable, Collection, Optional
+from collections.abc import Callable, Collection
 
 from ..exposition import Family, LabelCache, labels
-from ..model import RX_BYTES, RX_DROP, RX_ERRS, RX_PACKETS, TX_BYTES, TX_DROP, TX_ERRS, TX_PACKETS, Counters
+from ..model import (
+    RX_BYTES,
+    RX_DROP,
+    RX_ERRS,
+    RX_PACKETS,
+    TX_BYTES,
+    TX_DROP,
+    TX_ERRS,
+    TX_PACKETS,
+    Counters,
+)
 from ..sources.netlink import Netlink
 from ..sources.procfs import Procfs
 from ..topology import ContainerView, Interface, Snapshot
@@ -14,15 +25,33 @@ from ..topology import ContainerView, Interface, Snapshot
 # end transmits, the container receives.
 COUNTERS = (
     ("receive_bytes", TX_BYTES, RX_BYTES, "Bytes received by the container on this interface."),
-    ("receive_packets", TX_PACKETS, RX_PACKETS, "Packets received by the container on this interface."),
+    (
+        "receive_packets",
+        TX_PACKETS,
+        RX_PACKETS,
+        "Packets received by the container on this interface.",
+    ),
     ("receive_errors", TX_ERRS, RX_ERRS, "Receive errors of the container on this interface."),
-    ("receive_dropped", TX_DROP, RX_DROP,
-     "Packets dropped on their way into the container on this interface."),
+    (
+        "receive_dropped",
+        TX_DROP,
+        RX_DROP,
+        "Packets dropped on their way into the container on this interface.",
+    ),
     ("transmit_bytes", RX_BYTES, TX_BYTES, "Bytes transmitted by the container on this interface."),
-    ("transmit_packets", RX_PACKETS, TX_PACKETS, "Packets transmitted by the container on this interface."),
+    (
+        "transmit_packets",
+        RX_PACKETS,
+        TX_PACKETS,
+        "Packets transmitted by the container on this interface.",
+    ),
     ("transmit_errors", RX_ERRS, TX_ERRS, "Transmit errors of the container on this interface."),
-    ("transmit_dropped", RX_DROP, TX_DROP,
-     "Packets the container sent on this interface that were dropped."),
+    (
+        "transmit_dropped",
+        RX_DROP,
+        TX_DROP,
+        "Packets the container sent on this interface that were dropped.",
+    ),
 )
 
 
@@ -31,8 +60,12 @@ class ContainersCollector:
     help = "per-container interface counters and dockernet_container_info"
     default = True
 
-    def __init__(self, procfs: Procfs, link_stats: Optional[Callable[[Collection[int]], dict]] = None,
-                 **_options) -> None:
+    def __init__(
+        self,
+        procfs: Procfs,
+        link_stats: Callable[[Collection[int]], dict] | None = None,
+        **_options,
+    ) -> None:
         self.procfs = procfs
         self.link_stats = link_stats or read_link_stats
         self._info_labels = LabelCache(info_labels)
@@ -42,16 +75,28 @@ class ContainersCollector:
         return [snap.memo("container_info", self.container_info)] + self._counters(snap)
 
     def container_info(self, snap: Snapshot) -> Family:
-        fam = Family("dockernet_container_info", "gauge",
-                     "Metadata of each running container; value is always 1.", static=True)
-        fam.samples = [(ls, 1) for ls in self._info_labels.rendered((v.container.id, v) for v in snap.containers)]
+        fam = Family(
+            "dockernet_container_info",
+            "gauge",
+            "Metadata of each running container; value is always 1.",
+            static=True,
+        )
+        fam.samples = [
+            (ls, 1)
+            for ls in self._info_labels.rendered((v.container.id, v) for v in snap.containers)
+        ]
         return fam
 
     def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
         """(label set, host veth ifindex, pid, interface) of each container interface, and the host veths
         to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
-        label_sets = self._counter_labels.rendered(((i.container.id, i.interface), i) for i in snap.interfaces)
-        targets = [(ls, i.veth_ifindex, i.container.pid, i.interface) for ls, i in zip(label_sets, snap.interfaces)]
+        label_sets = self._counter_labels.rendered(
+            ((i.container.id, i.interface), i) for i in snap.interfaces
+        )
+        targets = [
+            (ls, i.veth_ifindex, i.container.pid, i.interface)
+            for ls, i in zip(label_sets, snap.interfaces, strict=False)
+        ]
         return targets, frozenset(t[1] for t in targets if t[1])
 
     def _counters(self, snap: Snapshot) -> list:
@@ -59,13 +104,25 @@ class ContainersCollector:
         host = self.link_stats(veths) if veths else {}
         inside: dict = {}
         # (label set, counter row, whether the row is the host end's: its columns are mirrored)
-        rows = [(label_set, host.get(veth), True) if veth
-                else (label_set, self._inside(pid, inside).get(interface), False)
-                for label_set, veth, pid, interface in targets]
+        rows = [
+            (label_set, host.get(veth), True)
+            if veth
+            else (label_set, self._inside(pid, inside).get(interface), False)
+            for label_set, veth, pid, interface in targets
+        ]
         rows = [r for r in rows if r[1] is not None]
-        return [Family(f"dockernet_container_{suffix}_total", "counter", text,
-                       [(ls, row[host_column] if host_end else row[inside_column]) for ls, row, host_end in rows])
-                for suffix, host_column, inside_column, text in COUNTERS]
+        return [
+            Family(
+                f"dockernet_container_{suffix}_total",
+                "counter",
+                text,
+                [
+                    (ls, row[host_column] if host_end else row[inside_column])
+                    for ls, row, host_end in rows
+                ],
+            )
+            for suffix, host_column, inside_column, text in COUNTERS
+        ]
 
     def _inside(self, pid: int, inside: dict) -> dict:
         """The counters of a container's own namespace (interfaces with no host veth), read once per scrape."""
@@ -85,9 +142,17 @@ def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
 
 def info_labels(_container_id: str, view: ContainerView) -> str:
     c = view.container
-    return labels(container_id=c.id, container_name=c.name, image=c.image, network_mode=view.network_mode,
-                  compose_project=c.compose_project, compose_service=c.compose_service)
+    return labels(
+        container_id=c.id,
+        container_name=c.name,
+        image=c.image,
+        network_mode=view.network_mode,
+        compose_project=c.compose_project,
+        compose_service=c.compose_service,
+    )
 
 
 def counter_labels(_key: tuple, i: Interface) -> str:
-    return labels(container_id=i.container.id, container_name=i.container.name, interface=i.interface)
+    return labels(
+        container_id=i.container.id, container_name=i.container.name, interface=i.interface
+    )

@@ -1,4 +1,5 @@
 """Every veth of the host namespace and the container it belongs to."""
+
 from __future__ import annotations
 
 from ..exposition import Family, LabelCache, labels
@@ -17,14 +18,26 @@ class VethsCollector:
         return [snap.memo("veth_info", self.veth_info)]
 
     def veth_info(self, snap: Snapshot) -> Family:
-        fam = Family("dockernet_veth_info", "gauge",
-                     "Each veth in the host namespace; container_id is empty when it maps to no running container.",
-                     static=True)
-        fam.samples = [(ls, 1) for ls in self._labels.rendered((v.link.ifindex, v) for v in snap.veths)]
+        fam = Family(
+            "dockernet_veth_info",
+            "gauge",
+            "Each veth in the host namespace; container_id is empty when it maps to no running container.",
+            static=True,
+        )
+        fam.samples = [
+            (ls, 1) for ls in self._labels.rendered((v.link.ifindex, v) for v in snap.veths)
+        ]
         return fam
 
 
 def veth_labels(_ifindex: int, v: Veth) -> str:
     c = v.container
-    return labels(veth=v.link.name, ifindex=v.link.ifindex, container_id=c.id if c else "",
-                  container_name=c.name if c else "", interface=v.interface, bridge=v.bridge, network=v.network)
+    return labels(
+        veth=v.link.name,
+        ifindex=v.link.ifindex,
+        container_id=c.id if c else "",
+        container_name=c.name if c else "",
+        interface=v.interface,
+        bridge=v.bridge,
+        network=v.network,
+    )

@@ -1,14 +1,25 @@
 """`bridges`: each Linux bridge with its ports and their containers (brctl show, with names)."""
+
 from __future__ import annotations
 
 from ..collectors import bridges as br
 from ..topology import Snapshot
 
 NAME = "bridges"
-HELP = "list each Linux bridge with its id, STP, state, Docker network and ports with their containers"
-COLUMNS = [("bridge", "BRIDGE"), ("id", "BRIDGE ID"), ("stp", "STP"), ("state", "STATE"), ("network", "NETWORK"),
-           ("port", "PORT"), ("port_state", "PORT STATE"), ("container_name", "CONTAINER"),
-           ("interface", "INTERFACE")]
+HELP = (
+    "list each Linux bridge with its id, STP, state, Docker network and ports with their containers"
+)
+COLUMNS = [
+    ("bridge", "BRIDGE"),
+    ("id", "BRIDGE ID"),
+    ("stp", "STP"),
+    ("state", "STATE"),
+    ("network", "NETWORK"),
+    ("port", "PORT"),
+    ("port_state", "PORT STATE"),
+    ("container_name", "CONTAINER"),
+    ("interface", "INTERFACE"),
+]
 STP = {0: "no", 1: "yes", 2: "yes (user)"}
 
 
@@ -23,11 +34,25 @@ def rows(snap: Snapshot) -> list[dict]:
         for port in ports_of.get(bridge.ifindex, []):
             v = by_veth.get(port.ifindex)
             c = v.container if v else None
-            ports.append({"port": port.name, "port_state": br.port_state(port),
-                          "container_id": c.id if c else "", "container_name": c.name if c else "",
-                          "interface": v.interface if c else ""})
-        out.append({"bridge": bridge.name, "id": bridge.bridge_id, "stp": STP.get(bridge.stp_state, ""),
-                    "state": bridge.operstate, "network": networks.get(bridge.name, ""), "ports": ports})
+            ports.append(
+                {
+                    "port": port.name,
+                    "port_state": br.port_state(port),
+                    "container_id": c.id if c else "",
+                    "container_name": c.name if c else "",
+                    "interface": v.interface if c else "",
+                }
+            )
+        out.append(
+            {
+                "bridge": bridge.name,
+                "id": bridge.bridge_id,
+                "stp": STP.get(bridge.stp_state, ""),
+                "state": bridge.operstate,
+                "network": networks.get(bridge.name, ""),
+                "ports": ports,
+            }
+        )
     return out
 
 

@@ -1,4 +1,5 @@
 """`ips`: every address of every container interface (docker-netns.sh showip, for all interfaces)."""
+
 from __future__ import annotations
 
 from ..collectors.addresses import container_addresses
@@ -6,11 +7,24 @@ from ..topology import Snapshot
 
 NAME = "ips"
 HELP = "list each IPv4 and IPv6 address of each container interface, as the kernel has it"
-COLUMNS = [("container_id", "CONTAINER ID"), ("container_name", "NAME"), ("interface", "INTERFACE"),
-           ("address", "ADDRESS")]
+COLUMNS = [
+    ("container_id", "CONTAINER ID"),
+    ("container_name", "NAME"),
+    ("interface", "INTERFACE"),
+    ("address", "ADDRESS"),
+]
 
 
 def rows(snap: Snapshot) -> list[dict]:
-    return [{"container_id": i.container.id, "container_name": i.container.name, "interface": i.interface,
-             "address": f"{a.address}/{a.prefix_length}", "family": a.family, "network": i.network, "mac": i.mac}
-            for i, a in container_addresses(snap)]
+    return [
+        {
+            "container_id": i.container.id,
+            "container_name": i.container.name,
+            "interface": i.interface,
+            "address": f"{a.address}/{a.prefix_length}",
+            "family": a.family,
+            "network": i.network,
+            "mac": i.mac,
+        }
+        for i, a in container_addresses(snap)
+    ]

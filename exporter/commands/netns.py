@@ -8,6 +8,7 @@ are ever removed: a name already taken by something else is left alone (the
 short id is tried instead). `visible` is idempotent and first removes the
 recorded links whose container is gone or restarted (a new pid).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional
 
 from ..model import Container
 from ..sources.docker import UNREACHABLE, DockerSource
@@ -24,8 +24,13 @@ NAME = "netns"
 HELP = "link each running container's network namespace into /var/run/netns for `ip netns`, or remove the links"
 NETNS_DIR = "/var/run/netns"
 RECORD = "/run/dockernet-exporter/netns-links.json"
-COLUMNS = [("name", "NAME"), ("container_id", "CONTAINER ID"), ("container_name", "CONTAINER"),
-           ("path", "PATH"), ("status", "STATUS")]
+COLUMNS = [
+    ("name", "NAME"),
+    ("container_id", "CONTAINER ID"),
+    ("container_name", "CONTAINER"),
+    ("path", "PATH"),
+    ("status", "STATUS"),
+]
 
 
 @dataclass(frozen=True)
@@ -33,15 +38,19 @@ class Entry:
     name: str
     container_id: str
     container_name: str
-    target: str             # /proc/<pid>/ns/net
+    target: str  # /proc/<pid>/ns/net
 
 
 def target_of(c: Container) -> str:
     return f"/proc/{c.pid}/ns/net"
 
 
-def plan(record: list[Entry], running: list[Container], on_disk: dict[str, Optional[str]],
-         selected: Optional[set] = None):
+def plan(
+    record: list[Entry],
+    running: list[Container],
+    on_disk: dict[str, str | None],
+    selected: set | None = None,
+):
     """Pure: (links to remove, links to keep, links to create, containers skipped).
 
     ``on_disk`` maps each name in the netns directory to its symlink target
@@ -50,7 +59,7 @@ def plan(record: list[Entry], running: list[Container], on_disk: dict[str, Optio
     is removed once its container no longer runs with the same pid.
     """
     wanted = {(c.id, target_of(c)) for c in running}
-    ours = [e for e in record if on_disk.get(e.name, "") == e.target]   # others changed what we made
+    ours = [e for e in record if on_disk.get(e.name, "") == e.target]  # others changed what we made
     remove = [e for e in ours if (e.container_id, e.target) not in wanted]
     keep = [e for e in ours if (e.container_id, e.target) in wanted]
     taken = set(on_disk) - {e.name for e in remove}
@@ -80,20 +89,36 @@ class NetnsCommand:
 
     def add_parser(self, sub) -> None:
         from . import add_source_flags
+
         p = sub.add_parser(NAME, help=HELP, description=HELP)
-        actions = p.add_subparsers(dest="netns_action", metavar="ACTION", required=True, parser_class=type(p))
-        for action, text in (("visible", "link the namespace of each running container, or of those named "
-                                         "(idempotent; removes the links of containers gone meanwhile)"),
-                             ("invisible", "remove the links that `netns visible` made (all, or those of "
-                                           "the containers named)")):
+        actions = p.add_subparsers(
+            dest="netns_action", metavar="ACTION", required=True, parser_class=type(p)
+        )
+        for action, text in (
+            (
+                "visible",
+                "link the namespace of each running container, or of those named "
+                "(idempotent; removes the links of containers gone meanwhile)",
+            ),
+            (
+                "invisible",
+                "remove the links that `netns visible` made (all, or those of "
+                "the containers named)",
+            ),
+        ):
             a = actions.add_parser(action, help=text, description=text)
-            a.add_argument("containers", nargs="*", metavar="CONTAINER", help="container name or id (prefix)")
-            a.add_argument("--output", "-o", choices=("table", "json"), default="table", help="output format")
+            a.add_argument(
+                "containers", nargs="*", metavar="CONTAINER", help="container name or id (prefix)"
+            )
+            a.add_argument(
+                "--output", "-o", choices=("table", "json"), default="table", help="output format"
+            )
             add_source_flags(a)
         p.set_defaults(run=self.run)
 
     def run(self, args: argparse.Namespace) -> int:
         from . import format_table, short_id
+
         if args.netns_action == "visible":
             rows = self.visible(args)
             if rows is None:
@@ -107,13 +132,15 @@ class NetnsCommand:
             sys.stdout.write(format_table(COLUMNS, [short_id(r) for r in rows]))
         return 0
 
-    def visible(self, args: argparse.Namespace) -> Optional[list[dict]]:
+    def visible(self, args: argparse.Namespace) -> list[dict] | None:
         docker = DockerSource(args.docker_host, args.docker_timeout)
         try:
             running = [c for c in docker.containers() if c.pid and c.network_mode != "host"]
         except UNREACHABLE as exc:
-            sys.stderr.write(f"dockernet-exporter: error: Docker is unreachable at {docker.host} ({exc}); "
-                             f"cannot tell which namespace belongs to which container\n")
+            sys.stderr.write(
+                f"dockernet-exporter: error: Docker is unreachable at {docker.host} ({exc}); "
+                f"cannot tell which namespace belongs to which container\n"
+            )
             return None
         finally:
             docker.reset()
@@ -122,7 +149,9 @@ class NetnsCommand:
             selected = {c.id for c in running if matches(c.id, c.name, args.containers)}
             for wanted in args.containers:
                 if not any(matches(c.id, c.name, [wanted]) for c in running):
-                    sys.stderr.write(f"warning: no running container {wanted!r} with its own namespace\n")
+                    sys.stderr.write(
+                        f"warning: no running container {wanted!r} with its own namespace\n"
+                    )
         os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
         remove, keep, create, skipped = plan(self._load(), running, self._on_disk(), selected)
         for e in remove:
@@ -131,14 +160,23 @@ class NetnsCommand:
             os.symlink(e.target, self._path(e.name))
         self._save(keep + create)
         for c in skipped:
-            sys.stderr.write(f"warning: {self.netns_dir}/{c.name} and /{c.id[:12]} are taken by something else; "
-                             f"container {c.name} not linked\n")
-        return ([self._row(e, "removed (container gone)") for e in remove] + [self._row(e, "kept") for e in keep]
-                + [self._row(e, "created") for e in create])
+            sys.stderr.write(
+                f"warning: {self.netns_dir}/{c.name} and /{c.id[:12]} are taken by something else; "
+                f"container {c.name} not linked\n"
+            )
+        return (
+            [self._row(e, "removed (container gone)") for e in remove]
+            + [self._row(e, "kept") for e in keep]
+            + [self._row(e, "created") for e in create]
+        )
 
     def invisible(self, containers: list[str]) -> list[dict]:
         record = self._load()
-        chosen = [e for e in record if not containers or matches(e.container_id, e.container_name, containers)]
+        chosen = [
+            e
+            for e in record
+            if not containers or matches(e.container_id, e.container_name, containers)
+        ]
         on_disk = self._on_disk()
         removed = [e for e in chosen if on_disk.get(e.name, "") == e.target]
         for e in removed:
@@ -147,8 +185,14 @@ class NetnsCommand:
         return [self._row(e, "removed") for e in removed]
 
     def _row(self, e: Entry, status: str) -> dict:
-        return {"name": e.name, "container_id": e.container_id, "container_name": e.container_name,
-                "path": self._path(e.name), "target": e.target, "status": status}
+        return {
+            "name": e.name,
+            "container_id": e.container_id,
+            "container_name": e.container_name,
+            "path": self._path(e.name),
+            "target": e.target,
+            "status": status,
+        }
 
     def _path(self, name: str) -> str:
         return os.path.join(self.netns_dir, name)
@@ -159,7 +203,7 @@ class NetnsCommand:
         except FileNotFoundError:
             pass
 
-    def _on_disk(self) -> dict[str, Optional[str]]:
+    def _on_disk(self) -> dict[str, str | None]:
         try:
             names = os.listdir(self.netns_dir)
         except FileNotFoundError:

@@ -1,4 +1,5 @@
 """The sources: each does the I/O of one kind and returns plain data (exporter.model)."""
+
 from __future__ import annotations
 
 import os

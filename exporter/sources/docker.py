@@ -3,10 +3,11 @@
 ``parse_container`` and ``parse_network`` are pure (fed by recorded ``docker
 inspect`` JSON in tests); ``DockerSource`` does the API calls.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import docker
 import docker.errors
@@ -47,7 +48,9 @@ def parse_container(data: dict) -> Container:
         compose_project=labels.get(COMPOSE_PROJECT, ""),
         compose_service=labels.get(COMPOSE_SERVICE, ""),
         started_at=state.get("StartedAt", ""),
-        endpoints=tuple(_endpoint(name, ep) for name, ep in sorted((settings.get("Networks") or {}).items())),
+        endpoints=tuple(
+            _endpoint(name, ep) for name, ep in sorted((settings.get("Networks") or {}).items())
+        ),
         ports=tuple(_port_bindings(settings.get("Ports") or {})),
     )
 
@@ -70,7 +73,9 @@ def _port_bindings(ports: dict) -> Iterator[PortBinding]:
         port, _, protocol = key.partition("/")
         for b in bindings or ():
             if b.get("HostPort"):
-                yield PortBinding(protocol or "tcp", int(port), b.get("HostIp") or "", int(b["HostPort"]))
+                yield PortBinding(
+                    protocol or "tcp", int(port), b.get("HostIp") or "", int(b["HostPort"])
+                )
 
 
 def parse_network(data: dict) -> Network:
@@ -79,8 +84,11 @@ def parse_network(data: dict) -> Network:
     bridge = ""
     if driver == "bridge":
         bridge = options.get(BRIDGE_NAME_OPTION) or "br-" + data["Id"][:12]
-    subnets = tuple((c.get("Subnet", ""), c.get("Gateway", ""))
-                    for c in ((data.get("IPAM") or {}).get("Config") or ()) if c.get("Subnet"))
+    subnets = tuple(
+        (c.get("Subnet", ""), c.get("Gateway", ""))
+        for c in ((data.get("IPAM") or {}).get("Config") or ())
+        if c.get("Subnet")
+    )
     return Network(
         id=data["Id"],
         name=data.get("Name", ""),
@@ -97,15 +105,17 @@ class DockerSource:
 
     name = "docker"
 
-    def __init__(self, host: Optional[str] = None, timeout: float = 10.0) -> None:
+    def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
         self.host = host or default_host()
         self.timeout = timeout
-        self._client: Optional[docker.APIClient] = None
+        self._client: docker.APIClient | None = None
         self._stream = None
 
     def _api(self) -> docker.APIClient:
         if self._client is None:
-            self._client = docker.APIClient(base_url=self.host, version="auto", timeout=self.timeout)
+            self._client = docker.APIClient(
+                base_url=self.host, version="auto", timeout=self.timeout
+            )
             # Proxies never apply to a unix socket, yet requests reads them from the environment on
             # every call: a fifth of an inspect's CPU time.
             self._client.trust_env = not self.host.startswith(("unix:", "http+unix:"))
@@ -129,7 +139,7 @@ class DockerSource:
                 out.append(found)
         return out
 
-    def inspect(self, container_id: str) -> Optional[Container]:
+    def inspect(self, container_id: str) -> Container | None:
         """The running container with that id, or None if it is gone or stopped."""
         try:
             data = self._api().inspect_container(container_id)
@@ -142,9 +152,12 @@ class DockerSource:
     def networks(self) -> list[Network]:
         return [parse_network(n) for n in self._api().networks()]
 
-    def events(self, since: Optional[int] = None) -> Iterator[dict]:
+    def events(self, since: int | None = None) -> Iterator[dict]:
         """Decoded events of the watched kinds; ends when dockerd goes away."""
-        filters = {"type": list(WATCHED_EVENTS), "event": sorted({e for v in WATCHED_EVENTS.values() for e in v})}
+        filters = {
+            "type": list(WATCHED_EVENTS),
+            "event": sorted({e for v in WATCHED_EVENTS.values() for e in v}),
+        }
         self._stream = self._api().events(since=since, filters=filters, decode=True)
         return iter(self._stream)
 
@@ -153,5 +166,7 @@ class DockerSource:
         if stream is not None:
             try:
                 stream.close()
-            except Exception:   # closing a dead stream may fail in many ways; it is closed either way
+            except (
+                Exception
+            ):  # closing a dead stream may fail in many ways; it is closed either way
                 pass

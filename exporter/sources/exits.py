@@ -6,12 +6,13 @@ the exporter then stops serving the container at once, whatever dockerd's pace.
 Only usable where the exporter shares the host's PID namespace (the pids Docker
 reports are its own): see ``usable``.
 """
+
 from __future__ import annotations
 
 import os
 import select
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from . import Wakeup
 
@@ -29,7 +30,7 @@ class ExitWatcher:
         self.on_exit = on_exit
         self._epoll = select.epoll()
         self._lock = threading.Lock()
-        self._watched: dict[str, tuple[int, int]] = {}     # container id -> (pid, pidfd)
+        self._watched: dict[str, tuple[int, int]] = {}  # container id -> (pid, pidfd)
         self._by_fd: dict[int, tuple[str, int]] = {}
         self._wakeup = Wakeup()
         self._epoll.register(self._wakeup.fd, select.EPOLLIN)
@@ -47,16 +48,16 @@ class ExitWatcher:
     def _watch(self, container_id: str, pid: int, netns_inode: int) -> None:
         try:
             fd = os.pidfd_open(pid)
-        except ProcessLookupError:      # gone already, between Docker's answer and now
+        except ProcessLookupError:  # gone already, between Docker's answer and now
             self.on_exit(container_id, pid)
             return
-        except OSError:                 # not allowed here: Docker's die event remains
+        except OSError:  # not allowed here: Docker's die event remains
             return
         try:
             same = os.stat(f"/proc/{pid}/ns/net").st_ino == netns_inode
         except OSError:
             same = False
-        if not same:                    # the pid names another process now (reused, or exited: die follows)
+        if not same:  # the pid names another process now (reused, or exited: die follows)
             os.close(fd)
             return
         self._watched[container_id] = (pid, fd)
@@ -87,7 +88,7 @@ class ExitWatcher:
     def _exited(self, fd: int) -> None:
         with self._lock:
             found = self._by_fd.get(fd)
-            if found is None:           # the wake pipe, or forgotten meanwhile
+            if found is None:  # the wake pipe, or forgotten meanwhile
                 return
             self._forget(found[0])
         self.on_exit(*found)

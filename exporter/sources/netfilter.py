@@ -7,6 +7,7 @@ iptables-legacy); both are read, and ``nat.choose`` picks the one holding
 Docker's rules. Docker 29's native nftables backend lives in the
 ``docker-bridges`` tables, listed only when ``nft -j list tables`` shows them.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Collection, Optional
 
 from .. import nat
 
@@ -28,7 +29,7 @@ class NetfilterUnavailable(OSError):
 
 @dataclass(frozen=True)
 class IptablesBackend:
-    name: str           # iptables-nft | iptables-legacy | "" (ask the header)
+    name: str  # iptables-nft | iptables-legacy | "" (ask the header)
     save4: str
     save6: str
 
@@ -50,8 +51,9 @@ class Netfilter:
         self._started: list[subprocess.Popen] = []
         self._deadline = 0.0
 
-    def read(self, families: Collection[str] = (nat.IPV4, nat.IPV6),
-             deadline: Optional[float] = None) -> list[nat.Ruleset]:
+    def read(
+        self, families: Collection[str] = (nat.IPV4, nat.IPV6), deadline: float | None = None
+    ) -> list[nat.Ruleset]:
         """One ruleset per backend present, the system's default first (``nat.choose`` picks one).
 
         IPv6 rules are read only when ``families`` holds IPv6. A backend that fails is
@@ -59,17 +61,22 @@ class Netfilter:
         """
         backends = _iptables_backends()
         if not backends and not shutil.which("nft"):
-            raise NetfilterUnavailable("neither iptables-save nor nft found in PATH (install iptables or nftables)")
+            raise NetfilterUnavailable(
+                "neither iptables-save nor nft found in PATH (install iptables or nftables)"
+            )
         with self._reading(deadline):
             return self._read_all(backends, families)
 
-    def read_backend(self, name: str, families: Collection[str],
-                     deadline: Optional[float] = None) -> nat.Ruleset:
+    def read_backend(
+        self, name: str, families: Collection[str], deadline: float | None = None
+    ) -> nat.Ruleset:
         """Only the backend ``name`` (``iptables-nft``, ``iptables-legacy`` or ``nftables``): one
         command per family. For nftables ``families`` are the ``docker-bridges`` tables to list."""
         with self._reading(deadline):
             if name == "nftables":
-                return self._nft_tables(sorted(f for f, fam in nat.NFT_FAMILIES.items() if fam in families))
+                return self._nft_tables(
+                    sorted(f for f, fam in nat.NFT_FAMILIES.items() if fam in families)
+                )
             backend = next((b for b in _iptables_backends() if b.name in (name, "")), None)
             if backend is None:
                 raise NetfilterUnavailable(f"{name}-save not found in PATH")
@@ -84,7 +91,7 @@ class Netfilter:
         return [tuple(proc.args) for proc in self._started]
 
     @contextmanager
-    def _reading(self, deadline: Optional[float]):
+    def _reading(self, deadline: float | None):
         with self._lock:
             self._started, self._deadline = [], deadline or time.monotonic() + self.timeout
             try:
@@ -95,8 +102,13 @@ class Netfilter:
                         proc.kill()
                         proc.wait()
 
-    def _read_all(self, backends: list[IptablesBackend], families: Collection[str]) -> list[nat.Ruleset]:
-        reads = [(self._iptables, b, *self._start_iptables(b, families)) for b in _default_first(backends)]
+    def _read_all(
+        self, backends: list[IptablesBackend], families: Collection[str]
+    ) -> list[nat.Ruleset]:
+        reads = [
+            (self._iptables, b, *self._start_iptables(b, families))
+            for b in _default_first(backends)
+        ]
         if shutil.which("nft"):
             reads.append((self._nftables, self._start("nft", "-j", "list", "tables"), families))
         rulesets, errors = [], []
@@ -114,8 +126,9 @@ class Netfilter:
         v6 = nat.IPV6 in families and shutil.which(backend.save6)
         return self._start(backend.save4, "-c"), self._start(backend.save6, "-c") if v6 else None
 
-    def _iptables(self, backend: IptablesBackend, v4: subprocess.Popen,
-                  v6: Optional[subprocess.Popen]) -> nat.Ruleset:
+    def _iptables(
+        self, backend: IptablesBackend, v4: subprocess.Popen, v6: subprocess.Popen | None
+    ) -> nat.Ruleset:
         text4 = self._finish(v4)
         name = backend.name or nat.header_backend(text4) or "iptables-legacy"
         ruleset = nat.parse_iptables_save(text4, nat.IPV4, name)
@@ -124,22 +137,37 @@ class Netfilter:
         return ruleset
 
     def _nftables(self, tables: subprocess.Popen, families: Collection[str]) -> nat.Ruleset:
-        return self._nft_tables([t["table"]["family"] for t in _nft_json(self._finish(tables)).get("nftables", ())
-                                 if "table" in t and t["table"].get("name") == nat.NFT_DOCKER_TABLE
-                                 and nat.NFT_FAMILIES.get(t["table"].get("family")) in families])
+        return self._nft_tables(
+            [
+                t["table"]["family"]
+                for t in _nft_json(self._finish(tables)).get("nftables", ())
+                if "table" in t
+                and t["table"].get("name") == nat.NFT_DOCKER_TABLE
+                and nat.NFT_FAMILIES.get(t["table"].get("family")) in families
+            ]
+        )
 
     def _nft_tables(self, families: list[str]) -> nat.Ruleset:
         """Docker's ``docker-bridges`` table of each nft family given (``ip``, ``ip6``)."""
         ruleset = nat.Ruleset(backend="nftables")
-        procs = [self._start("nft", "-j", "list", "table", family, nat.NFT_DOCKER_TABLE) for family in families]
+        procs = [
+            self._start("nft", "-j", "list", "table", family, nat.NFT_DOCKER_TABLE)
+            for family in families
+        ]
         for proc in procs:
             ruleset.merge(nat.parse_nft_json(_nft_json(self._finish(proc))))
         return ruleset
 
     def _start(self, *cmd: str) -> subprocess.Popen:
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    text=True, env=dict(os.environ, LC_ALL="C"))
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                env=dict(os.environ, LC_ALL="C"),
+            )
         except OSError as exc:
             raise NetfilterUnavailable(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
         self._started.append(proc)
@@ -152,7 +180,9 @@ class Netfilter:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise NetfilterUnavailable(f"{command} did not answer within {self.timeout:g}s") from None
+            raise NetfilterUnavailable(
+                f"{command} did not answer within {self.timeout:g}s"
+            ) from None
         if proc.returncode != 0:
             detail = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise NetfilterUnavailable(f"{command} failed: {detail}")
@@ -160,8 +190,9 @@ class Netfilter:
 
 
 def _iptables_backends() -> list[IptablesBackend]:
-    return [b for b in IPTABLES_BACKENDS if shutil.which(b.save4)] or \
-        [b for b in (PLAIN_IPTABLES,) if shutil.which(b.save4)]
+    return [b for b in IPTABLES_BACKENDS if shutil.which(b.save4)] or [
+        b for b in (PLAIN_IPTABLES,) if shutil.which(b.save4)
+    ]
 
 
 def _default_first(backends: list[IptablesBackend]) -> list[IptablesBackend]:

@@ -1,9 +1,9 @@
 """Reads from procfs: interface counters and namespace identities."""
+
 from __future__ import annotations
 
 import os
 from operator import itemgetter
-from typing import Optional
 
 from ..model import Counters
 
@@ -16,7 +16,7 @@ class Procfs:
     def __init__(self, root: str = "/proc") -> None:
         self.root = root.rstrip("/") or "/proc"
 
-    def net_dev(self, pid: Optional[int] = None) -> dict[str, Counters]:
+    def net_dev(self, pid: int | None = None) -> dict[str, Counters]:
         """Counters of every interface in the host namespace, or in pid's."""
         path = f"{self.root}/{pid}/net/dev" if pid else f"{self.root}/net/dev"
         with open(path, "rb") as f:
@@ -25,13 +25,13 @@ class Procfs:
     def netns_path(self, pid: int) -> str:
         return f"{self.root}/{pid}/ns/net"
 
-    def netns_inode(self, pid: int) -> Optional[int]:
+    def netns_inode(self, pid: int) -> int | None:
         try:
             return os.stat(self.netns_path(pid)).st_ino
         except OSError:
             return None
 
-    def host_netns_inode(self) -> Optional[int]:
+    def host_netns_inode(self) -> int | None:
         """The exporter's own namespace: the one whose links it dumps."""
         try:
             return os.stat("/proc/self/ns/net").st_ino
@@ -46,5 +46,7 @@ def parse_net_dev(data: bytes) -> dict[str, Counters]:
         name, sep, rest = line.partition(b":")
         name = name.strip()
         if sep:
-            counters[name.decode("utf-8", "surrogateescape")] = tuple(map(int, _COUNTER_COLUMNS(rest.split())))
+            counters[name.decode("utf-8", "surrogateescape")] = tuple(
+                map(int, _COUNTER_COLUMNS(rest.split()))
+            )
     return counters

@@ -1,4 +1,5 @@
 """python -m grafana.mixin [--check]: write the generated files, or fail when they differ."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def differences(files: dict) -> list:
-    stale = [str(p.relative_to(ROOT)) for p in (ROOT / DASHBOARD_DIR).glob("*.json")
-             if str(p.relative_to(ROOT)) not in files]
-    changed = [path for path, text in files.items()
-               if not (ROOT / path).exists() or (ROOT / path).read_text() != text]
+    stale = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / DASHBOARD_DIR).glob("*.json")
+        if str(p.relative_to(ROOT)) not in files
+    ]
+    changed = [
+        path
+        for path, text in files.items()
+        if not (ROOT / path).exists() or (ROOT / path).read_text() != text
+    ]
     return sorted(changed + stale)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m grafana.mixin", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when anything differs")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare; exit 1 when anything differs"
+    )
     args = parser.parse_args()
     files = outputs()
     if args.check:

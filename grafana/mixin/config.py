@@ -1,6 +1,7 @@
 """The one shared config: every selector, threshold and name the dashboards
 and rules use. Change it here, then run `make dashboards`.
 """
+
 from __future__ import annotations
 
 # Selects the exporter's targets in every query. Set it to the job name your

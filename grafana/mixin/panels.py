@@ -3,12 +3,13 @@
 Panels are declared with a width and height only; layout() flows them left
 to right into the 24-column grid and numbers them, so no two ever overlap.
 """
+
 from __future__ import annotations
 
 from . import config
 
 GRID_WIDTH = 24
-DS = {"type": config.DATASOURCE_TYPE, "uid": "${%s}" % config.DATASOURCE_VAR}
+DS = {"type": config.DATASOURCE_TYPE, "uid": f"${{{config.DATASOURCE_VAR}}}"}
 
 
 def sel(*matchers: str, instance: bool = True) -> str:
@@ -33,74 +34,214 @@ def steps(*pairs) -> dict:
 
 def mapping(values: dict) -> list:
     """{'1': ('present', 'green')} -> a Grafana value mapping."""
-    return [{"type": "value", "options": {k: {"text": t, "color": c, "index": i}
-                                          for i, (k, (t, c)) in enumerate(values.items())}}]
+    return [
+        {
+            "type": "value",
+            "options": {
+                k: {"text": t, "color": c, "index": i}
+                for i, (k, (t, c)) in enumerate(values.items())
+            },
+        }
+    ]
 
 
 def _panel(kind: str, title: str, description: str, targets: list, w: int, h: int, **extra) -> dict:
     for i, t in enumerate(targets):
         t["refId"] = chr(ord("A") + i)
-    return {"type": kind, "title": title, "description": description, "datasource": DS,
-            "targets": targets, "gridPos": {"w": w, "h": h}, **extra}
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
+        "gridPos": {"w": w, "h": h},
+        **extra,
+    }
 
 
-def timeseries(title: str, description: str, targets: list, unit: str, w: int = 12, h: int = 8,
-               thresholds: dict = None, stack: bool = False) -> dict:
-    custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
-              "spanNulls": False, "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-              "thresholdsStyle": {"mode": "line" if thresholds else "off"}}
-    defaults = {"unit": unit, "min": 0, "custom": custom,
-                "thresholds": thresholds or steps((None, "green"))}
-    options = {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
-                          "calcs": ["mean", "max", "lastNotNull"], "sortBy": "Max", "sortDesc": True},
-               "tooltip": {"mode": "multi", "sort": "desc"}}
-    return _panel("timeseries", title, description, targets, w, h,
-                  fieldConfig={"defaults": defaults, "overrides": []}, options=options)
+def timeseries(
+    title: str,
+    description: str,
+    targets: list,
+    unit: str,
+    w: int = 12,
+    h: int = 8,
+    thresholds: dict | None = None,
+    stack: bool = False,
+) -> dict:
+    custom = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "thresholdsStyle": {"mode": "line" if thresholds else "off"},
+    }
+    defaults = {
+        "unit": unit,
+        "min": 0,
+        "custom": custom,
+        "thresholds": thresholds or steps((None, "green")),
+    }
+    options = {
+        "legend": {
+            "displayMode": "table",
+            "placement": "bottom",
+            "showLegend": True,
+            "calcs": ["mean", "max", "lastNotNull"],
+            "sortBy": "Max",
+            "sortDesc": True,
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return _panel(
+        "timeseries",
+        title,
+        description,
+        targets,
+        w,
+        h,
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options=options,
+    )
 
 
-def stat(title: str, description: str, targets: list, unit: str = "none", w: int = 6, h: int = 4,
-         thresholds: dict = None, mappings: list = None, text_mode: str = "auto") -> dict:
-    defaults = {"unit": unit, "thresholds": thresholds or steps((None, "green")), "mappings": mappings or [],
-                "color": {"mode": "thresholds"}}
-    options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-               "colorMode": "background", "graphMode": "none", "textMode": text_mode, "justifyMode": "auto",
-               "orientation": "auto"}
-    return _panel("stat", title, description, targets, w, h,
-                  fieldConfig={"defaults": defaults, "overrides": []}, options=options)
+def stat(
+    title: str,
+    description: str,
+    targets: list,
+    unit: str = "none",
+    w: int = 6,
+    h: int = 4,
+    thresholds: dict | None = None,
+    mappings: list | None = None,
+    text_mode: str = "auto",
+) -> dict:
+    defaults = {
+        "unit": unit,
+        "thresholds": thresholds or steps((None, "green")),
+        "mappings": mappings or [],
+        "color": {"mode": "thresholds"},
+    }
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+        "graphMode": "none",
+        "textMode": text_mode,
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
+    return _panel(
+        "stat",
+        title,
+        description,
+        targets,
+        w,
+        h,
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options=options,
+    )
 
 
-def bargauge(title: str, description: str, targets: list, unit: str, w: int = 12, h: int = 8,
-             max_value: float = None, thresholds: dict = None) -> dict:
-    defaults = {"unit": unit, "min": 0, "thresholds": thresholds or steps((None, "green")),
-                "color": {"mode": "thresholds"}}
+def bargauge(
+    title: str,
+    description: str,
+    targets: list,
+    unit: str,
+    w: int = 12,
+    h: int = 8,
+    max_value: float | None = None,
+    thresholds: dict | None = None,
+) -> dict:
+    defaults = {
+        "unit": unit,
+        "min": 0,
+        "thresholds": thresholds or steps((None, "green")),
+        "color": {"mode": "thresholds"},
+    }
     if max_value is not None:
         defaults["max"] = max_value
-    options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-               "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
-               "minVizHeight": 10, "minVizWidth": 0, "valueMode": "color"}
-    return _panel("bargauge", title, description, targets, w, h,
-                  fieldConfig={"defaults": defaults, "overrides": []}, options=options)
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "orientation": "horizontal",
+        "displayMode": "gradient",
+        "showUnfilled": True,
+        "minVizHeight": 10,
+        "minVizWidth": 0,
+        "valueMode": "color",
+    }
+    return _panel(
+        "bargauge",
+        title,
+        description,
+        targets,
+        w,
+        h,
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options=options,
+    )
 
 
-def table(title: str, description: str, expr: str, columns: dict, w: int = 24, h: int = 8,
-          mappings: list = None, unit: str = "none") -> dict:
+def table(
+    title: str,
+    description: str,
+    expr: str,
+    columns: dict,
+    w: int = 24,
+    h: int = 8,
+    mappings: list | None = None,
+    unit: str = "none",
+) -> dict:
     """columns: {field name (label, or 'Value'): header}, in display order; the rest is hidden."""
     names = list(columns)
     transformations = [
         {"id": "filterFieldsByName", "options": {"include": {"names": names}}},
-        {"id": "organize", "options": {"indexByName": {n: i for i, n in enumerate(names)},
-                                       "renameByName": columns, "excludeByName": {}}},
+        {
+            "id": "organize",
+            "options": {
+                "indexByName": {n: i for i, n in enumerate(names)},
+                "renameByName": columns,
+                "excludeByName": {},
+            },
+        },
     ]
-    defaults = {"unit": unit, "mappings": mappings or [], "thresholds": steps((None, "green")),
-                "custom": {"align": "auto", "filterable": True,
-                           "cellOptions": {"type": "color-background" if mappings else "auto"}}}
-    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}}
-    return _panel("table", title, description, [instant(expr)], w, h, transformations=transformations,
-                  fieldConfig={"defaults": defaults, "overrides": []}, options=options)
+    defaults = {
+        "unit": unit,
+        "mappings": mappings or [],
+        "thresholds": steps((None, "green")),
+        "custom": {
+            "align": "auto",
+            "filterable": True,
+            "cellOptions": {"type": "color-background" if mappings else "auto"},
+        },
+    }
+    options = {
+        "showHeader": True,
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"]},
+    }
+    return _panel(
+        "table",
+        title,
+        description,
+        [instant(expr)],
+        w,
+        h,
+        transformations=transformations,
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options=options,
+    )
 
 
 def row(title: str) -> dict:
-    return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": GRID_WIDTH, "h": 1}}
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "panels": [],
+        "gridPos": {"w": GRID_WIDTH, "h": 1},
+    }
 
 
 def layout(panels: list) -> list:
@@ -117,24 +258,53 @@ def layout(panels: list) -> list:
 
 
 def datasource_variable() -> dict:
-    return {"name": config.DATASOURCE_VAR, "label": "Data source", "type": "datasource",
-            "query": config.DATASOURCE_TYPE, "current": {}, "hide": 0, "refresh": 1, "regex": "",
-            "options": [], "includeAll": False, "multi": False}
+    return {
+        "name": config.DATASOURCE_VAR,
+        "label": "Data source",
+        "type": "datasource",
+        "query": config.DATASOURCE_TYPE,
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+        "includeAll": False,
+        "multi": False,
+    }
 
 
-def query_variable(name: str, label: str, expr: str, label_name: str, all_value: str = ".*") -> dict:
+def query_variable(
+    name: str, label: str, expr: str, label_name: str, all_value: str = ".*"
+) -> dict:
     """A multi-value variable of the values of one label, with an All option."""
     query = f"label_values({expr}, {label_name})"
-    return {"name": name, "label": label, "type": "query", "datasource": DS,
-            "query": {"query": query, "refId": f"{name}-variable"}, "definition": query,
-            "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": all_value,
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "hide": 0, "regex": "", "options": []}
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "multi": True,
+        "includeAll": True,
+        "allValue": all_value,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0,
+        "regex": "",
+        "options": [],
+    }
 
 
 def instance_variable() -> dict:
-    return query_variable("instance", "Host", f"dockernet_exporter_build_info{{{config.SELECTOR}}}",
-                          "instance", all_value=".+")
+    return query_variable(
+        "instance",
+        "Host",
+        f"dockernet_exporter_build_info{{{config.SELECTOR}}}",
+        "instance",
+        all_value=".+",
+    )
 
 
 def dashboard(slug: str, title: str, description: str, panels: list, variables: list = ()) -> dict:
@@ -150,8 +320,16 @@ def dashboard(slug: str, title: str, description: str, panels: list, variables: 
         "version": 1,
         "editable": True,
         "graphTooltip": 1,
-        "links": [{"type": "dashboards", "title": "dockernet", "tags": [config.TAGS[0]], "asDropdown": True,
-                   "includeVars": True, "keepTime": True}],
+        "links": [
+            {
+                "type": "dashboards",
+                "title": "dockernet",
+                "tags": [config.TAGS[0]],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
         "annotations": {"list": []},
         "templating": {"list": [datasource_variable(), instance_variable(), *variables]},
         "panels": layout(panels),
@@ -160,5 +338,10 @@ def dashboard(slug: str, title: str, description: str, panels: list, variables: 
 
 def problems(title: str, description: str, expr: str, w: int = 6) -> dict:
     """A stat of how many series match expr: green at 0, red from 1."""
-    return stat(title, description, [target(f"count({expr}) or vector(0)")], w=w,
-                thresholds=steps((None, "green"), (1, "red")))
+    return stat(
+        title,
+        description,
+        [target(f"count({expr}) or vector(0)")],
+        w=w,
+        thresholds=steps((None, "green"), (1, "red")),
+    )

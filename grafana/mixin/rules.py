@@ -1,4 +1,5 @@
 """Prometheus recording and alert rules, from the shared config."""
+
 from __future__ import annotations
 
 from . import config
@@ -18,8 +19,10 @@ def traffic_record(counter: str) -> str:
 
 def _with_project(expr: str) -> str:
     """Attach compose_project/compose_service; the series ends the moment its container does."""
-    return (f"{expr}\n* on (job, instance, container_id) group_left (compose_project, compose_service)\n"
-            f"  dockernet_container_info{{{S}}}\n")
+    return (
+        f"{expr}\n* on (job, instance, container_id) group_left (compose_project, compose_service)\n"
+        f"  dockernet_container_info{{{S}}}\n"
+    )
 
 
 def _rate(counter: str) -> str:
@@ -31,16 +34,28 @@ def recording_rules() -> list:
     faults = "\n  or ".join(f'label_replace({_rate(c)}, "counter", "{c}", "", "")' for c in FAULTS)
     # Prometheus's own first sighting of each orphan, kept while the orphan lasts:
     # the rule reads its previous value and falls back to the sample's timestamp.
-    first_seen = (f"{ORPHAN_FIRST_SEEN}\n  and on (job, instance, veth, bridge, reason) dockernet_veth_orphaned{{{S}}}\n"
-                  f"or timestamp(dockernet_veth_orphaned{{{S}}})\n")
-    return traffic + [{"record": FAULTS_RECORD, "expr": _with_project(f"(\n  {faults}\n)")},
-                      {"record": ORPHAN_FIRST_SEEN, "expr": first_seen}]
+    first_seen = (
+        f"{ORPHAN_FIRST_SEEN}\n  and on (job, instance, veth, bridge, reason) dockernet_veth_orphaned{{{S}}}\n"
+        f"or timestamp(dockernet_veth_orphaned{{{S}}})\n"
+    )
+    return traffic + [
+        {"record": FAULTS_RECORD, "expr": _with_project(f"(\n  {faults}\n)")},
+        {"record": ORPHAN_FIRST_SEEN, "expr": first_seen},
+    ]
 
 
 def alert(name: str, expr: str, severity: str, summary: str, description: str) -> dict:
-    return {"alert": name, "expr": expr, "for": config.FOR[name], "labels": {"severity": severity},
-            "annotations": {"summary": summary, "description": description,
-                            "runbook_url": f"{config.RUNBOOK_URL}#{name.lower()}"}}
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": config.FOR[name],
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{config.RUNBOOK_URL}#{name.lower()}",
+        },
+    }
 
 
 ON = "on {{ $labels.instance }}"
@@ -51,47 +66,76 @@ LIMIT = config.BRIDGE_PORT_LIMIT
 
 def alert_rules() -> list:
     return [
-        alert("DockernetExporterDown", f"up{{{S}}} == 0", SEVERITY_WARNING,
-              f"dockernet-exporter {ON} is down",
-              "Prometheus cannot scrape dockernet-exporter at {{ $labels.instance }}: this host has no "
-              "container network metrics, and no other dockernet alert can fire for it."),
-        alert("DockernetDockerUnreachable", f"dockernet_docker_up{{{S}}} == 0", SEVERITY_WARNING,
-              f"Docker is unreachable from dockernet-exporter {ON}",
-              "The Docker API has not answered dockernet-exporter on {{ $labels.instance }}: containers "
-              "started since then are not mapped to their veths and published ports are not checked."),
-        alert("DockernetCollectorFailing", f"dockernet_scrape_collector_success{{{S}}} == 0", SEVERITY_WARNING,
-              f"Collector {{{{ $labels.collector }}}} of dockernet-exporter fails {ON}",
-              "The {{ $labels.collector }} collector fails on every scrape on {{ $labels.instance }}; its "
-              "metrics are missing (the exporter's log has one line with the error)."),
-        alert("DockernetOrphanedVeth", f"dockernet_veth_orphaned{{{S}}} == 1", SEVERITY_WARNING,
-              f"Orphaned veth {{{{ $labels.veth }}}} on {BRIDGE} {ON}",
-              "The veth {{ $labels.veth }} on {{ $labels.instance }} belongs to no running container "
-              f"(reason {{{{ $labels.reason }}}}, {BRIDGE}). Leaked veths hold bridge ports, and a "
-              f"bridge holds at most {LIMIT}."),
-        alert("DockernetBridgePortsNearLimit",
-              f"dockernet_bridge_ports{{{S}}} > {config.BRIDGE_PORT_WARNING_RATIO} * {LIMIT}", SEVERITY_WARNING,
-              f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT} ports",
-              f"Bridge {{{{ $labels.bridge }}}} on {{{{ $labels.instance }}}} has {{{{ $value }}}} ports; "
-              f"a Linux bridge holds at most {LIMIT}, and then no further container can join its network."),
-        alert("DockernetPublishedPortRuleMissing", f"dockernet_published_port_rule_present{{{S}}} == 0",
-              SEVERITY_CRITICAL,
-              f"Published port {PORT} of container {{{{ $labels.container_name }}}} {ON} has no DNAT rule",
-              f"Docker publishes {PORT} to port {{{{ $labels.container_port }}}} of container "
-              "{{ $labels.container_name }} on {{ $labels.instance }}, but the nat table has no DNAT rule "
-              "for it: connections to that port from other hosts fail."),
-        alert("DockernetMasqueradeRuleMissing", f"dockernet_masquerade_rule_present{{{S}}} == 0",
-              SEVERITY_CRITICAL,
-              "Bridge {{ $labels.bridge }} ({{ $labels.subnet }}) " + ON + " has no MASQUERADE rule",
-              "Docker masquerades traffic from {{ $labels.subnet }} on bridge {{ $labels.bridge }} on "
-              "{{ $labels.instance }}, but the nat table has no MASQUERADE rule for it: its containers "
-              "cannot reach other hosts."),
-        alert("DockernetContainerInterfaceFaults", f"{FAULTS_RECORD} > {config.INTERFACE_FAULTS_PER_SECOND}",
-              SEVERITY_WARNING,
-              "Container {{ $labels.container_name }} {{ $labels.interface }} " + ON +
-              ": {{ $labels.counter }} at {{ $value | humanize }}/s",
-              "Container {{ $labels.container_name }} ({{ $labels.container_id }}) on {{ $labels.instance }} "
-              "counts {{ $value | humanize }} {{ $labels.counter }} per second on {{ $labels.interface }}, "
-              f"above {config.INTERFACE_FAULTS_PER_SECOND}/s for {config.FOR['DockernetContainerInterfaceFaults']}."),
+        alert(
+            "DockernetExporterDown",
+            f"up{{{S}}} == 0",
+            SEVERITY_WARNING,
+            f"dockernet-exporter {ON} is down",
+            "Prometheus cannot scrape dockernet-exporter at {{ $labels.instance }}: this host has no "
+            "container network metrics, and no other dockernet alert can fire for it.",
+        ),
+        alert(
+            "DockernetDockerUnreachable",
+            f"dockernet_docker_up{{{S}}} == 0",
+            SEVERITY_WARNING,
+            f"Docker is unreachable from dockernet-exporter {ON}",
+            "The Docker API has not answered dockernet-exporter on {{ $labels.instance }}: containers "
+            "started since then are not mapped to their veths and published ports are not checked.",
+        ),
+        alert(
+            "DockernetCollectorFailing",
+            f"dockernet_scrape_collector_success{{{S}}} == 0",
+            SEVERITY_WARNING,
+            f"Collector {{{{ $labels.collector }}}} of dockernet-exporter fails {ON}",
+            "The {{ $labels.collector }} collector fails on every scrape on {{ $labels.instance }}; its "
+            "metrics are missing (the exporter's log has one line with the error).",
+        ),
+        alert(
+            "DockernetOrphanedVeth",
+            f"dockernet_veth_orphaned{{{S}}} == 1",
+            SEVERITY_WARNING,
+            f"Orphaned veth {{{{ $labels.veth }}}} on {BRIDGE} {ON}",
+            "The veth {{ $labels.veth }} on {{ $labels.instance }} belongs to no running container "
+            f"(reason {{{{ $labels.reason }}}}, {BRIDGE}). Leaked veths hold bridge ports, and a "
+            f"bridge holds at most {LIMIT}.",
+        ),
+        alert(
+            "DockernetBridgePortsNearLimit",
+            f"dockernet_bridge_ports{{{S}}} > {config.BRIDGE_PORT_WARNING_RATIO} * {LIMIT}",
+            SEVERITY_WARNING,
+            f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT} ports",
+            f"Bridge {{{{ $labels.bridge }}}} on {{{{ $labels.instance }}}} has {{{{ $value }}}} ports; "
+            f"a Linux bridge holds at most {LIMIT}, and then no further container can join its network.",
+        ),
+        alert(
+            "DockernetPublishedPortRuleMissing",
+            f"dockernet_published_port_rule_present{{{S}}} == 0",
+            SEVERITY_CRITICAL,
+            f"Published port {PORT} of container {{{{ $labels.container_name }}}} {ON} has no DNAT rule",
+            f"Docker publishes {PORT} to port {{{{ $labels.container_port }}}} of container "
+            "{{ $labels.container_name }} on {{ $labels.instance }}, but the nat table has no DNAT rule "
+            "for it: connections to that port from other hosts fail.",
+        ),
+        alert(
+            "DockernetMasqueradeRuleMissing",
+            f"dockernet_masquerade_rule_present{{{S}}} == 0",
+            SEVERITY_CRITICAL,
+            "Bridge {{ $labels.bridge }} ({{ $labels.subnet }}) " + ON + " has no MASQUERADE rule",
+            "Docker masquerades traffic from {{ $labels.subnet }} on bridge {{ $labels.bridge }} on "
+            "{{ $labels.instance }}, but the nat table has no MASQUERADE rule for it: its containers "
+            "cannot reach other hosts.",
+        ),
+        alert(
+            "DockernetContainerInterfaceFaults",
+            f"{FAULTS_RECORD} > {config.INTERFACE_FAULTS_PER_SECOND}",
+            SEVERITY_WARNING,
+            "Container {{ $labels.container_name }} {{ $labels.interface }} "
+            + ON
+            + ": {{ $labels.counter }} at {{ $value | humanize }}/s",
+            "Container {{ $labels.container_name }} ({{ $labels.container_id }}) on {{ $labels.instance }} "
+            "counts {{ $value | humanize }} {{ $labels.counter }} per second on {{ $labels.interface }}, "
+            f"above {config.INTERFACE_FAULTS_PER_SECOND}/s for {config.FOR['DockernetContainerInterfaceFaults']}.",
+        ),
     ]
 
 

@@ -1,6 +1,7 @@
 """Shared by the deployment checks: the one documented `docker run` line (read
 from README.md, so the tests hold the docs to what was proven) and its
 privileges as a comparable spec."""
+
 from __future__ import annotations
 
 import shlex
@@ -23,6 +24,7 @@ def documented_run_line() -> list:
 @dataclass
 class RunSpec:
     """What a way of running grants the exporter: comparable across docker run, compose, swarm, systemd."""
+
     network_host: bool = False
     pid_host: bool = False
     read_only: bool = False
@@ -34,8 +36,21 @@ class RunSpec:
     args: list = field(default_factory=list)
 
 
-VALUED = {"--name", "--restart", "--network", "--pid", "--cap-add", "--cap-drop", "--security-opt", "-v",
-          "--volume", "--tmpfs", "-p", "--user", "-e"}
+VALUED = {
+    "--name",
+    "--restart",
+    "--network",
+    "--pid",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "-v",
+    "--volume",
+    "--tmpfs",
+    "-p",
+    "--user",
+    "-e",
+}
 
 
 def parse_run(tokens: list) -> RunSpec:
@@ -61,7 +76,7 @@ def parse_run(tokens: list) -> RunSpec:
         elif flag in ("-v", "--volume"):
             spec.volumes.add(value)
         i += 1
-    spec.image, spec.args = tokens[i], tokens[i + 1:]
+    spec.image, spec.args = tokens[i], tokens[i + 1 :]
     return spec
 
 

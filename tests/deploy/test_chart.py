@@ -4,6 +4,7 @@ offline against the Kubernetes schemas, the rules checked by promtool, and the
 properties that matter asserted: host namespaces, read-only mounts, the
 privileges of the documented `docker run` line, and the rules and dashboards
 identical to the files in grafana/ (read now, not copied)."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-
 from deployspec import GRAFANA, ROOT, documented_spec
 
 CHART = ROOT / "helm" / "dockernet-exporter"
@@ -55,8 +55,12 @@ def everything() -> list:
 
 def test_ci_values_cover_the_opt_ins():
     names = {p.name for p in CI_VALUES}
-    assert {"default-values.yaml", "all-features-values.yaml", "host-proc-values.yaml",
-            "secure-values.yaml"} <= names
+    assert {
+        "default-values.yaml",
+        "all-features-values.yaml",
+        "host-proc-values.yaml",
+        "secure-values.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
@@ -76,8 +80,13 @@ def test_lint_and_validate_every_manifest(values_file):
 
 def test_schema_rejects_nonsense():
     chart = helm.Chart.load(str(CHART))
-    for bad in ({"port": "http"}, {"hostPID": "yes"}, {"serviceMonitor": {"scheme": "ftp"}},
-                {"imagee": {}}, {"extraArgs": ["no-dashes"]}):
+    for bad in (
+        {"port": "http"},
+        {"hostPID": "yes"},
+        {"serviceMonitor": {"scheme": "ftp"}},
+        {"imagee": {}},
+        {"extraArgs": ["no-dashes"]},
+    ):
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(bad)
 
@@ -99,7 +108,10 @@ def test_daemonset_has_the_privileges_of_the_documented_run_line():
     assert all(m.get("readOnly") for m in mounts.values())
     (socket,) = [v for v in spec.volumes if "docker.sock" in v]
     host_path, _, mode = socket.partition(":")[0], None, socket.rsplit(":", 1)[1]
-    assert volumes["docker-socket"]["hostPath"] == {"path": host_path, "type": "Socket"} and mode == "ro"
+    assert (
+        volumes["docker-socket"]["hostPath"] == {"path": host_path, "type": "Socket"}
+        and mode == "ro"
+    )
     assert f"--docker.host=unix://{mounts['docker-socket']['mountPath']}" in c["args"]
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert "limits" not in c["resources"] and c["resources"]["requests"]
@@ -107,7 +119,9 @@ def test_daemonset_has_the_privileges_of_the_documented_run_line():
 
 
 def test_host_proc_instead_of_host_pid():
-    pod = one(render(values_of(CHART / "ci" / "host-proc-values.yaml")), "DaemonSet")["spec"]["template"]["spec"]
+    pod = one(render(values_of(CHART / "ci" / "host-proc-values.yaml")), "DaemonSet")["spec"][
+        "template"
+    ]["spec"]
     (c,) = pod["containers"]
     assert pod["hostPID"] is False
     mount = next(m for m in c["volumeMounts"] if m["name"] == "proc")
@@ -135,7 +149,9 @@ def test_prometheus_rule_is_the_rules_file(everything, tmp_path):
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
     extracted = tmp_path / "rules.yml"
     extracted.write_text(yaml.safe_dump(rule["spec"]))
-    r = subprocess.run(["promtool", "check", "rules", str(extracted)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["promtool", "check", "rules", str(extracted)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -167,7 +183,10 @@ def test_network_policy_opens_only_the_metrics_port(everything):
     policy = one(everything, "NetworkPolicy")["spec"]
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": 9917, "protocol": "TCP"}] and rule["from"]
-    assert policy["podSelector"]["matchLabels"] == one(everything, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert (
+        policy["podSelector"]["matchLabels"]
+        == one(everything, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    )
 
 
 def test_notes_render():

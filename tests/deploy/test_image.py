@@ -2,6 +2,7 @@
 here, run with README's `docker run` line against the local dockerd, and its
 mapping compared with the exporter run from the checkout. The privileges of
 that line are proven minimal by taking each one away."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import sys
 
 import pytest
 import requests
-
-from conftest import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_for
 from deployspec import documented_run_line, documented_spec
+
+from helpers import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_for
 
 BASE_IMAGE = "dockernet-base:bookworm"
 PIP = [sys.executable, "-m", "pip"]
@@ -25,9 +26,28 @@ def image(docker_client):
     subprocess.run([str(ROOT / "scripts" / "base-image.sh"), BASE_IMAGE], check=True, timeout=300)
     wheels = ROOT / "build" / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
-    sh(*PIP, "wheel", "--quiet", "--disable-pip-version-check", "-w", str(wheels), str(ROOT), timeout=180)
+    sh(
+        *PIP,
+        "wheel",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-w",
+        str(wheels),
+        str(ROOT),
+        timeout=180,
+    )
     tag = f"{unique('dnx-image')}:test"
-    sh("docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(ROOT), timeout=300)
+    sh(
+        "docker",
+        "build",
+        "--quiet",
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+        "-t",
+        tag,
+        str(ROOT),
+        timeout=300,
+    )
     yield tag
     sh("docker", "rmi", "-f", tag, check=False)
 
@@ -37,7 +57,7 @@ def documented_flags(drop: tuple = (), without: tuple = ()) -> list:
     pairs in `drop` and the flags named in `without` (with their value when they take one)."""
     tokens, out, i = documented_run_line()[2:-1], [], 0
     while i < len(tokens):
-        if tuple(tokens[i:i + 2]) in drop or tokens[i] in without:
+        if tuple(tokens[i : i + 2]) in drop or tokens[i] in without:
             i += 1 if tokens[i] == "-d" else 2
             continue
         out.append(tokens[i])
@@ -71,8 +91,11 @@ def scene(containers, exporter):
     a = containers.run()
     b = containers.run(network=net.name)
     containers.client.networks.get("bridge").connect(b)
-    return {"ids": {a.id, b.id}, "interfaces": sorted([(a.id, "eth0"), (b.id, "eth0"), (b.id, "eth1")]),
-            "checkout": exporter()}
+    return {
+        "ids": {a.id, b.id},
+        "interfaces": sorted([(a.id, "eth0"), (b.id, "eth0"), (b.id, "eth1")]),
+        "checkout": exporter(),
+    }
 
 
 def collector_success(metrics: Metrics) -> dict:
@@ -84,14 +107,18 @@ def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
 
     def scrape():
         try:
-            return Metrics(parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text))
+            return Metrics(
+                parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            )
         except requests.RequestException:
             return None
 
     def both_see_all():
         m1, m2 = scrape(), checkout.metrics()
         n = len(scene["interfaces"])
-        ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == n == len(rows(m2, "dockernet_veth_info", ids))
+        ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == n == len(
+            rows(m2, "dockernet_veth_info", ids)
+        )
         return ok and (m1, m2)
 
     packaged, reference = wait_for(both_see_all, 20, what="every interface in both exporters")
@@ -113,7 +140,11 @@ def test_documented_line_maps_like_the_checkout(image, scene):
     try:
         assert_maps_like_the_checkout(port, scene)
         inspect = json.loads(sh("docker", "inspect", name))[0]["HostConfig"]
-        assert inspect["ReadonlyRootfs"] and inspect["NetworkMode"] == "host" and inspect["PidMode"] == "host"
+        assert (
+            inspect["ReadonlyRootfs"]
+            and inspect["NetworkMode"] == "host"
+            and inspect["PidMode"] == "host"
+        )
         assert inspect["CapDrop"] == ["ALL"] and "no-new-privileges" in inspect["SecurityOpt"]
         assert "Traceback" not in logs(name)
     finally:
@@ -123,8 +154,13 @@ def test_documented_line_maps_like_the_checkout(image, scene):
 def test_host_proc_mount_instead_of_host_pid(image, scene):
     """The Swarm stack and the chart's hostPID=false: the host's /proc read-only, --path.procfs."""
     port = free_port()
-    name, r = run_documented(image, "--path.procfs=/host/proc", f"--web.listen-address=127.0.0.1:{port}",
-                             drop=(("--pid", "host"),), add=("-v", "/proc:/host/proc:ro"))
+    name, r = run_documented(
+        image,
+        "--path.procfs=/host/proc",
+        f"--web.listen-address=127.0.0.1:{port}",
+        drop=(("--pid", "host"),),
+        add=("-v", "/proc:/host/proc:ro"),
+    )
     assert r.returncode == 0, r.stderr
     try:
         assert_maps_like_the_checkout(port, scene)
@@ -136,7 +172,13 @@ def test_host_proc_mount_instead_of_host_pid(image, scene):
 def test_compose_exporter_service_maps_like_the_checkout(image, scene):
     port = free_port()
     project = unique("dnx-compose")
-    compose = ["docker-compose", "-p", project, "-f", str(ROOT / "deploy" / "compose" / "docker-compose.yml")]
+    compose = [
+        "docker-compose",
+        "-p",
+        project,
+        "-f",
+        str(ROOT / "deploy" / "compose" / "docker-compose.yml"),
+    ]
     env = dict(os.environ, DOCKERNET_IMAGE=image, DOCKERNET_LISTEN=f"127.0.0.1:{port}")
     try:
         sh(*compose, "up", "-d", "--no-build", "exporter", env=env, timeout=60)
@@ -145,11 +187,17 @@ def test_compose_exporter_service_maps_like_the_checkout(image, scene):
         sh(*compose, "down", "--timeout", "2", env=env, check=False, timeout=60)
 
 
-def foreground(image: str, *args: str, drop: tuple = (), add: tuple = ()) -> subprocess.CompletedProcess:
+def foreground(
+    image: str, *args: str, drop: tuple = (), add: tuple = ()
+) -> subprocess.CompletedProcess:
     """README's privileges (minus `drop`, plus `add`), in the foreground and removed afterwards."""
     flags = documented_flags(drop, without=("--name", "--restart", "-d"))
-    return subprocess.run(["docker", "run", "--rm", *flags, *add, image, *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["docker", "run", "--rm", *flags, *add, image, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def shell_in_image(image: str, script: str, drop: tuple = ()) -> subprocess.CompletedProcess:
@@ -167,10 +215,16 @@ def test_kernel_refuses_without_each_capability(image, containers):
     pid = containers.run().attrs["State"]["Pid"]
     open_ns = f"python3 -c 'import os; os.open(\"/proc/{pid}/ns/net\", os.O_RDONLY)'"
     assert shell_in_image(image, open_ns).returncode == 0
-    assert "Permission denied" in shell_in_image(image, open_ns, drop=(("--cap-add", "SYS_PTRACE"),)).stderr
+    assert (
+        "Permission denied"
+        in shell_in_image(image, open_ns, drop=(("--cap-add", "SYS_PTRACE"),)).stderr
+    )
     legacy = "iptables-legacy-save -t nat >/dev/null"
     assert shell_in_image(image, legacy).returncode == 0
-    assert "Permission denied" in shell_in_image(image, legacy, drop=(("--cap-add", "NET_RAW"),)).stderr
+    assert (
+        "Permission denied"
+        in shell_in_image(image, legacy, drop=(("--cap-add", "NET_RAW"),)).stderr
+    )
     nft = "nft list tables >/dev/null"
     assert shell_in_image(image, nft).returncode == 0
     assert shell_in_image(image, nft, drop=(("--cap-add", "NET_ADMIN"),)).returncode != 0
@@ -188,10 +242,13 @@ def test_image_contents(image):
     for key in ("title", "description", "version", "revision", "licenses"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
     assert config["Entrypoint"] == ["dockernet-exporter"]
-    tools = shell_in_image(image, "for t in iptables-nft-save iptables-legacy-save ip6tables-save nft "
-                                  "dockernet-exporter; do command -v $t || echo MISSING $t; done; "
-                                  "for t in gcc cc pip pip3; do command -v $t >/dev/null && echo BUILD $t; "
-                                  "done; true")
+    tools = shell_in_image(
+        image,
+        "for t in iptables-nft-save iptables-legacy-save ip6tables-save nft "
+        "dockernet-exporter; do command -v $t || echo MISSING $t; done; "
+        "for t in gcc cc pip pip3; do command -v $t >/dev/null && echo BUILD $t; "
+        "done; true",
+    )
     assert "MISSING" not in tools.stdout, tools.stdout
     assert "BUILD pip" not in tools.stdout and "BUILD gcc" not in tools.stdout, tools.stdout
     spec = documented_spec()

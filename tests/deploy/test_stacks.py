@@ -1,6 +1,7 @@
 """Compose, Swarm and systemd: each file checked by its own tool (docker-compose,
 promtool, systemd-analyze), its privileges compared with the documented `docker
 run` line, and the systemd unit's capability bounding set run for real (setpriv)."""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
-
-from conftest import EXPORTER, ROOT, free_port, wait_for
 from deployspec import GRAFANA, documented_spec
+
+from helpers import EXPORTER, ROOT, free_port, wait_for
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
@@ -23,14 +23,21 @@ UNIT = DEPLOY / "systemd" / "dockernet-exporter.service"
 
 def compose_config(path) -> dict:
     """The file as docker-compose validates and resolves it."""
-    r = subprocess.run(["docker-compose", "-f", str(path), "config"], capture_output=True, text=True,
-                       timeout=60, env=dict(os.environ, DOCKERNET_IMAGE="dockernet-exporter"))
+    r = subprocess.run(
+        ["docker-compose", "-f", str(path), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, DOCKERNET_IMAGE="dockernet-exporter"),
+    )
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)
 
 
 def caps(service: dict) -> tuple:
-    return {c.upper() for c in service.get("cap_add", ())}, {c.upper() for c in service.get("cap_drop", ())}
+    return {c.upper() for c in service.get("cap_add", ())}, {
+        c.upper() for c in service.get("cap_drop", ())
+    }
 
 
 def volume_strings(service: dict) -> set:
@@ -58,13 +65,18 @@ def test_compose_provisions_the_files_of_grafana():
     assert f"{GRAFANA / 'prometheus'}:/etc/prometheus/rules:ro" in prom_mounts
     grafana = services["grafana"]
     mounts = volume_strings(grafana)
-    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "dockernet.yml").read_text())
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "dockernet.yml").read_text()
+    )
     dashboards_path = provider["providers"][0]["options"]["path"]
     assert f"{GRAFANA / 'dashboards'}:{dashboards_path}:ro" in mounts
     for kind in ("datasources", "dashboards"):
         assert f"{GRAFANA / 'provisioning' / kind}:/etc/grafana/provisioning/{kind}:ro" in mounts
     datasource = (GRAFANA / "provisioning" / "datasources" / "dockernet.yml").read_text()
-    assert "${PROMETHEUS_URL}" in datasource and grafana["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert (
+        "${PROMETHEUS_URL}" in datasource
+        and grafana["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
+    )
 
 
 def test_compose_prometheus_config_loads_the_rules_and_names_the_job():
@@ -74,7 +86,10 @@ def test_compose_prometheus_config_loads_the_rules_and_names_the_job():
     rule_files = len(list((GRAFANA / "prometheus").glob("*.yml")))
     assert f"SUCCESS: {rule_files} rule files found" in r.stdout
     jobs = [j["job_name"] for j in yaml.safe_load(config.read_text())["scrape_configs"]]
-    assert jobs == ["dockernet"] and 'job="dockernet"' in (GRAFANA / "prometheus" / "dockernet.rules.yml").read_text()
+    assert (
+        jobs == ["dockernet"]
+        and 'job="dockernet"' in (GRAFANA / "prometheus" / "dockernet.rules.yml").read_text()
+    )
 
 
 def test_swarm_stack_runs_globally_with_the_documented_privileges():
@@ -103,20 +118,40 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path):
     text = UNIT.read_text().replace("/usr/local/bin/dockernet-exporter", str(installed))
     unit = tmp_path / UNIT.name
     unit.write_text(text)
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and UNIT.name not in r.stderr, r.stderr
     s = unit_settings()
-    assert set(s["CapabilityBoundingSet"].split()) == {f"CAP_{c}" for c in documented_spec().cap_add}
-    assert s["NoNewPrivileges"] == "yes" and s["ProtectSystem"] == "strict" and s["ProtectHome"] == "yes"
+    assert set(s["CapabilityBoundingSet"].split()) == {
+        f"CAP_{c}" for c in documented_spec().cap_add
+    }
+    assert (
+        s["NoNewPrivileges"] == "yes"
+        and s["ProtectSystem"] == "strict"
+        and s["ProtectHome"] == "yes"
+    )
     assert "AmbientCapabilities" not in s and "User" not in s
 
 
 def bounded(caps_: set, port: int) -> subprocess.Popen:
     """The exporter as the unit runs it: root, bounding set limited to caps_, no new privileges."""
     bounding = "-all," + ",".join(f"+{c.lower()}" for c in sorted(caps_))
-    return subprocess.Popen(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--no-new-privs", "--",
-                             *EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            "setpriv",
+            f"--bounding-set={bounding}",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+            *EXPORTER,
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_systemd_bounding_set_is_enough_and_each_capability_needed(containers):
@@ -125,14 +160,20 @@ def test_systemd_bounding_set_is_enough_and_each_capability_needed(containers):
     port = free_port()
     p = bounded(cap_set, port)
     try:
+
         def veth_of_container():
             assert p.poll() is None, p.stderr.read()
             try:
                 text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             except requests.RequestException:
                 return False
-            return [l for l in text.splitlines() if l.startswith("dockernet_veth_info") and c.id in l]
-        (line,) = wait_for(veth_of_container, 20, what="the container's veth under the bounding set")
+            return [
+                l for l in text.splitlines() if l.startswith("dockernet_veth_info") and c.id in l
+            ]
+
+        (line,) = wait_for(
+            veth_of_container, 20, what="the container's veth under the bounding set"
+        )
         assert 'interface="eth0"' in line and 'bridge="docker0"' in line
     finally:
         p.terminate()

@@ -1,23 +1,34 @@
 """Bridge metrics against the kernel's own view (`bridge -j link`, `ip -j
 link`) and Docker's (`docker network inspect`)."""
+
 from __future__ import annotations
 
 import json
 import random
 
-from conftest import ip_json, sh, unique, wait_for
 from test_orphans import hand  # noqa: F401  (the fixture, shared)
+
+from helpers import ip_json, sh, unique, wait_for
 
 
 def bridge_ports() -> dict:
     """port name -> (bridge name, STP state) from `bridge -j link`."""
-    return {p["ifname"]: (p.get("master", ""), p.get("state", "")) for p in json.loads(sh("bridge", "-j", "link") or "[]")}
+    return {
+        p["ifname"]: (p.get("master", ""), p.get("state", ""))
+        for p in json.loads(sh("bridge", "-j", "link") or "[]")
+    }
 
 
 def ipv6_network(containers):
-    return containers.network(enable_ipv6=True, ipam={"Config": [
-        {"Subnet": f"198.19.{random.randint(200, 249)}.0/24"},
-        {"Subnet": f"2001:2:0:{random.randint(0x100, 0xfff):x}::/64"}]})   # benchmarking ranges (RFC 2544, 5180)
+    return containers.network(
+        enable_ipv6=True,
+        ipam={
+            "Config": [
+                {"Subnet": f"198.19.{random.randint(200, 249)}.0/24"},
+                {"Subnet": f"2001:2:0:{random.randint(0x100, 0xFFF):x}::/64"},
+            ]
+        },
+    )  # benchmarking ranges (RFC 2544, 5180)
 
 
 def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containers, hand):
@@ -26,23 +37,40 @@ def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containe
     solo = containers.run()
     bridge = "br-" + net.id[:12]
     running = exporter()
-    base = unique()     # made while the exporter runs: known from link notifications only
+    base = unique()  # made while the exporter runs: known from link notifications only
     own = hand.bridge(base + "br")
     port = hand.pair(base + "p", base + "q", master=own)
 
     def mapped():
         m = running.metrics()
         return all(m.select("dockernet_veth_info", container_id=c.id) for c in (a, b, solo)) and m
-    m = wait_for(lambda: mapped() and running.metrics().get_value("dockernet_bridge_ports", bridge=own) == 1
-                 and mapped(), what="the containers' veths and the hand-made port")
+
+    m = wait_for(
+        lambda: (
+            mapped()
+            and running.metrics().get_value("dockernet_bridge_ports", bridge=own) == 1
+            and mapped()
+        ),
+        what="the containers' veths and the hand-made port",
+    )
     kernel = bridge_ports()
-    ours = {l["veth"] for c in (a, b, solo) for l, _ in m.select("dockernet_veth_info", container_id=c.id)}
+    ours = {
+        l["veth"]
+        for c in (a, b, solo)
+        for l, _ in m.select("dockernet_veth_info", container_id=c.id)
+    }
     assert len(ours) == 3
     for veth in ours | {port}:
         master, state = kernel[veth]
-        assert m.get_value("dockernet_bridge_port_state", bridge=master, veth=veth, state=state) == 1, veth
+        assert (
+            m.get_value("dockernet_bridge_port_state", bridge=master, veth=veth, state=state) == 1
+        ), veth
     assert kernel[port] == (own, "disabled")
-    assert m.get_value("dockernet_bridge_ports", bridge=bridge) == len(ip_json("link", "show", "master", bridge)) == 2
+    assert (
+        m.get_value("dockernet_bridge_ports", bridge=bridge)
+        == len(ip_json("link", "show", "master", bridge))
+        == 2
+    )
     assert m.get_value("dockernet_bridge_ports", bridge=own) == 1
 
     inspect = containers.client.api.inspect_network(net.id)
@@ -50,10 +78,12 @@ def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containe
     assert len(expected) == 2
     got = {(l["subnet"], l["gateway"]) for l, _ in m.select("dockernet_bridge_info", bridge=bridge)}
     assert got == expected
-    assert {(l["network"], l["driver"]) for l, _ in m.select("dockernet_bridge_info", bridge=bridge)} == {
-        (net.name, "bridge")}
+    assert {
+        (l["network"], l["driver"]) for l, _ in m.select("dockernet_bridge_info", bridge=bridge)
+    } == {(net.name, "bridge")}
     assert m.select("dockernet_bridge_info", bridge=own) == [
-        ({"bridge": own, "network": "", "driver": "", "subnet": "", "gateway": ""}, 1.0)]
+        ({"bridge": own, "network": "", "driver": "", "subnet": "", "gateway": ""}, 1.0)
+    ]
     for br in (bridge, own, "docker0"):
         (link,) = ip_json("link", "show", br)
         assert m.get_value("dockernet_bridge_up", bridge=br) == int(link["operstate"] == "UP"), br
@@ -62,7 +92,20 @@ def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containe
     sh("ip", "link", "set", own, "up")
     sh("ip", "link", "set", base + "q", "up")
     sh("ip", "link", "set", port, "up")
-    wait_for(lambda: bridge_ports()[port] == (own, "forwarding"), what="the kernel to forward on the port")
-    wait_for(lambda: running.metrics().get_value("dockernet_bridge_port_state", bridge=own, veth=port,
-                                                 state="forwarding") == 1, what="the port's new state")
-    wait_for(lambda: running.metrics().get_value("dockernet_bridge_up", bridge=own) == 1, what="the bridge up")
+    wait_for(
+        lambda: bridge_ports()[port] == (own, "forwarding"),
+        what="the kernel to forward on the port",
+    )
+    wait_for(
+        lambda: (
+            running.metrics().get_value(
+                "dockernet_bridge_port_state", bridge=own, veth=port, state="forwarding"
+            )
+            == 1
+        ),
+        what="the port's new state",
+    )
+    wait_for(
+        lambda: running.metrics().get_value("dockernet_bridge_up", bridge=own) == 1,
+        what="the bridge up",
+    )

@@ -1,15 +1,17 @@
 """The one-shot commands, without the daemon, against the same ground truth:
 the container's own view, `ip`/`bridge`, and `ip netns exec`."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 
-from conftest import EXPORTER, ROOT, ip_json, sh, unique
 from test_addresses import inside
 from test_bridges import bridge_ports, ipv6_network
 from test_orphans import hand  # noqa: F401  (the fixture, shared)
+
+from helpers import EXPORTER, ROOT, ip_json, sh, unique
 
 NO_DOCKER = "unix:///run/dnx-no-docker.sock"
 
@@ -17,7 +19,13 @@ NO_DOCKER = "unix:///run/dnx-no-docker.sock"
 def cli(*args: str, check: bool = True, user: str = "") -> subprocess.CompletedProcess:
     cmd = EXPORTER + list(args)
     if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] + cmd
+        cmd = [
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={user}",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ] + cmd
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     if check:
         assert done.returncode == 0, done.stderr
@@ -47,11 +55,19 @@ def test_veths_ips_and_bridges(containers):
 
     veths = [r for r in cli_json("veths") if r["container_id"] == c.id]
     assert {(r["interface"], r["veth"]) for r in veths} == {
-        ("eth0", by_index[iflink(c, "eth0")]), ("eth1", by_index[iflink(c, "eth1")])}
+        ("eth0", by_index[iflink(c, "eth0")]),
+        ("eth1", by_index[iflink(c, "eth1")]),
+    }
     assert {(r["interface"], r["bridge"], r["network"]) for r in veths} == {
-        ("eth0", "br-" + net.id[:12], net.name), ("eth1", "docker0", "bridge")}
+        ("eth0", "br-" + net.id[:12], net.name),
+        ("eth1", "docker0", "bridge"),
+    }
 
-    ips = {(r["interface"], r["family"], *r["address"].split("/")) for r in cli_json("ips") if r["container_id"] == c.id}
+    ips = {
+        (r["interface"], r["family"], *r["address"].split("/"))
+        for r in cli_json("ips")
+        if r["container_id"] == c.id
+    }
     assert ips == inside(c)
 
     kernel = bridge_ports()
@@ -63,7 +79,11 @@ def test_veths_ips_and_bridges(containers):
     mine = bridges["br-" + net.id[:12]]
     (link,) = ip_json("link", "show", mine["bridge"])
     assert mine["network"] == net.name and mine["state"] == link["operstate"].lower()
-    assert brctl_show(mine["bridge"]) == (mine["id"], mine["stp"], sorted(p["port"] for p in mine["ports"]))
+    assert brctl_show(mine["bridge"]) == (
+        mine["id"],
+        mine["stp"],
+        sorted(p["port"] for p in mine["ports"]),
+    )
     table = cli("bridges").stdout.splitlines()
     assert table[0].split()[:3] == ["BRIDGE", "BRIDGE", "ID"]
     assert any(c.name in line and r["veth"] in line for line in table for r in veths)
@@ -85,14 +105,22 @@ def test_orphans_command(hand):
 
 def test_source_flags_after_the_command_and_docker_unreachable(containers):
     c = containers.run()
-    veth_name = {l["ifindex"]: l["ifname"] for l in ip_json("link", "show", "type", "veth")}[iflink(c)]
+    veth_name = {l["ifindex"]: l["ifname"] for l in ip_json("link", "show", "type", "veth")}[
+        iflink(c)
+    ]
     done = cli("veths", "--docker.host", NO_DOCKER, "--path.procfs", "/proc", "-o", "json")
     assert done.stderr.splitlines() == [
-        f"warning: Docker is unreachable at {NO_DOCKER}; showing what the kernel knows, without container names"]
+        f"warning: Docker is unreachable at {NO_DOCKER}; showing what the kernel knows, without container names"
+    ]
     rows = {r["veth"]: r for r in json.loads(done.stdout)}
     assert rows[veth_name]["container_id"] == "" and rows[veth_name]["bridge"] == "docker0"
     # The same flag before the command still works, and one after it wins.
-    assert c.id[:12] in cli("--docker.host", NO_DOCKER, "veths", "--docker.host", "unix:///var/run/docker.sock").stdout
+    assert (
+        c.id[:12]
+        in cli(
+            "--docker.host", NO_DOCKER, "veths", "--docker.host", "unix:///var/run/docker.sock"
+        ).stdout
+    )
     done = cli("netns", "visible", c.name, "--docker.host", NO_DOCKER, check=False)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
     assert "Docker is unreachable" in done.stderr
@@ -104,27 +132,38 @@ def test_commands_say_they_need_root():
     for command in (["ips"], ["bridges"], ["orphans"], ["netns", "visible"]):
         done = cli(*command, check=False, user="65534")
         assert done.returncode == 1, command
-        assert done.stderr.startswith("dockernet-exporter: error: needs root") and len(done.stderr.splitlines()) == 1
+        assert (
+            done.stderr.startswith("dockernet-exporter: error: needs root")
+            and len(done.stderr.splitlines()) == 1
+        )
 
 
 def test_netns_visible_then_invisible(containers):
     a, b = containers.run(), containers.run()
     foreign = unique()
-    sh("ip", "netns", "add", foreign)       # an `ip netns add` entry: never touched
+    sh("ip", "netns", "add", foreign)  # an `ip netns add` entry: never touched
     try:
         rows = cli_json("netns", "visible", a.name, b.name)
-        assert {(r["name"], r["status"]) for r in rows} == {(a.name, "created"), (b.name, "created")}
+        assert {(r["name"], r["status"]) for r in rows} == {
+            (a.name, "created"),
+            (b.name, "created"),
+        }
         for c in (a, b):
             got = sh("ip", "netns", "exec", c.name, "ip", "-o", "addr", "show", "eth0")
             c.reload()
             assert f"inet {c.attrs['NetworkSettings']['IPAddress']}/" in got
         assert {(r["name"], r["status"]) for r in cli_json("netns", "visible", a.name)} == {
-            (a.name, "kept"), (b.name, "kept")}
+            (a.name, "kept"),
+            (b.name, "kept"),
+        }
         assert a.name in sh("ip", "netns", "list")
 
-        b.remove(force=True)        # its link goes stale: the next run removes it
+        b.remove(force=True)  # its link goes stale: the next run removes it
         rows = cli_json("netns", "visible", a.name)
-        assert {(r["name"], r["status"]) for r in rows} == {(b.name, "removed (container gone)"), (a.name, "kept")}
+        assert {(r["name"], r["status"]) for r in rows} == {
+            (b.name, "removed (container gone)"),
+            (a.name, "kept"),
+        }
         assert not os.path.lexists(f"/var/run/netns/{b.name}")
 
         before = set(os.listdir("/var/run/netns"))
@@ -132,14 +171,19 @@ def test_netns_visible_then_invisible(containers):
         assert [(r["name"], r["status"]) for r in rows] == [(a.name, "removed")]
         assert set(os.listdir("/var/run/netns")) == before - {a.name}
         assert foreign in before and os.path.exists(f"/var/run/netns/{foreign}")
-        assert cli_json("netns", "invisible") == []     # idempotent
+        assert cli_json("netns", "invisible") == []  # idempotent
     finally:
         cli("netns", "invisible", a.name, b.name, check=False)
         sh("ip", "netns", "del", foreign, check=False)
 
 
 def test_a_reader_that_goes_away_is_no_error():
-    p = subprocess.Popen(EXPORTER + ["bridges", "-o", "json"], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    p.stdout.close()            # as `| head -1` does once it has its line
+    p = subprocess.Popen(
+        EXPORTER + ["bridges", "-o", "json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    p.stdout.close()  # as `| head -1` does once it has its line
     assert (p.wait(60), p.stderr.read()) == (0, "")

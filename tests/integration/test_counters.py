@@ -1,22 +1,31 @@
 """Counters against the container's own /proc/net/dev, direction included,
 and the map following `docker run` / `docker rm -f` without a resync."""
+
 from __future__ import annotations
 
-from conftest import wait_for
+from helpers import wait_for
 
 COLUMNS = {"receive_bytes": 0, "receive_packets": 1, "transmit_bytes": 8, "transmit_packets": 9}
 
 
 def own_view(container, interface: str = "eth0") -> dict:
     text = container.exec_run("cat /proc/net/dev").output.decode()
-    row = next(l.split(":", 1)[1].split() for l in text.splitlines() if l.strip().startswith(interface + ":"))
+    row = next(
+        l.split(":", 1)[1].split()
+        for l in text.splitlines()
+        if l.strip().startswith(interface + ":")
+    )
     return {name: int(row[col]) for name, col in COLUMNS.items()}
 
 
 def exported(e, container, interface: str = "eth0") -> dict:
     m = e.metrics()
-    return {name: m.get_value(f"dockernet_container_{name}_total", container_id=container.id, interface=interface)
-            for name in COLUMNS}
+    return {
+        name: m.get_value(
+            f"dockernet_container_{name}_total", container_id=container.id, interface=interface
+        )
+        for name in COLUMNS
+    }
 
 
 def stable_pair(e, container) -> tuple:
@@ -34,8 +43,13 @@ def test_counters_mirror_the_containers_view_with_direction(containers, exporter
     a = containers.run(network=net.name)
     b = containers.run(network=net.name)
     e = exporter()
-    wait_for(lambda: exported(e, a)["receive_bytes"] is not None and exported(e, b)["receive_bytes"] is not None,
-             what="both containers' counters")
+    wait_for(
+        lambda: (
+            exported(e, a)["receive_bytes"] is not None
+            and exported(e, b)["receive_bytes"] is not None
+        ),
+        what="both containers' counters",
+    )
     a0, b0 = own_view(a), own_view(b)
     b_ip = b.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
     size, count = 1000, 20
@@ -44,7 +58,7 @@ def test_counters_mirror_the_containers_view_with_direction(containers, exporter
         own, ours = stable_pair(e, c)
         assert ours == own, f"{c.name}: exporter {ours} != container's own view {own}"
     a1, b1 = own_view(a), own_view(b)
-    frame = size + 8 + 20 + 14                     # ICMP + IPv4 + Ethernet headers
+    frame = size + 8 + 20 + 14  # ICMP + IPv4 + Ethernet headers
     assert a1["transmit_packets"] - a0["transmit_packets"] >= count
     assert a1["transmit_bytes"] - a0["transmit_bytes"] >= count * frame
     assert b1["receive_packets"] - b0["receive_packets"] >= count
@@ -56,11 +70,17 @@ def test_counters_mirror_the_containers_view_with_direction(containers, exporter
 def test_series_follow_run_and_rm_without_a_resync(containers, exporter):
     e = exporter("--resync.interval=1h")
     c = containers.run()
-    wait_for(lambda: e.metrics().select("dockernet_container_receive_bytes_total", container_id=c.id),
-             timeout=15, what="series of the new container")
+    wait_for(
+        lambda: e.metrics().select("dockernet_container_receive_bytes_total", container_id=c.id),
+        timeout=15,
+        what="series of the new container",
+    )
     c.remove(force=True)
-    wait_for(lambda: not any(c.id in line for line in e.text().splitlines()), timeout=15,
-             what="every series of the removed container gone")
+    wait_for(
+        lambda: not any(c.id in line for line in e.text().splitlines()),
+        timeout=15,
+        what="every series of the removed container gone",
+    )
     m = e.metrics()
     assert m.get_value("dockernet_resyncs_total", source="all", reason="periodic") == 0
     assert m.get_value("dockernet_events_total", source="docker", action="start") >= 1
@@ -80,10 +100,16 @@ def test_netlink_counter_rows_equal_proc_net_dev_for_every_host_link(containers)
         for _ in range(20):
             text = Procfs().net_dev()
             rows = netlink.link_stats(links.keys())
-            if Procfs().net_dev() == text:     # nothing moved while netlink was read
+            if Procfs().net_dev() == text:  # nothing moved while netlink was read
                 break
         some = netlink.link_stats({min(links)})
-    assert {links[i]: row for i, row in rows.items()} == {name: text[name] for name in links.values()}
+    assert {links[i]: row for i, row in rows.items()} == {
+        name: text[name] for name in links.values()
+    }
     assert set(some) == {min(links)}
-    moved = [row for i, row in rows.items() if links[i].startswith("veth") and row[1] >= 5 and row[5] >= 5]
+    moved = [
+        row
+        for i, row in rows.items()
+        if links[i].startswith("veth") and row[1] >= 5 and row[5] >= 5
+    ]
     assert len(moved) >= 2, "the pinging containers' veths show the traffic"

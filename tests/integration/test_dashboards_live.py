@@ -9,6 +9,7 @@ is evaluated through Prometheus's HTTP API: each must parse, panel and
 recording queries must return data, and the fault alerts must be pending or
 firing exactly while their fault is present.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import Containers, ExporterProcess, free_port, sh, unique, wait_for
+from helpers import Containers, ExporterProcess, free_port, sh, unique, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "grafana/prometheus/dockernet.rules.yml"
@@ -34,21 +35,34 @@ VARIABLES = {"$__rate_interval": "10s", "$instance": ".+", "$container": ".*", "
 # Metrics the dashboards and rules use that the exporter does not serve yet: their queries must parse
 # but may return nothing. Empty: every metric of the contracts (issues 2, 3 and 4) is served.
 NOT_LANDED: tuple = ()
-FAULT_ALERTS = ("DockernetOrphanedVeth", "DockernetPublishedPortRuleMissing", "DockernetMasqueradeRuleMissing")
+FAULT_ALERTS = (
+    "DockernetOrphanedVeth",
+    "DockernetPublishedPortRuleMissing",
+    "DockernetMasqueradeRuleMissing",
+)
 
 
 class Prometheus:
     def __init__(self, workdir: Path, target: str) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": [str(RULES)],
-                  "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}]}
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = open(workdir / "prometheus.log", "w+")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                PROMETHEUS,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self) -> None:
         wait_for(self._ready, 30, what="prometheus /-/ready")
@@ -70,8 +84,12 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
     def active(self, alertname: str, **labels) -> list:
-        return [a for a in self.api("alerts")["alerts"] if a["labels"]["alertname"] == alertname
-                and all(a["labels"].get(k) == v for k, v in labels.items())]
+        return [
+            a
+            for a in self.api("alerts")["alerts"]
+            if a["labels"]["alertname"] == alertname
+            and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -88,7 +106,9 @@ class Stack:
         self.exporter = self.prometheus = None
 
     def start(self, workdir: Path) -> None:
-        self.exporter = ExporterProcess("--collector.orphans.grace=5s")  # our containers, still being set up, are no orphans
+        self.exporter = ExporterProcess(
+            "--collector.orphans.grace=5s"
+        )  # our containers, still being set up, are no orphans
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
         self.prometheus.wait_ready()
@@ -98,14 +118,24 @@ class Stack:
         self.subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
         self.host_port = free_port()
         self.project = unique("dnxproj")  # as docker compose labels its containers
-        compose = {"com.docker.compose.project": self.project, "com.docker.compose.service": "server"}
-        self.server = self.containers.run(command="httpd -f -p 8080 -h /", network=net.name, labels=compose,
-                                          ports={"8080/tcp": ("127.0.0.1", self.host_port)})
+        compose = {
+            "com.docker.compose.project": self.project,
+            "com.docker.compose.service": "server",
+        }
+        self.server = self.containers.run(
+            command="httpd -f -p 8080 -h /",
+            network=net.name,
+            labels=compose,
+            ports={"8080/tcp": ("127.0.0.1", self.host_port)},
+        )
         address = self.server.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         self.client = self.containers.run(command=f"ping -i 0.2 {address}", network=net.name)
         # a container whose eth0 is down: its bridge port is disabled, a port that does not forward
-        self.containers.run(command="sh -c 'ip link set eth0 down && exec sleep 3600'", network=net.name,
-                            cap_add=["NET_ADMIN"])
+        self.containers.run(
+            command="sh -c 'ip link set eth0 down && exec sleep 3600'",
+            network=net.name,
+            cap_add=["NET_ADMIN"],
+        )
 
     def stop(self) -> None:
         self.containers.cleanup()
@@ -126,8 +156,11 @@ def stack(docker_client, tmp_path_factory):
 
 def nat_rule(chain: str, *words: str) -> list:
     """The one rule of the nat chain with all these words, as iptables -S prints it (without -A CHAIN)."""
-    rules = [shlex.split(line)[2:] for line in sh("iptables", "-t", "nat", "-S", chain).splitlines()
-             if line.startswith("-A ") and all(f" {w} " in f" {line} " for w in words)]
+    rules = [
+        shlex.split(line)[2:]
+        for line in sh("iptables", "-t", "nat", "-S", chain).splitlines()
+        if line.startswith("-A ") and all(f" {w} " in f" {line} " for w in words)
+    ]
     assert len(rules) == 1, f"expected one {chain} rule with {words}, found {rules}"
     return rules[0]
 
@@ -158,7 +191,11 @@ def orphan_pair(bridge: str):
 def faults(stack: Stack):
     dnat = nat_rule("DOCKER", "--dport", str(stack.host_port), "DNAT")
     masquerade = nat_rule("POSTROUTING", stack.subnet, "MASQUERADE")
-    with orphan_pair(stack.bridge) as ends, deleted("DOCKER", dnat), deleted("POSTROUTING", masquerade):
+    with (
+        orphan_pair(stack.bridge) as ends,
+        deleted("DOCKER", dnat),
+        deleted("POSTROUTING", masquerade),
+    ):
         yield ends
 
 
@@ -167,10 +204,13 @@ def fault_alerts(stack: Stack, orphan: str = "") -> dict:
     p = stack.prometheus
     found = {
         "DockernetOrphanedVeth": p.active("DockernetOrphanedVeth", bridge=stack.bridge)
-                                 + (p.active("DockernetOrphanedVeth", veth=orphan) if orphan else []),
-        "DockernetPublishedPortRuleMissing": p.active("DockernetPublishedPortRuleMissing",
-                                                      container_name=stack.server.name),
-        "DockernetMasqueradeRuleMissing": p.active("DockernetMasqueradeRuleMissing", bridge=stack.bridge),
+        + (p.active("DockernetOrphanedVeth", veth=orphan) if orphan else []),
+        "DockernetPublishedPortRuleMissing": p.active(
+            "DockernetPublishedPortRuleMissing", container_name=stack.server.name
+        ),
+        "DockernetMasqueradeRuleMissing": p.active(
+            "DockernetMasqueradeRuleMissing", bridge=stack.bridge
+        ),
     }
     return {name: alerts for name, alerts in found.items() if alerts}
 
@@ -193,12 +233,24 @@ def wait_for_every_fault_alert(stack: Stack, peer: str) -> dict:
 
 def wait_until_healthy_state_is_scraped(stack: Stack) -> None:
     name, p = stack.server.name, stack.prometheus
-    wait_for(lambda: p.query(f'dockernet_published_port_rule_present{{container_name="{name}"}} == 1'), 30,
-             what="our published port's DNAT rule seen present")
-    wait_for(lambda: p.query(f'dockernet_masquerade_rule_present{{bridge="{stack.bridge}"}} == 1'), 10,
-             what="our bridge's MASQUERADE rule seen present")
-    wait_for(lambda: p.query(f'container_interface:dockernet_container_receive_bytes:rate5m'
-                             f'{{container_name="{name}"}} > 0'), 20, what="our server's traffic recorded")
+    wait_for(
+        lambda: p.query(f'dockernet_published_port_rule_present{{container_name="{name}"}} == 1'),
+        30,
+        what="our published port's DNAT rule seen present",
+    )
+    wait_for(
+        lambda: p.query(f'dockernet_masquerade_rule_present{{bridge="{stack.bridge}"}} == 1'),
+        10,
+        what="our bridge's MASQUERADE rule seen present",
+    )
+    wait_for(
+        lambda: p.query(
+            f"container_interface:dockernet_container_receive_bytes:rate5m"
+            f'{{container_name="{name}"}} > 0'
+        ),
+        20,
+        what="our server's traffic recorded",
+    )
 
 
 def test_fault_alerts_are_active_exactly_while_the_fault_is_present(stack):
@@ -211,7 +263,10 @@ def test_fault_alerts_are_active_exactly_while_the_fault_is_present(stack):
         assert {a["labels"]["reason"] for a in active["DockernetOrphanedVeth"]} == {"peer_in_host"}
         (port,) = active["DockernetPublishedPortRuleMissing"]
         assert port["labels"]["host_port"] == str(stack.host_port)
-        assert f"127.0.0.1:{stack.host_port}/tcp of container {stack.server.name}" in port["annotations"]["summary"]
+        assert (
+            f"127.0.0.1:{stack.host_port}/tcp of container {stack.server.name}"
+            in port["annotations"]["summary"]
+        )
         (masq,) = active["DockernetMasqueradeRuleMissing"]
         assert masq["labels"]["subnet"] == stack.subnet
     wait_for(lambda: fault_alerts(stack, peer) == {}, 15, what="the fault alerts cleared")
@@ -251,12 +306,18 @@ def check_variable(p: Prometheus, where: str, variable: dict) -> None:
 def check_panel_target(p: Prometheus, where: str, panel: dict, target: dict) -> None:
     result = p.query(substitute(target["expr"]))
     assert result or not lands(target["expr"]), f"{where}: no data for {target['expr']}"
-    if panel["type"] in ("timeseries", "bargauge") and any(s["metric"].get("container_name") for s in result):
-        assert "{{container_name}}" in target["legendFormat"], f"{where}: legend does not name the container"
+    if panel["type"] in ("timeseries", "bargauge") and any(
+        s["metric"].get("container_name") for s in result
+    ):
+        assert "{{container_name}}" in target["legendFormat"], (
+            f"{where}: legend does not name the container"
+        )
     if panel["type"] == "table":
         columns = panel["transformations"][0]["options"]["include"]["names"]
         missing = [c for c in columns if c != "Value" and not any(c in s["metric"] for s in result)]
-        assert not missing or not lands(target["expr"]), f"{where}: no column {missing} in the result"
+        assert not missing or not lands(target["expr"]), (
+            f"{where}: no column {missing} in the result"
+        )
 
 
 def test_every_dashboard_and_rule_query_evaluates_with_data(stack):
@@ -264,8 +325,11 @@ def test_every_dashboard_and_rule_query_evaluates_with_data(stack):
     p = stack.prometheus
     with faults(stack) as (_, peer):
         wait_for_every_fault_alert(stack, peer)
-        wait_for(lambda: p.query("veth:dockernet_veth_orphaned:first_seen_timestamp_seconds"), 10,
-                 what="orphan first sighting recorded")
+        wait_for(
+            lambda: p.query("veth:dockernet_veth_orphaned:first_seen_timestamp_seconds"),
+            10,
+            what="orphan first sighting recorded",
+        )
         for dash, panel, t in dashboard_queries():
             where = f"{dash['title']} / {panel['title']}"
             if panel["type"] == "variable":
@@ -280,4 +344,6 @@ def test_every_dashboard_and_rule_query_evaluates_with_data(stack):
                 assert result or not lands(rule["query"]), f"{rule['name']} records nothing"
     assert {r["name"] for g in groups for r in g["rules"]} >= set(FAULT_ALERTS)
     if NOT_LANDED:
-        print(f"queries of metrics not served yet (parsed, not required to return data): {NOT_LANDED}")
+        print(
+            f"queries of metrics not served yet (parsed, not required to return data): {NOT_LANDED}"
+        )

@@ -6,19 +6,32 @@ After an intended change of the output, regenerate the golden file with
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_e2e.py
 and review the diff.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-from pathlib import Path
 
-from conftest import ROOT, wait_for
+from helpers import ROOT, wait_for
 
 GOLDEN = ROOT / "tests" / "fixtures" / "e2e-output.txt"
-FOREIGN_KEYS = ("container_id", "container_name", "veth", "bridge", "network", "subnet", "interface", "address",
-                "mac", "host_port", "container_port", "host_ip", "gateway")
-HOST_DEPENDENT = ("dockernet_netfilter_rules",)   # which chains exist depends on the host's firewall
+FOREIGN_KEYS = (
+    "container_id",
+    "container_name",
+    "veth",
+    "bridge",
+    "network",
+    "subnet",
+    "interface",
+    "address",
+    "mac",
+    "host_port",
+    "container_port",
+    "host_ip",
+    "gateway",
+)
+HOST_DEPENDENT = ("dockernet_netfilter_rules",)  # which chains exist depends on the host's firewall
 KEEP_VALUE = re.compile(r"(_info|_up|_success|_present)$")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (.+)$")
 
@@ -36,13 +49,15 @@ def normalise(text: str, names: dict) -> list:
             continue
         label_text = label_text or ""
         mine = [k for k in names if k in label_text]
-        if not mine and any(f'{key}="' in label_text and f'{key}=""' not in label_text for key in FOREIGN_KEYS):
+        if not mine and any(
+            f'{key}="' in label_text and f'{key}=""' not in label_text for key in FOREIGN_KEYS
+        ):
             continue
         for real, role in sorted(names.items(), key=lambda kv: -len(kv[0])):
             label_text = label_text.replace(real, role)
         label_text = re.sub(r'veth="veth[0-9a-f]+"', 'veth="<veth>"', label_text)
         label_text = re.sub(r'ifindex="\d+"', 'ifindex="<n>"', label_text)
-        for key in ("address", "mac", "subnet", "gateway"):     # allocated by Docker from its pools
+        for key in ("address", "mac", "subnet", "gateway"):  # allocated by Docker from its pools
             label_text = re.sub(f'{key}="[^"]+"', f'{key}="<{key}>"', label_text)
         out.add(f"{name}{label_text} {value if KEEP_VALUE.search(name) else '<v>'}")
     return sorted(out)
@@ -61,12 +76,17 @@ def test_metrics_match_golden_output_and_lint(containers, exporter, tmp_path):
         names[c.id] = f"<id-{role}>"
         names[c.name] = f"<name-{role}>"
     e = exporter()
-    text = wait_for(lambda: (t := e.text()) and t.count(b.id) >= 2 and t.count(a.id) >= 3 and t, what="all mapped")
+    text = wait_for(
+        lambda: (t := e.text()) and t.count(b.id) >= 2 and t.count(a.id) >= 3 and t,
+        what="all mapped",
+    )
     lines = normalise(text, names)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text("\n".join(lines) + "\n")
     assert lines == GOLDEN.read_text().splitlines()
     out = tmp_path / "metrics.txt"
     out.write_text(text)
-    lint = subprocess.run(["promtool", "check", "metrics"], stdin=out.open(), capture_output=True, text=True)
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"], stdin=out.open(), capture_output=True, text=True
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr

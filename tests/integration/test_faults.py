@@ -1,6 +1,7 @@
 """Faults and bad input: Docker absent, going away and coming back, dockerd
 restarting, link storms, odd names, a failing source, bad flags, missing
 privileges, SIGTERM."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +9,17 @@ import time
 
 import pytest
 
-from conftest import (EXPORTER, ROOT, DockerSocketProxy, Metrics, sh, start_dockerd, stop_dockerd, unique,
-                      wait_for)
+from helpers import (
+    EXPORTER,
+    ROOT,
+    DockerSocketProxy,
+    Metrics,
+    sh,
+    start_dockerd,
+    stop_dockerd,
+    unique,
+    wait_for,
+)
 
 
 def mapped(m: Metrics, container) -> bool:
@@ -18,8 +28,11 @@ def mapped(m: Metrics, container) -> bool:
 
 def veth_of(container) -> str:
     index = int(container.exec_run("cat /sys/class/net/eth0/iflink").output)
-    return next(l.split(": ")[1].split("@")[0] for l in sh("ip", "-o", "link").splitlines()
-                if l.startswith(f"{index}: "))
+    return next(
+        l.split(": ")[1].split("@")[0]
+        for l in sh("ip", "-o", "link").splitlines()
+        if l.startswith(f"{index}: ")
+    )
 
 
 @pytest.fixture
@@ -38,9 +51,13 @@ def test_docker_absent_at_start_then_appears(containers, exporter, proxy):
     assert m.get_value("dockernet_veth_info", veth=veth, container_id="") == 1
     assert m.get_value("dockernet_scrape_collector_success", collector="containers") == 1
     proxy.start()
-    m = wait_for(lambda: (m := e.metrics()) and mapped(m, c) and m, timeout=40, what="map filled via Docker")
+    m = wait_for(
+        lambda: (m := e.metrics()) and mapped(m, c) and m, timeout=40, what="map filled via Docker"
+    )
     assert m.get_value("dockernet_docker_up") == 1
-    assert m.get_value("dockernet_veth_info", veth=veth, container_id=c.id, container_name=c.name) == 1
+    assert (
+        m.get_value("dockernet_veth_info", veth=veth, container_id=c.id, container_name=c.name) == 1
+    )
     assert e.log().count("docker_unreachable") == 1
 
 
@@ -48,31 +65,56 @@ def test_docker_going_away_and_back_leaves_no_stale_container(containers, export
     proxy.start()
     stays, goes = containers.run(), containers.run()
     e = exporter(f"--docker.host=unix://{proxy.path}", "--resync.interval=1h")
-    wait_for(lambda: (m := e.metrics()) and mapped(m, stays) and mapped(m, goes), what="both mapped")
+    wait_for(
+        lambda: (m := e.metrics()) and mapped(m, stays) and mapped(m, goes), what="both mapped"
+    )
     proxy.stop()
-    wait_for(lambda: e.metrics().get_value("dockernet_docker_up") == 0, timeout=10, what="docker_up 0")
+    wait_for(
+        lambda: e.metrics().get_value("dockernet_docker_up") == 0, timeout=10, what="docker_up 0"
+    )
     goes.remove(force=True)
     comes = containers.run()
     proxy.start()
-    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, comes)
-                 and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1 and m,
-                 timeout=40, what="reconnect and its resync")
+    m = wait_for(
+        lambda: (
+            (m := e.metrics())
+            and m.get_value("dockernet_docker_up") == 1
+            and mapped(m, comes)
+            and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1
+            and m
+        ),
+        timeout=40,
+        what="reconnect and its resync",
+    )
     assert mapped(m, stays)
     assert not m.select("dockernet_container_info", container_id=goes.id)
     assert not m.select("dockernet_veth_info", container_id=goes.id)
 
 
-def test_a_container_whose_process_exits_goes_at_once_even_with_docker_silent(containers, exporter, proxy):
+def test_a_container_whose_process_exits_goes_at_once_even_with_docker_silent(
+    containers, exporter, proxy
+):
     proxy.start()
     goes, stays = containers.run(), containers.run()
     e = exporter(f"--docker.host=unix://{proxy.path}", "--resync.interval=1h")
-    wait_for(lambda: (m := e.metrics()) and mapped(m, goes) and mapped(m, stays), what="both mapped")
-    proxy.stop()            # no Docker event can tell the exporter anything from here on
-    wait_for(lambda: e.metrics().get_value("dockernet_docker_up") == 0, timeout=10, what="docker_up 0")
+    wait_for(
+        lambda: (m := e.metrics()) and mapped(m, goes) and mapped(m, stays), what="both mapped"
+    )
+    proxy.stop()  # no Docker event can tell the exporter anything from here on
+    wait_for(
+        lambda: e.metrics().get_value("dockernet_docker_up") == 0, timeout=10, what="docker_up 0"
+    )
     pid = goes.attrs["State"]["Pid"]
     sh("kill", "-KILL", str(pid))
-    m = wait_for(lambda: (m := e.metrics()) and not m.select("dockernet_container_info", container_id=goes.id)
-                 and m, timeout=5, what="the container gone on its process's exit")
+    m = wait_for(
+        lambda: (
+            (m := e.metrics())
+            and not m.select("dockernet_container_info", container_id=goes.id)
+            and m
+        ),
+        timeout=5,
+        what="the container gone on its process's exit",
+    )
     assert not m.select("dockernet_container_receive_bytes_total", container_id=goes.id)
     assert mapped(m, stays) and m.select("dockernet_container_info", container_id=stays.id)
     assert m.get_value("dockernet_events_total", source="process", action="exit") == 1
@@ -86,10 +128,18 @@ def test_dockerd_restart(containers, exporter, host_exclusive):
     wait_for(lambda: e.metrics().get_value("dockernet_docker_up") == 0, what="docker_up 0")
     start_dockerd()
     after = containers.run()
-    m = wait_for(lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and mapped(m, after)
-                 and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1 and m,
-                 timeout=40, what="new container and the reconnect's resync after the restart")
-    assert not m.select("dockernet_container_info", container_id=before.id)   # stopped with dockerd
+    m = wait_for(
+        lambda: (
+            (m := e.metrics())
+            and m.get_value("dockernet_docker_up") == 1
+            and mapped(m, after)
+            and m.get_value("dockernet_resyncs_total", source="docker", reason="reconnect") >= 1
+            and m
+        ),
+        timeout=40,
+        what="new container and the reconnect's resync after the restart",
+    )
+    assert not m.select("dockernet_container_info", container_id=before.id)  # stopped with dockerd
     assert not m.select("dockernet_veth_info", container_id=before.id)
 
 
@@ -102,7 +152,10 @@ def storm(prefix: str, pairs: int) -> None:
     """`pairs` veths created in the host within a fraction of a second, their peers in a namespace of
     our own (deleting that namespace later removes them all in one batch)."""
     sh("ip", "netns", "add", prefix)
-    lines = [f"link add {prefix}a{i} type veth peer name {prefix}b{i} netns {prefix}" for i in range(pairs)]
+    lines = [
+        f"link add {prefix}a{i} type veth peer name {prefix}b{i} netns {prefix}"
+        for i in range(pairs)
+    ]
     subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
 
 
@@ -112,13 +165,18 @@ def storm_veths(m: Metrics, prefix: str) -> int:
 
 @pytest.mark.parametrize("rcvbuf", ["8MiB", "16KiB"])
 def test_link_storm(exporter, rcvbuf):
-    prefix = unique("s")[:7]     # veth names stay within 15 characters
+    prefix = unique("s")[:7]  # veth names stay within 15 characters
     e = exporter(f"--netlink.receive-buffer={rcvbuf}", "--resync.interval=1h")
     e.metrics()
     rss_before = rss_kib(e.proc.pid)
     try:
         storm(prefix, 1000)
-        wait_for(lambda: storm_veths(e.metrics(), prefix) == 1000, timeout=10, interval=0.1, what="1,000 veths")
+        wait_for(
+            lambda: storm_veths(e.metrics(), prefix) == 1000,
+            timeout=10,
+            interval=0.1,
+            what="1,000 veths",
+        )
     finally:
         sh("ip", "netns", "del", prefix, check=False)
     wait_for(lambda: storm_veths(e.metrics(), prefix) == 0, timeout=20, what="storm veths gone")
@@ -127,8 +185,10 @@ def test_link_storm(exporter, rcvbuf):
     events = sum(v for l, v in m.get("dockernet_events_total", ()) if l["source"] == "netlink")
     overflows = m.get_value("dockernet_resyncs_total", source="netlink", reason="overflow")
     if rcvbuf == "16KiB":
-        assert overflows >= 1, "a 16 KiB buffer must overflow under 1,000 links; the resync path was not taken"
-    else:   # every notification read, or the loss noticed and repaired by a resync
+        assert overflows >= 1, (
+            "a 16 KiB buffer must overflow under 1,000 links; the resync path was not taken"
+        )
+    else:  # every notification read, or the loss noticed and repaired by a resync
         assert events >= 2000 or overflows >= 1
     assert rss_kib(e.proc.pid) - rss_before < 20 * 1024, "memory did not come back after the storm"
     assert "Traceback" not in e.log()
@@ -136,23 +196,27 @@ def test_link_storm(exporter, rcvbuf):
 
 def test_odd_names_and_label_values_stay_valid(containers, exporter, tmp_path):
     project = 'we"ird\\proj\nline two ünïcødé ✓'
-    c = containers.run(name=unique("dnx.odd_name-x"), labels={"com.docker.compose.project": project,
-                                                              "com.docker.compose.service": "s\\\"q"})
+    c = containers.run(
+        name=unique("dnx.odd_name-x"),
+        labels={"com.docker.compose.project": project, "com.docker.compose.service": 's\\"q'},
+    )
     e = exporter()
     m = wait_for(lambda: (m := e.metrics()) and mapped(m, c) and m, what="odd container mapped")
-    (labels, _), = m.select("dockernet_container_info", container_id=c.id)
+    ((labels, _),) = m.select("dockernet_container_info", container_id=c.id)
     assert labels["compose_project"] == project and labels["compose_service"] == 's\\"q'
     assert labels["container_name"] == c.name
     out = tmp_path / "metrics.txt"
     out.write_text(e.text())
-    lint = subprocess.run(["promtool", "check", "metrics"], stdin=out.open(), capture_output=True, text=True)
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"], stdin=out.open(), capture_output=True, text=True
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-
-
 def run_cli(*args, prefix=()) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, *EXPORTER, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*prefix, *EXPORTER, *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_bad_flag_is_one_line_and_exit_2():

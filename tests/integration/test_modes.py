@@ -1,10 +1,11 @@
 """Every network mode against ground truth from outside the exporter:
 `ip -j -d link`, `docker inspect`, and the container's own /sys view."""
+
 from __future__ import annotations
 
 import pytest
 
-from conftest import ip_json, sh, wait_for
+from helpers import ip_json, sh, wait_for
 
 
 def host_veths() -> dict:
@@ -22,8 +23,12 @@ def veth_rows(metrics, container) -> list:
 
 
 def counter_rows(metrics, container) -> list:
-    return [l["interface"] for l, _ in metrics.select("dockernet_container_receive_bytes_total",
-                                                       container_id=container.id)]
+    return [
+        l["interface"]
+        for l, _ in metrics.select(
+            "dockernet_container_receive_bytes_total", container_id=container.id
+        )
+    ]
 
 
 @pytest.fixture
@@ -33,7 +38,9 @@ def running(exporter):
 
 def test_default_bridge(containers, running):
     c = containers.run()
-    m = wait_for(lambda: (m := running.metrics()) and veth_rows(m, c) and m, what="veth of the container")
+    m = wait_for(
+        lambda: (m := running.metrics()) and veth_rows(m, c) and m, what="veth of the container"
+    )
     (row,) = veth_rows(m, c)
     veths = host_veths()
     assert int(row["ifindex"]) == peer_ifindex(c, "eth0")
@@ -51,7 +58,9 @@ def test_user_network_and_second_interface(containers, running):
     c = containers.run(network=net.name)
     net.reload()
     containers.client.networks.get("bridge").connect(c)
-    m = wait_for(lambda: (m := running.metrics()) and len(veth_rows(m, c)) == 2 and m, what="two veths")
+    m = wait_for(
+        lambda: (m := running.metrics()) and len(veth_rows(m, c)) == 2 and m, what="two veths"
+    )
     rows = {r["interface"]: r for r in veth_rows(m, c)}
     assert set(rows) == {"eth0", "eth1"}
     bridge_name = "br-" + net.id[:12]
@@ -65,8 +74,14 @@ def test_user_network_and_second_interface(containers, running):
 
 def test_host_network_has_no_interface_series(containers, running):
     c = containers.run(network_mode="host")
-    m = wait_for(lambda: (m := running.metrics()) and m.select("dockernet_container_info", container_id=c.id) and m,
-                 what="info of the host-network container")
+    m = wait_for(
+        lambda: (
+            (m := running.metrics())
+            and m.select("dockernet_container_info", container_id=c.id)
+            and m
+        ),
+        what="info of the host-network container",
+    )
     assert m.get_value("dockernet_container_info", container_id=c.id, network_mode="host") == 1
     assert counter_rows(m, c) == []
     assert veth_rows(m, c) == []
@@ -74,8 +89,14 @@ def test_host_network_has_no_interface_series(containers, running):
 
 def test_none_network(containers, running):
     c = containers.run(network_mode="none")
-    m = wait_for(lambda: (m := running.metrics()) and m.select("dockernet_container_info", container_id=c.id) and m,
-                 what="info of the none-network container")
+    m = wait_for(
+        lambda: (
+            (m := running.metrics())
+            and m.select("dockernet_container_info", container_id=c.id)
+            and m
+        ),
+        what="info of the none-network container",
+    )
     assert m.get_value("dockernet_container_info", container_id=c.id, network_mode="none") == 1
     assert counter_rows(m, c) == [] and veth_rows(m, c) == []
 
@@ -83,10 +104,21 @@ def test_none_network(containers, running):
 def test_container_mode_counted_once(containers, running):
     owner = containers.run()
     guest = containers.run(network_mode=f"container:{owner.id}")
-    m = wait_for(lambda: (m := running.metrics()) and m.select("dockernet_container_info", container_id=guest.id)
-                 and veth_rows(m, owner) and m, what="both containers")
-    assert m.get_value("dockernet_container_info", container_id=guest.id,
-                       network_mode=f"container:{owner.id}") == 1
+    m = wait_for(
+        lambda: (
+            (m := running.metrics())
+            and m.select("dockernet_container_info", container_id=guest.id)
+            and veth_rows(m, owner)
+            and m
+        ),
+        what="both containers",
+    )
+    assert (
+        m.get_value(
+            "dockernet_container_info", container_id=guest.id, network_mode=f"container:{owner.id}"
+        )
+        == 1
+    )
     assert counter_rows(m, owner) == ["eth0"]
     assert counter_rows(m, guest) == []
     assert veth_rows(m, guest) == []
@@ -97,18 +129,31 @@ def test_macvlan_counters_from_inside(containers, running):
     sh("ip", "link", "add", parent, "type", "bridge")
     try:
         sh("ip", "link", "set", parent, "up")
-        net = containers.network(driver="macvlan", options={"parent": parent},
-                                 ipam={"Config": [{"Subnet": "198.19.250.0/24"}]})
+        net = containers.network(
+            driver="macvlan",
+            options={"parent": parent},
+            ipam={"Config": [{"Subnet": "198.19.250.0/24"}]},
+        )
         a = containers.run(network=net.name)
         b = containers.run(network=net.name)
         b_ip = b.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
         assert a.exec_run(f"ping -c 3 -W 2 {b_ip}").exit_code == 0
-        m = wait_for(lambda: (m := running.metrics()) and counter_rows(m, a) and m, what="macvlan counters")
+        m = wait_for(
+            lambda: (m := running.metrics()) and counter_rows(m, a) and m, what="macvlan counters"
+        )
         assert counter_rows(m, a) == ["eth0"]
         inside = a.exec_run("cat /proc/net/dev").output.decode()
-        tx_packets = next(int(l.split(":")[1].split()[9]) for l in inside.splitlines() if l.strip().startswith("eth0:"))
-        got = m.get_value("dockernet_container_transmit_packets_total", container_id=a.id, interface="eth0")
-        assert tx_packets <= got <= tx_packets + 2   # a neighbour solicitation may slip in between the two reads
+        tx_packets = next(
+            int(l.split(":")[1].split()[9])
+            for l in inside.splitlines()
+            if l.strip().startswith("eth0:")
+        )
+        got = m.get_value(
+            "dockernet_container_transmit_packets_total", container_id=a.id, interface="eth0"
+        )
+        assert (
+            tx_packets <= got <= tx_packets + 2
+        )  # a neighbour solicitation may slip in between the two reads
         assert veth_rows(m, a) == []
     finally:
         containers.cleanup()

@@ -1,6 +1,7 @@
 """Orphaned veths made on purpose, one of each reason, on the real kernel and
 the real dockerd; the scope; and 200 containers of churn with no running
 container ever flagged."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -12,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import parse_metrics, sh, unique, wait_for
+from helpers import parse_metrics, sh, unique, wait_for
 
 GRACE = 5.0
 
@@ -26,7 +27,18 @@ class Hand:
         self.named: list[str] = []
 
     def pair(self, host: str, peer: str, netns: str = "", master: str = "") -> str:
-        sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer, *(["netns", netns] if netns else []))
+        sh(
+            "ip",
+            "link",
+            "add",
+            host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            *(["netns", netns] if netns else []),
+        )
         self.links.append(host)
         if master:
             sh("ip", "link", "set", host, "master", master)
@@ -85,7 +97,7 @@ def test_each_reason_after_the_grace_period_and_cleared_when_removed(exporter, c
     c = containers.run()
     base = unique()
     created = time.monotonic()
-    pair = hand.pair(base + "a", base + "b", master="docker0")                    # never moved
+    pair = hand.pair(base + "a", base + "b", master="docker0")  # never moved
     leaked = hand.pair(base + "n", "eth0", netns=hand.anonymous_netns(base), master="docker0")
     extra = hand.pair(base + "e", base + "x", netns=str(c.attrs["State"]["Pid"]), master="docker0")
     mine = {pair, base + "b", leaked, extra}
@@ -95,15 +107,18 @@ def test_each_reason_after_the_grace_period_and_cleared_when_removed(exporter, c
     for reason in ("peer_in_host", "netns_without_container", "no_endpoint"):
         assert early.get_value("dockernet_orphaned_veths", reason=reason) is not None
 
-    m = wait_for(lambda: (m := running.metrics()) and set(flagged(m)) >= mine and m, timeout=GRACE + 10,
-                 what="the hand-made orphans flagged")
+    m = wait_for(
+        lambda: (m := running.metrics()) and set(flagged(m)) >= mine and m,
+        timeout=GRACE + 10,
+        what="the hand-made orphans flagged",
+    )
     assert time.monotonic() - created >= GRACE
     got = flagged(m)
     assert got[pair] == ("peer_in_host", "docker0")
     assert got[base + "b"] == ("peer_in_host", "")
     assert got[leaked] == ("netns_without_container", "docker0")
     assert got[extra] == ("no_endpoint", "docker0")
-    assert container_veth(m, c) not in got      # the container's own veth next to it is not an orphan
+    assert container_veth(m, c) not in got  # the container's own veth next to it is not an orphan
     for reason in ("peer_in_host", "netns_without_container", "no_endpoint"):
         assert m.get_value("dockernet_orphaned_veths", reason=reason) >= 1
 
@@ -112,11 +127,18 @@ def test_each_reason_after_the_grace_period_and_cleared_when_removed(exporter, c
     wait_for(lambda: not set(flagged(running.metrics())) & mine, what="the orphans cleared")
 
 
-def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_tools(exporter, containers, hand):
+def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_tools(
+    exporter, containers, hand
+):
     net = containers.network()
     owner = containers.run()
-    mode_containers = [owner, containers.run(network=net.name), containers.run(network_mode="host"),
-                       containers.run(network_mode="none"), containers.run(network_mode=f"container:{owner.id}")]
+    mode_containers = [
+        owner,
+        containers.run(network=net.name),
+        containers.run(network_mode="host"),
+        containers.run(network_mode="none"),
+        containers.run(network_mode=f"container:{owner.id}"),
+    ]
     containers.client.networks.get("bridge").connect(mode_containers[1])
     base = unique()
     br = hand.bridge(base + "br")
@@ -129,22 +151,36 @@ def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_to
     all_scope = exporter("--collector.orphans.grace=0s", "--collector.orphans.scope=all")
     own_veths = set()
     for p in (docker_scope, all_scope):
-        m = wait_for(lambda: (m := p.metrics()) and len(m.select("dockernet_veth_info", container_id=owner.id)) == 1
-                     and len(m.select("dockernet_veth_info", container_id=mode_containers[1].id)) == 2 and m,
-                     what="the containers mapped")
-        own_veths |= {l["veth"] for c in mode_containers for l, _ in m.select("dockernet_veth_info", container_id=c.id)}
+        m = wait_for(
+            lambda: (
+                (m := p.metrics())
+                and len(m.select("dockernet_veth_info", container_id=owner.id)) == 1
+                and len(m.select("dockernet_veth_info", container_id=mode_containers[1].id)) == 2
+                and m
+            ),
+            what="the containers mapped",
+        )
+        own_veths |= {
+            l["veth"]
+            for c in mode_containers
+            for l, _ in m.select("dockernet_veth_info", container_id=c.id)
+        }
     assert len(own_veths) == 3
     assert not set(flagged(docker_scope.metrics())) & (own_veths | other_tools)
     got = flagged(all_scope.metrics())
     assert not set(got) & own_veths
     assert {v: got.get(v, ("", ""))[0] for v in other_tools} == {
-        named: "netns_without_container", anonymous: "netns_without_container",
-        named_on_docker0: "netns_without_container", unplugged_pair: "peer_in_host", base + "v": "peer_in_host"}
+        named: "netns_without_container",
+        anonymous: "netns_without_container",
+        named_on_docker0: "netns_without_container",
+        unplugged_pair: "peer_in_host",
+        base + "v": "peer_in_host",
+    }
 
 
 CHURN = 200
 LONG_LIVED = 8
-CHURN_GRACE = 10.0    # well above the start-up time of a container on a loaded 2-core host
+CHURN_GRACE = 10.0  # well above the start-up time of a container on a loaded 2-core host
 
 
 class Lifetimes:
@@ -152,11 +188,11 @@ class Lifetimes:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.spans: list[list] = []     # [ifindex, running since, running until (None: still)]
+        self.spans: list[list] = []  # [ifindex, running since, running until (None: still)]
 
     def started(self, c) -> list:
         pid = c.attrs["State"]["Pid"]
-        with open(f"/proc/{pid}/root/sys/class/net/eth0/iflink") as f:   # the container's own sysfs
+        with open(f"/proc/{pid}/root/sys/class/net/eth0/iflink") as f:  # the container's own sysfs
             span = [int(f.read()), time.monotonic(), None]
         with self.lock:
             self.spans.append(span)
@@ -164,8 +200,11 @@ class Lifetimes:
 
     def running_through(self, start: float, end: float) -> set:
         with self.lock:
-            return {ifindex for ifindex, since, until in self.spans
-                    if since <= start and (until is None or until >= end)}
+            return {
+                ifindex
+                for ifindex, since, until in self.spans
+                if since <= start and (until is None or until >= end)
+            }
 
 
 def test_churn_never_flags_a_running_container(exporter, containers, hand):
@@ -175,7 +214,9 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
         steady = list(pool.map(lambda _: containers.run(), range(LONG_LIVED)))
     for c in steady:
         lifetimes.started(c)
-    witness = hand.pair(unique() + "w", unique() + "w", master="docker0")   # must be flagged during the churn
+    witness = hand.pair(
+        unique() + "w", unique() + "w", master="docker0"
+    )  # must be flagged during the churn
     stop = threading.Event()
     violations, witnessed, scrapes = [], [], []
 
@@ -191,11 +232,12 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
             violations.extend(n for n in names if ifindex.get(n) in alive)
             witnessed.append(witness in names)
             scrapes.append(end - start)
-            stop.wait(0.2)      # leave the two cores to dockerd between scrapes
+            stop.wait(0.2)  # leave the two cores to dockerd between scrapes
 
     def start(i):
-        c = containers.client.containers.run("dockernet-test:busybox", "sleep 3600", name=unique("dnx-churn"),
-                                             detach=True)
+        c = containers.client.containers.run(
+            "dockernet-test:busybox", "sleep 3600", name=unique("dnx-churn"), detach=True
+        )
         containers.names.append(c.name)
         c.reload()
         span = lifetimes.started(c)
@@ -213,7 +255,9 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
     scraper = threading.Thread(target=scrape_loop, daemon=True)
     scraper.start()
     try:
-        with concurrent.futures.ThreadPoolExecutor(64) as removers:     # mostly waiting for their due time
+        with concurrent.futures.ThreadPoolExecutor(
+            64
+        ) as removers:  # mostly waiting for their due time
             with concurrent.futures.ThreadPoolExecutor(12) as starters:
                 removals = list(starters.map(start, range(CHURN)))
             for r in removals:

@@ -4,6 +4,7 @@ A resync reads everything in its own thread while the state loop goes on followi
 applies those events again on its result. After each one the survivors are frozen (gc.freeze), so
 automatic collections no longer walk the whole topology at a random moment; the next resync collects
 what the freeze kept."""
+
 from __future__ import annotations
 
 import gc
@@ -12,10 +13,10 @@ import weakref
 
 import pytest
 
-from conftest import sh, unique, wait_for
 from exporter.daemon import Daemon
 from exporter.sources.docker import DockerSource
 from exporter.sources.procfs import Procfs
+from helpers import sh, unique, wait_for
 
 
 class GatedDocker(DockerSource):
@@ -69,7 +70,9 @@ def test_events_are_followed_during_a_resync_and_kept_after_it(daemon, docker):
     try:
         # The resync has dumped the links already and is stuck on Docker: this pair is not in its read.
         sh("ip", "link", "add", name, "type", "veth", "peer", "name", name[:-1] + "p")
-        wait_for(lambda: name in veth_names(daemon), timeout=5, what="the new veth during the resync")
+        wait_for(
+            lambda: name in veth_names(daemon), timeout=5, what="the new veth during the resync"
+        )
         assert daemon.resyncs[("all", "periodic")] == 0
         docker.gate.set()
         wait_for(lambda: daemon.resyncs[("all", "periodic")] == 1, what="the resync's end")
@@ -95,7 +98,7 @@ class Node:
 
 def test_next_resync_collects_cycles_kept_by_the_freeze(daemon):
     cycle = garbage_cycle()
-    gc.freeze()                 # as if the cycle had died among the survivors of the last resync
+    gc.freeze()  # as if the cycle had died among the survivors of the last resync
     gc.collect()
     assert cycle() is not None, "a frozen cycle should survive ordinary collections"
     resync(daemon, 1)

@@ -1,11 +1,11 @@
 """The HTTP endpoint with real clients: TLS (server and client certificates made
 with openssl), basic auth with bcrypt, malformed web configs, and a server that
 stays responsive under slow, concurrent and absurd requests."""
+
 from __future__ import annotations
 
 import base64
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import EXPORTER, ROOT, ExporterProcess, free_port, sh, wait_for
+from helpers import EXPORTER, ROOT, ExporterProcess, free_port, sh, wait_for
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -27,16 +27,61 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-subj",
+        f"/CN={name}",
+        cwd=d,
+    )
 
 
 def make_cert(d: Path, name: str, ca: str, san: str) -> None:
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+        cwd=d,
+    )
     (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext", cwd=d)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        f"{name}.ext",
+        cwd=d,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +100,11 @@ def pki(tmp_path_factory) -> Path:
 def start(config: Path, *args: str) -> ExporterProcess:
     """The real daemon with --web.config.file, ready once it logged where it listens."""
     p = ExporterProcess(f"--web.config.file={config}", "--log.level=debug", *args)
-    wait_for(lambda: "event=listening" in p.log() or p.proc.poll() is not None, 20, what="exporter to listen")
+    wait_for(
+        lambda: "event=listening" in p.log() or p.proc.poll() is not None,
+        20,
+        what="exporter to listen",
+    )
     assert p.proc.poll() is None, p.log()
     return p
 
@@ -86,8 +135,10 @@ basic_auth_users:
 @pytest.fixture(scope="module")
 def mtls(pki, docker_client):
     config = pki / "mtls.yml"
-    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-                      "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n")
+    config.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+    )
     p = start(config)
     p.url = f"https://127.0.0.1:{p.port}"
     yield p
@@ -107,13 +158,21 @@ def get(p: ExporterProcess, pki: Path, path: str = "/metrics", auth=("prometheus
 
 # -- TLS and basic auth ----------------------------------------------------
 
+
 def test_tls_and_basic_auth_with_a_trusted_server_certificate(secured, pki):
     r = get(secured, pki)
     assert r.status_code == 200
     assert "dockernet_scrape_collector_success" in r.text
     assert r.headers["X-Content-Type-Options"] == "nosniff"
-    curl = sh("curl", "-sS", "--cacert", str(pki / "ca.crt"), "-u", f"prometheus:{PASSWORD}",
-              secured.url + "/healthz")
+    curl = sh(
+        "curl",
+        "-sS",
+        "--cacert",
+        str(pki / "ca.crt"),
+        "-u",
+        f"prometheus:{PASSWORD}",
+        secured.url + "/healthz",
+    )
     assert curl == "ok\n"
 
 
@@ -150,14 +209,34 @@ def test_verified_client_certificate_if_given(secured, pki):
 
 
 def test_required_client_certificate(mtls, pki):
-    assert get(mtls, pki, auth=None, cert=(str(pki / "client.crt"), str(pki / "client.key"))).status_code == 200
+    assert (
+        get(
+            mtls, pki, auth=None, cert=(str(pki / "client.crt"), str(pki / "client.key"))
+        ).status_code
+        == 200
+    )
     for cert in (None, (str(pki / "rogue-client.crt"), str(pki / "rogue-client.key"))):
         with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
             get(mtls, pki, auth=None, cert=cert)
     openssl_out = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{mtls.port}", "-CAfile", str(pki / "ca.crt"),
-         "-cert", str(pki / "client.crt"), "-key", str(pki / "client.key"), "-quiet"],
-        input="GET /healthz HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=10).stdout
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{mtls.port}",
+            "-CAfile",
+            str(pki / "ca.crt"),
+            "-cert",
+            str(pki / "client.crt"),
+            "-key",
+            str(pki / "client.key"),
+            "-quiet",
+        ],
+        input="GET /healthz HTTP/1.0\r\n\r\n",
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
     assert openssl_out.startswith("HTTP/1.0 200") and openssl_out.endswith("ok\n")
 
 
@@ -172,20 +251,27 @@ def test_rotated_certificate_is_served_without_restart(pki, tmp_path, docker_cli
     try:
         assert requests.get(url, verify=str(pki / "ca.crt"), timeout=5).status_code == 200
         for name in ("key", "crt"):
-            (tmp_path / f"server.{name}.new").write_bytes((pki / f"renewed-server.{name}").read_bytes())
+            (tmp_path / f"server.{name}.new").write_bytes(
+                (pki / f"renewed-server.{name}").read_bytes()
+            )
             (tmp_path / f"server.{name}.new").rename(tmp_path / f"server.{name}")
 
         def renewed():
             try:
-                return requests.get(url, verify=str(pki / "rogue-ca.crt"), timeout=5).status_code == 200
+                return (
+                    requests.get(url, verify=str(pki / "rogue-ca.crt"), timeout=5).status_code
+                    == 200
+                )
             except requests.exceptions.SSLError:
                 return False
+
         wait_for(renewed, 10, interval=0.3, what="the renewed certificate")
         (tmp_path / "server.crt").write_text("not a certificate\n")
 
         def still_serving_and_logged():
             assert requests.get(url, verify=str(pki / "rogue-ca.crt"), timeout=5).status_code == 200
             return "tls_reload_failed" in p.log()
+
         wait_for(still_serving_and_logged, 10, interval=0.3, what="the failed reload in the log")
         assert p.proc.poll() is None and "Traceback" not in p.log()
     finally:
@@ -194,12 +280,24 @@ def test_rotated_certificate_is_served_without_restart(pki, tmp_path, docker_cli
 
 BAD_CONFIGS = {
     "yaml": ("tls_server_config: [unclosed\n", "not valid YAML"),
-    "unknown-field": ("tls_server_config:\n  cert_file: a\n  key_file: b\n  certfile: c\n", "unknown field 'certfile'"),
+    "unknown-field": (
+        "tls_server_config:\n  cert_file: a\n  key_file: b\n  certfile: c\n",
+        "unknown field 'certfile'",
+    ),
     "missing-key": ("tls_server_config:\n  cert_file: server.crt\n", "key_file is required"),
-    "missing-file": ("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n", "cannot load certificate"),
-    "not-a-cert": ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n", "cannot load certificate"),
-    "auth-type": ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-                  "  client_auth_type: Sometimes\n", "invalid client_auth_type"),
+    "missing-file": (
+        "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n",
+        "cannot load certificate",
+    ),
+    "not-a-cert": (
+        "tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n",
+        "cannot load certificate",
+    ),
+    "auth-type": (
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: Sometimes\n",
+        "invalid client_auth_type",
+    ),
     "plain-password": ("basic_auth_users:\n  prometheus: hunter2hunter2\n", "not a bcrypt hash"),
     "top-level-list": ("- a\n- b\n", "must be a mapping"),
 }
@@ -210,21 +308,35 @@ def test_malformed_web_config_fails_at_start_with_one_line(case, pki, tmp_path):
     text, expected = BAD_CONFIGS[case]
     config = pki / f"bad-{case}.yml"
     config.write_text(text)
-    r = subprocess.run(EXPORTER + [f"--web.config.file={config}", "--web.listen-address=127.0.0.1:1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        EXPORTER + [f"--web.config.file={config}", "--web.listen-address=127.0.0.1:1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 1, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("dockernet-exporter: error: --web.config.file=") and expected in r.stderr
+    assert (
+        r.stderr.startswith("dockernet-exporter: error: --web.config.file=")
+        and expected in r.stderr
+    )
     assert "hunter2" not in r.stderr
 
 
 def test_missing_web_config_file(tmp_path):
-    r = subprocess.run(EXPORTER + [f"--web.config.file={tmp_path}/absent.yml"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=20)
+    r = subprocess.run(
+        EXPORTER + [f"--web.config.file={tmp_path}/absent.yml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No such file" in r.stderr, r.stderr
 
 
 # -- robustness ------------------------------------------------------------
+
 
 def timed_get(url: str, **kw) -> float:
     t0 = time.monotonic()
@@ -243,7 +355,12 @@ def test_slow_and_stalled_clients_block_no_scrape(plain, secured, pki):
         stalled.append(t)
     try:
         assert timed_get(plain.url + "/metrics") < 2
-        assert timed_get(secured.url + "/metrics", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD)) < 2
+        assert (
+            timed_get(
+                secured.url + "/metrics", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD)
+            )
+            < 2
+        )
         # A client dribbling its headers one byte at a time while others scrape.
         slow = socket.create_connection(("127.0.0.1", plain.port))
         stalled.append(slow)
@@ -286,7 +403,7 @@ def raw(port: int, data: bytes, chunk: int = 1 << 20) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         try:
             for i in range(0, len(data), chunk):
-                s.sendall(data[i:i + chunk])
+                s.sendall(data[i : i + chunk])
         except (BrokenPipeError, ConnectionResetError):
             pass
         try:
@@ -298,11 +415,15 @@ def raw(port: int, data: bytes, chunk: int = 1 << 20) -> bytes:
 def test_absurd_headers_and_bodies_are_refused_without_harm(plain):
     before = rss_kib(plain)
     huge_line = raw(plain.port, b"GET /" + b"a" * 200_000 + b" HTTP/1.0\r\n\r\n")
-    huge_header = raw(plain.port, b"GET /metrics HTTP/1.0\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
+    huge_header = raw(
+        plain.port, b"GET /metrics HTTP/1.0\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n"
+    )
     many_headers = raw(plain.port, b"GET /metrics HTTP/1.0\r\n" + b"X-H: 1\r\n" * 1000 + b"\r\n")
     body = b"GET /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"c" * (64 << 20)
     huge_body = raw(plain.port, body)
-    post = raw(plain.port, b"POST /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"d" * (8 << 20))
+    post = raw(
+        plain.port, b"POST /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"d" * (8 << 20)
+    )
     assert huge_line.startswith(b"HTTP/1.0 414")
     assert huge_header.startswith(b"HTTP/1.0 431")
     assert many_headers.startswith(b"HTTP/1.0 431")
@@ -320,27 +441,53 @@ def test_prometheus_scrapes_with_the_documented_tls_and_basic_auth(secured, pki,
     (tmp_path / "wrong").write_text("not-" + PASSWORD)
 
     def job(name: str, password_file: str) -> dict:
-        return {"job_name": name, "scheme": "https", "scrape_interval": "1s",
-                "tls_config": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"),
-                               "key_file": str(pki / "client.key")},
-                "basic_auth": {"username": "prometheus", "password_file": str(tmp_path / password_file)},
-                "static_configs": [{"targets": [f"127.0.0.1:{secured.port}"]}]}
+        return {
+            "job_name": name,
+            "scheme": "https",
+            "scrape_interval": "1s",
+            "tls_config": {
+                "ca_file": str(pki / "ca.crt"),
+                "cert_file": str(pki / "client.crt"),
+                "key_file": str(pki / "client.key"),
+            },
+            "basic_auth": {
+                "username": "prometheus",
+                "password_file": str(tmp_path / password_file),
+            },
+            "static_configs": [{"targets": [f"127.0.0.1:{secured.port}"]}],
+        }
 
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"scrape_configs": [job("dockernet", "right"), job("wrong", "wrong")]}))
+    config.write_text(
+        yaml.safe_dump({"scrape_configs": [job("dockernet", "right"), job("wrong", "wrong")]})
+    )
     port = free_port()
-    prom = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path}/data",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path}/data",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def up() -> dict:
             try:
-                r = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"}, timeout=2)
+                r = requests.get(
+                    f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"}, timeout=2
+                )
             except requests.RequestException:
                 return {}
             result = {s["metric"]["job"]: s["value"][1] for s in r.json()["data"]["result"]}
             return result if len(result) == 2 else {}
-        assert wait_for(up, 30, interval=0.5, what="both jobs scraped") == {"dockernet": "1", "wrong": "0"}
+
+        assert wait_for(up, 30, interval=0.5, what="both jobs scraped") == {
+            "dockernet": "1",
+            "wrong": "0",
+        }
     finally:
         prom.terminate()
         prom.wait(10)

@@ -1,4 +1,5 @@
 """Loads the fixtures recorded by tests/fixtures/record.py into a HostState."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,12 @@ RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "recorded"
 
 
 def links_from(path: Path) -> dict:
-    return {l.ifindex: l for kind, _f, buf, start, end in nl.iter_messages(path.read_bytes())
-            if kind == nl.RTM_NEWLINK for l in [nl.parse_link(buf, start, end)]}
+    return {
+        l.ifindex: l
+        for kind, _f, buf, start, end in nl.iter_messages(path.read_bytes())
+        if kind == nl.RTM_NEWLINK
+        for l in [nl.parse_link(buf, start, end)]
+    }
 
 
 def inspect_docs() -> list:
@@ -29,7 +34,9 @@ def recorded_state() -> HostState:
     ids = json.loads((RECORDED / "identities.json").read_text())
     state = HostState(host_netns_inode=ids["host_netns_inode"], docker_up=True)
     state.links = links_from(RECORDED / "host-links.bin")
-    state.networks = {n["Id"]: parse_network(n) for n in json.loads((RECORDED / "networks.json").read_text())}
+    state.networks = {
+        n["Id"]: parse_network(n) for n in json.loads((RECORDED / "networks.json").read_text())
+    }
     for doc in inspect_docs():
         c = dataclasses.replace(parse_container(doc), **ids["containers"][doc["Id"]])
         state.containers[c.id] = c

@@ -1,4 +1,5 @@
 """The committed Grafana dashboards: up to date with their generator, and well formed."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,13 +28,18 @@ def panels(dash: dict) -> list:
 
 
 def overlaps(a: dict, b: dict) -> bool:
-    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
-            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+    return (
+        a["x"] < b["x"] + b["w"]
+        and b["x"] < a["x"] + a["w"]
+        and a["y"] < b["y"] + b["h"]
+        and b["y"] < a["y"] + a["h"]
+    )
 
 
 def test_generated_files_are_up_to_date():
-    run = subprocess.run([sys.executable, "-m", "grafana.mixin", "--check"], cwd=ROOT, capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "grafana.mixin", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
 
 
@@ -71,7 +77,7 @@ def test_unique_panel_ids_and_no_overlap(path):
     grid = [p["gridPos"] for p in dash["panels"]]
     for g in grid:
         assert g["x"] >= 0 and g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24
-    for (a, pa), (b, pb) in itertools.combinations(zip(grid, dash["panels"]), 2):
+    for (a, pa), (b, pb) in itertools.combinations(zip(grid, dash["panels"], strict=False), 2):
         assert not overlaps(a, b), f"{pa['title']!r} overlaps {pb['title']!r}"
 
 
@@ -99,7 +105,9 @@ def test_every_panel_has_a_description_and_a_doc_section(path):
     text = doc.read_text()
     for p in panels(dash):
         assert p["description"], p["title"]
-        assert f"\n### {p['title']}\n" in text, f"{doc.name} has no section for panel {p['title']!r}"
+        assert f"\n### {p['title']}\n" in text, (
+            f"{doc.name} has no section for panel {p['title']!r}"
+        )
 
 
 def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasource():
@@ -115,11 +123,21 @@ def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasour
 def differences(ours, theirs, path: str = "") -> list:
     """Paths of ours that theirs lacks or holds another value for."""
     if isinstance(ours, dict):
-        return [p for k, v in ours.items() for p in
-                (differences(v, theirs[k], f"{path}/{k}") if isinstance(theirs, dict) and k in theirs
-                 else [f"{path}/{k}"])]
+        return [
+            p
+            for k, v in ours.items()
+            for p in (
+                differences(v, theirs[k], f"{path}/{k}")
+                if isinstance(theirs, dict) and k in theirs
+                else [f"{path}/{k}"]
+            )
+        ]
     if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        return [p for i, (a, b) in enumerate(zip(ours, theirs)) for p in differences(a, b, f"{path}[{i}]")]
+        return [
+            p
+            for i, (a, b) in enumerate(zip(ours, theirs, strict=False))
+            for p in differences(a, b, f"{path}[{i}]")
+        ]
     return [] if ours == theirs else [path]
 
 

@@ -1,4 +1,5 @@
 """The process-exit watcher on real child processes: a pidfd per process, one callback per exit."""
+
 from __future__ import annotations
 
 import os
@@ -11,12 +12,14 @@ import pytest
 
 from exporter.sources import exits
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3, Python 3.9)")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3, Python 3.9)"
+)
 
 
 @pytest.fixture
 def watcher():
-    seen: "queue.Queue[tuple]" = queue.Queue()
+    seen: queue.Queue[tuple] = queue.Queue()
     w = exits.ExitWatcher(lambda cid, pid: seen.put((cid, pid)))
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
@@ -55,7 +58,9 @@ def test_a_process_no_longer_watched_or_not_in_that_namespace_reports_nothing(wa
     w, seen = watcher
     forgotten, elsewhere, kept = child(), child(), child()
     w.sync({"f": (forgotten.pid, own_netns()), "k": (kept.pid, own_netns())})
-    w.sync({"k": (kept.pid, own_netns()), "e": (elsewhere.pid, own_netns() + 1)})   # pid names another process
+    w.sync(
+        {"k": (kept.pid, own_netns()), "e": (elsewhere.pid, own_netns() + 1)}
+    )  # pid names another process
     end(forgotten, elsewhere)
     end(kept)
     assert seen.get(timeout=5) == ("k", kept.pid)
@@ -65,7 +70,7 @@ def test_a_process_no_longer_watched_or_not_in_that_namespace_reports_nothing(wa
 def test_a_process_gone_before_it_is_watched_is_reported_at_once(watcher):
     w, seen = watcher
     gone = child()
-    end(gone)       # reaped: its pid names no process
+    end(gone)  # reaped: its pid names no process
     w.sync({"g": (gone.pid, own_netns())})
     assert seen.get(timeout=1) == ("g", gone.pid)
 

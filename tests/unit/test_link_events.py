@@ -1,5 +1,6 @@
 """Link notifications as the kernel sends them around bridge ports and new
 pairs (message layouts checked on this kernel with a RTMGRP_LINK socket)."""
+
 from __future__ import annotations
 
 import socket
@@ -38,25 +39,41 @@ def received(*messages: bytes) -> list:
     monitor._receive()
     sender.close()
     monitor.stop()
-    monitor.run()       # returns at once (stopping) and closes everything
+    monitor.run()  # returns at once (stopping) and closes everything
     return seen
 
 
 def test_bridge_port_messages_carry_only_the_port_state():
     seen = received(
-        message(nl.RTM_NEWLINK, socket.AF_BRIDGE, 12, name("dnx-p"), u32(nl.IFLA_MASTER, 5), port_state(3)),
+        message(
+            nl.RTM_NEWLINK,
+            socket.AF_BRIDGE,
+            12,
+            name("dnx-p"),
+            u32(nl.IFLA_MASTER, 5),
+            port_state(3),
+        ),
         message(nl.RTM_DELLINK, socket.AF_BRIDGE, 12, name("dnx-p"), u32(nl.IFLA_MASTER, 5)),
         message(nl.RTM_DELLINK, socket.AF_UNSPEC, 13, name("dnx-q")),
     )
-    assert [(a, l.ifindex, l.master, l.port_state) for a, l in seen] == [("port", 12, 5, 3), ("delete", 13, 0, None)]
+    assert [(a, l.ifindex, l.master, l.port_state) for a, l in seen] == [
+        ("port", 12, 5, 3),
+        ("delete", 13, 0, None),
+    ]
 
 
 def test_port_state_updates_the_known_port_and_keeps_its_kind():
     reader = StateReader(None, None, Procfs())
-    state = HostState(links={12: Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=0)})
+    state = HostState(
+        links={12: Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=0)}
+    )
     reader.apply_link(state, "port", Link(12, "dnx-p", master=5, port_state=3))
-    assert state.links[12] == Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=3)
-    reader.apply_link(state, "port", Link(12, "dnx-p", master=9, port_state=1))   # stale: another bridge
+    assert state.links[12] == Link(
+        12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=3
+    )
+    reader.apply_link(
+        state, "port", Link(12, "dnx-p", master=9, port_state=1)
+    )  # stale: another bridge
     assert state.links[12].port_state == 3
 
 
@@ -72,14 +89,21 @@ def test_first_end_of_a_new_pair_learns_its_peer():
 def stats_message(ifindex: int, rx_packets: int, rx_dropped: int, rx_missed: int) -> bytes:
     stats = [0] * 24
     stats[0], stats[2], stats[6], stats[15] = rx_packets, rx_packets * 100, rx_dropped, rx_missed
-    stats[1], stats[3], stats[7] = 7, 700, 1       # tx packets, bytes, dropped
-    body = nl._IFSTATSMSG.pack(0, ifindex, 1) + nl._attr(nl.IFLA_STATS_LINK_64, struct.pack("=24Q", *stats))
-    return nl._NLMSGHDR.pack(nl._NLMSGHDR.size + len(body), nl.RTM_NEWSTATS, nl.NLM_F_MULTI, 0, 0) + body
+    stats[1], stats[3], stats[7] = 7, 700, 1  # tx packets, bytes, dropped
+    body = nl._IFSTATSMSG.pack(0, ifindex, 1) + nl._attr(
+        nl.IFLA_STATS_LINK_64, struct.pack("=24Q", *stats)
+    )
+    return (
+        nl._NLMSGHDR.pack(nl._NLMSGHDR.size + len(body), nl.RTM_NEWSTATS, nl.NLM_F_MULTI, 0, 0)
+        + body
+    )
 
 
 def test_stats_rows_decode_the_wanted_links_as_proc_net_dev_counts_them():
     done = nl._NLMSGHDR.pack(20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 0, 0) + b"\0" * 4
-    data = stats_message(3, 10, 2, 1) + stats_message(4, 99, 0, 0) + stats_message(5, 1, 0, 0) + done
+    data = (
+        stats_message(3, 10, 2, 1) + stats_message(4, 99, 0, 0) + stats_message(5, 1, 0, 0) + done
+    )
     rows: dict = {}
     end = nl._stats_rows(data, {3, 5, 6}, rows)
     # rx bytes, packets, errors, dropped (+ missed, as /proc/net/dev adds them), tx bytes, packets, errors, dropped

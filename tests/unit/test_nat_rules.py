@@ -1,6 +1,7 @@
 """NAT rules on recorded fixtures: Docker 20.10 (recorded here), the 28 layout and the
 29 nftables layout (written from Docker's documentation of its rules), and the join
 with Docker's intent. No root, no Docker."""
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,19 @@ def text(name: str) -> str:
 
 def docker20() -> tuple[nat.Ruleset, list[Container], list[Network]]:
     ruleset = nat.parse_iptables_save(text("docker20.iptables-save"), nat.IPV4, "iptables-nft")
-    ruleset.merge(nat.parse_iptables_save(text("docker20.ip6tables-save"), nat.IPV6, "iptables-nft"))
+    ruleset.merge(
+        nat.parse_iptables_save(text("docker20.ip6tables-save"), nat.IPV6, "iptables-nft")
+    )
     containers = [parse_container(d) for d in json.loads(text("docker20-containers.json"))]
     networks = [parse_network(d) for d in json.loads(text("docker20-networks.json"))]
     return ruleset, containers, networks
 
 
 def statuses(containers, ruleset) -> dict:
-    return {(p.container.name, p.binding.protocol, p.binding.host_ip, p.binding.host_port): p
-            for p in nat.port_statuses(containers, ruleset)}
+    return {
+        (p.container.name, p.binding.protocol, p.binding.host_ip, p.binding.host_port): p
+        for p in nat.port_statuses(containers, ruleset)
+    }
 
 
 def c1(ipv6: bool = True) -> Container:
@@ -38,47 +43,81 @@ def c1(ipv6: bool = True) -> Container:
     ports = [PortBinding("tcp", 80, "0.0.0.0", 8080), PortBinding("udp", 81, "127.0.0.1", 8081)]
     if ipv6:
         ports.append(PortBinding("tcp", 80, "::", 8080))
-    return Container(id="c" * 64, name="c1", ports=tuple(ports), endpoints=(
-        Endpoint("bridge1", "n" * 64, ipv4="198.19.7.2", ipv4_prefix=24, ipv6="2001:2:0:7::2" if ipv6 else "",
-                 ipv6_prefix=64),))
+    return Container(
+        id="c" * 64,
+        name="c1",
+        ports=tuple(ports),
+        endpoints=(
+            Endpoint(
+                "bridge1",
+                "n" * 64,
+                ipv4="198.19.7.2",
+                ipv4_prefix=24,
+                ipv6="2001:2:0:7::2" if ipv6 else "",
+                ipv6_prefix=64,
+            ),
+        ),
+    )
 
 
 def doc_networks() -> list[Network]:
-    return [Network("d" * 64, "bridge", "bridge", bridge="docker0", subnets=(("198.18.0.0/24", "198.18.0.1"),)),
-            Network("n" * 64, "bridge1", "bridge", bridge="bridge1",
-                    subnets=(("198.19.7.0/24", "198.19.7.1"), ("2001:2:0:7::/64", "2001:2:0:7::1")))]
+    return [
+        Network(
+            "d" * 64,
+            "bridge",
+            "bridge",
+            bridge="docker0",
+            subnets=(("198.18.0.0/24", "198.18.0.1"),),
+        ),
+        Network(
+            "n" * 64,
+            "bridge1",
+            "bridge",
+            bridge="bridge1",
+            subnets=(("198.19.7.0/24", "198.19.7.1"), ("2001:2:0:7::/64", "2001:2:0:7::1")),
+        ),
+    ]
 
 
 # -- Docker 20.10, recorded on this kind of host -------------------------------------------
 
+
 def test_docker20_recorded_bindings_are_all_present_with_their_counters():
     ruleset, containers, _ = docker20()
     assert ruleset.backend == "iptables-nft" and ruleset.unparsed == 0
-    assert ruleset.docker_families == {nat.IPV4}          # Docker 20.10 leaves ip6tables alone by default
+    assert ruleset.docker_families == {nat.IPV4}  # Docker 20.10 leaves ip6tables alone by default
     got = statuses(containers, ruleset)
-    assert len(got) == 11                                  # 6 IPv4 bindings + 5 IPv6 ones
+    assert len(got) == 11  # 6 IPv4 bindings + 5 IPv6 ones
     web = {k: v for k, v in got.items() if k[0] == "dnx-natrec-web" and k[2] != "::"}
     assert {k[3]: (v.present, v.connections) for k, v in web.items()} == {
-        28080: (True, 3), 28081: (True, 0), 28090: (True, 0), 28091: (True, 0), 28092: (True, 0)}
+        28080: (True, 3),
+        28081: (True, 0),
+        28090: (True, 0),
+        28091: (True, 0),
+        28092: (True, 0),
+    }
     assert got[("dnx-natrec-db", "tcp", "0.0.0.0", 28100)].present
     ipv6 = [v for k, v in got.items() if k[2] == "::"]
-    assert ipv6 and not any(v.expected for v in ipv6)     # served by docker-proxy, no rule to expect
+    assert ipv6 and not any(v.expected for v in ipv6)  # served by docker-proxy, no rule to expect
 
 
 def test_docker20_masquerade_per_bridge_subnet():
     ruleset, _, networks = docker20()
     got = {(m.bridge, m.subnet): m for m in nat.masquerade_statuses(networks, ruleset)}
-    assert set(got) == {("docker0", "198.18.0.0/24"), (networks[1].bridge, networks[1].subnets[0][0])}
+    assert set(got) == {
+        ("docker0", "198.18.0.0/24"),
+        (networks[1].bridge, networks[1].subnets[0][0]),
+    }
     assert all(m.expected and m.present for m in got.values())
 
 
 def test_docker20_chain_counts():
     ruleset, _, _ = docker20()
     counts = nat.chain_counts(ruleset)
-    assert counts[("ip nat", "DOCKER")] == 6 + 4          # 6 DNAT + a RETURN per bridge (4 networks then)
+    assert counts[("ip nat", "DOCKER")] == 6 + 4  # 6 DNAT + a RETURN per bridge (4 networks then)
     assert counts[("ip nat", "PREROUTING")] == 1
     assert ("ip filter", "DOCKER-ISOLATION-STAGE-1") in counts
-    assert not any(table.startswith("ip6") for table, _ in counts)     # ip6tables held no table at all
+    assert not any(table.startswith("ip6") for table, _ in counts)  # ip6tables held no table at all
 
 
 def test_deleting_one_rule_makes_exactly_that_binding_missing():
@@ -97,29 +136,56 @@ def test_attribution_does_not_depend_on_rule_order():
     rules = [l for l in lines[nat_start:] if l.startswith("[")]
     shuffled = rules[:]
     random.Random(4).shuffle(shuffled)
-    reordered = lines[:nat_start] + [l for l in lines[nat_start:] if not l.startswith("[")][:-2] + shuffled + \
-        ["COMMIT"]
+    reordered = (
+        lines[:nat_start]
+        + [l for l in lines[nat_start:] if not l.startswith("[")][:-2]
+        + shuffled
+        + ["COMMIT"]
+    )
     _, containers, _ = docker20()
-    before = {k: (v.present, v.connections) for k, v in statuses(containers, nat.parse_iptables_save(
-        "\n".join(lines))).items()}
-    after = {k: (v.present, v.connections) for k, v in statuses(containers, nat.parse_iptables_save(
-        "\n".join(reordered))).items()}
+    before = {
+        k: (v.present, v.connections)
+        for k, v in statuses(containers, nat.parse_iptables_save("\n".join(lines))).items()
+    }
+    after = {
+        k: (v.present, v.connections)
+        for k, v in statuses(containers, nat.parse_iptables_save("\n".join(reordered))).items()
+    }
     assert before == after
 
 
 # -- Docker 28 layout (DOCKER-FORWARD, -CT, -BRIDGE), IPv4 and IPv6 ------------------------------
 
+
 def test_docker28_layout_ipv4_and_ipv6():
     ruleset = nat.parse_iptables_save(text("docker28.iptables-save"), nat.IPV4, "iptables-nft")
-    ruleset.merge(nat.parse_iptables_save(text("docker28.ip6tables-save"), nat.IPV6, "iptables-nft"))
+    ruleset.merge(
+        nat.parse_iptables_save(text("docker28.ip6tables-save"), nat.IPV6, "iptables-nft")
+    )
     assert nat.header_backend(text("docker28.iptables-save")) == "iptables-nft"
     assert ruleset.docker_families == {nat.IPV4, nat.IPV6} and ruleset.unparsed == 0
     got = statuses([c1()], ruleset)
-    assert (got[("c1", "tcp", "0.0.0.0", 8080)].present, got[("c1", "tcp", "0.0.0.0", 8080)].connections) == (True, 12)
-    assert (got[("c1", "tcp", "::", 8080)].present, got[("c1", "tcp", "::", 8080)].connections) == (True, 4)
-    assert got[("c1", "udp", "127.0.0.1", 8081)].expected and not got[("c1", "udp", "127.0.0.1", 8081)].present
-    masq = {m.subnet: (m.present, m.connections) for m in nat.masquerade_statuses(doc_networks(), ruleset)}
-    assert masq == {"198.18.0.0/24": (True, 0), "198.19.7.0/24": (True, 5), "2001:2:0:7::/64": (True, 2)}
+    assert (
+        got[("c1", "tcp", "0.0.0.0", 8080)].present,
+        got[("c1", "tcp", "0.0.0.0", 8080)].connections,
+    ) == (True, 12)
+    assert (got[("c1", "tcp", "::", 8080)].present, got[("c1", "tcp", "::", 8080)].connections) == (
+        True,
+        4,
+    )
+    assert (
+        got[("c1", "udp", "127.0.0.1", 8081)].expected
+        and not got[("c1", "udp", "127.0.0.1", 8081)].present
+    )
+    masq = {
+        m.subnet: (m.present, m.connections)
+        for m in nat.masquerade_statuses(doc_networks(), ruleset)
+    }
+    assert masq == {
+        "198.18.0.0/24": (True, 0),
+        "198.19.7.0/24": (True, 5),
+        "2001:2:0:7::/64": (True, 2),
+    }
     counts = nat.chain_counts(ruleset)
     assert counts[("ip filter", "DOCKER-FORWARD")] == 5 and counts[("ip filter", "DOCKER-CT")] == 2
     assert counts[("ip raw", "PREROUTING")] == 1 and counts[("ip6 nat", "DOCKER")] == 1
@@ -127,15 +193,26 @@ def test_docker28_layout_ipv4_and_ipv6():
 
 # -- Docker 29 native nftables ---------------------------------------------------------------------
 
+
 def test_docker29_nftables_layout():
     ruleset = nat.parse_nft_json(json.loads(text("docker29.json")))
     assert ruleset.backend == "nftables" and ruleset.unparsed == 0
     assert ruleset.docker_families == {nat.IPV4, nat.IPV6}
     got = statuses([c1()], ruleset)
     assert {k[2:]: (v.present, v.connections) for k, v in got.items()} == {
-        ("0.0.0.0", 8080): (True, 12), ("127.0.0.1", 8081): (True, 0), ("::", 8080): (True, 4)}
-    masq = {m.subnet: (m.present, m.connections) for m in nat.masquerade_statuses(doc_networks(), ruleset)}
-    assert masq == {"198.18.0.0/24": (True, 0), "198.19.7.0/24": (True, 5), "2001:2:0:7::/64": (True, 2)}
+        ("0.0.0.0", 8080): (True, 12),
+        ("127.0.0.1", 8081): (True, 0),
+        ("::", 8080): (True, 4),
+    }
+    masq = {
+        m.subnet: (m.present, m.connections)
+        for m in nat.masquerade_statuses(doc_networks(), ruleset)
+    }
+    assert masq == {
+        "198.18.0.0/24": (True, 0),
+        "198.19.7.0/24": (True, 5),
+        "2001:2:0:7::/64": (True, 2),
+    }
     counts = nat.chain_counts(ruleset)
     assert counts[("ip docker-bridges", "nat-prerouting-and-output")] == 2
     assert counts[("ip docker-bridges", "nat-postrouting-in__bridge1")] == 0
@@ -145,10 +222,23 @@ def test_docker29_nftables_layout():
 def test_nft_tables_other_than_dockers_are_ignored_and_bad_rules_counted():
     doc = json.loads(text("docker29.json"))
     doc["nftables"] += [
-        {"rule": {"family": "ip", "table": "filter", "chain": "INPUT", "expr": [{"dnat": {"addr": "198.18.9.9"}}]}},
+        {
+            "rule": {
+                "family": "ip",
+                "table": "filter",
+                "chain": "INPUT",
+                "expr": [{"dnat": {"addr": "198.18.9.9"}}],
+            }
+        },
         {"rule": {"family": "ip", "table": "docker-bridges", "chain": "nat-prerouting-and-output"}},
-        {"rule": {"family": "ip", "table": "docker-bridges", "chain": "nat-prerouting-and-output",
-                  "expr": [{"dnat": {"port": 80}}]}},
+        {
+            "rule": {
+                "family": "ip",
+                "table": "docker-bridges",
+                "chain": "nat-prerouting-and-output",
+                "expr": [{"dnat": {"port": 80}}],
+            }
+        },
     ]
     ruleset = nat.parse_nft_json(doc)
     assert ruleset.unparsed == 2
@@ -157,32 +247,48 @@ def test_nft_tables_other_than_dockers_are_ignored_and_bad_rules_counted():
 
 # -- the join's rules ------------------------------------------------------------------------------
 
+
 def rules(*lines: str) -> nat.Ruleset:
     body = "\n".join(["*nat", ":DOCKER - [0:0]", *lines, "COMMIT"])
     return nat.parse_iptables_save(body)
 
 
 def test_host_address_must_match_exactly():
-    only_loopback = rules("[9:0] -A DOCKER -d 127.0.0.1/32 ! -i bridge1 -p tcp -m tcp --dport 8080 "
-                          "-j DNAT --to-destination 198.19.7.2:80")
+    only_loopback = rules(
+        "[9:0] -A DOCKER -d 127.0.0.1/32 ! -i bridge1 -p tcp -m tcp --dport 8080 "
+        "-j DNAT --to-destination 198.19.7.2:80"
+    )
     got = statuses([c1(ipv6=False)], only_loopback)
-    assert not got[("c1", "tcp", "0.0.0.0", 8080)].present          # a 127.0.0.1 rule serves no 0.0.0.0 binding
+    assert not got[
+        ("c1", "tcp", "0.0.0.0", 8080)
+    ].present  # a 127.0.0.1 rule serves no 0.0.0.0 binding
 
 
 def test_rule_to_another_container_or_port_does_not_count():
-    ruleset = rules("[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.3:80",
-                    "[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.2:81",
-                    "[1:0] -A DOCKER ! -i bridge1 -p udp -m udp --dport 8080 -j DNAT --to-destination 198.19.7.2:80")
+    ruleset = rules(
+        "[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.3:80",
+        "[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.2:81",
+        "[1:0] -A DOCKER ! -i bridge1 -p udp -m udp --dport 8080 -j DNAT --to-destination 198.19.7.2:80",
+    )
     assert not statuses([c1(ipv6=False)], ruleset)[("c1", "tcp", "0.0.0.0", 8080)].present
 
 
 def test_port_range_rule_serves_each_port_of_the_range():
-    ruleset = rules("[6:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 9000:9002 "
-                    "-j DNAT --to-destination 198.19.7.2:90-92")
-    c = Container(id="r" * 64, name="r", endpoints=(Endpoint("bridge1", "n", ipv4="198.19.7.2"),),
-                  ports=tuple(PortBinding("tcp", 90 + i, "0.0.0.0", 9000 + i) for i in range(3))
-                  + (PortBinding("tcp", 95, "0.0.0.0", 9001),))
-    got = [(p.binding.host_port, p.binding.container_port, p.present) for p in nat.port_statuses([c], ruleset)]
+    ruleset = rules(
+        "[6:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 9000:9002 "
+        "-j DNAT --to-destination 198.19.7.2:90-92"
+    )
+    c = Container(
+        id="r" * 64,
+        name="r",
+        endpoints=(Endpoint("bridge1", "n", ipv4="198.19.7.2"),),
+        ports=tuple(PortBinding("tcp", 90 + i, "0.0.0.0", 9000 + i) for i in range(3))
+        + (PortBinding("tcp", 95, "0.0.0.0", 9001),),
+    )
+    got = [
+        (p.binding.host_port, p.binding.container_port, p.present)
+        for p in nat.port_statuses([c], ruleset)
+    ]
     assert got == [(9000, 90, True), (9001, 91, True), (9002, 92, True), (9001, 95, False)]
 
 
@@ -194,28 +300,50 @@ def test_ipv6_destination_forms():
 
 
 def test_internal_and_non_masquerading_networks_expect_nothing():
-    nets = [Network("i", "internal", "bridge", bridge="br-i", subnets=(("198.19.8.0/24", ""),), internal=True),
-            Network("m", "nomasq", "bridge", bridge="br-m", subnets=(("198.19.9.0/24", ""),), masquerade=False),
-            Network("o", "overlay", "overlay", subnets=(("198.19.10.0/24", ""),))]
+    nets = [
+        Network(
+            "i",
+            "internal",
+            "bridge",
+            bridge="br-i",
+            subnets=(("198.19.8.0/24", ""),),
+            internal=True,
+        ),
+        Network(
+            "m",
+            "nomasq",
+            "bridge",
+            bridge="br-m",
+            subnets=(("198.19.9.0/24", ""),),
+            masquerade=False,
+        ),
+        Network("o", "overlay", "overlay", subnets=(("198.19.10.0/24", ""),)),
+    ]
     assert nat.masquerade_statuses(nets, rules()) == []
 
 
 def test_hairpin_masquerade_is_not_the_subnet_rule():
-    ruleset = rules("[0:0] -A POSTROUTING -s 198.19.7.2/32 -d 198.19.7.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
-                    "[0:0] -A POSTROUTING -s 198.19.7.0/24 -o bridge1 -j MASQUERADE")
-    (status,) = [m for m in nat.masquerade_statuses(doc_networks(), ruleset) if m.subnet == "198.19.7.0/24"]
+    ruleset = rules(
+        "[0:0] -A POSTROUTING -s 198.19.7.2/32 -d 198.19.7.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+        "[0:0] -A POSTROUTING -s 198.19.7.0/24 -o bridge1 -j MASQUERADE",
+    )
+    (status,) = [
+        m for m in nat.masquerade_statuses(doc_networks(), ruleset) if m.subnet == "198.19.7.0/24"
+    ]
     assert status.expected and not status.present
 
 
 def test_unreadable_rules_are_counted_and_skipped():
-    ruleset = rules("[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.2:80",
-                    "[x:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8081 -j DNAT --to-destination 198.19.7.2:81",
-                    "[1:0] -A DOCKER -p tcp -m tcp --dport 8082 -j DNAT",
-                    "[1:0] -A DOCKER -p tcp -m tcp --dport eighty -j DNAT --to-destination 198.19.7.2:80",
-                    "[1:0 -A DOCKER -j RETURN",
-                    "garbage line",
-                    "[2:0] -A DOCKER -m comment --comment \"a \\\"quoted\\\" -j DNAT\" -p tcp --dport 8083 "
-                    "-j DNAT --to-destination 198.19.7.2:83")
+    ruleset = rules(
+        "[1:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.19.7.2:80",
+        "[x:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 8081 -j DNAT --to-destination 198.19.7.2:81",
+        "[1:0] -A DOCKER -p tcp -m tcp --dport 8082 -j DNAT",
+        "[1:0] -A DOCKER -p tcp -m tcp --dport eighty -j DNAT --to-destination 198.19.7.2:80",
+        "[1:0 -A DOCKER -j RETURN",
+        "garbage line",
+        '[2:0] -A DOCKER -m comment --comment "a \\"quoted\\" -j DNAT" -p tcp --dport 8083 '
+        "-j DNAT --to-destination 198.19.7.2:83",
+    )
     assert ruleset.unparsed == 5
     assert sorted(r.dports[0] for r in ruleset.rules) == [8080, 8083]
 
@@ -234,30 +362,55 @@ def test_choose_the_backend_that_serves_dockers_intent():
 
 def test_ipv6_rules_are_wanted_only_where_docker_has_ipv6():
     _, containers, networks = docker20()
-    assert nat.wanted_families(containers, networks) == {nat.IPV4}      # `::` bindings of IPv4-only containers
-    assert nat.wanted_families([c1()], []) == {nat.IPV4, nat.IPV6}       # an IPv6 address
-    assert nat.wanted_families([], doc_networks()) == {nat.IPV4, nat.IPV6}   # an IPv6 subnet
+    assert nat.wanted_families(containers, networks) == {
+        nat.IPV4
+    }  # `::` bindings of IPv4-only containers
+    assert nat.wanted_families([c1()], []) == {nat.IPV4, nat.IPV6}  # an IPv6 address
+    assert nat.wanted_families([], doc_networks()) == {nat.IPV4, nat.IPV6}  # an IPv6 subnet
     assert nat.wanted_families([c1(ipv6=False)], doc_networks()[:1]) == {nat.IPV4}
 
 
 def test_header_backend():
-    assert nat.header_backend("# Generated by iptables-save v1.8.9 (nf_tables) on x\n*nat\n") == "iptables-nft"
-    assert nat.header_backend("# Generated by iptables-save v1.8.9 (legacy) on x\n") == "iptables-legacy"
+    assert (
+        nat.header_backend("# Generated by iptables-save v1.8.9 (nf_tables) on x\n*nat\n")
+        == "iptables-nft"
+    )
+    assert (
+        nat.header_backend("# Generated by iptables-save v1.8.9 (legacy) on x\n")
+        == "iptables-legacy"
+    )
     assert nat.header_backend("# Generated by iptables-save v1.6.1 on x\n") == "iptables-legacy"
     assert nat.header_backend("") is None
 
 
-@pytest.mark.parametrize("family,line", [
-    (nat.IPV4, "[1:0] -A DOCKER -d 198.18.0.1/32 ! -i docker0 -p sctp -m sctp --dport 7 "
-               "-j DNAT --to-destination 198.18.0.2:7"),
-    (nat.IPV6, "[1:0] -A DOCKER -d 2001:2::1/128 ! -i docker0 -p tcp -m tcp --dport 7 "
-               "-j DNAT --to-destination [2001:2::2]:7"),
-])
+@pytest.mark.parametrize(
+    "family,line",
+    [
+        (
+            nat.IPV4,
+            "[1:0] -A DOCKER -d 198.18.0.1/32 ! -i docker0 -p sctp -m sctp --dport 7 "
+            "-j DNAT --to-destination 198.18.0.2:7",
+        ),
+        (
+            nat.IPV6,
+            "[1:0] -A DOCKER -d 2001:2::1/128 ! -i docker0 -p tcp -m tcp --dport 7 "
+            "-j DNAT --to-destination [2001:2::2]:7",
+        ),
+    ],
+)
 def test_specific_host_address_bindings(family, line):
-    host_ip, addr = ("198.18.0.1", "198.18.0.2") if family == nat.IPV4 else ("2001:2::1", "2001:2::2")
+    host_ip, addr = (
+        ("198.18.0.1", "198.18.0.2") if family == nat.IPV4 else ("2001:2::1", "2001:2::2")
+    )
     proto = "sctp" if family == nat.IPV4 else "tcp"
-    endpoint = Endpoint("bridge", "b", ipv4=addr) if family == nat.IPV4 else Endpoint("bridge", "b", ipv6=addr)
-    c = Container(id="s" * 64, name="s", endpoints=(endpoint,), ports=(PortBinding(proto, 7, host_ip, 7),))
+    endpoint = (
+        Endpoint("bridge", "b", ipv4=addr)
+        if family == nat.IPV4
+        else Endpoint("bridge", "b", ipv6=addr)
+    )
+    c = Container(
+        id="s" * 64, name="s", endpoints=(endpoint,), ports=(PortBinding(proto, 7, host_ip, 7),)
+    )
     body = "\n".join(["*nat", ":DOCKER - [0:0]", line, "COMMIT"])
     (status,) = nat.port_statuses([c], nat.parse_iptables_save(body, family))
     assert status.expected and status.present and status.connections == 1
@@ -265,8 +418,11 @@ def test_specific_host_address_bindings(family, line):
 
 def test_fast_path_reads_dockers_shapes_as_the_general_parser_does():
     specs = []
-    for name, family in (("docker20.iptables-save", nat.IPV4), ("docker28.iptables-save", nat.IPV4),
-                         ("docker28.ip6tables-save", nat.IPV6)):
+    for name, family in (
+        ("docker20.iptables-save", nat.IPV4),
+        ("docker28.iptables-save", nat.IPV4),
+        ("docker28.ip6tables-save", nat.IPV6),
+    ):
         table = ""
         for line in text(name).splitlines():
             table = line[1:] if line.startswith("*") else table
@@ -276,4 +432,6 @@ def test_fast_path_reads_dockers_shapes_as_the_general_parser_does():
     fast = [(s, f) for s, f in specs if nat._docker_shaped(s, f, 7) is not None]
     assert len(fast) >= 10
     for spec, family in fast:
-        assert nat._docker_shaped(spec, family, 7) == nat._nat_rule(nat._options(spec), family, 7), spec
+        assert nat._docker_shaped(spec, family, 7) == nat._nat_rule(
+            nat._options(spec), family, 7
+        ), spec

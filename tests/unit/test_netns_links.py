@@ -1,5 +1,6 @@
 """`netns visible` planning: idempotent, removes only its own links, cleans
 links of containers that are gone."""
+
 from __future__ import annotations
 
 from exporter.commands.netns import Entry, matches, plan
@@ -13,7 +14,10 @@ def c(name: str, pid: int) -> Container:
 def test_first_run_links_every_container():
     remove, keep, create, skipped = plan([], [c("web", 10), c("db", 11)], {})
     assert (remove, keep, skipped) == ([], [], [])
-    assert [(e.name, e.target) for e in create] == [("web", "/proc/10/ns/net"), ("db", "/proc/11/ns/net")]
+    assert [(e.name, e.target) for e in create] == [
+        ("web", "/proc/10/ns/net"),
+        ("db", "/proc/11/ns/net"),
+    ]
 
 
 def test_second_run_keeps_everything():
@@ -23,9 +27,12 @@ def test_second_run_keeps_everything():
 
 
 def test_gone_or_restarted_containers_lose_their_links():
-    record = [Entry("web", "w" * 64, "web", "/proc/10/ns/net"), Entry("db", "d" * 64, "db", "/proc/11/ns/net")]
+    record = [
+        Entry("web", "w" * 64, "web", "/proc/10/ns/net"),
+        Entry("db", "d" * 64, "db", "/proc/11/ns/net"),
+    ]
     on_disk = {"web": "/proc/10/ns/net", "db": "/proc/11/ns/net"}
-    remove, keep, create, _ = plan(record, [c("web", 20)], on_disk)   # web restarted, db gone
+    remove, keep, create, _ = plan(record, [c("web", 20)], on_disk)  # web restarted, db gone
     assert {e.name for e in remove} == {"web", "db"}
     assert keep == [] and [(e.name, e.target) for e in create] == [("web", "/proc/20/ns/net")]
 
@@ -36,18 +43,22 @@ def test_foreign_names_are_never_touched():
     on_disk = {"web": None, "db": None}
     remove, keep, create, skipped = plan(record, [c("db", 11)], on_disk)
     assert remove == [] and keep == []
-    assert [(e.name, e.container_id) for e in create] == [("dddddddddddd", "d" * 64)]   # the short id instead
+    assert [(e.name, e.container_id) for e in create] == [
+        ("dddddddddddd", "d" * 64)
+    ]  # the short id instead
     _, _, create, skipped = plan([], [c("db", 11)], {"db": None, "dddddddddddd": None})
     assert create == [] and [s.name for s in skipped] == ["db"]
 
 
 def test_selected_containers_only_but_stale_links_of_others_go():
     record = [Entry("old", "o" * 64, "old", "/proc/9/ns/net")]
-    remove, _, create, _ = plan(record, [c("web", 10), c("db", 11)], {"old": "/proc/9/ns/net"}, {"w" * 64})
+    remove, _, create, _ = plan(
+        record, [c("web", 10), c("db", 11)], {"old": "/proc/9/ns/net"}, {"w" * 64}
+    )
     assert [e.name for e in remove] == ["old"] and [e.name for e in create] == ["web"]
 
 
 def test_matches_by_name_or_id_prefix():
     assert matches("abcdef" + "0" * 58, "web", ["web"])
     assert matches("abcdef" + "0" * 58, "web", ["abcd"])
-    assert not matches("abcdef" + "0" * 58, "web", ["abc"])     # too short to be an id prefix
+    assert not matches("abcdef" + "0" * 58, "web", ["abc"])  # too short to be an id prefix

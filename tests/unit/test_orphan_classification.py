@@ -1,17 +1,20 @@
 """Orphan reasons, their precedence, the scope and the grace period, on
 synthetic hosts (the recorded host has no orphan: checked too)."""
+
 from __future__ import annotations
+
+from recorded import recorded_state
 
 from exporter import orphans, topology
 from exporter.collectors.orphans import OrphansCollector
 from exporter.exposition import render
 from exporter.model import Container, Endpoint, HostState, Link, Network
 
-from recorded import recorded_state
-
 DOCKER0 = Link(5, "docker0", kind="bridge")
 OTHER_BR = Link(6, "dnx-br", kind="bridge")
-BRIDGE_NET = Network("n1", "bridge", "bridge", bridge="docker0", subnets=(("198.18.0.0/24", "198.18.0.1"),))
+BRIDGE_NET = Network(
+    "n1", "bridge", "bridge", bridge="docker0", subnets=(("198.18.0.0/24", "198.18.0.1"),)
+)
 USER_NET = Network("n2", "backend", "bridge", bridge="br-n2")
 MAC = "02:42:c6:12:00:02"
 
@@ -29,8 +32,15 @@ def host(*links: Link, containers=(), netns=None, files=None, docker_up=True) ->
 
 
 def container(cid: str, nsid: int, network: Network = BRIDGE_NET, mac: str = MAC) -> Container:
-    return Container(id=cid * 64, name=cid, pid=100, network_mode="bridge", netns_inode=1000 + nsid, nsid=nsid,
-                     endpoints=(Endpoint(network.name, network.id, mac=mac),))
+    return Container(
+        id=cid * 64,
+        name=cid,
+        pid=100,
+        network_mode="bridge",
+        netns_inode=1000 + nsid,
+        nsid=nsid,
+        endpoints=(Endpoint(network.name, network.id, mac=mac),),
+    )
 
 
 def veth(ifindex: int, name: str, peer: int, nsid=None, master: int = 0) -> Link:
@@ -47,8 +57,11 @@ def test_recorded_host_has_no_suspect():
 
 def test_owned_veth_is_no_suspect():
     a = container("a", nsid=0)
-    state = host(veth(10, "vethaaaaaaa", 2, nsid=0, master=5), containers=[a],
-                 netns={0: [Link(2, "eth0", kind="veth", mac=MAC)]})
+    state = host(
+        veth(10, "vethaaaaaaa", 2, nsid=0, master=5),
+        containers=[a],
+        netns={0: [Link(2, "eth0", kind="veth", mac=MAC)]},
+    )
     assert suspects(state) == {}
 
 
@@ -60,14 +73,21 @@ def test_pair_left_in_the_host_is_peer_in_host_on_both_ends():
 
 def test_unplugged_pair_is_docker_scope_only_with_docker_names():
     assert suspects(host(veth(10, "veth1234abc", 11), veth(11, "vethabcdef0", 10))) == {
-        "veth1234abc": ("peer_in_host", True), "vethabcdef0": ("peer_in_host", True)}
+        "veth1234abc": ("peer_in_host", True),
+        "vethabcdef0": ("peer_in_host", True),
+    }
     assert suspects(host(veth(10, "dnx-a", 11), veth(11, "vethabcdef0", 10))) == {
-        "dnx-a": ("peer_in_host", False), "vethabcdef0": ("peer_in_host", False)}
+        "dnx-a": ("peer_in_host", False),
+        "vethabcdef0": ("peer_in_host", False),
+    }
 
 
 def test_pair_on_a_non_docker_bridge_is_out_of_docker_scope():
     state = host(veth(10, "veth1234abc", 11, master=6), veth(11, "vethabcdef0", 10))
-    assert suspects(state) == {"veth1234abc": ("peer_in_host", False), "vethabcdef0": ("peer_in_host", False)}
+    assert suspects(state) == {
+        "veth1234abc": ("peer_in_host", False),
+        "vethabcdef0": ("peer_in_host", False),
+    }
 
 
 def test_namespace_without_container():
@@ -77,14 +97,22 @@ def test_namespace_without_container():
     loose = veth(10, "vethaaaaaaa", 2, nsid=3)
     assert suspects(host(loose)) == {"vethaaaaaaa": ("netns_without_container", False)}
     docker_file = {"/var/run/docker/netns/0123456789ab": (4026532999, 3)}
-    assert suspects(host(loose, files=docker_file)) == {"vethaaaaaaa": ("netns_without_container", True)}
+    assert suspects(host(loose, files=docker_file)) == {
+        "vethaaaaaaa": ("netns_without_container", True)
+    }
 
 
 def test_dockers_own_namespaces_without_container_are_no_suspects():
     # Swarm's ingress sandbox has a veth on docker_gwbridge and never a container.
-    files = {"/var/run/docker/netns/ingress_sbox": (4026532997, 3), "/var/run/docker/netns/lb_x1y2z3": (4026532996, 4)}
-    state = host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5), veth(11, "vethbbbbbbb", 2, nsid=4, master=5),
-                 files=files)
+    files = {
+        "/var/run/docker/netns/ingress_sbox": (4026532997, 3),
+        "/var/run/docker/netns/lb_x1y2z3": (4026532996, 4),
+    }
+    state = host(
+        veth(10, "vethaaaaaaa", 2, nsid=3, master=5),
+        veth(11, "vethbbbbbbb", 2, nsid=4, master=5),
+        files=files,
+    )
     assert suspects(state) == {}
 
 
@@ -95,41 +123,65 @@ def test_namespace_of_ip_netns_add_is_out_of_docker_scope_even_on_docker0():
 
 
 def test_port_of_a_non_docker_bridge_is_out_of_docker_scope():
-    state = host(veth(10, "dnx-h", 2, nsid=3, master=6), files={"/var/run/docker/netns/0123456789ab": (1, 3)})
+    state = host(
+        veth(10, "dnx-h", 2, nsid=3, master=6), files={"/var/run/docker/netns/0123456789ab": (1, 3)}
+    )
     assert suspects(state) == {"dnx-h": ("netns_without_container", False)}
 
 
 def test_no_endpoint_when_the_mac_or_the_network_is_not_dockers():
     a = container("a", nsid=0)
     handmade = veth(12, "dnx-extra", 7, nsid=0, master=5)
-    netns = {0: [Link(2, "eth0", kind="veth", mac=MAC), Link(7, "dnx-in", kind="veth", mac="aa:bb:cc:00:00:01")]}
-    assert suspects(host(veth(10, "vethaaaaaaa", 2, nsid=0, master=5), handmade, containers=[a], netns=netns)) == {
-        "dnx-extra": ("no_endpoint", True)}
-    b = container("b", nsid=1, network=USER_NET)   # on backend only, but plugged into docker0
-    state = host(veth(11, "vethbbbbbbb", 2, nsid=1, master=5), containers=[b],
-                 netns={1: [Link(2, "eth0", kind="veth", mac=MAC)]})
+    netns = {
+        0: [
+            Link(2, "eth0", kind="veth", mac=MAC),
+            Link(7, "dnx-in", kind="veth", mac="aa:bb:cc:00:00:01"),
+        ]
+    }
+    assert suspects(
+        host(veth(10, "vethaaaaaaa", 2, nsid=0, master=5), handmade, containers=[a], netns=netns)
+    ) == {"dnx-extra": ("no_endpoint", True)}
+    b = container("b", nsid=1, network=USER_NET)  # on backend only, but plugged into docker0
+    state = host(
+        veth(11, "vethbbbbbbb", 2, nsid=1, master=5),
+        containers=[b],
+        netns={1: [Link(2, "eth0", kind="veth", mac=MAC)]},
+    )
     assert suspects(state) == {"vethbbbbbbb": ("no_endpoint", True)}
 
 
 def test_endpoint_of_a_second_container_in_the_namespace_counts():
     owner = container("p", nsid=0, network=USER_NET)
     member = container("q", nsid=0)
-    state = host(veth(10, "vethaaaaaaa", 2, nsid=0, master=5), containers=[owner, member],
-                 netns={0: [Link(2, "eth0", kind="veth", mac=MAC)]})
+    state = host(
+        veth(10, "vethaaaaaaa", 2, nsid=0, master=5),
+        containers=[owner, member],
+        netns={0: [Link(2, "eth0", kind="veth", mac=MAC)]},
+    )
     assert suspects(state) == {}
 
 
 def test_precedence_follows_the_order_of_reasons():
     assert orphans.REASONS == ("peer_in_host", "netns_without_container", "no_endpoint")
     # A Docker bridge port in a namespace no container owns has no endpoint either: the earlier reason wins.
-    assert suspects(host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5)))["vethaaaaaaa"][0] == "netns_without_container"
+    assert (
+        suspects(host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5)))["vethaaaaaaa"][0]
+        == "netns_without_container"
+    )
     # With no container at all a pair left in the host is still peer_in_host.
-    assert suspects(host(veth(10, "dnx-a", 11, master=5), veth(11, "dnx-b", 10)))["dnx-a"][0] == "peer_in_host"
+    assert (
+        suspects(host(veth(10, "dnx-a", 11, master=5), veth(11, "dnx-b", 10)))["dnx-a"][0]
+        == "peer_in_host"
+    )
 
 
 def test_without_docker_only_pairs_left_in_the_host_are_suspects():
-    state = host(veth(10, "dnx-a", 11, master=5), veth(11, "dnx-b", 10),
-                 veth(12, "vethaaaaaaa", 2, nsid=3, master=5), docker_up=False)
+    state = host(
+        veth(10, "dnx-a", 11, master=5),
+        veth(11, "dnx-b", 10),
+        veth(12, "vethaaaaaaa", 2, nsid=3, master=5),
+        docker_up=False,
+    )
     assert suspects(state) == {"dnx-a": ("peer_in_host", True), "dnx-b": ("peer_in_host", True)}
 
 
@@ -152,8 +204,9 @@ def test_scope_all_keeps_what_docker_scope_drops():
     found = _suspects_of(host(veth(10, "dnx-h", 2, nsid=3, master=6)))
     since = orphans.track(found, {}, now=0.0)
     assert orphans.orphans(found, since, now=60.0, scope="docker", grace=30) == []
-    assert [o.suspect.reason for o in orphans.orphans(found, since, now=60.0, scope="all", grace=30)] == [
-        "netns_without_container"]
+    assert [
+        o.suspect.reason for o in orphans.orphans(found, since, now=60.0, scope="all", grace=30)
+    ] == ["netns_without_container"]
 
 
 def test_collector_renders_each_orphan_and_every_reason_count():
@@ -165,16 +218,28 @@ def test_collector_renders_each_orphan_and_every_reason_count():
     assert "dockernet_veth_orphaned{" not in text
     for reason in orphans.REASONS:
         assert f'dockernet_orphaned_veths{{reason="{reason}"}} 0\n' in text
-    clock[0] = 30.0     # no event in between: the scrape alone turns the suspects into orphans
+    clock[0] = 30.0  # no event in between: the scrape alone turns the suspects into orphans
     text = render(collector.collect(snap))
-    assert 'dockernet_veth_orphaned{veth="dnx-a",bridge="docker0",reason="peer_in_host"} 1\n' in text
+    assert (
+        'dockernet_veth_orphaned{veth="dnx-a",bridge="docker0",reason="peer_in_host"} 1\n' in text
+    )
     assert 'dockernet_veth_orphaned{veth="dnx-b",bridge="",reason="peer_in_host"} 1\n' in text
     assert 'dockernet_orphaned_veths{reason="peer_in_host"} 2\n' in text
     assert 'dockernet_orphaned_veths{reason="no_endpoint"} 0\n' in text
 
 
 def test_netns_kinds_from_files():
-    files = {"/var/run/docker/netns/0123456789ab": (1, 4), "/var/run/netns/x": (2, 5), "/var/run/netns/y": (3, None),
-             "/var/run/netns/web": (1, 4),   # `netns visible` links a Docker namespace: still Docker's
-             "/var/run/docker/netns/ingress_sbox": (6, 6), "/var/run/docker/netns/default": (7, 7)}
-    assert orphans.netns_kinds(files) == {4: "docker", 5: "named", 6: "docker_internal", 7: "docker_internal"}
+    files = {
+        "/var/run/docker/netns/0123456789ab": (1, 4),
+        "/var/run/netns/x": (2, 5),
+        "/var/run/netns/y": (3, None),
+        "/var/run/netns/web": (1, 4),  # `netns visible` links a Docker namespace: still Docker's
+        "/var/run/docker/netns/ingress_sbox": (6, 6),
+        "/var/run/docker/netns/default": (7, 7),
+    }
+    assert orphans.netns_kinds(files) == {
+        4: "docker",
+        5: "named",
+        6: "docker_internal",
+        7: "docker_internal",
+    }

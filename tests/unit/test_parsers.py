@@ -1,16 +1,16 @@
 """Pure parsers: docker inspect documents, /proc/net/dev, the exposition format, durations."""
+
 from __future__ import annotations
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from recorded import by_name
 
 from exporter.cli import duration
 from exporter.exposition import Family, labels, render
 from exporter.sources.docker import parse_container, parse_network
 from exporter.sources.procfs import parse_net_dev
 from exporter.web import parse_listen_address
-
-from recorded import by_name
 
 
 def test_parse_container_from_inspect():
@@ -25,61 +25,106 @@ def test_parse_container_from_inspect():
 
 
 def test_parse_container_ports_and_compose_labels():
-    doc = {"Id": "f" * 64, "Name": "/web", "State": {"Pid": 7, "Running": True},
-           "Config": {"Image": "nginx", "Labels": {"com.docker.compose.project": "shop",
-                                                   "com.docker.compose.service": "front"}},
-           "HostConfig": {"NetworkMode": "default"},
-           "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"},
-                                                    {"HostIp": "::", "HostPort": "8080"}],
-                                         "53/udp": None}}}
+    doc = {
+        "Id": "f" * 64,
+        "Name": "/web",
+        "State": {"Pid": 7, "Running": True},
+        "Config": {
+            "Image": "nginx",
+            "Labels": {"com.docker.compose.project": "shop", "com.docker.compose.service": "front"},
+        },
+        "HostConfig": {"NetworkMode": "default"},
+        "NetworkSettings": {
+            "Ports": {
+                "80/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "8080"},
+                    {"HostIp": "::", "HostPort": "8080"},
+                ],
+                "53/udp": None,
+            }
+        },
+    }
     c = parse_container(doc)
     assert (c.compose_project, c.compose_service) == ("shop", "front")
     assert [(p.protocol, p.container_port, p.host_ip, p.host_port) for p in c.ports] == [
-        ("tcp", 80, "0.0.0.0", 8080), ("tcp", 80, "::", 8080)]
+        ("tcp", 80, "0.0.0.0", 8080),
+        ("tcp", 80, "::", 8080),
+    ]
 
 
 def test_parse_network_bridge_names():
-    nets = {n.name: n for n in map(parse_network, [
-        {"Id": "a" * 64, "Name": "bridge", "Driver": "bridge",
-         "Options": {"com.docker.network.bridge.name": "docker0"},
-         "IPAM": {"Config": [{"Subnet": "198.18.0.0/24", "Gateway": "198.18.0.1"}]}},
-        {"Id": "b968fc8dede5" + "0" * 52, "Name": "tnet", "Driver": "bridge", "Internal": True,
-         "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"}},
-        {"Id": "c" * 64, "Name": "host", "Driver": "host"},
-    ])}
-    assert nets["bridge"].bridge == "docker0" and nets["bridge"].subnets == (("198.18.0.0/24", "198.18.0.1"),)
-    assert nets["tnet"].bridge == "br-b968fc8dede5" and nets["tnet"].internal and not nets["tnet"].masquerade
+    nets = {
+        n.name: n
+        for n in map(
+            parse_network,
+            [
+                {
+                    "Id": "a" * 64,
+                    "Name": "bridge",
+                    "Driver": "bridge",
+                    "Options": {"com.docker.network.bridge.name": "docker0"},
+                    "IPAM": {"Config": [{"Subnet": "198.18.0.0/24", "Gateway": "198.18.0.1"}]},
+                },
+                {
+                    "Id": "b968fc8dede5" + "0" * 52,
+                    "Name": "tnet",
+                    "Driver": "bridge",
+                    "Internal": True,
+                    "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
+                },
+                {"Id": "c" * 64, "Name": "host", "Driver": "host"},
+            ],
+        )
+    }
+    assert nets["bridge"].bridge == "docker0" and nets["bridge"].subnets == (
+        ("198.18.0.0/24", "198.18.0.1"),
+    )
+    assert (
+        nets["tnet"].bridge == "br-b968fc8dede5"
+        and nets["tnet"].internal
+        and not nets["tnet"].masquerade
+    )
     assert nets["host"].bridge == ""
 
 
 def test_parse_net_dev():
-    text = (b"Inter-|   Receive                                                |  Transmit\n"
-            b" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo "
-            b"colls carrier compressed\n"
-            b"    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0"
-            b"     0       0          0\n"
-            b"veth1234:  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16\n")
+    text = (
+        b"Inter-|   Receive                                                |  Transmit\n"
+        b" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo "
+        b"colls carrier compressed\n"
+        b"    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0"
+        b"     0       0          0\n"
+        b"veth1234:  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16\n"
+    )
     dev = parse_net_dev(text)
     assert dev["veth1234"] == (1, 2, 3, 4, 9, 10, 11, 12) and dev["lo"][0] == 100
 
 
 def test_exposition_escapes_label_values_and_help():
     odd = 'we"ird\\name\nnext ünïcode'
-    text = render([Family("x_info", "gauge", "help with \\ and\nnewline").add(labels(name=odd), 1),
-                   Family("y_total", "counter", "c").add("", 3).add(labels(a="1"), 2.5)])
+    text = render(
+        [
+            Family("x_info", "gauge", "help with \\ and\nnewline").add(labels(name=odd), 1),
+            Family("y_total", "counter", "c").add("", 3).add(labels(a="1"), 2.5),
+        ]
+    )
     (x, y) = list(text_string_to_metric_families(text))
     assert x.samples[0].labels == {"name": odd}
     assert [s.value for s in y.samples] == [3, 2.5]
 
 
-@pytest.mark.parametrize("text,seconds", [("300", 300), ("30s", 30), ("5m", 300), ("1h", 3600),
-                                          ("1.5s", 1.5), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("300", 300), ("30s", 30), ("5m", 300), ("1h", 3600), ("1.5s", 1.5), ("250ms", 0.25)],
+)
 def test_duration(text, seconds):
     assert duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text,parsed", [(":9917", ("", 9917)), ("127.0.0.1:80", ("127.0.0.1", 80)),
-                                         ("[::1]:9917", ("::1", 9917))])
+@pytest.mark.parametrize(
+    "text,parsed",
+    [(":9917", ("", 9917)), ("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:9917", ("::1", 9917))],
+)
 def test_listen_address(text, parsed):
     assert parse_listen_address(text) == parsed
 

@@ -6,6 +6,7 @@ before T0 + for, firing at T0 + for with exactly the expected labels and
 annotations, and cleared when its series go away (a container removed, a
 rule or veth gone).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,10 @@ PROMTOOL = "/usr/bin/promtool"
 HOST = {"job": "dockernet", "instance": "host1:9917"}
 CID = "c" * 64
 CONTAINER = {"container_id": CID, "container_name": "web"}
-INFO = 'dockernet_container_info{job="dockernet",instance="host1:9917",container_id="%s",container_name="web",' \
-       'image="busybox",network_mode="bridge",compose_project="shop",compose_service="web"}' % CID
+INFO = (
+    f'dockernet_container_info{{job="dockernet",instance="host1:9917",container_id="{CID}",container_name="web",'
+    'image="busybox",network_mode="bridge",compose_project="shop",compose_service="web"}'
+)
 HEALTHY_MINUTES = 6  # the fault starts at 6m
 
 
@@ -33,53 +36,110 @@ def series(name: str, labels: dict) -> str:
 
 # alert -> (input series: [(series, healthy value or "_", faulty value)], minutes from the fault's start
 # until the expression is true, labels of the alert beyond HOST, its summary, its description)
-PORT = {**CONTAINER, "protocol": "tcp", "host_ip": "0.0.0.0", "host_port": "8080", "container_port": "80"}
+PORT = {
+    **CONTAINER,
+    "protocol": "tcp",
+    "host_ip": "0.0.0.0",
+    "host_port": "8080",
+    "container_port": "80",
+}
 CASES = {
     "DockernetExporterDown": (
-        [(series("up", {}), "1", "0")], 0, {},
+        [(series("up", {}), "1", "0")],
+        0,
+        {},
         "dockernet-exporter on host1:9917 is down",
         "Prometheus cannot scrape dockernet-exporter at host1:9917: this host has no container network "
-        "metrics, and no other dockernet alert can fire for it."),
+        "metrics, and no other dockernet alert can fire for it.",
+    ),
     "DockernetDockerUnreachable": (
-        [(series("dockernet_docker_up", {}), "1", "0")], 0, {},
+        [(series("dockernet_docker_up", {}), "1", "0")],
+        0,
+        {},
         "Docker is unreachable from dockernet-exporter on host1:9917",
         "The Docker API has not answered dockernet-exporter on host1:9917: containers started since then "
-        "are not mapped to their veths and published ports are not checked."),
+        "are not mapped to their veths and published ports are not checked.",
+    ),
     "DockernetCollectorFailing": (
-        [(series("dockernet_scrape_collector_success", {"collector": "nat"}), "1", "0")], 0, {"collector": "nat"},
+        [(series("dockernet_scrape_collector_success", {"collector": "nat"}), "1", "0")],
+        0,
+        {"collector": "nat"},
         "Collector nat of dockernet-exporter fails on host1:9917",
         "The nat collector fails on every scrape on host1:9917; its metrics are missing (the exporter's "
-        "log has one line with the error)."),
+        "log has one line with the error).",
+    ),
     "DockernetOrphanedVeth": (
-        [(series("dockernet_veth_orphaned", {"veth": "veth1a2b3c", "bridge": "docker0", "reason": "no_endpoint"}),
-          "_", "1")], 0, {"veth": "veth1a2b3c", "bridge": "docker0", "reason": "no_endpoint"},
+        [
+            (
+                series(
+                    "dockernet_veth_orphaned",
+                    {"veth": "veth1a2b3c", "bridge": "docker0", "reason": "no_endpoint"},
+                ),
+                "_",
+                "1",
+            )
+        ],
+        0,
+        {"veth": "veth1a2b3c", "bridge": "docker0", "reason": "no_endpoint"},
         "Orphaned veth veth1a2b3c on bridge docker0 on host1:9917",
         "The veth veth1a2b3c on host1:9917 belongs to no running container (reason no_endpoint, bridge "
-        "docker0). Leaked veths hold bridge ports, and a bridge holds at most 1024."),
+        "docker0). Leaked veths hold bridge ports, and a bridge holds at most 1024.",
+    ),
     "DockernetBridgePortsNearLimit": (
-        [(series("dockernet_bridge_ports", {"bridge": "br-0123456789ab"}), "900", "1000")], 0,
+        [(series("dockernet_bridge_ports", {"bridge": "br-0123456789ab"}), "900", "1000")],
+        0,
         {"bridge": "br-0123456789ab"},
         "Bridge br-0123456789ab on host1:9917 has 1000 of 1024 ports",
         "Bridge br-0123456789ab on host1:9917 has 1000 ports; a Linux bridge holds at most 1024, and "
-        "then no further container can join its network."),
+        "then no further container can join its network.",
+    ),
     "DockernetPublishedPortRuleMissing": (
-        [(series("dockernet_published_port_rule_present", PORT), "1", "0")], 0, PORT,
+        [(series("dockernet_published_port_rule_present", PORT), "1", "0")],
+        0,
+        PORT,
         "Published port 0.0.0.0:8080/tcp of container web on host1:9917 has no DNAT rule",
         "Docker publishes 0.0.0.0:8080/tcp to port 80 of container web on host1:9917, but the nat table "
-        "has no DNAT rule for it: connections to that port from other hosts fail."),
+        "has no DNAT rule for it: connections to that port from other hosts fail.",
+    ),
     "DockernetMasqueradeRuleMissing": (
-        [(series("dockernet_masquerade_rule_present", {"bridge": "docker0", "subnet": "198.18.0.0/24"}), "1", "0")],
-        0, {"bridge": "docker0", "subnet": "198.18.0.0/24"},
+        [
+            (
+                series(
+                    "dockernet_masquerade_rule_present",
+                    {"bridge": "docker0", "subnet": "198.18.0.0/24"},
+                ),
+                "1",
+                "0",
+            )
+        ],
+        0,
+        {"bridge": "docker0", "subnet": "198.18.0.0/24"},
         "Bridge docker0 (198.18.0.0/24) on host1:9917 has no MASQUERADE rule",
         "Docker masquerades traffic from 198.18.0.0/24 on bridge docker0 on host1:9917, but the nat "
-        "table has no MASQUERADE rule for it: its containers cannot reach other hosts."),
+        "table has no MASQUERADE rule for it: its containers cannot reach other hosts.",
+    ),
     "DockernetContainerInterfaceFaults": (
-        [(series("dockernet_container_receive_dropped_total", {**CONTAINER, "interface": "eth0"}), "0", "0+6000"),
-         (INFO, "1", "1")], 1,
-        {**CONTAINER, "interface": "eth0", "counter": "receive_dropped", "compose_project": "shop",
-         "compose_service": "web"},
+        [
+            (
+                series(
+                    "dockernet_container_receive_dropped_total", {**CONTAINER, "interface": "eth0"}
+                ),
+                "0",
+                "0+6000",
+            ),
+            (INFO, "1", "1"),
+        ],
+        1,
+        {
+            **CONTAINER,
+            "interface": "eth0",
+            "counter": "receive_dropped",
+            "compose_project": "shop",
+            "compose_service": "web",
+        },
         "Container web eth0 on host1:9917: receive_dropped at 100/s",
-        "Container web (%s) on host1:9917 counts 100 receive_dropped per second on eth0, above 1/s for 15m." % CID),
+        f"Container web ({CID}) on host1:9917 counts 100 receive_dropped per second on eth0, above 1/s for 15m.",
+    ),
 }
 
 
@@ -92,7 +152,12 @@ def severity(name: str) -> str:
 
 
 def rules() -> dict:
-    return {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
+    return {
+        r["alert"]: r
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
 
 
 def minutes(duration: str) -> int:
@@ -108,7 +173,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 
 def promtool_test(tmp_path: Path, tests: list) -> None:
     path = tmp_path / "test.yml"
-    path.write_text(yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests}))
+    path.write_text(
+        yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests})
+    )
     run = promtool("test", "rules", str(path))
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -124,19 +191,43 @@ def alert_test(name: str, rule: dict) -> dict:
     inputs, delay, labels, summary, description = CASES[name]
     t0 = HEALTHY_MINUTES + delay
     fire = t0 + minutes(rule["for"])
-    gone = fire + 2  # the series end one minute after firing: the first minute with the stale marker
-    expected = {"exp_labels": {**HOST, **labels, "severity": severity(name)},
-                "exp_annotations": {"summary": summary, "description": description,
-                                    "runbook_url": f"docs/runbook.md#{name.lower()}"}}
-    pending = "ALERTS{alertname=\"%s\", alertstate=\"pending\"}" % name
+    gone = (
+        fire + 2
+    )  # the series end one minute after firing: the first minute with the stale marker
+    expected = {
+        "exp_labels": {**HOST, **labels, "severity": severity(name)},
+        "exp_annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"docs/runbook.md#{name.lower()}",
+        },
+    }
+    pending = f'ALERTS{{alertname="{name}", alertstate="pending"}}'
     return {
         "interval": "1m",
-        "input_series": [{"series": s, "values": values(h, f, gone - 1 - HEALTHY_MINUTES)} for s, h, f in inputs],
+        "input_series": [
+            {"series": s, "values": values(h, f, gone - 1 - HEALTHY_MINUTES)} for s, h, f in inputs
+        ],
         "promql_expr_test": [
             {"expr": pending, "eval_time": f"{t0 - 1}m", "exp_samples": []},
-            {"expr": pending, "eval_time": f"{t0}m", "exp_samples": [
-                {"labels": series("ALERTS", {"alertname": name, "alertstate": "pending", **labels,
-                                             "severity": severity(name)}), "value": 1}]},
+            {
+                "expr": pending,
+                "eval_time": f"{t0}m",
+                "exp_samples": [
+                    {
+                        "labels": series(
+                            "ALERTS",
+                            {
+                                "alertname": name,
+                                "alertstate": "pending",
+                                **labels,
+                                "severity": severity(name),
+                            },
+                        ),
+                        "value": 1,
+                    }
+                ],
+            },
         ],
         "alert_rule_test": [
             {"alertname": name, "eval_time": f"{fire - 1}m", "exp_alerts": []},
@@ -163,33 +254,66 @@ def test_alert_fires_at_its_for_window_and_clears(tmp_path, name):
 
 def test_container_restart_counter_reset_fires_nothing(tmp_path):
     """A restarted container keeps its id and interface while its counters start again from 0."""
-    counters = [series(f"dockernet_container_{c}_total", {**CONTAINER, "interface": "eth0"})
-                for c in ("receive_errors", "transmit_errors", "receive_dropped", "transmit_dropped")]
-    no_alerts = [{"expr": "ALERTS", "eval_time": f"{m}m", "exp_samples": []} for m in (10, 11, 12, 15, 20, 30, 40)]
-    promtool_test(tmp_path, [{
-        "interval": "1m",
-        "input_series": [{"series": s, "values": "5000000+10x9 10+10x30"} for s in counters]
-                        + [{"series": INFO, "values": "1x40"}],
-        "promql_expr_test": no_alerts + [
-            # the reset is a restart from 0 (10 errors in its first minute), not a fall of 5,000,000
-            {"expr": 'count(container_interface:dockernet_container_faults:rate5m{counter="receive_errors"}'
-                     ' > 0.1666 < 0.1667)', "eval_time": "12m", "exp_samples": [{"labels": "{}", "value": 1}]}],
-    }])
+    counters = [
+        series(f"dockernet_container_{c}_total", {**CONTAINER, "interface": "eth0"})
+        for c in ("receive_errors", "transmit_errors", "receive_dropped", "transmit_dropped")
+    ]
+    no_alerts = [
+        {"expr": "ALERTS", "eval_time": f"{m}m", "exp_samples": []}
+        for m in (10, 11, 12, 15, 20, 30, 40)
+    ]
+    promtool_test(
+        tmp_path,
+        [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": "5000000+10x9 10+10x30"} for s in counters]
+                + [{"series": INFO, "values": "1x40"}],
+                "promql_expr_test": no_alerts
+                + [
+                    # the reset is a restart from 0 (10 errors in its first minute), not a fall of 5,000,000
+                    {
+                        "expr": 'count(container_interface:dockernet_container_faults:rate5m{counter="receive_errors"}'
+                        " > 0.1666 < 0.1667)",
+                        "eval_time": "12m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    }
+                ],
+            }
+        ],
+    )
 
 
 def test_orphan_age_is_kept_while_the_orphan_lasts(tmp_path):
-    orphan = series("dockernet_veth_orphaned", {"veth": "dnxo-1", "bridge": "", "reason": "peer_in_host"})
+    orphan = series(
+        "dockernet_veth_orphaned", {"veth": "dnxo-1", "bridge": "", "reason": "peer_in_host"}
+    )
     age = 'time() - veth:dockernet_veth_orphaned:first_seen_timestamp_seconds{veth="dnxo-1"}'
-    labels = series("", {"veth": "dnxo-1", "reason": "peer_in_host"})  # Prometheus drops empty labels
-    promtool_test(tmp_path, [{
-        "interval": "1m",
-        "input_series": [{"series": orphan, "values": "_x3 1x30 stale"}],
-        "promql_expr_test": [
-            {"expr": age, "eval_time": "3m", "exp_samples": [{"labels": labels, "value": 0}]},
-            {"expr": age, "eval_time": "30m", "exp_samples": [{"labels": labels, "value": 27 * 60}]},
-            {"expr": age, "eval_time": "35m", "exp_samples": []},
+    labels = series(
+        "", {"veth": "dnxo-1", "reason": "peer_in_host"}
+    )  # Prometheus drops empty labels
+    promtool_test(
+        tmp_path,
+        [
+            {
+                "interval": "1m",
+                "input_series": [{"series": orphan, "values": "_x3 1x30 stale"}],
+                "promql_expr_test": [
+                    {
+                        "expr": age,
+                        "eval_time": "3m",
+                        "exp_samples": [{"labels": labels, "value": 0}],
+                    },
+                    {
+                        "expr": age,
+                        "eval_time": "30m",
+                        "exp_samples": [{"labels": labels, "value": 27 * 60}],
+                    },
+                    {"expr": age, "eval_time": "35m", "exp_samples": []},
+                ],
+            }
         ],
-    }])
+    )
 
 
 def test_every_alert_is_labelled_annotated_and_in_the_runbook():

@@ -1,14 +1,15 @@
 """build(state, previous) reuses the verdicts of unchanged veths: after any sequence of changes it must
 give exactly what a build from scratch gives, and keep the objects of the veths nothing touched."""
+
 from __future__ import annotations
 
 import dataclasses
 import random
 
+from recorded import recorded_state
+
 from exporter import topology
 from exporter.model import HostState, Link, Network
-
-from recorded import recorded_state
 
 STEPS = 400
 
@@ -17,9 +18,18 @@ def with_orphans(state: HostState) -> HostState:
     """The recorded host plus a pair left in the host and a veth into a namespace nobody owns."""
     bridge = next(l for l in state.links.values() if l.name == "docker0")
     top = max(state.links) + 1
-    for link in (Link(top, "vethaaaaaaa", kind="veth", master=bridge.ifindex, peer_ifindex=top + 1),
-                 Link(top + 1, "vethbbbbbbb", kind="veth", peer_ifindex=top),
-                 Link(top + 2, "vethccccccc", kind="veth", master=bridge.ifindex, peer_ifindex=2, peer_netnsid=77)):
+    for link in (
+        Link(top, "vethaaaaaaa", kind="veth", master=bridge.ifindex, peer_ifindex=top + 1),
+        Link(top + 1, "vethbbbbbbb", kind="veth", peer_ifindex=top),
+        Link(
+            top + 2,
+            "vethccccccc",
+            kind="veth",
+            master=bridge.ifindex,
+            peer_ifindex=2,
+            peer_netnsid=77,
+        ),
+    ):
         state.links[link.ifindex] = link
     state.netns_files["/var/run/docker/netns/0123456789ab"] = (9999, 77)
     return state
@@ -31,9 +41,23 @@ def veths_of(state: HostState) -> list[Link]:
 
 def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
     """One change of the kind events make, picked at random; what goes away waits in `spare`."""
-    kind = rng.choice(["container_gone", "container_back", "renamed", "link_flaps", "veth_gone", "veth_back",
-                       "port_moves", "bridge_renamed", "netns_relisted", "docker_down", "network_gone",
-                       "netns_file_gone", "nothing"])
+    kind = rng.choice(
+        [
+            "container_gone",
+            "container_back",
+            "renamed",
+            "link_flaps",
+            "veth_gone",
+            "veth_back",
+            "port_moves",
+            "bridge_renamed",
+            "netns_relisted",
+            "docker_down",
+            "network_gone",
+            "netns_file_gone",
+            "nothing",
+        ]
+    )
     if kind == "container_gone" and state.containers:
         c = state.containers.pop(rng.choice(sorted(state.containers)))
         spare["containers"][c.id] = c
@@ -42,7 +66,9 @@ def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
         state.containers[c.id] = c
     elif kind == "renamed" and state.containers:
         cid = rng.choice(sorted(state.containers))
-        state.containers[cid] = dataclasses.replace(state.containers[cid], name=f"renamed-{rng.random():.6f}")
+        state.containers[cid] = dataclasses.replace(
+            state.containers[cid], name=f"renamed-{rng.random():.6f}"
+        )
     elif kind == "link_flaps" and veths_of(state):
         link = rng.choice(veths_of(state))
         state.links[link.ifindex] = dataclasses.replace(link, operstate=rng.choice(["up", "down"]))
@@ -58,11 +84,15 @@ def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
         state.links[link.ifindex] = dataclasses.replace(link, master=rng.choice(bridges))
     elif kind == "bridge_renamed":
         bridge = rng.choice([l for l in state.links.values() if l.kind == "bridge"])
-        state.links[bridge.ifindex] = dataclasses.replace(bridge, name=rng.choice(["docker0", "br-x", bridge.name]))
+        state.links[bridge.ifindex] = dataclasses.replace(
+            bridge, name=rng.choice(["docker0", "br-x", bridge.name])
+        )
     elif kind == "netns_relisted" and state.netns_links:
         nsid = rng.choice(sorted(state.netns_links))
-        state.netns_links[nsid] = {i: dataclasses.replace(l, mac=rng.choice([l.mac, "02:00:00:00:00:01"]))
-                                   for i, l in state.netns_links[nsid].items()}
+        state.netns_links[nsid] = {
+            i: dataclasses.replace(l, mac=rng.choice([l.mac, "02:00:00:00:00:01"]))
+            for i, l in state.netns_links[nsid].items()
+        }
     elif kind == "docker_down":
         state.docker_up = not state.docker_up
     elif kind == "network_gone" and spare["networks"]:
@@ -76,7 +106,10 @@ def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
     elif kind == "netns_file_gone" and state.netns_files:
         path = rng.choice(sorted(state.netns_files))
         inode, nsid = state.netns_files.pop(path)
-        state.netns_files[path.replace("/docker/", "/") if rng.random() < 0.5 else path] = (inode, nsid)
+        state.netns_files[path.replace("/docker/", "/") if rng.random() < 0.5 else path] = (
+            inode,
+            nsid,
+        )
 
 
 def assert_same(incremental: topology.Snapshot, scratch: topology.Snapshot) -> None:
@@ -108,14 +141,17 @@ def test_unchanged_veths_keep_their_objects_and_a_changed_one_does_not():
     state.links[changed.ifindex] = dataclasses.replace(changed, operstate="down")
     after = topology.build(state, before)
     assert len(after.veths) == len(before.veths) > 3
-    for old, new in zip(before.veths, after.veths):
+    for old, new in zip(before.veths, after.veths, strict=False):
         assert (new is old) == (old.link.ifindex != changed.ifindex)
 
 
 def test_a_change_of_dockers_networks_or_reachability_judges_every_veth_again():
     state = with_orphans(recorded_state())
     before = topology.build(state)
-    state.networks = {**state.networks, "extra": Network("extra", "extra", "bridge", bridge="br-extra")}
+    state.networks = {
+        **state.networks,
+        "extra": Network("extra", "extra", "bridge", bridge="br-extra"),
+    }
     after = topology.build(state, before)
-    assert not any(new is old for old, new in zip(before.veths, after.veths))
+    assert not any(new is old for old, new in zip(before.veths, after.veths, strict=False))
     assert_same(after, topology.build(state))

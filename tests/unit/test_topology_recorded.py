@@ -2,11 +2,12 @@
 and the default bridge, t3 with --network none, t4 in t1's namespace, t5 with
 --network host. Expectations come from `ip -d link` and `docker inspect` as
 they were when the fixtures were recorded (see tests/fixtures/record.py)."""
+
 from __future__ import annotations
 
-from exporter import topology
-
 from recorded import by_name, recorded_state
+
+from exporter import topology
 
 IDS = {name: doc["Id"] for name, doc in by_name().items()}
 
@@ -16,8 +17,10 @@ def snapshot():
 
 
 def test_every_veth_maps_to_its_container_interface():
-    rows = {(v.link.name, v.container.name if v.container else "", v.interface, v.bridge, v.network)
-            for v in snapshot().veths}
+    rows = {
+        (v.link.name, v.container.name if v.container else "", v.interface, v.bridge, v.network)
+        for v in snapshot().veths
+    }
     assert rows == {
         ("vethcaaf5d3", "t1", "eth0", "docker0", "bridge"),
         ("veth52fcfaa", "t2", "eth0", "br-b968fc8dede5", "tnet"),
@@ -27,7 +30,13 @@ def test_every_veth_maps_to_its_container_interface():
 
 def test_network_modes():
     modes = {v.container.name: v.network_mode for v in snapshot().containers}
-    assert modes == {"t1": "bridge", "t2": "tnet", "t3": "none", "t4": f"container:{IDS['t1']}", "t5": "host"}
+    assert modes == {
+        "t1": "bridge",
+        "t2": "tnet",
+        "t3": "none",
+        "t4": f"container:{IDS['t1']}",
+        "t5": "host",
+    }
 
 
 def test_shared_namespace_is_counted_once_under_its_owner():

@@ -1,4 +1,5 @@
 """The web config parser and basic auth, without a server."""
+
 from __future__ import annotations
 
 import base64
@@ -20,7 +21,8 @@ def test_empty_file_is_plain_http():
 
 def test_full_config_and_relative_paths():
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
-    config = parse(f"""
+    config = parse(
+        f"""
 tls_server_config:
   cert_file: tls/server.crt
   key_file: /abs/server.key
@@ -33,25 +35,45 @@ http_server_config:
   headers: {{X-Frame-Options: deny}}
 basic_auth_users:
   prometheus: '{hashed}'
-""", "/etc/dx")
-    assert config.tls == TLSConfig("/etc/dx/tls/server.crt", "/abs/server.key", "RequireAndVerifyClientCert",
-                                   "/etc/dx/ca.crt", "TLS13", None, ("prometheus.example",))
+""",
+        "/etc/dx",
+    )
+    assert config.tls == TLSConfig(
+        "/etc/dx/tls/server.crt",
+        "/abs/server.key",
+        "RequireAndVerifyClientCert",
+        "/etc/dx/ca.crt",
+        "TLS13",
+        None,
+        ("prometheus.example",),
+    )
     assert config.users == {"prometheus": hashed}
     assert config.headers == {"X-Frame-Options": "deny"}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a: [", "not valid YAML at line 1"),
-    ("tls_server_config: {cert_file: a}", "key_file is required"),
-    ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [X]}", "unknown field 'cipher_suites'"),
-    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}",
-     "needs client_ca_file"),
-    ("tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}", "invalid min_version"),
-    ("basic_auth_users: {u: secret}", "not a bcrypt hash"),
-    ("basic_auth_users: [u]", "must be a mapping"),
-    ("http_server_config: {headers: {Content-Type: x}}", "cannot be set"),
-    ("tls_config: {}", "unknown field 'tls_config'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a: [", "not valid YAML at line 1"),
+        ("tls_server_config: {cert_file: a}", "key_file is required"),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, cipher_suites: [X]}",
+            "unknown field 'cipher_suites'",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}",
+            "needs client_ca_file",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}",
+            "invalid min_version",
+        ),
+        ("basic_auth_users: {u: secret}", "not a bcrypt hash"),
+        ("basic_auth_users: [u]", "must be a mapping"),
+        ("http_server_config: {headers: {Content-Type: x}}", "cannot be set"),
+        ("tls_config: {}", "unknown field 'tls_config'"),
+    ],
+)
 def test_mistakes_are_one_line_errors(text, message):
     with pytest.raises(WebConfigError) as err:
         parse(text)
@@ -65,7 +87,13 @@ def test_basic_auth():
     assert auth.check(basic("prometheus", "pw")) == "prometheus"  # remembered
     assert auth.check(basic("prometheus", "pW")) is None
     assert auth.check(basic("nobody", "pw")) is None
-    for header in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode()):
+    for header in (
+        None,
+        "",
+        "Bearer x",
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"nocolon").decode(),
+    ):
         assert auth.check(header) is None
     assert not BasicAuth({})
 

@@ -1,4 +1,5 @@
 """One module per dashboard; each build() returns the dashboard's JSON as a dict."""
+
 from __future__ import annotations
 
 from . import bridges, container_network, health, nat
