@@ -33,9 +33,16 @@ lint: install
 	$(BIN)/ruff format --check exporter tests bench grafana
 	$(BIN)/mypy
 
-# Only the tests that need neither root nor Docker (recorded fixtures).
+# Only the tests that need neither root, nor Docker, nor promtool (pure, or on recorded fixtures; the
+# promtool rule tests are in tests/integration). To keep it so, they run without a Docker socket and
+# with `promtool` and `docker` on PATH replaced by a stub that fails.
+UNIT_STUBS := build/unit-stubs
 unit: install
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	mkdir -p $(UNIT_STUBS)
+	printf '#!/bin/sh\necho "make unit: no $$(basename "$$0") for unit tests" >&2\nexit 127\n' >$(UNIT_STUBS)/promtool
+	chmod +x $(UNIT_STUBS)/promtool && ln -sf promtool $(UNIT_STUBS)/docker
+	PATH="$(CURDIR)/$(UNIT_STUBS):$$PATH" DOCKER_HOST=unix:///nonexistent/docker.sock \
+		$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # The container image from wheels built here (offline build). BASE_IMAGE=dockernet-base:bookworm
 # builds on a local debootstrap base (scripts/base-image.sh) where no registry is reachable.

@@ -14,13 +14,13 @@ import traceback
 import uuid
 from pathlib import Path
 
-from . import churn, freshness, natparse, procs, report, scrape_curve, steady, storm
+from . import churn, freshness, natparse, procs, report, scrape_curve, startup, steady, storm
 from .load import Load
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
-SCENARIOS = ("nat", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
 TINY = {
     "veths": "16,24",
     "containers": 4,
@@ -43,7 +43,7 @@ def counts(text: str) -> list:
     try:
         values = sorted(int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid list {text!r}: use e.g. 100,250,500")
+        raise argparse.ArgumentTypeError(f"invalid list {text!r}: use e.g. 100,250,500") from None
     if not values or values[0] <= 0:
         raise argparse.ArgumentTypeError(f"invalid list {text!r}: positive numbers")
     return values
@@ -156,11 +156,12 @@ def scenarios(args, client, load, ours, node) -> dict:
         "churn": lambda: churn.run(load, ours, args.churn),
         "storm": lambda: storm.run(load, ours, args.storm),
         "nat": lambda: natparse.run(args.nat_rules),
+        "startup": lambda: startup.run(load),
     }
     results = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
-        if name != "nat":
+        if name not in ("nat", "startup"):
             scrape_curve.settle(ours)
         started = time.monotonic()
         results[name] = runs[name]()

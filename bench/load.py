@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 PER_NETWORK = 100  # a Docker network's /24 holds 253 containers
 PER_NETNS = 10  # synthetic veth peers per namespace (eth0..eth9)
-PER_BRIDGE = 1000  # a Linux bridge holds at most 1,024 ports
+PER_BRIDGE = 1000  # a Linux bridge holds at most 1,023 ports
 LABEL = "dnxb.bench"
 
 

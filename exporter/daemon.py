@@ -1,12 +1,14 @@
-"""The long-running half: follows Docker events, netlink link notifications and
-the exits of containers' processes, keeps a HostState, and publishes a fresh
-immutable Snapshot after each batch of changes. Scrapes read
+"""The long-running half: follows the workload sources' events, netlink link
+notifications and the exits of workloads' processes, keeps a HostState, and
+publishes a fresh immutable Snapshot after each batch of changes. Scrapes read
 ``daemon.snapshot`` (one reference) and never lock against this loop.
 
-Threads: one per event source (they only enqueue), one state loop (the only
-writer of the state; it does the follow-up I/O such as ``docker inspect``), and
-while a resync runs, one that reads everything afresh: at 200 containers that
-takes half a second, which events do not wait for.
+Threads: per workload source an event follower and a health ping, one for link
+notifications and one for process exits (they only enqueue typed items, see
+exporter.changes), one state loop (the only writer of the state; it does the
+follow-up I/O such as looking a started workload up), and while a resync runs,
+one that reads everything afresh: at 200 containers that takes half a second,
+which events do not wait for.
 """
 
 from __future__ import annotations
@@ -16,192 +18,157 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 
-import structlog
-
-from . import orphans, topology
+from . import logs, topology
+from .changes import (
+    REPLAYED,
+    Change,
+    LinkChanged,
+    ProcessExited,
+    Resynced,
+    ResyncWanted,
+    RuntimeEvent,
+    RuntimeUp,
+    Stop,
+)
 from .model import HostState
 from .sources import exits
-from .sources.docker import UNREACHABLE, WATCHED_EVENTS, DockerSource
+from .sources.follow import Follower
 from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
 from .sources.procfs import Procfs
+from .sources.workloads import Effect, SourceUnavailable, WorkloadSource
 from .state import StateReader
 
-log = structlog.get_logger()
+log = logs.get_logger()
 
-BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 MAX_BATCH = 20000
 QUIET, COALESCE_MAX = 0.002, 0.1  # seconds; see Daemon._coalesce
-_STOP = ("stop",)
-REPLAYED = (
-    "link",
-    "docker",
-    "exited",
-    "docker_up",
-)  # what a resync's result gets again; see Daemon._resync
-
-# Resync (source, reason) pairs, exported from the start at 0.
-RESYNC_KINDS = (
-    ("all", "start"),
-    ("all", "periodic"),
-    ("docker", "reconnect"),
-    ("netlink", "overflow"),
-)
+SUBSCRIBE_WAIT = 2.0
 
 
 class Daemon:
     def __init__(
         self,
-        docker: DockerSource | None,
+        sources: Sequence[WorkloadSource],
         procfs: Procfs,
         resync_interval: float = 300.0,
         netlink_rcvbuf: int = RCVBUF_BYTES,
     ) -> None:
-        self.docker = docker
+        self.sources = {s.runtime: s for s in sources}
         self.procfs = procfs
         self.resync_interval = resync_interval
-        self.netlink_rcvbuf = netlink_rcvbuf
         self.snapshot = topology.empty()
+        self.started = threading.Event()  # the first full read is published
         self.events = Counter(
             {("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0}
         )
-        self.events.update(
-            {("docker", a): 0 for actions in WATCHED_EVENTS.values() for a in actions}
+        self.events.update({(s.runtime, a): 0 for s in sources for a in s.event_actions})
+        # Resync (source, reason) pairs, exported from the start at 0.
+        self.resyncs = Counter(
+            {("all", "start"): 0, ("all", "periodic"): 0, ("netlink", "overflow"): 0}
+            | {(s.runtime, "reconnect"): 0 for s in sources}
         )
-        self.resyncs = Counter(dict.fromkeys(RESYNC_KINDS, 0))
-        self._queue: queue.Queue[tuple] = queue.Queue()
+        self._queue: queue.Queue[Change] = queue.Queue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state = HostState()
-        self._netlink: Netlink | None = None
-        self._monitor: LinkMonitor | None = None
-        self._docker_logged_down = False
-        self._docker_attempted = threading.Event()
-        self._replay: list | None = None  # while a resync reads: the items applied meanwhile
-        self._resync_wanted: tuple | None = None  # a resync asked for while one was reading
+        self._netlink = Netlink()
+        self._reader = StateReader(self._netlink, sources, procfs)
+        self._followers = {s.runtime: Follower(s, self._queue.put) for s in sources}
+        self._monitor = LinkMonitor(
+            lambda action, link: self._queue.put(LinkChanged(action, link)),
+            lambda: self._queue.put(ResyncWanted("netlink", "overflow")),
+            netlink_rcvbuf,
+        )
         self._exits = (
-            exits.ExitWatcher(lambda cid, pid: self._queue.put(("exited", cid, pid)))
+            exits.ExitWatcher(lambda wid, pid: self._queue.put(ProcessExited(wid, pid)))
             if exits.usable(procfs.root)
             else None
         )
+        self._replay: list[Change] | None = (
+            None  # while a resync reads: the items applied meanwhile
+        )
+        self._resync_wanted: ResyncWanted | None = None  # asked for while one was reading
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Subscribe to both sources, read everything once, then follow changes."""
-        self._netlink = Netlink()
-        self._reader = StateReader(self._netlink, self.docker, self.procfs)
-        self._monitor = LinkMonitor(
-            self._on_link,
-            lambda: self._queue.put(("resync", "netlink", "overflow")),
-            self.netlink_rcvbuf,
-        )
+        """Follow every source; the state loop reads everything once, then follows changes.
+        Returns at once: a source that does not answer delays nothing but its own part."""
         self._spawn("netlink-events", self._monitor.run)
         if self._exits is not None:
             self._spawn("process-exits", self._exits.run)
-        if self.docker is not None:
-            # Subscribe before the first read so that nothing between the two is missed.
-            self._spawn("docker-events", self._watch_docker)
-            self._docker_attempted.wait(self.docker.timeout + 1)
-        started = time.monotonic()
-        self._install("all", "start", self._reader.full(), started)
+        for runtime, follower in self._followers.items():
+            self._spawn(f"{runtime}-events", follower.run_events)
+            self._spawn(f"{runtime}-health", follower.run_health)
         self._spawn("state", self._run_state)
 
     def stop(self, timeout: float = 1.5) -> None:
         self._stopping.set()
-        if self._monitor is not None:
-            self._monitor.stop()
+        self._monitor.stop()
         if self._exits is not None:
             self._exits.stop()
-        if self.docker is not None:
-            self.docker.close_events()
-        self._queue.put(_STOP)
+        for follower in self._followers.values():
+            follower.stop()
+        self._queue.put(Stop())
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self._netlink is not None:
+        if not any(t.is_alive() for t in self._threads):
             self._netlink.close()
-        if self.docker is not None:
-            self.docker.reset()
+        for source in self.sources.values():
+            source.close()
 
-    def _spawn(self, name: str, target) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 
-    # -- producers ---------------------------------------------------------
-
-    def _on_link(self, action: str, link) -> None:
-        self._queue.put(("link", action, link))
-
-    def _watch_docker(self) -> None:
-        backoff = BACKOFF_MIN
-        since: int | None = None
-        while not self._stopping.is_set():
-            try:
-                try:
-                    stream = self.docker.events(since=since)
-                finally:
-                    self._docker_attempted.set()
-                self._queue.put(("docker_up", True))
-                if since is not None or self._docker_logged_down:
-                    self._queue.put(("resync", "docker", "reconnect"))
-                since = since or int(time.time())
-                backoff = BACKOFF_MIN
-                for event in stream:
-                    since = event.get("time", since)
-                    self._queue.put(("docker", event))
-                if not self._stopping.is_set():
-                    log.warning(
-                        "docker_events_ended",
-                        detail="dockerd closed the event stream; reconnecting",
-                    )
-            except UNREACHABLE as exc:
-                if not self._stopping.is_set() and not self._docker_logged_down:
-                    log.warning(
-                        "docker_unreachable",
-                        host=self.docker.host,
-                        error=str(exc),
-                        detail="retrying with backoff; veths are served without container names",
-                    )
-            if self._stopping.is_set():
-                return
-            self._docker_logged_down = True
-            self.docker.reset()
-            self._queue.put(("docker_up", False))
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
-
     # -- the state loop ----------------------------------------------------
 
     def _run_state(self) -> None:
+        started = time.monotonic()
+        # The kernel's side first: served at once, whatever the runtimes take to answer.
+        self._state = self._reader.full(runtimes=False)
+        self._publish()
+        # Subscribe before the first read of the runtimes so that nothing between the two is
+        # missed; a subscription still pending after a while resyncs once it succeeds.
+        for follower in self._followers.values():
+            if not follower.attempted.wait(SUBSCRIBE_WAIT):
+                follower.missed()
+        first = self._reader.full(self._state)
+        self._install(Resynced(ResyncWanted("all", "start"), first, started))
+        self.started.set()
         next_resync = time.monotonic() + self.resync_interval
         while True:
             try:
-                batch = [self._queue.get(timeout=max(0.0, next_resync - time.monotonic()))]
+                timeout = max(0.0, next_resync - time.monotonic())
+                batch: list[Change] = [self._queue.get(timeout=timeout)]
             except queue.Empty:
-                batch = [("resync", "all", "periodic")]
+                batch = [ResyncWanted("all", "periodic")]
             self._coalesce(batch)
-            if _STOP in batch:
+            if any(isinstance(item, Stop) for item in batch):
                 return
             try:
                 resync, changed = self._apply(batch)
                 if changed:
                     self._publish()
                 if resync:
-                    self._resync(*resync)
+                    self._resync(resync)
                     next_resync = time.monotonic() + self.resync_interval
             except Exception:  # keep following events; the next resync repairs the state
                 log.exception("state_update_failed")
-                self._queue.put(("resync", "all", "periodic"))
+                self._queue.put(ResyncWanted("all", "periodic"))
 
-    def _coalesce(self, batch: list) -> None:
-        """Add what is queued behind the first item; once a link event is in the batch, also what follows
-        until the queue stays quiet for QUIET seconds, at most COALESCE_MAX after the start. Each batch ends
-        in one snapshot, and a burst of link events arrives in pieces: taken one piece at a time, 1,000 new
-        veths cost thousands of rebuilds. Docker events come one at a time and wait for nothing."""
+    def _coalesce(self, batch: list[Change]) -> None:
+        """Add what is queued behind the first item; once a link event is in the batch, also what
+        follows until the queue stays quiet for QUIET seconds, at most COALESCE_MAX after the start.
+        Each batch ends in one snapshot, and a burst of link events arrives in pieces: taken one
+        piece at a time, 1,000 new veths cost thousands of rebuilds. Runtime events come one at a
+        time and wait for nothing."""
         until = time.monotonic() + COALESCE_MAX
-        bursty = batch[0][0] == "link"
+        bursty = isinstance(batch[0], LinkChanged)
         while len(batch) < MAX_BATCH:
             wait = min(QUIET, until - time.monotonic()) if bursty else 0
             try:
@@ -210,34 +177,36 @@ class Daemon:
                 )
             except queue.Empty:
                 return
-            bursty = bursty or batch[-1][0] == "link"
+            bursty = bursty or isinstance(batch[-1], LinkChanged)
 
-    def _apply(self, batch: list, replaying: bool = False) -> tuple[tuple | None, bool]:
+    def _apply(
+        self, batch: list[Change], replaying: bool = False
+    ) -> tuple[ResyncWanted | None, bool]:
         """Apply a batch in order. Returns the resync it asks for, if any, and whether the state may
-        have changed: events that change nothing (a container's create, the destroy after its die) cost
-        no rebuild. While a resync reads, the changes are also kept to be applied again on its result."""
+        have changed: events that change nothing (a container's create, the destroy after its die)
+        cost no rebuild. While a resync reads, the changes are also kept to be applied again on its
+        result."""
         resync, changed = None, False
         for item in batch:
-            kind = item[0]
-            if kind in REPLAYED and self._replay is not None and not replaying:
+            if isinstance(item, REPLAYED) and self._replay is not None and not replaying:
                 self._replay.append(item)
-            if kind == "link":
-                self._count("netlink", item[1], replaying)
-                self._reader.apply_link(self._state, item[1], item[2])
-                changed = True
-            elif kind == "docker":
-                event = item[1]
-                self._count("docker", event.get("Action", ""), replaying)
-                changed = self._apply_docker(event) or changed
-            elif kind == "exited":
-                self._count("process", "exit", replaying)
-                changed = self._process_exited(*item[1:]) or changed
-            elif kind == "docker_up":
-                changed = self._set_docker_up(item[1]) or changed
-            elif kind == "resync":
-                resync = resync or item[1:]
-            elif kind == "resynced":
-                self._install(*item[1:])
+            match item:
+                case LinkChanged(action, link):
+                    self._count("netlink", action, replaying)
+                    self._reader.apply_link(self._state, action, link)
+                    changed = True
+                case RuntimeEvent(runtime, event):
+                    self._count(runtime, event.action, replaying)
+                    changed = self._apply_event(item) or changed
+                case ProcessExited(workload_id, pid):
+                    self._count("process", "exit", replaying)
+                    changed = self._process_exited(workload_id, pid) or changed
+                case RuntimeUp(runtime, up):
+                    changed = self._set_runtime_up(runtime, up) or changed
+                case ResyncWanted():
+                    resync = resync or item
+                case Resynced():
+                    self._install(item)
         return resync, changed
 
     def _count(self, source: str, action: str, replaying: bool) -> None:
@@ -245,63 +214,61 @@ class Daemon:
         if (source, action) in self.events and not replaying:
             self.events[(source, action)] += 1
 
-    def _apply_docker(self, event: dict) -> bool:
-        """Follow one Docker event; whether the state may have changed."""
-        actor = event.get("Actor") or {}
-        action = event.get("Action", "")
+    def _apply_event(self, item: RuntimeEvent) -> bool:
+        """Follow one lifecycle event; whether the state may have changed."""
+        source, event = self.sources[item.runtime], item.event
         try:
-            if event.get("Type") == "network":
-                if action in ("connect", "disconnect"):
-                    # Starting a container connects it before "start", removing one disconnects it after
-                    # "die": only a container already running needs another look.
-                    container_id = (actor.get("Attributes") or {}).get("container", "")
-                    return container_id in self._state.containers and self._refresh_container(
-                        container_id
-                    )
-                networks = {n.id: n for n in self.docker.networks()}
-                changed, self._state.networks = networks != self._state.networks, networks
-                return changed
-            if action in ("die", "destroy"):
-                return self._reader.remove_container(self._state, actor.get("ID", ""))
-            if action in (
-                "start",
-                "rename",
-            ):  # not "create": the event filter lets it through for networks
-                return self._refresh_container(actor.get("ID", ""))
-        except UNREACHABLE as exc:
-            log.debug("docker_call_failed", action=action, error=str(exc))
+            match event.effect:
+                case Effect.GONE:
+                    return self._reader.remove_container(self._state, event.workload_id)
+                case Effect.CHANGED:
+                    return self._refresh(source, event.workload_id)
+                case Effect.CHANGED_IF_KNOWN if event.workload_id in self._state.containers:
+                    return self._refresh(source, event.workload_id)
+                case Effect.NETWORKS:
+                    return self._reload_networks(source)
+        except SourceUnavailable as exc:
+            # What this event told is lost until the runtime is read again: say it is down, so that
+            # no namespace of its counts as unowned meanwhile, and resync once it answers.
+            self._followers[item.runtime].unreachable(str(exc))
         return False
 
-    def _process_exited(self, container_id: str, pid: int) -> bool:
-        """A container's main process exited: it no longer runs, whatever Docker says next."""
-        c = self._state.containers.get(container_id)
-        return (
-            c is not None
-            and c.pid == pid
-            and self._reader.remove_container(self._state, container_id)
-        )
-
-    def _refresh_container(self, container_id: str) -> bool:
-        if not container_id:
+    def _refresh(self, source: WorkloadSource, workload_id: str) -> bool:
+        if not workload_id:
             return False
-        found = self.docker.inspect(container_id)
+        found = source.workload(workload_id)
         if found is None:
-            return self._reader.remove_container(self._state, container_id)
+            return self._reader.remove_container(self._state, workload_id)
         self._reader.add_container(self._state, found)
         return True
 
-    def _set_docker_up(self, up: bool) -> bool:
-        if up and not self._state.docker_up and self._docker_logged_down:
-            log.info("docker_reachable", host=self.docker.host)
-            self._docker_logged_down = False
-        changed, self._state.docker_up = up != self._state.docker_up, up
+    def _reload_networks(self, source: WorkloadSource) -> bool:
+        networks = {n.id: n for n in source.networks()}
+        kept = {i: n for i, n in self._state.networks.items() if i not in networks}
+        fresh = kept | networks  # networks of other runtimes stay
+        changed, self._state.networks = fresh != self._state.networks, fresh
         return changed
 
-    def _resync(self, source: str, reason: str) -> None:
-        """Read everything afresh in another thread (one read at a time; a resync asked for meanwhile
-        follows it). The state loop goes on applying events, and applies them again on the result."""
+    def _process_exited(self, workload_id: str, pid: int) -> bool:
+        """A workload's main process exited: it no longer runs, whatever its runtime says next."""
+        c = self._state.containers.get(workload_id)
+        return (
+            c is not None
+            and c.pid == pid
+            and self._reader.remove_container(self._state, workload_id)
+        )
+
+    def _set_runtime_up(self, runtime: str, up: bool) -> bool:
+        changed = self._state.runtimes_up.get(runtime) != up
+        self._state.runtimes_up[runtime] = up
+        return changed
+
+    def _resync(self, wanted: ResyncWanted) -> None:
+        """Read everything afresh in another thread (one read at a time; a resync asked for
+        meanwhile follows it). The state loop goes on applying events, and applies them again on
+        the result."""
         if self._replay is not None:
-            self._resync_wanted = self._resync_wanted or (source, reason)
+            self._resync_wanted = self._resync_wanted or wanted
             return
         self._replay = []
         # The read reuses what is known of links' ages and namespace files; it gets copies.
@@ -309,49 +276,52 @@ class Daemon:
             first_seen=dict(self._state.first_seen), netns_files=dict(self._state.netns_files)
         )
         threading.Thread(
-            target=self._read_all, args=(source, reason, known), name="resync", daemon=True
+            target=self._read_all, args=(wanted, known), name="resync", daemon=True
         ).start()
 
-    def _read_all(self, source: str, reason: str, known: HostState) -> None:
+    def _read_all(self, wanted: ResyncWanted, known: HostState) -> None:
         started, state = time.monotonic(), None
         try:
             with Netlink() as netlink:
-                state = StateReader(netlink, self.docker, self.procfs).full(known)
+                state = StateReader(netlink, list(self.sources.values()), self.procfs).full(known)
         except Exception:  # the state stays as it was; the next resync tries again
-            log.exception("resync_failed", source=source, reason=reason)
-        self._queue.put(("resynced", source, reason, state, started))
+            log.exception("resync_failed", source=wanted.source, reason=wanted.reason)
+        self._queue.put(Resynced(wanted, state, started))
 
-    def _install(
-        self, source: str, reason: str, state: HostState | None, started: float
-    ) -> None:
+    def _install(self, done: Resynced) -> None:
         """Make a full read the state, with the changes applied since it began applied again, and
         publish it."""
         replay, self._replay = self._replay or [], None
+        state, wanted = done.state, done.wanted
         if state is not None:
-            if not state.docker_up:
-                self._keep_live_containers(state, self._state)
+            self._keep_live_workloads(state, self._state)
             self._state = state
             self._apply(replay, replaying=True)
             self._publish()
             _settle_heap()
-            self.resyncs[(source, reason)] += 1
+            self.resyncs[(wanted.source, wanted.reason)] += 1
             log.info(
                 "resync",
-                source=source,
-                reason=reason,
+                source=wanted.source,
+                reason=wanted.reason,
                 containers=len(state.containers),
                 links=len(state.links),
-                docker_up=state.docker_up,
+                runtimes_up=",".join(
+                    f"{r}={int(up)}" for r, up in sorted(state.runtimes_up.items())
+                ),
                 replayed=len(replay),
-                seconds=round(time.monotonic() - started, 3),
+                seconds=round(time.monotonic() - done.started, 3),
             )
         if self._resync_wanted is not None:
-            wanted, self._resync_wanted = self._resync_wanted, None
-            self._resync(*wanted)
+            again, self._resync_wanted = self._resync_wanted, None
+            self._resync(again)
 
-    def _keep_live_containers(self, state: HostState, previous: HostState) -> None:
-        """With Docker unreachable, keep the containers whose process still holds the same namespace."""
+    def _keep_live_workloads(self, state: HostState, previous: HostState) -> None:
+        """For a runtime that did not answer, keep its workloads whose process still holds the same
+        namespace."""
         for c in previous.containers.values():
+            if state.runtimes_up.get(c.runtime, True):
+                continue
             if (
                 c.pid
                 and c.netns_inode is not None
@@ -360,11 +330,7 @@ class Daemon:
                 self._reader.add_container(state, c)
 
     def _publish(self) -> None:
-        snap = topology.build(self._state, self.snapshot)
-        snap.suspect_since = orphans.track(
-            snap.suspects, self.snapshot.suspect_since, time.monotonic()
-        )
-        self.snapshot = snap
+        self.snapshot = topology.build(self._state, self.snapshot, time.monotonic())
         if self._exits is not None:
             self._exits.sync(
                 {

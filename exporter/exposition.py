@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Generic, TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-Number = Union[int, float]
+Number = int | float
 
 
 def escape(value: str) -> str:
@@ -36,18 +36,23 @@ def value(v: Number) -> str:
     return repr(v)
 
 
-class LabelCache:
+K = TypeVar("K", bound=Hashable)
+O = TypeVar("O")
+R = TypeVar("R")
+
+
+class LabelCache(Generic[K, O, R]):
     """Label sets (or a list of them) rendered from objects that outlive a snapshot, rendered again only
     when the object under a key differs from the one the previous call saw (the same object, or an
     equal one: a tuple of the same objects compares fast). The topology hands unchanged veths,
     interfaces and ports on as the same objects, so a new snapshot re-renders only what changed. Each
     call swaps in a new table whole, so concurrent scrapes can only miss, never mix up, an entry."""
 
-    def __init__(self, render: Callable[[Hashable, object], object]) -> None:
+    def __init__(self, render: Callable[[K, O], R]) -> None:
         self._render = render
-        self._table: dict = {}
+        self._table: dict[K, tuple[O, R]] = {}
 
-    def rendered(self, keyed: Iterable[tuple[Hashable, object]]) -> list:
+    def rendered(self, keyed: Iterable[tuple[K, O]]) -> list[R]:
         table, fresh, out = self._table, {}, []
         for key, obj in keyed:
             hit = table.get(key)

@@ -61,21 +61,28 @@ class PortBinding:
 
 @dataclass(frozen=True)
 class Container:
-    """A running container, as Docker reports it, plus its namespace identity."""
+    """A running workload, as its runtime reports it, plus its namespace identity.
+
+    The namespace is the one of ``pid`` (``/proc/<pid>/ns/net``), or the file at
+    ``netns_path`` where the runtime names one (a CRI pod sandbox's). The
+    compose, endpoint and port fields are those of Docker-like runtimes; others
+    leave them empty.
+    """
 
     id: str
     name: str
+    runtime: str = "docker"
     image: str = ""
     pid: int = 0
-    network_mode: str = (
-        ""  # as Docker reports it: default, bridge, host, none, container:<id>, <network>
-    )
+    netns_path: str = ""
+    # As the runtime reports it: default, bridge, host, none, container:<id>, <network>.
+    network_mode: str = ""
     compose_project: str = ""
     compose_service: str = ""
     started_at: str = ""
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[PortBinding, ...] = ()
-    netns_inode: int | None = None  # st_ino of /proc/<pid>/ns/net; None if unreadable
+    netns_inode: int | None = None  # st_ino of the namespace file; None if unreadable
     nsid: int | None = None  # the host's id for that namespace (RTM_GETNSID)
 
 
@@ -97,15 +104,20 @@ class HostState:
     """Everything the sources know at one moment; input of topology.build()."""
 
     links: dict[int, Link] = field(default_factory=dict)  # host namespace, by ifindex
-    netns_links: dict[int, dict[int, Link]] = field(default_factory=dict)  # nsid -> ifindex -> Link
-    netns_addresses: dict[int, tuple[Address, ...]] = field(
-        default_factory=dict
-    )  # nsid -> addresses
+    # nsid -> ifindex -> Link, and nsid -> addresses, of the workloads' namespaces
+    netns_links: dict[int, dict[int, Link]] = field(default_factory=dict)
+    netns_addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)  # by id
     networks: dict[str, Network] = field(default_factory=dict)  # by id
     first_seen: dict[int, float] = field(default_factory=dict)  # host ifindex -> monotonic time
-    netns_files: dict[str, tuple[int, int | None]] = field(
-        default_factory=dict
-    )  # netns file -> (inode, nsid)
+    # namespace file -> (inode, nsid)
+    netns_files: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     host_netns_inode: int | None = None
-    docker_up: bool = False
+    # Whether each workload source answered its last call; a runtime that did not cannot be
+    # asked whom a namespace belongs to.
+    runtimes_up: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def workloads_known(self) -> bool:
+        """Every runtime answered: a namespace that none of them claims belongs to nobody."""
+        return bool(self.runtimes_up) and all(self.runtimes_up.values())

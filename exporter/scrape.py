@@ -1,33 +1,33 @@
 """One scrape: every enabled collector on the current snapshot, plus the
 exporter's own health metrics. A failing collector reports success 0 and the
 rest is still served. A collector that mostly waits for child processes
-(``concurrent = True``: the NAT collector) runs beside the others.
+(``concurrent``: the NAT collector) runs beside the others.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import prometheus_client
-import structlog
 
-from . import __version__
+from . import __version__, logs
+from .collectors import Collector
 from .daemon import Daemon
 from .exposition import Family, labels, render
+from .topology import Snapshot
 
-log = structlog.get_logger()
+log = logs.get_logger()
 
 
 class Scraper:
-    def __init__(self, daemon: Daemon, collectors: list) -> None:
+    def __init__(self, daemon: Daemon, collectors: list[Collector]) -> None:
         self.daemon = daemon
         self.collectors = collectors
         self._failing: set[str] = set()
-        self._concurrent = [c for c in collectors if getattr(c, "concurrent", False)]
-        self._beside = (
-            ThreadPoolExecutor(thread_name_prefix="collector") if self._concurrent else None
-        )
+        self._failing_lock = threading.Lock()
+        self._concurrent = [c for c in collectors if c.concurrent]
 
     def render(self) -> str:
         snap = self.daemon.snapshot
@@ -41,12 +41,14 @@ class Scraper:
             "gauge",
             "How long the collector took on the last scrape.",
         )
-        started = {c.name: self._beside.submit(self._run, c, snap) for c in self._concurrent}
+        # A thread of its own per scrape, not a pool: however many scrapes arrive, none waits for
+        # a worker while another scrape's collector waits for its child processes.
+        beside = {c.name: _Beside(self._run, c, snap) for c in self._concurrent}
         families: list[Family] = []
         for collector in self.collectors:
             found, seconds = (
-                started[collector.name].result()
-                if collector.name in started
+                beside[collector.name].result()
+                if collector.name in beside
                 else self._run(collector, snap)
             )
             families += found or []
@@ -55,15 +57,15 @@ class Scraper:
         families += [success, duration] + self._own_metrics(snap)
         return render(families) + prometheus_client.generate_latest().decode()
 
-    def _run(self, collector, snap) -> tuple[list | None, float]:
+    def _run(self, collector: Collector, snap: Snapshot) -> tuple[list[Family] | None, float]:
         """The collector's families (None when it failed) and how long it took."""
         started = time.perf_counter()
         try:
             found = collector.collect(snap)
         except Exception as exc:
-            if collector.name not in self._failing:
-                self._failing.add(collector.name)
-                # An OSError is an outage of a source (a missing tool, no permission): one line, no traceback.
+            if self._set_failing(collector.name, True):
+                # An OSError is an outage of a source (a missing tool, no permission): one line,
+                # no traceback.
                 log.error(
                     "collector_failed",
                     collector=collector.name,
@@ -71,12 +73,22 @@ class Scraper:
                     exc_info=not isinstance(exc, OSError),
                 )
             return None, time.perf_counter() - started
-        if collector.name in self._failing:
-            self._failing.discard(collector.name)
+        if self._set_failing(collector.name, False):
             log.info("collector_recovered", collector=collector.name)
         return found, time.perf_counter() - started
 
-    def _own_metrics(self, snap) -> list:
+    def _set_failing(self, name: str, failing: bool) -> bool:
+        """Record whether the collector fails; whether that changed (log it once, not per scrape)."""
+        with self._failing_lock:
+            if (name in self._failing) == failing:
+                return False
+            if failing:
+                self._failing.add(name)
+            else:
+                self._failing.discard(name)
+            return True
+
+    def _own_metrics(self, snap: Snapshot) -> list[Family]:
         events = Family(
             "dockernet_events_total", "counter", "Events received, by source and action."
         )
@@ -94,7 +106,7 @@ class Scraper:
                 "dockernet_docker_up",
                 "gauge",
                 "Whether the Docker API answered on the last attempt (1) or not (0).",
-            ).add("", int(snap.docker_up)),
+            ).add("", int(snap.runtimes_up.get("docker", False))),
             Family(
                 "dockernet_exporter_build_info",
                 "gauge",
@@ -103,3 +115,25 @@ class Scraper:
             events,
             resyncs,
         ]
+
+
+class _Beside(threading.Thread):
+    """One collector run in a thread beside the scrape's others."""
+
+    def __init__(
+        self,
+        run: Callable[[Collector, Snapshot], tuple[list[Family] | None, float]],
+        collector: Collector,
+        snap: Snapshot,
+    ) -> None:
+        super().__init__(name=f"collector-{collector.name}", daemon=True)
+        self._call = lambda: run(collector, snap)
+        self._result: tuple[list[Family] | None, float] = (None, 0.0)
+        self.start()
+
+    def run(self) -> None:
+        self._result = self._call()
+
+    def result(self) -> tuple[list[Family] | None, float]:
+        self.join()
+        return self._result

@@ -1,7 +1,9 @@
 """Fills a HostState from the sources: the I/O half of the join.
 
 Used whole by a resync (and by the one-shot CLI) and piece by piece by the
-daemon as events arrive.
+daemon as events arrive. The workload sources say which workloads run and
+where their namespaces are; the kernel side (links, namespace ids and the
+links inside each namespace) is read here, the same for every runtime.
 """
 
 from __future__ import annotations
@@ -9,43 +11,48 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 
-import structlog
-
+from . import logs
 from .model import Container, HostState, Link
-from .sources.docker import UNREACHABLE, DockerSource
 from .sources.netlink import Netlink
 from .sources.procfs import Procfs
+from .sources.workloads import SourceUnavailable, WorkloadSource
 
-log = structlog.get_logger()
+log = logs.get_logger()
 
 # Where Docker and `ip netns add` keep their namespaces, bind-mounted on files.
 NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
 
 
 class StateReader:
-    def __init__(self, netlink: Netlink, docker: DockerSource | None, procfs: Procfs) -> None:
+    def __init__(self, netlink: Netlink, sources: Sequence[WorkloadSource], procfs: Procfs) -> None:
         self.netlink = netlink
-        self.docker = docker
+        self.sources = sources
         self.procfs = procfs
 
-    def full(self, previous: HostState | None = None) -> HostState:
-        """Everything, read afresh. Docker being unreachable leaves containers empty."""
+    def full(self, previous: HostState | None = None, runtimes: bool = True) -> HostState:
+        """Everything, read afresh (only the kernel's side without `runtimes`). A runtime that does
+        not answer contributes no workloads."""
         state = HostState(host_netns_inode=self.procfs.host_netns_inode())
         self.reload_links(state, previous.first_seen if previous else None)
         self.reload_netns_files(state, previous.netns_files if previous else None)
-        try:
-            if self.docker is None:
-                raise ConnectionError("docker source disabled")
-            state.networks = {n.id: n for n in self.docker.networks()}
-            containers = self.docker.containers()
-            state.docker_up = True
-        except UNREACHABLE as exc:
-            log.debug("docker_unreachable", error=str(exc))
-            containers = []
-        for c in containers:
-            self.add_container(state, c)
+        for source in self.sources if runtimes else ():
+            self.read_runtime(state, source)
         return state
+
+    def read_runtime(self, state: HostState, source: WorkloadSource) -> None:
+        try:
+            networks = source.networks()
+            workloads = source.workloads()
+        except SourceUnavailable as exc:
+            log.debug("runtime_read_failed", runtime=source.runtime, error=str(exc))
+            state.runtimes_up[source.runtime] = False
+            return
+        state.runtimes_up[source.runtime] = True
+        state.networks.update((n.id, n) for n in networks)
+        for c in workloads:
+            self.add_container(state, c)
 
     def reload_links(self, state: HostState, first_seen: dict | None = None) -> None:
         now = time.monotonic()
@@ -65,10 +72,10 @@ class StateReader:
     def remove_container(self, state: HostState, container_id: str) -> bool:
         """Forget a container; whether it was known."""
         gone = state.containers.pop(container_id, None)
-        if gone is not None and gone.nsid is not None:
-            if not any(c.nsid == gone.nsid for c in state.containers.values()):
-                state.netns_links.pop(gone.nsid, None)
-                state.netns_addresses.pop(gone.nsid, None)
+        shared = gone is not None and any(c.nsid == gone.nsid for c in state.containers.values())
+        if gone is not None and gone.nsid is not None and not shared:
+            state.netns_links.pop(gone.nsid, None)
+            state.netns_addresses.pop(gone.nsid, None)
         return gone is not None
 
     def load_netns(self, state: HostState, nsid: int) -> None:
@@ -139,14 +146,17 @@ class StateReader:
                 except OSError:  # a dangling link or a file removed meanwhile
                     continue
                 old = known.get(path)
-                known_id = old and old[0] == inode and old[1] is not None
-                files[path] = old if known_id else (inode, self._namespace(path)[1])
+                if old is not None and old[0] == inode and old[1] is not None:
+                    files[path] = old
+                else:
+                    files[path] = (inode, self._namespace(path)[1])
         state.netns_files = files
 
     def _with_namespace(self, c: Container) -> Container:
-        if not c.pid:
+        path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")
+        if not path:
             return c
-        inode, nsid = self._namespace(self.procfs.netns_path(c.pid), assign=True)
+        inode, nsid = self._namespace(path, assign=True)
         return c if inode is None else dataclasses.replace(c, netns_inode=inode, nsid=nsid)
 
     def _namespace(self, path: str, assign: bool = False) -> tuple[int | None, int | None]:

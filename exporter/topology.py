@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import orphans
+from . import orphan_rules
 from .model import Address, Container, HostState, Link, Network
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
@@ -55,25 +55,26 @@ class Verdict(NamedTuple):
     """What one host veth is."""
 
     veth: Veth
-    suspect: orphans.Suspect | None
+    suspect: orphan_rules.Suspect | None
     interface: Interface | None  # the container interface it is the host end of
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
+    """The host's topology at one moment. Nothing in it changes after build(), except `cache`:
+    what collectors render once per snapshot (see memo). The dicts are the snapshot's own copies;
+    nobody writes to them."""
+
     containers: tuple[ContainerView, ...]
     interfaces: tuple[Interface, ...]
     veths: tuple[Veth, ...]
     links: dict[int, Link]
     networks: dict[str, Network]
-    docker_up: bool
-    addresses: dict[int, tuple[Address, ...]] = field(
-        default_factory=dict
-    )  # nsid -> kernel addresses
-    suspects: tuple[orphans.Suspect, ...] = ()
-    suspect_since: dict[int, float] = field(
-        default_factory=dict
-    )  # host ifindex -> monotonic; set by the publisher
+    runtimes_up: dict[str, bool]
+    addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
+    suspects: tuple[orphan_rules.Suspect, ...] = ()
+    # Host ifindex -> since when (monotonic) the veth has been a suspect.
+    suspect_since: dict[int, float] = field(default_factory=dict)
     cache: dict = field(default_factory=dict, compare=False)  # see memo()
     # What the next build() reuses: the verdicts by host ifindex, and what it read of each peer namespace.
     verdicts: dict[int, Verdict] = field(default_factory=dict, compare=False)
@@ -85,14 +86,19 @@ class Snapshot:
             self.cache[key] = build(self)
         return self.cache[key]
 
+    @property
+    def workloads_known(self) -> bool:
+        return bool(self.runtimes_up) and all(self.runtimes_up.values())
+
 
 def empty() -> Snapshot:
     return build(HostState())
 
 
-def build(state: HostState, previous: Snapshot | None = None) -> Snapshot:
-    """The snapshot of `state`. Given the snapshot before it, only the veths that a change touched are
-    judged again; the others keep their earlier verdicts (the same objects)."""
+def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) -> Snapshot:
+    """The snapshot of `state` at monotonic time `now`. Given the snapshot before it, only the veths
+    that a change touched are judged again; the others keep their earlier verdicts (the same
+    objects), and suspects keep the time they became suspects."""
     views = _container_views(state)
     owners_by_nsid = {
         v.container.nsid: v.container
@@ -112,15 +118,18 @@ def build(state: HostState, previous: Snapshot | None = None) -> Snapshot:
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
+    suspects = tuple(v.suspect for v in verdicts.values() if v.suspect is not None)
+    since = previous.suspect_since if previous is not None else {}
     return Snapshot(
         containers=views,
         interfaces=tuple(interfaces),
         veths=veths,
         links=dict(state.links),
         networks=dict(state.networks),
-        docker_up=state.docker_up,
+        runtimes_up=dict(state.runtimes_up),
         addresses=dict(state.netns_addresses),
-        suspects=tuple(v.suspect for v in verdicts.values() if v.suspect is not None),
+        suspects=suspects,
+        suspect_since=orphan_rules.track(suspects, since, now),
         verdicts=verdicts,
         netns_contexts=contexts,
     )
@@ -134,7 +143,9 @@ class Changes(NamedTuple):
     netns: set[int]  # nsids whose context is new, gone or different
 
 
-def _netns_contexts(state: HostState, owners_by_nsid: dict, host: orphans.Host) -> dict[int, tuple]:
+def _netns_contexts(
+    state: HostState, owners_by_nsid: dict, host: orphan_rules.Host
+) -> dict[int, tuple]:
     """Per peer namespace, everything a verdict reads of it: its links, owner, members and kind."""
     nsids = (
         state.netns_links.keys()
@@ -155,11 +166,11 @@ def _netns_contexts(state: HostState, owners_by_nsid: dict, host: orphans.Host) 
 
 def _changes(previous: Snapshot | None, state: HostState, contexts: dict) -> Changes:
     """Links are compared by identity (the state replaces a link that changes), namespace contexts by
-    value. Docker's networks and whether Docker answered feed every verdict: a change there, or no
+    value. The runtimes' networks and whether they answered feed every verdict: a change there, or no
     previous snapshot, means judging every veth."""
     if (
         previous is None
-        or previous.docker_up != state.docker_up
+        or previous.runtimes_up != state.runtimes_up
         or previous.networks != state.networks
     ):
         return Changes({}, set(), set())
@@ -178,7 +189,7 @@ def _judge_veths(
     state: HostState,
     owners_by_nsid: dict,
     bridge_networks: dict,
-    host: orphans.Host,
+    host: orphan_rules.Host,
     changes: Changes,
 ) -> dict[int, Verdict]:
     """The verdict on every host veth, by ifindex in ifindex order."""
@@ -190,14 +201,16 @@ def _judge_veths(
         old = changes.earlier.get(ifindex)
         if old is None or _touched(link, state.links, changes):
             veth = _veth(link, state, owners_by_nsid, bridge_networks)
-            interface = _veth_interface(veth, state) if veth.container is not None else None
-            old = Verdict(veth, orphans.suspect(link, host), interface)
+            interface = (
+                _veth_interface(veth, veth.container, state) if veth.container is not None else None
+            )
+            old = Verdict(veth, orphan_rules.suspect(link, host), interface)
         verdicts[ifindex] = old
     return verdicts
 
 
 def _touched(link: Link, links: dict[int, Link], changes: Changes) -> bool:
-    """Whether anything _veth(), _veth_interface() or orphans.suspect() read about this veth changed:
+    """Whether anything _veth(), _veth_interface() or orphan_rules.suspect() read about this veth changed:
     the link, its bridge, and its peer's namespace, or (a peer in the host) the peer and its bridge."""
     if link.ifindex in changes.links or link.master in changes.links:
         return True
@@ -207,18 +220,18 @@ def _touched(link: Link, links: dict[int, Link], changes: Changes) -> bool:
     return link.peer_ifindex in changes.links or (peer is not None and peer.master in changes.links)
 
 
-def _orphan_host(state: HostState, bridge_networks: dict) -> orphans.Host:
+def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
     members: dict[int, tuple[Container, ...]] = {}
     for c in state.containers.values():
         if c.nsid is not None:
             members[c.nsid] = members.get(c.nsid, ()) + (c,)
-    return orphans.Host(
+    return orphan_rules.Host(
         links=state.links,
         docker_bridges=bridge_networks,
         members=members,
         netns_links=state.netns_links,
-        netns_kinds=orphans.netns_kinds(state.netns_files),
-        docker_up=state.docker_up,
+        netns_kinds=orphan_rules.netns_kinds(state.netns_files),
+        workloads_known=state.workloads_known,
     )
 
 
@@ -237,8 +250,9 @@ def _container_views(state: HostState) -> tuple[ContainerView, ...]:
             owner_of[c.id] = owner.id
     views = []
     for c in sorted(state.containers.values(), key=lambda c: (c.name, c.id)):
-        owner = owner_of.get(c.id)
-        views.append(ContainerView(c, _network_mode(c, owner, state.host_netns_inode), owner))
+        owner_id = owner_of.get(c.id)
+        mode = _network_mode(c, owner_id, state.host_netns_inode)
+        views.append(ContainerView(c, mode, owner_id))
     return tuple(views)
 
 
@@ -257,17 +271,23 @@ def _network_mode(c: Container, owner: str | None, host_inode: int | None) -> st
 def _veth(link: Link, state: HostState, owners_by_nsid: dict, bridge_networks: dict) -> Veth:
     bridge = state.links[link.master].name if link.master in state.links else ""
     network = bridge_networks[bridge].name if bridge in bridge_networks else ""
-    owner = owners_by_nsid.get(link.peer_netnsid) if link.peer_netnsid is not None else None
-    peer = state.netns_links.get(link.peer_netnsid, {}).get(link.peer_ifindex) if owner else None
+    nsid = link.peer_netnsid
+    owner = owners_by_nsid.get(nsid) if nsid is not None else None
+    peer = (
+        state.netns_links.get(nsid, {}).get(link.peer_ifindex)
+        if owner and nsid is not None
+        else None
+    )
     if owner and not network and peer is not None:
         network = _network_by_mac(owner, peer.mac)
     return Veth(link, owner, peer.name if peer else "", bridge, network)
 
 
-def _veth_interface(v: Veth, state: HostState) -> Interface:
-    peer = state.netns_links.get(v.link.peer_netnsid, {}).get(v.link.peer_ifindex)
+def _veth_interface(v: Veth, container: Container, state: HostState) -> Interface:
+    nsid = v.link.peer_netnsid
+    peer = state.netns_links.get(nsid, {}).get(v.link.peer_ifindex) if nsid is not None else None
     return Interface(
-        container=v.container,
+        container=container,
         interface=v.interface,
         ifindex=v.link.peer_ifindex,
         kind="veth",

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from helpers import LOCK_PATH, TEST_IMAGE, Containers, ExporterProcess
+from helpers import LOCK_PATH, TEST_IMAGE, Containers, ExporterProcess, Hand
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,14 @@ def containers(docker_client):
     c = Containers(docker_client)
     yield c
     c.cleanup()
+
+
+@pytest.fixture
+def hand():
+    """Veths, bridges and namespaces made by hand for one test, removed after it."""
+    h = Hand()
+    yield h
+    h.cleanup()
 
 
 @pytest.fixture

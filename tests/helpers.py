@@ -1,5 +1,6 @@
 """Helpers the tests share: polling, shell commands, metrics parsing, the real
-exporter as a subprocess, test containers, and ways to make Docker vanish.
+exporter as a subprocess, test containers, veths and namespaces made by hand,
+the kernel's and a container's own view, and ways to make Docker vanish.
 
 Fixtures live in conftest.py; everything a test imports by name lives here.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -58,6 +60,14 @@ def free_port() -> int:
 
 def unique(prefix: str = "dnx") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def alert_rules() -> dict:
+    """The committed alerting rules, by alert name."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "grafana/prometheus/dockernet.rules.yml").read_text())
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
 
 
 def parse_metrics(text: str) -> dict:
@@ -171,6 +181,99 @@ class Containers:
                 pass
 
 
+class Hand:
+    """Veths, bridges and namespaces made by hand (named dnx-*), removed afterwards (the `hand`
+    fixture)."""
+
+    def __init__(self) -> None:
+        self.links: list[str] = []
+        self.mounts: list[str] = []
+        self.named: list[str] = []
+
+    def pair(self, host: str, peer: str, netns: str = "", master: str = "") -> str:
+        sh(
+            "ip",
+            "link",
+            "add",
+            host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            *(["netns", netns] if netns else []),
+        )
+        self.links.append(host)
+        if master:
+            sh("ip", "link", "set", host, "master", master)
+        return host
+
+    def bridge(self, name: str) -> str:
+        sh("ip", "link", "add", name, "type", "bridge")
+        self.links.append(name)
+        return name
+
+    def anonymous_netns(self, name: str) -> str:
+        """A namespace kept alive by a bind mount outside Docker's and ip's directories."""
+        path = f"/run/{name}"
+        open(path, "w").close()
+        self.mounts.append(path)
+        sh("unshare", f"--net={path}", "true")
+        return path
+
+    def named_netns(self, name: str) -> str:
+        sh("ip", "netns", "add", name)
+        self.named.append(name)
+        return name
+
+    def delete(self, link: str) -> None:
+        sh("ip", "link", "del", link)
+        self.links.remove(link)
+
+    def cleanup(self) -> None:
+        for link in self.links:
+            sh("ip", "link", "del", link, check=False)
+        for path in self.mounts:
+            sh("umount", path, check=False)
+            os.unlink(path)
+        for name in self.named:
+            sh("ip", "netns", "del", name, check=False)
+
+
+def bridge_ports() -> dict:
+    """port name -> (bridge name, STP state) from `bridge -j link`: the kernel's view."""
+    return {
+        p["ifname"]: (p.get("master", ""), p.get("state", ""))
+        for p in json.loads(sh("bridge", "-j", "link") or "[]")
+    }
+
+
+def ipv6_network(containers: Containers):
+    """A dual-stack user network, in the benchmarking ranges (RFC 2544, RFC 5180)."""
+    return containers.network(
+        enable_ipv6=True,
+        ipam={
+            "Config": [
+                {"Subnet": f"198.19.{random.randint(200, 249)}.0/24"},
+                {"Subnet": f"2001:2:0:{random.randint(0x100, 0xFFF):x}::/64"},
+            ]
+        },
+    )
+
+
+def inside(container) -> set:
+    """(interface, family, address, prefix) of every non-loopback address, as the container sees
+    them (`ip -o addr` in the container)."""
+    out = set()
+    for line in container.exec_run("ip -o addr").output.decode().splitlines():
+        fields = line.split()
+        interface, kind, cidr = fields[1], fields[2], fields[3]
+        if interface != "lo":
+            address, prefix = cidr.split("/")
+            out.add((interface, "ipv4" if kind == "inet" else "ipv6", address, prefix))
+    return out
+
+
 def stop_dockerd(timeout: float = 30.0) -> None:
     """Stop the test dockerd (SIGTERM, as an init system would) and wait until it is gone."""
     pid = int(Path("/var/run/docker.pid").read_text())
@@ -188,15 +291,31 @@ def start_dockerd() -> None:
 class DockerSocketProxy:
     """A unix socket that forwards to dockerd's, so a test can make "Docker"
     appear, vanish (every connection dropped) and come back without touching
-    the real dockerd that other tests use."""
+    the real dockerd that other tests use. Two more faults: `hide()` moves the
+    socket file away (connections made before go on working, new ones fail, as
+    when someone moves /var/run/docker.sock), and `freeze()` stops forwarding
+    in both directions while connections stay open (a dockerd under SIGSTOP)."""
 
     def __init__(self, path: str, target: str = "/var/run/docker.sock") -> None:
         self.path, self.target = path, target
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def hide(self) -> None:
+        os.rename(self.path, self.path + ".away")
+
+    def unhide(self) -> None:
+        os.rename(self.path + ".away", self.path)
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     def start(self) -> None:
-
         if os.path.exists(self.path):
             os.unlink(self.path)
         self._server = socket.socket(socket.AF_UNIX)
@@ -205,6 +324,9 @@ class DockerSocketProxy:
         threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
 
     def stop(self) -> None:
+        self.thaw()
+        if os.path.exists(self.path + ".away"):
+            self.unhide()
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -219,7 +341,6 @@ class DockerSocketProxy:
             os.unlink(self.path)
 
     def _accept(self, server: socket.socket) -> None:
-
         while True:
             try:
                 client, _ = server.accept()
@@ -231,10 +352,10 @@ class DockerSocketProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self.flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

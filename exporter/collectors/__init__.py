@@ -1,20 +1,21 @@
-"""Collectors: each renders one part of /metrics from a topology snapshot.
-
-A collector is a class with a ``name``, a one-line ``help`` for its flag, a
-``default`` (enabled or not) and ``collect(snapshot) -> list[Family]``. It
-may read fresh data (counters) but never changes the snapshot.
-"""
+"""The collectors and their registry: the flags each declares (see base.py),
+and the enabled collectors built with their own options."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+
 from .addresses import AddressesCollector
+from .base import Collector, Context, Option
 from .bridges import BridgesCollector
 from .containers import ContainersCollector
 from .nat import NatCollector
 from .orphans import OrphansCollector
 from .veths import VethsCollector
 
-ALL = (
+# Also the order of their families on /metrics.
+ALL: tuple[type[Collector], ...] = (
     ContainersCollector,
     VethsCollector,
     NatCollector,
@@ -22,3 +23,46 @@ ALL = (
     AddressesCollector,
     OrphansCollector,
 )
+
+
+def _enabled_dest(c: type[Collector]) -> str:
+    return f"collector.{c.name}"
+
+
+def _option_dest(c: type[Collector], o: Option) -> str:
+    return f"collector.{c.name}.{o.name}"
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """--[no-]collector.<name> for each collector, then --collector.<name>.<option> for each option."""
+    for c in ALL:
+        p.add_argument(
+            f"--collector.{c.name}",
+            dest=_enabled_dest(c),
+            action=argparse.BooleanOptionalAction,
+            default=c.default,
+            help=f"enable the {c.name} collector: {c.help} (default: {'on' if c.default else 'off'})",
+        )
+    for c in ALL:
+        for o in c.options:
+            p.add_argument(
+                f"--collector.{c.name}.{o.name}",
+                dest=_option_dest(c, o),
+                type=o.type,
+                default=o.type(o.default),
+                choices=o.choices,
+                metavar=None if o.choices else o.name.upper(),
+                help=f"{o.help} (default: {o.default})",
+            )
+
+
+def enabled(args: argparse.Namespace, context: Context) -> list[Collector]:
+    """The collectors the flags enable, each given its own options only."""
+    out = []
+    for c in ALL:
+        if getattr(args, _enabled_dest(c)):
+            make: Callable[..., Collector] = c  # each subclass declares its own keyword options
+            out.append(
+                make(context, **{o.name: getattr(args, _option_dest(c, o)) for o in c.options})
+            )
+    return out

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..exposition import Family, LabelCache, labels
 from ..model import Address
-from ..topology import Interface, Snapshot
+from .base import Collector, Context
+
+if TYPE_CHECKING:
+    from ..topology import Interface, Snapshot
 
 
-class AddressesCollector:
+class AddressesCollector(Collector):
     name = "addresses"
     help = (
         "dockernet_container_address_info: each IPv4 and IPv6 address of each container interface"
     )
-    default = True
 
-    def __init__(self, **_options) -> None:
+    def __init__(self, context: Context | None = None) -> None:
         self._labels = LabelCache(address_labels)
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         return [snap.memo("address_info", self.address_info)]
 
     def address_info(self, snap: Snapshot) -> Family:
@@ -57,5 +61,8 @@ def container_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
         for a in addresses:
             by_ifindex.setdefault((nsid, a.ifindex), []).append(a)
     return [
-        (i, a) for i in snap.interfaces for a in by_ifindex.get((i.container.nsid, i.ifindex), ())
+        (i, a)
+        for i in snap.interfaces
+        if i.container.nsid is not None
+        for a in by_ifindex.get((i.container.nsid, i.ifindex), ())
     ]

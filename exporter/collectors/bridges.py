@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..exposition import Family, LabelCache, labels
 from ..model import Link
-from ..topology import Snapshot
+from .base import Collector, Context
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
 
 # IFLA_BRPORT_STATE values (BR_STATE_*).
 PORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
 
 
-class BridgesCollector:
+class BridgesCollector(Collector):
     name = "bridges"
     help = "dockernet_bridge_*: each Linux bridge with its Docker network, state, ports and port states"
-    default = True
 
-    def __init__(self, **_options) -> None:
+    def __init__(self, context: Context | None = None) -> None:
         # Per bridge, kept while its ports are the same objects in the same order (the snapshot's links
         # keep both while nothing changes).
         self._port_blocks = LabelCache(port_label_sets)
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         return snap.memo("bridges", lambda s: render(s, self._port_blocks))
 
 
@@ -75,7 +79,7 @@ def render(snap: Snapshot, port_blocks: LabelCache) -> list[Family]:
     count = Family(
         "dockernet_bridge_ports",
         "gauge",
-        "Number of ports of the bridge (a Linux bridge holds at most 1,024).",
+        "Number of ports of the bridge (a Linux bridge holds at most 1,023).",
         static=True,
     )
     states = Family(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from ..exposition import Family, LabelCache, labels
 from ..model import (
@@ -17,8 +18,10 @@ from ..model import (
     Counters,
 )
 from ..sources.netlink import Netlink
-from ..sources.procfs import Procfs
-from ..topology import ContainerView, Interface, Snapshot
+from .base import Collector, Context
+
+if TYPE_CHECKING:
+    from ..topology import ContainerView, Interface, Snapshot
 
 # (metric suffix, column read on the host veth, column read inside the namespace).
 # The host end of a veth sees the container's traffic mirrored: what the host
@@ -55,23 +58,22 @@ COUNTERS = (
 )
 
 
-class ContainersCollector:
+class ContainersCollector(Collector):
     name = "containers"
     help = "per-container interface counters and dockernet_container_info"
-    default = True
 
     def __init__(
         self,
-        procfs: Procfs,
+        context: Context,
+        *,
         link_stats: Callable[[Collection[int]], dict] | None = None,
-        **_options,
     ) -> None:
-        self.procfs = procfs
+        self.procfs = context.procfs
         self.link_stats = link_stats or read_link_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(counter_labels)
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         return [snap.memo("container_info", self.container_info)] + self._counters(snap)
 
     def container_info(self, snap: Snapshot) -> Family:
@@ -110,7 +112,7 @@ class ContainersCollector:
             else (label_set, self._inside(pid, inside).get(interface), False)
             for label_set, veth, pid, interface in targets
         ]
-        rows = [r for r in rows if r[1] is not None]
+        found = [(ls, row, host_end) for ls, row, host_end in rows if row is not None]
         return [
             Family(
                 f"dockernet_container_{suffix}_total",
@@ -118,14 +120,15 @@ class ContainersCollector:
                 text,
                 [
                     (ls, row[host_column] if host_end else row[inside_column])
-                    for ls, row, host_end in rows
+                    for ls, row, host_end in found
                 ],
             )
             for suffix, host_column, inside_column, text in COUNTERS
         ]
 
     def _inside(self, pid: int, inside: dict) -> dict:
-        """The counters of a container's own namespace (interfaces with no host veth), read once per scrape."""
+        """The counters of a container's own namespace (interfaces with no host veth), read once
+        per scrape."""
         if pid not in inside:
             try:
                 inside[pid] = self.procfs.net_dev(pid)

@@ -5,17 +5,32 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .. import nat
 from ..exposition import Family, labels
+from ..firewall.attribution import (
+    MasqueradeStatus,
+    PortStatus,
+    chain_counts,
+    choose,
+    masquerade_statuses,
+    port_statuses,
+    wanted_families,
+)
+from ..firewall.rules import Ruleset
+from ..flags import duration
+from ..model import Container, Network
 from ..sources.netfilter import Netfilter, NetfilterUnavailable
-from ..topology import Snapshot
+from .base import Collector, Context, Option
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
 
 CONNECTIONS_HELP = (
-    "Packets counted by the DNAT rule of this binding. Only a connection's first packet passes the nat table, "
-    "so this counts connections that were translated by the rule: from other hosts, and from this host to one "
-    "of its own non-loopback addresses. It does not count connections to 127.0.0.1 nor connections from "
-    "containers on a Docker bridge, which docker-proxy serves."
+    "Packets counted by the DNAT rule of this binding. Only a connection's first packet passes the "
+    "nat table, so this counts connections that were translated by the rule: from other hosts, and "
+    "from this host to one of its own non-loopback addresses. It does not count connections to "
+    "127.0.0.1 nor connections from containers on a Docker bridge, which docker-proxy serves."
 )
 MASQUERADE_HELP = (
     "Packets counted by the MASQUERADE rule of this bridge subnet: connections leaving the subnet through "
@@ -24,6 +39,9 @@ MASQUERADE_HELP = (
 
 # How long the backend found to hold Docker's rules is read alone before every backend is read again.
 REDETECT_SECONDS = 60.0
+# How long past its own deadline a scrape waits for the read it shares: time for that read, which
+# started first and ends at its deadline, to kill its commands and hand over its error.
+SHARED_READ_GRACE = 0.25
 
 
 @dataclass(frozen=True)
@@ -31,57 +49,114 @@ class Detection:
     """The backend chosen by the last read of every backend, and what it was chosen for."""
 
     at: float
-    intent: tuple  # containers with ports, networks, families: a change means read every backend
+    intent: tuple[object, ...]  # containers with ports, networks, families: a change means read all
     backend: str
     docker_families: frozenset[str]
 
 
-class NatCollector:
+class SharedRead:
+    """One read of the rules in flight, shared by every scrape that arrives while it runs."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: tuple[Ruleset, int] | None = None
+        self._error: BaseException | None = None
+
+    def finish(
+        self, result: tuple[Ruleset, int] | None = None, error: BaseException | None = None
+    ) -> None:
+        self._result, self._error = result, error
+        self._done.set()
+
+    def wait(self, deadline: float) -> tuple[Ruleset, int]:
+        """Its result, or raise its error; wait at most until ``deadline``."""
+        if not self._done.wait(max(0.0, deadline - time.monotonic())):
+            raise NetfilterUnavailable("the firewall read in flight did not finish in time")
+        if isinstance(self._error, NetfilterUnavailable):
+            raise NetfilterUnavailable(str(self._error))  # one of its own per scrape
+        if self._error is not None:
+            raise RuntimeError(f"the shared firewall read failed: {self._error!r}") from self._error
+        assert self._result is not None
+        return self._result
+
+
+class NatCollector(Collector):
     name = "nat"
     help = (
         "published ports and masquerading checked against the iptables/nftables rules Docker needs"
     )
-    default = True
-    concurrent = True  # mostly waits for iptables-save or nft: the scrape runs it beside the others
+    concurrent = True  # mostly waits for iptables-save or nft
+    options = (
+        Option(
+            "cache",
+            duration,
+            "0s",
+            "reuse the firewall rules read for this long (0s: read them on every scrape)",
+        ),
+        Option(
+            "timeout", duration, "5s", "timeout of the iptables-save / nft commands of one read"
+        ),
+    )
 
     def __init__(
         self,
+        context: Context | None = None,
+        *,
+        cache: float = 0.0,
+        timeout: float = 5.0,
         netfilter: Netfilter | None = None,
-        nat_cache: float = 0.0,
-        nat_timeout: float = 5.0,
-        **_options,
     ) -> None:
-        self.netfilter = netfilter or Netfilter(nat_timeout)
-        self.cache_seconds = nat_cache
+        self.netfilter = netfilter or Netfilter(timeout)
+        self.cache_seconds = cache
         self.redetect_seconds = REDETECT_SECONDS
-        self._lock = threading.Lock()
-        self._cached: tuple[float, nat.Ruleset] | None = None
-        self._detection: Detection | None = None
+        self._lock = threading.Lock()  # only to look at or swap the cache and the read in flight
+        self._cached: tuple[float, Ruleset] | None = None
+        self._in_flight: SharedRead | None = None
+        self._detection: Detection | None = None  # changed by the read in flight alone
         self._unparsed_total = 0
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         containers, networks = [v.container for v in snap.containers], list(snap.networks.values())
         ruleset, unparsed_total = self._read(containers, networks)
-        ports = nat.port_statuses(containers, ruleset)
-        masquerade = nat.masquerade_statuses(networks, ruleset)
+        ports = port_statuses(containers, ruleset)
+        masquerade = masquerade_statuses(networks, ruleset)
         return (
             self._port_families(ports)
             + self._masquerade_families(masquerade)
             + self._ruleset_families(ruleset, unparsed_total)
         )
 
-    def _read(self, containers: list, networks: list) -> tuple[nat.Ruleset, int]:
+    def _read(self, containers: list[Container], networks: list[Network]) -> tuple[Ruleset, int]:
+        """The rules for this scrape: the cached ones while fresh; else those of the read in
+        flight, waited for no longer than this scrape's own timeout (and a grace); else those of
+        a new read, which this scrape runs and the scrapes arriving meanwhile share."""
+        now = time.monotonic()
         with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] >= self.cache_seconds:
-                self._cached = (now, self._fresh(now, containers, networks))
-            return self._cached[1], self._unparsed_total
+            if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+                return self._cached[1], self._unparsed_total
+            shared, leads = self._in_flight, self._in_flight is None
+            if shared is None:
+                shared = self._in_flight = SharedRead()
+        if not leads:
+            return shared.wait(now + self.netfilter.timeout + SHARED_READ_GRACE)
+        try:
+            ruleset = self._fresh(now, containers, networks)
+        except BaseException as exc:  # whatever ends the read, the scrapes sharing it must learn
+            with self._lock:
+                self._in_flight = None
+            shared.finish(error=exc)
+            raise
+        result = (ruleset, self._unparsed_total)
+        with self._lock:
+            self._in_flight, self._cached = None, (now, ruleset)
+        shared.finish(result)
+        return result
 
-    def _fresh(self, now: float, containers: list, networks: list) -> nat.Ruleset:
+    def _fresh(self, now: float, containers: list[Container], networks: list[Network]) -> Ruleset:
         """Docker's rules as they are now: from the backend chosen last time alone (one command per
         family) while that choice holds, else from every backend."""
-        families = nat.wanted_families(containers, networks)
-        # Only published ports and networks weigh in nat.choose: a container without ports changes nothing.
+        families = wanted_families(containers, networks)
+        # Only published ports and networks weigh in choose(): a container without ports changes nothing.
         intent = (tuple(c for c in containers if c.ports), tuple(networks), families)
         deadline = now + self.netfilter.timeout
         last = self._detection
@@ -92,15 +167,15 @@ class NatCollector:
         self._detection = None
         rulesets = self.netfilter.read(families, deadline)
         self._unparsed_total += sum(r.unparsed for r in rulesets)
-        ruleset = nat.choose(rulesets, containers, networks)
+        ruleset = choose(rulesets, containers, networks)
         self._detection = Detection(
             now, intent, ruleset.backend, frozenset(ruleset.docker_families)
         )
         return ruleset
 
     def _read_chosen(
-        self, last: Detection, families: frozenset, deadline: float
-    ) -> nat.Ruleset | None:
+        self, last: Detection, families: frozenset[str], deadline: float
+    ) -> Ruleset | None:
         """The chosen backend's rules, or None when every backend must be read: the backend fails, or
         it no longer holds Docker's chains (Docker moved, or someone flushed them)."""
         # The full read lists only the docker-bridges tables that exist; list the same ones.
@@ -113,7 +188,7 @@ class NatCollector:
         return ruleset if ruleset.docker_families >= last.docker_families else None
 
     @staticmethod
-    def _port_families(ports: list[nat.PortStatus]) -> list[Family]:
+    def _port_families(ports: list[PortStatus]) -> list[Family]:
         info = Family(
             "dockernet_published_port_info",
             "gauge",
@@ -145,7 +220,7 @@ class NatCollector:
         return [info, present, connections]
 
     @staticmethod
-    def _masquerade_families(statuses: list[nat.MasqueradeStatus]) -> list[Family]:
+    def _masquerade_families(statuses: list[MasqueradeStatus]) -> list[Family]:
         present = Family(
             "dockernet_masquerade_rule_present",
             "gauge",
@@ -161,7 +236,7 @@ class NatCollector:
         return [present, connections]
 
     @staticmethod
-    def _ruleset_families(ruleset: nat.Ruleset, unparsed_total: int) -> list[Family]:
+    def _ruleset_families(ruleset: Ruleset, unparsed_total: int) -> list[Family]:
         info = Family(
             "dockernet_netfilter_info",
             "gauge",
@@ -173,7 +248,7 @@ class NatCollector:
             "gauge",
             "Rules per chain, in Docker's chains and the built-in chains of the tables it uses.",
         )
-        for (table, chain), n in nat.chain_counts(ruleset).items():
+        for (table, chain), n in chain_counts(ruleset).items():
             rules.add(labels(backend=ruleset.backend, table=table, chain=chain), n)
         unparsed = Family(
             "dockernet_netfilter_unparsed_rules_total",

@@ -5,34 +5,57 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .. import orphans
+from .. import orphan_rules
 from ..exposition import Family, labels
-from ..topology import Snapshot
+from ..flags import duration
+from .base import Collector, Context, Option
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
 
 
-class OrphansCollector:
+class OrphansCollector(Collector):
     name = "orphans"
     help = "dockernet_veth_orphaned and dockernet_orphaned_veths: leaked veths and why"
-    default = True
+    options = (
+        Option(
+            "scope",
+            str,
+            "docker",
+            "docker: flag only veths Docker can be blamed for; all: also those of other tools "
+            "(ports of other bridges, namespaces of `ip netns add`)",
+            choices=orphan_rules.SCOPES,
+        ),
+        Option(
+            "grace",
+            duration,
+            "30s",
+            "how long a veth must have looked orphaned before it is flagged",
+        ),
+    )
 
     def __init__(
         self,
-        orphans_scope: str = "docker",
-        orphans_grace: float = orphans.DEFAULT_GRACE,
+        context: Context | None = None,
+        *,
+        scope: str = "docker",
+        grace: float = orphan_rules.DEFAULT_GRACE,
         clock: Callable[[], float] = time.monotonic,
-        **_options,
     ) -> None:
-        self.scope = orphans_scope
-        self.grace = orphans_grace
+        self.scope = scope
+        self.grace = grace
         self.clock = clock
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         in_scope = snap.memo(
             f"suspects in scope {self.scope}",
             lambda s: [x for x in s.suspects if self.scope == "all" or x.docker],
         )
-        found = orphans.orphans(in_scope, snap.suspect_since, self.clock(), self.scope, self.grace)
+        found = orphan_rules.flagged(
+            in_scope, snap.suspect_since, self.clock(), self.scope, self.grace
+        )
         each = Family(
             "dockernet_veth_orphaned",
             "gauge",
@@ -40,7 +63,7 @@ class OrphansCollector:
             "value is always 1.",
         )
         total = Family("dockernet_orphaned_veths", "gauge", "Number of orphaned veths, by reason.")
-        counts = dict.fromkeys(orphans.REASONS, 0)
+        counts = dict.fromkeys(orphan_rules.REASONS, 0)
         for o in found:
             s = o.suspect
             each.add(labels(veth=s.link.name, bridge=s.bridge, reason=s.reason), 1)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..exposition import Family, LabelCache, labels
-from ..topology import Snapshot, Veth
+from .base import Collector, Context
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot, Veth
 
 
-class VethsCollector:
+class VethsCollector(Collector):
     name = "veths"
     help = "dockernet_veth_info: each host veth with its container, interface, bridge and network"
-    default = True
 
-    def __init__(self, **_options) -> None:
+    def __init__(self, context: Context | None = None) -> None:
         self._labels = LabelCache(veth_labels)
 
-    def collect(self, snap: Snapshot) -> list:
+    def collect(self, snap: Snapshot) -> list[Family]:
         return [snap.memo("veth_info", self.veth_info)]
 
     def veth_info(self, snap: Snapshot) -> Family:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ..collectors import bridges as br
-from ..topology import Snapshot
+from typing import TYPE_CHECKING
 
-NAME = "bridges"
+from ..collectors import bridges as br
+from .base import SnapshotCommand
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
+
 HELP = (
     "list each Linux bridge with its id, STP, state, Docker network and ports with their containers"
 )
@@ -21,6 +25,18 @@ COLUMNS = [
     ("interface", "INTERFACE"),
 ]
 STP = {0: "no", 1: "yes", 2: "yes (user)"}
+
+
+class BridgesCommand(SnapshotCommand):
+    name = "bridges"
+    help = HELP
+    columns = COLUMNS
+
+    def rows(self, snap: Snapshot) -> list[dict]:
+        return rows(snap)
+
+    def table_rows(self, found: list[dict]) -> list[dict]:
+        return table_rows(found)
 
 
 def rows(snap: Snapshot) -> list[dict]:
@@ -40,14 +56,14 @@ def rows(snap: Snapshot) -> list[dict]:
                     "port_state": br.port_state(port),
                     "container_id": c.id if c else "",
                     "container_name": c.name if c else "",
-                    "interface": v.interface if c else "",
+                    "interface": v.interface if v and c else "",
                 }
             )
         out.append(
             {
                 "bridge": bridge.name,
                 "id": bridge.bridge_id,
-                "stp": STP.get(bridge.stp_state, ""),
+                "stp": STP.get(bridge.stp_state, "") if bridge.stp_state is not None else "",
                 "state": bridge.operstate,
                 "network": networks.get(bridge.name, ""),
                 "ports": ports,

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from ..collectors.addresses import container_addresses
-from ..topology import Snapshot
+from typing import TYPE_CHECKING
 
-NAME = "ips"
-HELP = "list each IPv4 and IPv6 address of each container interface, as the kernel has it"
+from ..collectors.addresses import container_addresses
+from .base import SnapshotCommand
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
+
 COLUMNS = [
     ("container_id", "CONTAINER ID"),
     ("container_name", "NAME"),
     ("interface", "INTERFACE"),
     ("address", "ADDRESS"),
 ]
+
+
+class IpsCommand(SnapshotCommand):
+    name = "ips"
+    help = "list each IPv4 and IPv6 address of each container interface, as the kernel has it"
+    columns = COLUMNS
+
+    def rows(self, snap: Snapshot) -> list[dict]:
+        return rows(snap)
 
 
 def rows(snap: Snapshot) -> list[dict]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from typing import TYPE_CHECKING
 
-from .. import nat
+from ..firewall.attribution import choose, masquerade_statuses, port_statuses
+from ..firewall.rules import Ruleset
+from ..flags import duration
 from ..sources.netfilter import Netfilter, NetfilterUnavailable
-from ..topology import Snapshot
+from .base import Command, CommandError, Report, Table, read_snapshot
 
-NAME = "nat"
+if TYPE_CHECKING:
+    from ..topology import Snapshot
+
 HELP = (
     "list published ports with their DNAT rule status and connection count, "
     "then masquerading per bridge with its rule status and count"
@@ -34,8 +37,9 @@ MASQUERADE_COLUMNS = [
 ]
 
 
-def report(snap: Snapshot, ruleset: nat.Ruleset) -> dict:
-    """Rule status is 'present', 'missing', or 'none expected' (e.g. an IPv6 binding served by docker-proxy)."""
+def report(snap: Snapshot, ruleset: Ruleset) -> dict:
+    """Rule status is 'present', 'missing', or 'none expected' (e.g. an IPv6 binding served by
+    docker-proxy)."""
     ports = [
         {
             "container_id": p.container.id,
@@ -47,7 +51,7 @@ def report(snap: Snapshot, ruleset: nat.Ruleset) -> dict:
             "rule": _status(p),
             "connections": p.connections if p.expected else None,
         }
-        for p in nat.port_statuses((v.container for v in snap.containers), ruleset)
+        for p in port_statuses((v.container for v in snap.containers), ruleset)
     ]
     masquerade = [
         {
@@ -57,7 +61,7 @@ def report(snap: Snapshot, ruleset: nat.Ruleset) -> dict:
             "rule": _status(m),
             "connections": m.connections if m.expected else None,
         }
-        for m in nat.masquerade_statuses(snap.networks.values(), ruleset)
+        for m in masquerade_statuses(snap.networks.values(), ruleset)
     ]
     return {
         "backend": ruleset.backend,
@@ -73,44 +77,29 @@ def _status(s) -> str:
     return "present" if s.present else "missing"
 
 
-class NatCommand:
-    def add_parser(self, sub) -> None:
-        p = sub.add_parser(NAME, help=HELP, description=HELP)
+class NatCommand(Command):
+    name = "nat"
+    help = HELP
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        super().add_arguments(p)
         p.add_argument(
-            "--output", "-o", choices=("table", "json"), default="table", help="output format"
+            "--timeout",
+            type=duration,
+            default="5s",
+            help="timeout of the iptables-save / nft commands (default: 5s)",
         )
-        p.set_defaults(run=self.run)
 
-    def run(self, args: argparse.Namespace) -> int:
-        from . import format_table, read_snapshot  # the package imports this module first
-
+    def report(self, args: argparse.Namespace) -> Report:
         try:
-            rulesets = Netfilter(args.nat_timeout).read()
+            rulesets = Netfilter(args.timeout).read()
         except NetfilterUnavailable as exc:
-            sys.stderr.write(f"dockernet-exporter: error: cannot read the firewall rules: {exc}\n")
-            return 1
+            raise CommandError(f"cannot read the firewall rules: {exc}") from None
         snap = read_snapshot(args)
-        ruleset = nat.choose(
-            rulesets, (v.container for v in snap.containers), snap.networks.values()
-        )
+        ruleset = choose(rulesets, (v.container for v in snap.containers), snap.networks.values())
         data = report(snap, ruleset)
-        if args.output == "json":
-            json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-            sys.stdout.write("\n")
-            return 0
-        ports = [
-            dict(p, container_id=p["container_id"][:12], connections=_blank(p["connections"]))
-            for p in data["published_ports"]
+        tables = [
+            Table(PORT_COLUMNS, data["published_ports"]),
+            Table(MASQUERADE_COLUMNS, data["masquerade"]),
         ]
-        masquerade = [dict(m, connections=_blank(m["connections"])) for m in data["masquerade"]]
-        sys.stdout.write(
-            format_table(PORT_COLUMNS, ports)
-            + "\n"
-            + format_table(MASQUERADE_COLUMNS, masquerade)
-            + f"\nrules read from {data['backend']}\n"
-        )
-        return 0
-
-
-def _blank(value) -> str:
-    return "" if value is None else str(value)
+        return Report(data, tables, footer=f"rules read from {data['backend']}")

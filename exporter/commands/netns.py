@@ -16,12 +16,12 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from ..model import Container
-from ..sources.docker import UNREACHABLE, DockerSource
+from ..sources.workloads import SourceUnavailable
+from .base import Command, CommandError, Report, Table
 
-NAME = "netns"
-HELP = "link each running container's network namespace into /var/run/netns for `ip netns`, or remove the links"
 NETNS_DIR = "/var/run/netns"
 RECORD = "/run/dockernet-exporter/netns-links.json"
 COLUMNS = [
@@ -77,73 +77,73 @@ def plan(
     return remove, keep, create, skipped
 
 
+def _running(args: argparse.Namespace) -> list[Container]:
+    """Every runtime's running workloads; a runtime that does not answer is an error here: the
+    links of its containers would be judged gone."""
+    from .. import runtimes  # loaded when run: `--help` never pays for the sources
+
+    try:
+        sources = runtimes.from_args(args)
+    except runtimes.SourceConfigError as exc:
+        raise CommandError(str(exc)) from None
+    out = []
+    for source in sources:
+        try:
+            out += source.workloads()
+        except SourceUnavailable as exc:
+            raise CommandError(
+                f"{exc}; cannot tell which namespace belongs to which container"
+            ) from None
+        finally:
+            source.close()
+    return out
+
+
 def matches(container_id: str, name: str, wanted: list[str]) -> bool:
     """Whether the container is one of those named (by name, or by id or an id prefix of 4+ digits)."""
     return any(w == name or (len(w) >= 4 and container_id.startswith(w)) for w in wanted)
 
 
-class NetnsCommand:
+class NetnsCommand(Command):
+    name = "netns"
+    help = (
+        "link each running container's network namespace into /var/run/netns for `ip netns`, "
+        "or remove the links"
+    )
+    actions = {
+        "visible": "link the namespace of each running container, or of those named (idempotent; "
+        "removes the links of containers gone meanwhile)",
+        "invisible": "remove the links that `netns visible` made (all, or those of the containers "
+        "named)",
+    }
+
     def __init__(self, netns_dir: str = NETNS_DIR, record: str = RECORD) -> None:
         self.netns_dir = netns_dir
         self.record_path = record
 
-    def add_parser(self, sub) -> None:
-        from . import add_source_flags
-
-        p = sub.add_parser(NAME, help=HELP, description=HELP)
+    def add_parser(self, sub: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(self.name, help=self.help, description=self.help)
         actions = p.add_subparsers(
             dest="netns_action", metavar="ACTION", required=True, parser_class=type(p)
         )
-        for action, text in (
-            (
-                "visible",
-                "link the namespace of each running container, or of those named "
-                "(idempotent; removes the links of containers gone meanwhile)",
-            ),
-            (
-                "invisible",
-                "remove the links that `netns visible` made (all, or those of "
-                "the containers named)",
-            ),
-        ):
+        for action, text in self.actions.items():
             a = actions.add_parser(action, help=text, description=text)
             a.add_argument(
                 "containers", nargs="*", metavar="CONTAINER", help="container name or id (prefix)"
             )
-            a.add_argument(
-                "--output", "-o", choices=("table", "json"), default="table", help="output format"
-            )
-            add_source_flags(a)
+            self.add_arguments(a)
         p.set_defaults(run=self.run)
+        return p
 
-    def run(self, args: argparse.Namespace) -> int:
-        from . import format_table, short_id
-
+    def report(self, args: argparse.Namespace) -> Report:
         if args.netns_action == "visible":
-            rows = self.visible(args)
-            if rows is None:
-                return 1
+            found = self.visible(args)
         else:
-            rows = self.invisible(args.containers)
-        if args.output == "json":
-            json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
-            sys.stdout.write("\n")
-        else:
-            sys.stdout.write(format_table(COLUMNS, [short_id(r) for r in rows]))
-        return 0
+            found = self.invisible(args.containers)
+        return Report(found, [Table(COLUMNS, found)])
 
-    def visible(self, args: argparse.Namespace) -> list[dict] | None:
-        docker = DockerSource(args.docker_host, args.docker_timeout)
-        try:
-            running = [c for c in docker.containers() if c.pid and c.network_mode != "host"]
-        except UNREACHABLE as exc:
-            sys.stderr.write(
-                f"dockernet-exporter: error: Docker is unreachable at {docker.host} ({exc}); "
-                f"cannot tell which namespace belongs to which container\n"
-            )
-            return None
-        finally:
-            docker.reset()
+    def visible(self, args: argparse.Namespace) -> list[dict]:
+        running = [c for c in _running(args) if c.pid and c.network_mode != "host"]
         selected = None
         if args.containers:
             selected = {c.id for c in running if matches(c.id, c.name, args.containers)}
@@ -161,8 +161,8 @@ class NetnsCommand:
         self._save(keep + create)
         for c in skipped:
             sys.stderr.write(
-                f"warning: {self.netns_dir}/{c.name} and /{c.id[:12]} are taken by something else; "
-                f"container {c.name} not linked\n"
+                f"warning: {self.netns_dir}/{c.name} and /{c.id[:12]} are taken by something "
+                f"else; container {c.name} not linked\n"
             )
         return (
             [self._row(e, "removed (container gone)") for e in remove]

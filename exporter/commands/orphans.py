@@ -1,4 +1,4 @@
-"""`orphans`: veths that no container owns, with the reason (see exporter/orphans.py).
+"""`orphans`: veths that no container owns, with the reason (see exporter/orphan_rules.py).
 
 The kernel keeps no creation time for a link, so a one-shot command cannot
 know how long a veth has looked orphaned: when it finds suspects it watches
@@ -11,45 +11,54 @@ from __future__ import annotations
 import argparse
 import time
 
-from .. import orphans
+from .. import orphan_rules
+from ..flags import duration
+from .base import Command, Report, Table, read_snapshot
 
-NAME = "orphans"
-HELP = "list orphaned veths with their bridge, the reason and how long they were seen orphaned"
 COLUMNS = [("veth", "VETH"), ("bridge", "BRIDGE"), ("reason", "REASON"), ("age", "AGE")]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from . import _duration
+class OrphansCommand(Command):
+    name = "orphans"
+    help = "list orphaned veths with their bridge, the reason and how long they were seen orphaned"
 
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        super().add_arguments(p)
+        add_arguments(p)
+
+    def report(self, args: argparse.Namespace) -> Report:
+        found = rows(read(args))
+        return Report(found, [Table(COLUMNS, found)])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scope",
-        choices=orphans.SCOPES,
+        choices=orphan_rules.SCOPES,
         default="docker",
         help="docker: only veths Docker can be blamed for; all: also those of other tools",
     )
     p.add_argument(
         "--grace",
-        type=_duration,
+        type=duration,
         default="2s",
         help="watch each suspect this long before listing it (0s: list what looks orphaned now)",
     )
 
 
-def read(args: argparse.Namespace) -> list[orphans.Orphan]:
-    from . import read_snapshot
-
+def read(args: argparse.Namespace) -> list[orphan_rules.Orphan]:
     snap = read_snapshot(args)
-    since = orphans.track(snap.suspects, {}, time.monotonic())
-    if args.grace > 0 and orphans.orphans(
+    since = orphan_rules.track(snap.suspects, {}, time.monotonic())
+    if args.grace > 0 and orphan_rules.flagged(
         snap.suspects, since, time.monotonic(), args.scope, grace=0
     ):
         time.sleep(args.grace)
         snap = read_snapshot(args, warn=False)
-        since = orphans.track(snap.suspects, since, time.monotonic())
-    return orphans.orphans(snap.suspects, since, time.monotonic(), args.scope, args.grace)
+        since = orphan_rules.track(snap.suspects, since, time.monotonic())
+    return orphan_rules.flagged(snap.suspects, since, time.monotonic(), args.scope, args.grace)
 
 
-def rows(found: list[orphans.Orphan]) -> list[dict]:
+def rows(found: list[orphan_rules.Orphan]) -> list[dict]:
     return [
         {
             "veth": o.suspect.link.name,

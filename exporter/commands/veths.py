@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from ..topology import Snapshot
+from typing import TYPE_CHECKING
 
-NAME = "veths"
-HELP = "list each container interface with its host-side veth, bridge and network"
+from .base import SnapshotCommand
+
+if TYPE_CHECKING:
+    from ..topology import Snapshot
+
 COLUMNS = [
     ("veth", "VETH"),
     ("container_id", "CONTAINER ID"),
@@ -14,6 +17,15 @@ COLUMNS = [
     ("bridge", "BRIDGE"),
     ("network", "NETWORK"),
 ]
+
+
+class VethsCommand(SnapshotCommand):
+    name = "veths"
+    help = "list each container interface with its host-side veth, bridge and network"
+    columns = COLUMNS
+
+    def rows(self, snap: Snapshot) -> list[dict]:
+        return rows(snap)
 
 
 def rows(snap: Snapshot) -> list[dict]:

@@ -1,36 +1,47 @@
-"""Docker as the source of "which namespace belongs to which container".
+"""Docker as a workload source: which namespace belongs to which container.
 
-``parse_container`` and ``parse_network`` are pure (fed by recorded ``docker
-inspect`` JSON in tests); ``DockerSource`` does the API calls.
+``parse_container``, ``parse_network`` and ``parse_event`` are pure (fed by
+recorded ``docker inspect`` JSON in tests); ``DockerSource`` makes the calls
+through the Engine API client. Rootful Podman's Docker-compatible socket
+answers the same calls.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Iterator
+from typing import Any
 
-import docker
-import docker.errors
-import requests
-
+from ..flags import default_docker_host
 from ..model import Container, Endpoint, Network, PortBinding
+from .engine_api import UNREACHABLE, EngineAPI, EngineError, EventStream, NotFound, Unreachable
+from .workloads import Effect, SourceUnavailable, WorkloadEvent
 
-# Errors that mean "Docker is not reachable right now", as opposed to a bug.
-UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+# What says "Docker does not answer (right now)": unreachable, or an error answer.
+FAILED: tuple[type[Exception], ...] = (Unreachable, EngineError)
 
 WATCHED_EVENTS = {
     "container": ("start", "die", "destroy", "rename"),
     "network": ("create", "destroy", "connect", "disconnect"),
+}
+EFFECTS = {
+    ("container", "start"): Effect.CHANGED,
+    ("container", "rename"): Effect.CHANGED,
+    ("container", "die"): Effect.GONE,
+    ("container", "destroy"): Effect.GONE,
+    # Starting a container connects it before "start", removing one disconnects it after "die":
+    # only a container already running needs another look.
+    ("network", "connect"): Effect.CHANGED_IF_KNOWN,
+    ("network", "disconnect"): Effect.CHANGED_IF_KNOWN,
+    ("network", "create"): Effect.NETWORKS,
+    ("network", "destroy"): Effect.NETWORKS,
 }
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
-
-
-def default_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+PING_TIMEOUT = 5.0
 
 
 def parse_container(data: dict) -> Container:
@@ -100,73 +111,81 @@ def parse_network(data: dict) -> Network:
     )
 
 
-class DockerSource:
-    """Docker Engine API calls; every method may raise one of UNREACHABLE."""
+def parse_event(data: dict) -> WorkloadEvent:
+    kind, action = data.get("Type", ""), data.get("Action", "")
+    actor = data.get("Actor") or {}
+    effect = EFFECTS.get((kind, action), Effect.NOTHING)
+    workload = actor.get("ID", "")
+    if kind == "network":
+        workload = (actor.get("Attributes") or {}).get("container", "")
+    return WorkloadEvent(action, effect, workload, float(data.get("time") or 0))
 
-    name = "docker"
+
+class DockerSource:
+    """The Docker Engine API; every call may raise SourceUnavailable."""
+
+    runtime = "docker"
+    event_actions = tuple(sorted({a for actions in WATCHED_EVENTS.values() for a in actions}))
 
     def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
-        self.host = host or default_host()
+        self.address = host or default_docker_host()
         self.timeout = timeout
-        self._client: docker.APIClient | None = None
-        self._stream = None
+        self._api = EngineAPI(self.address, timeout)
+        self._stream: EventStream | None = None
 
-    def _api(self) -> docker.APIClient:
-        if self._client is None:
-            self._client = docker.APIClient(
-                base_url=self.host, version="auto", timeout=self.timeout
-            )
-            # Proxies never apply to a unix socket, yet requests reads them from the environment on
-            # every call: a fifth of an inspect's CPU time.
-            self._client.trust_env = not self.host.startswith(("unix:", "http+unix:"))
-        return self._client
+    def _get(self, path: str, params: dict | None = None) -> Any:
+        try:
+            return self._api.get(path, params)
+        except NotFound:
+            raise
+        except FAILED as exc:
+            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
 
-    def reset(self) -> None:
-        """Forget the connection (after dockerd went away) so the next call reconnects."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def ping(self) -> bool:
-        return bool(self._api().ping())
-
-    def containers(self) -> list[Container]:
-        api = self._api()
+    def workloads(self) -> list[Container]:
         out = []
-        for summary in api.containers():
-            found = self.inspect(summary["Id"])
+        for summary in self._get("/containers/json"):
+            found = self.workload(summary["Id"])
             if found is not None:
                 out.append(found)
         return out
 
-    def inspect(self, container_id: str) -> Container | None:
-        """The running container with that id, or None if it is gone or stopped."""
+    def workload(self, workload_id: str) -> Container | None:
         try:
-            data = self._api().inspect_container(container_id)
-        except docker.errors.NotFound:
+            data = self._get(f"/containers/{workload_id}/json")
+        except NotFound:
             return None
         if not (data.get("State") or {}).get("Running"):
             return None
         return parse_container(data)
 
     def networks(self) -> list[Network]:
-        return [parse_network(n) for n in self._api().networks()]
+        return [parse_network(n) for n in self._get("/networks")]
 
-    def events(self, since: int | None = None) -> Iterator[dict]:
-        """Decoded events of the watched kinds; ends when dockerd goes away."""
-        filters = {
-            "type": list(WATCHED_EVENTS),
-            "event": sorted({e for v in WATCHED_EVENTS.values() for e in v}),
-        }
-        self._stream = self._api().events(since=since, filters=filters, decode=True)
-        return iter(self._stream)
+    def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
+        filters = {"type": list(WATCHED_EVENTS), "event": list(self.event_actions)}
+        params: dict[str, Any] = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = int(since)
+        try:
+            self._stream = self._api.stream("/events", params)
+        except FAILED as exc:
+            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
+        return self._decoded(self._stream)
+
+    def _decoded(self, stream: EventStream) -> Iterator[WorkloadEvent]:
+        try:
+            for data in stream:
+                yield parse_event(data)
+        except UNREACHABLE as exc:
+            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
 
     def close_events(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            try:
-                stream.close()
-            except (
-                Exception
-            ):  # closing a dead stream may fail in many ways; it is closed either way
-                pass
+            stream.close()
+
+    def ping(self) -> bool:
+        return self._api.ping(min(self.timeout, PING_TIMEOUT))
+
+    def close(self) -> None:
+        self._api.close()

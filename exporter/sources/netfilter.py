@@ -1,10 +1,10 @@
 """The firewall as a source: runs ``iptables-save -c``, ``ip6tables-save -c``
 and ``nft -j`` (each bounded by a timeout) for every backend present, and
-parses them with ``exporter.nat``.
+parses them with ``exporter.firewall``.
 
 Both iptables backends can hold rules at once (iptables-nft and
-iptables-legacy); both are read, and ``nat.choose`` picks the one holding
-Docker's rules. Docker 29's native nftables backend lives in the
+iptables-legacy); both are read, and ``firewall.attribution.choose`` picks the one
+holding Docker's rules. Docker 29's native nftables backend lives in the
 ``docker-bridges`` tables, listed only when ``nft -j list tables`` shows them.
 """
 
@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
-import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
-from .. import nat
+from ..firewall.iptables_save import header_backend, parse_iptables_save
+from ..firewall.nft_json import parse_nft_json
+from ..firewall.rules import IPV4, IPV6, NFT_DOCKER_TABLE, NFT_FAMILIES, Ruleset
 
 
 class NetfilterUnavailable(OSError):
@@ -43,18 +46,18 @@ PLAIN_IPTABLES = IptablesBackend("", "iptables-save", "ip6tables-save")
 
 
 class Netfilter:
-    """One read at a time; all of a read's commands run at once, bounded by one deadline."""
+    """Reads the rules. All of a read's commands run at once, bounded by one deadline, and
+    whatever still runs at its end is killed. Reads do not wait for one another: sharing a
+    read between callers is the caller's business (the NAT collector does)."""
 
     def __init__(self, timeout: float = 5.0) -> None:
         self.timeout = timeout
-        self._lock = threading.Lock()
-        self._started: list[subprocess.Popen] = []
-        self._deadline = 0.0
+        self._last: _Read | None = None
 
     def read(
-        self, families: Collection[str] = (nat.IPV4, nat.IPV6), deadline: float | None = None
-    ) -> list[nat.Ruleset]:
-        """One ruleset per backend present, the system's default first (``nat.choose`` picks one).
+        self, families: Collection[str] = (IPV4, IPV6), deadline: float | None = None
+    ) -> list[Ruleset]:
+        """One ruleset per backend present, the system's default first (``choose`` picks one).
 
         IPv6 rules are read only when ``families`` holds IPv6. A backend that fails is
         left out when another one holds Docker's chains.
@@ -64,57 +67,64 @@ class Netfilter:
             raise NetfilterUnavailable(
                 "neither iptables-save nor nft found in PATH (install iptables or nftables)"
             )
-        with self._reading(deadline):
-            return self._read_all(backends, families)
+        with self._reading(deadline) as run:
+            return run.every_backend(backends, families)
 
     def read_backend(
         self, name: str, families: Collection[str], deadline: float | None = None
-    ) -> nat.Ruleset:
+    ) -> Ruleset:
         """Only the backend ``name`` (``iptables-nft``, ``iptables-legacy`` or ``nftables``): one
         command per family. For nftables ``families`` are the ``docker-bridges`` tables to list."""
-        with self._reading(deadline):
+        with self._reading(deadline) as run:
             if name == "nftables":
-                return self._nft_tables(
-                    sorted(f for f, fam in nat.NFT_FAMILIES.items() if fam in families)
+                return run.nft_tables(
+                    sorted(f for f, fam in NFT_FAMILIES.items() if fam in families)
                 )
             backend = next((b for b in _iptables_backends() if b.name in (name, "")), None)
             if backend is None:
                 raise NetfilterUnavailable(f"{name}-save not found in PATH")
-            ruleset = self._iptables(backend, *self._start_iptables(backend, families))
+            ruleset = run.iptables(backend, *run.start_iptables(backend, families))
             if ruleset.backend != name:
                 raise NetfilterUnavailable(f"{backend.save4} reads {ruleset.backend}, not {name}")
             return ruleset
 
     @property
     def last_commands(self) -> list[tuple[str, ...]]:
-        """The commands the last read ran."""
-        return [tuple(proc.args) for proc in self._started]
+        """The commands that the last read ran."""
+        return list(self._last.commands) if self._last else []
 
     @contextmanager
-    def _reading(self, deadline: float | None):
-        with self._lock:
-            self._started, self._deadline = [], deadline or time.monotonic() + self.timeout
-            try:
-                yield
-            finally:
-                for proc in self._started:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+    def _reading(self, deadline: float | None) -> Iterator[_Read]:
+        run = _Read(self.timeout, deadline or time.monotonic() + self.timeout)
+        self._last = run
+        try:
+            yield run
+        finally:
+            run.kill()
 
-    def _read_all(
+
+class _Read:
+    """One read: the commands it started and its deadline."""
+
+    def __init__(self, timeout: float, deadline: float) -> None:
+        self.timeout, self.deadline = timeout, deadline
+        self.commands: list[tuple[str, ...]] = []
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def every_backend(
         self, backends: list[IptablesBackend], families: Collection[str]
-    ) -> list[nat.Ruleset]:
-        reads = [
-            (self._iptables, b, *self._start_iptables(b, families))
-            for b in _default_first(backends)
-        ]
-        if shutil.which("nft"):
-            reads.append((self._nftables, self._start("nft", "-j", "list", "tables"), families))
+    ) -> list[Ruleset]:
+        iptables = [(b, *self.start_iptables(b, families)) for b in _default_first(backends)]
+        tables = self.start("nft", "-j", "list", "tables") if shutil.which("nft") else None
         rulesets, errors = [], []
-        for parse, *args in reads:
+        for backend, v4, v6 in iptables:
             try:
-                rulesets.append(parse(*args))
+                rulesets.append(self.iptables(backend, v4, v6))
+            except NetfilterUnavailable as exc:
+                errors.append(exc)
+        if tables is not None:
+            try:
+                rulesets.append(self.nftables(tables, families))
             except NetfilterUnavailable as exc:
                 errors.append(exc)
         if errors and not any(r.docker_families for r in rulesets):
@@ -122,43 +132,45 @@ class Netfilter:
             raise errors[0]
         return rulesets
 
-    def _start_iptables(self, backend: IptablesBackend, families: Collection[str]):
-        v6 = nat.IPV6 in families and shutil.which(backend.save6)
-        return self._start(backend.save4, "-c"), self._start(backend.save6, "-c") if v6 else None
+    def start_iptables(
+        self, backend: IptablesBackend, families: Collection[str]
+    ) -> tuple[subprocess.Popen[str], subprocess.Popen[str] | None]:
+        v6 = IPV6 in families and shutil.which(backend.save6)
+        return self.start(backend.save4, "-c"), self.start(backend.save6, "-c") if v6 else None
 
-    def _iptables(
-        self, backend: IptablesBackend, v4: subprocess.Popen, v6: subprocess.Popen | None
-    ) -> nat.Ruleset:
-        text4 = self._finish(v4)
-        name = backend.name or nat.header_backend(text4) or "iptables-legacy"
-        ruleset = nat.parse_iptables_save(text4, nat.IPV4, name)
+    def iptables(
+        self,
+        backend: IptablesBackend,
+        v4: subprocess.Popen[str],
+        v6: subprocess.Popen[str] | None,
+    ) -> Ruleset:
+        text4 = self.finish(v4)
+        name = backend.name or header_backend(text4) or "iptables-legacy"
+        ruleset = parse_iptables_save(text4, IPV4, name)
         if v6 is not None:
-            ruleset.merge(nat.parse_iptables_save(self._finish(v6), nat.IPV6, name))
+            ruleset.merge(parse_iptables_save(self.finish(v6), IPV6, name))
         return ruleset
 
-    def _nftables(self, tables: subprocess.Popen, families: Collection[str]) -> nat.Ruleset:
-        return self._nft_tables(
+    def nftables(self, tables: subprocess.Popen[str], families: Collection[str]) -> Ruleset:
+        return self.nft_tables(
             [
                 t["table"]["family"]
-                for t in _nft_json(self._finish(tables)).get("nftables", ())
+                for t in _nft_json(self.finish(tables)).get("nftables", ())
                 if "table" in t
-                and t["table"].get("name") == nat.NFT_DOCKER_TABLE
-                and nat.NFT_FAMILIES.get(t["table"].get("family")) in families
+                and t["table"].get("name") == NFT_DOCKER_TABLE
+                and NFT_FAMILIES.get(t["table"].get("family")) in families
             ]
         )
 
-    def _nft_tables(self, families: list[str]) -> nat.Ruleset:
+    def nft_tables(self, families: list[str]) -> Ruleset:
         """Docker's ``docker-bridges`` table of each nft family given (``ip``, ``ip6``)."""
-        ruleset = nat.Ruleset(backend="nftables")
-        procs = [
-            self._start("nft", "-j", "list", "table", family, nat.NFT_DOCKER_TABLE)
-            for family in families
-        ]
+        ruleset = Ruleset(backend="nftables")
+        procs = [self.start("nft", "-j", "list", "table", f, NFT_DOCKER_TABLE) for f in families]
         for proc in procs:
-            ruleset.merge(nat.parse_nft_json(_nft_json(self._finish(proc))))
+            ruleset.merge(parse_nft_json(_nft_json(self.finish(proc))))
         return ruleset
 
-    def _start(self, *cmd: str) -> subprocess.Popen:
+    def start(self, *cmd: str) -> subprocess.Popen[str]:
         try:
             proc = subprocess.Popen(
                 cmd,
@@ -167,19 +179,21 @@ class Netfilter:
                 stdin=subprocess.DEVNULL,
                 text=True,
                 env=dict(os.environ, LC_ALL="C"),
+                # A group of its own, killed whole: a wrapper script's children hold the pipes too.
+                start_new_session=True,
             )
         except OSError as exc:
             raise NetfilterUnavailable(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
-        self._started.append(proc)
+        self.commands.append(cmd)
+        self._procs.append(proc)
         return proc
 
-    def _finish(self, proc: subprocess.Popen) -> str:
-        command = " ".join(proc.args)
+    def finish(self, proc: subprocess.Popen[str]) -> str:
+        command = " ".join(cast("tuple[str, ...]", proc.args))  # as start() passed them
         try:
-            out, err = proc.communicate(timeout=max(0.0, self._deadline - time.monotonic()))
+            out, err = proc.communicate(timeout=max(0.0, self.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            _kill(proc)
             raise NetfilterUnavailable(
                 f"{command} did not answer within {self.timeout:g}s"
             ) from None
@@ -187,6 +201,24 @@ class Netfilter:
             detail = (err.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             raise NetfilterUnavailable(f"{command} failed: {detail}")
         return out
+
+    def kill(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                _kill(proc)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Kill the command's process group, reap it, and drop its pipes unread (a process that
+    left the group may still hold them: reading them could wait for it)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _iptables_backends() -> list[IptablesBackend]:
@@ -196,14 +228,14 @@ def _iptables_backends() -> list[IptablesBackend]:
 
 
 def _default_first(backends: list[IptablesBackend]) -> list[IptablesBackend]:
-    """The backend `iptables` points to first: it wins when no backend holds Docker's rules."""
+    """The backend `iptables` points to first: it wins when no backend holds Docker's chains."""
     target = shutil.which("iptables")
     if target and "legacy" in os.path.realpath(target):
         return sorted(backends, key=lambda b: b.name != "iptables-legacy")
     return backends
 
 
-def _nft_json(text: str) -> dict:
+def _nft_json(text: str) -> dict[str, Any]:
     try:
         return json.loads(text) if text.strip() else {}
     except ValueError as exc:

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Collection, Iterator
 
 from ..model import Address, Counters, Link
+from ..names import interface_name
 from . import Wakeup
 
 NETLINK_ROUTE = 0
@@ -53,7 +54,8 @@ _IFSTATSMSG = struct.Struct("=BxxxII")  # family, ifindex, filter_mask
 # An RTM_NEWSTATS message up to its first attribute's payload: nlmsg length and type, ifindex, then that
 # attribute's length and type.
 _STATS_HEAD = struct.Struct("=IH14xI4xHH")
-# struct rtnl_link_stats64 up to rx_missed_errors: rx/tx packets, bytes, errors, dropped, ..., rx_missed_errors.
+# struct rtnl_link_stats64 up to rx_missed_errors: rx/tx packets, bytes, errors, dropped, ...,
+# rx_missed_errors.
 _STATS64 = struct.Struct("=16Q")
 
 RCVBUF_BYTES = 8 * 1024 * 1024
@@ -89,7 +91,8 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 
 def _cstr(payload: memoryview) -> str:
-    return bytes(payload).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    """A NUL-terminated kernel string (a link's name or kind), as names.interface_name renders it."""
+    return interface_name(bytes(payload).split(b"\0", 1)[0])
 
 
 def _mac(payload: memoryview | None) -> str:
@@ -183,7 +186,8 @@ def _stats_rows(data: bytes, ifindexes: Collection[int], rows: dict[int, Counter
 
 
 def _counters(s: tuple) -> Counters:
-    """A counter row from rtnl_link_stats64, as /proc/net/dev shows it (its drop column adds rx_missed_errors)."""
+    """A counter row from rtnl_link_stats64, as /proc/net/dev shows it (its drop column adds
+    rx_missed_errors)."""
     rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped = s[:8]
     return (
         rx_bytes,
@@ -367,8 +371,8 @@ class LinkMonitor:
     def run(self) -> None:
         try:
             while not self._wakeup.stopping:
-                ready, _, _ = select.select([self.sock, self._wakeup.fd], [], [])
-                if self.sock in ready:
+                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [])
+                if self.sock.fileno() in ready:
                     self._receive()
         finally:
             self.sock.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from operator import itemgetter
+from typing import cast
 
 from ..model import Counters
+from ..names import interface_name
 
 # /proc/net/dev columns after the name are 8 receive then 8 transmit fields; a counter row (model.Counters)
 # takes bytes, packets, errs and drop of each.
@@ -40,13 +42,11 @@ class Procfs:
 
 
 def parse_net_dev(data: bytes) -> dict[str, Counters]:
-    """Counter rows by interface name."""
+    """Counter rows by interface name (as names.interface_name renders it)."""
     counters = {}
     for line in data.split(b"\n")[2:]:
         name, sep, rest = line.partition(b":")
-        name = name.strip()
         if sep:
-            counters[name.decode("utf-8", "surrogateescape")] = tuple(
-                map(int, _COUNTER_COLUMNS(rest.split()))
-            )
+            row = tuple(map(int, _COUNTER_COLUMNS(rest.split())))
+            counters[interface_name(name.strip())] = cast(Counters, row)
     return counters

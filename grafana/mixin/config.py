@@ -25,8 +25,10 @@ PROMETHEUS_URL = "${PROMETHEUS_URL}"
 RATE_WINDOW = "5m"
 TOP_TALKERS = 10
 
-# A Linux bridge holds at most 1,024 ports (BR_MAX_PORTS); Docker users hit it.
-BRIDGE_PORT_LIMIT = 1024
+# A Linux bridge holds at most 1,023 ports: the kernel's BR_MAX_PORTS is 1,024 port numbers, but
+# number 0 is reserved, and the 1,024th `ip link set ... master` fails with "Exchange full" (EXFULL;
+# checked on kernel 6.18). Docker users hit it: then no further container joins that network.
+BRIDGE_PORT_LIMIT = 1023
 BRIDGE_PORT_WARNING_RATIO = 0.9
 
 # Errors plus drops per second, per container interface and counter.

@@ -35,7 +35,8 @@ def recording_rules() -> list:
     # Prometheus's own first sighting of each orphan, kept while the orphan lasts:
     # the rule reads its previous value and falls back to the sample's timestamp.
     first_seen = (
-        f"{ORPHAN_FIRST_SEEN}\n  and on (job, instance, veth, bridge, reason) dockernet_veth_orphaned{{{S}}}\n"
+        f"{ORPHAN_FIRST_SEEN}\n"
+        f"  and on (job, instance, veth, bridge, reason) dockernet_veth_orphaned{{{S}}}\n"
         f"or timestamp(dockernet_veth_orphaned{{{S}}})\n"
     )
     return traffic + [
@@ -97,15 +98,16 @@ def alert_rules() -> list:
             f"Orphaned veth {{{{ $labels.veth }}}} on {BRIDGE} {ON}",
             "The veth {{ $labels.veth }} on {{ $labels.instance }} belongs to no running container "
             f"(reason {{{{ $labels.reason }}}}, {BRIDGE}). Leaked veths hold bridge ports, and a "
-            f"bridge holds at most {LIMIT}.",
+            f"bridge holds at most {LIMIT:,}.",
         ),
         alert(
             "DockernetBridgePortsNearLimit",
             f"dockernet_bridge_ports{{{S}}} > {config.BRIDGE_PORT_WARNING_RATIO} * {LIMIT}",
             SEVERITY_WARNING,
-            f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT} ports",
+            f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT:,} ports",
             f"Bridge {{{{ $labels.bridge }}}} on {{{{ $labels.instance }}}} has {{{{ $value }}}} ports; "
-            f"a Linux bridge holds at most {LIMIT}, and then no further container can join its network.",
+            f"a Linux bridge holds at most {LIMIT:,}, and then no further container can join its "
+            "network.",
         ),
         alert(
             "DockernetPublishedPortRuleMissing",
@@ -132,9 +134,10 @@ def alert_rules() -> list:
             "Container {{ $labels.container_name }} {{ $labels.interface }} "
             + ON
             + ": {{ $labels.counter }} at {{ $value | humanize }}/s",
-            "Container {{ $labels.container_name }} ({{ $labels.container_id }}) on {{ $labels.instance }} "
-            "counts {{ $value | humanize }} {{ $labels.counter }} per second on {{ $labels.interface }}, "
-            f"above {config.INTERFACE_FAULTS_PER_SECOND}/s for {config.FOR['DockernetContainerInterfaceFaults']}.",
+            "Container {{ $labels.container_name }} ({{ $labels.container_id }}) on "
+            "{{ $labels.instance }} counts {{ $value | humanize }} {{ $labels.counter }} per second on "
+            f"{{{{ $labels.interface }}}}, above {config.INTERFACE_FAULTS_PER_SECOND}/s for "
+            f"{config.FOR['DockernetContainerInterfaceFaults']}.",
         ),
     ]
 

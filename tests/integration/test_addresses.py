@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from test_bridges import ipv6_network
-
-from helpers import wait_for
-
-
-def inside(container) -> set:
-    """(interface, family, address, prefix) of every non-loopback address, as the container sees them."""
-    out = set()
-    for line in container.exec_run("ip -o addr").output.decode().splitlines():
-        fields = line.split()
-        interface, kind, cidr = fields[1], fields[2], fields[3]
-        if interface != "lo":
-            address, prefix = cidr.split("/")
-            out.add((interface, "ipv4" if kind == "inet" else "ipv6", address, prefix))
-    return out
+from helpers import inside, ipv6_network, wait_for
 
 
 def exported(m, container) -> set:

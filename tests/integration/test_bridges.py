@@ -3,32 +3,7 @@ link`) and Docker's (`docker network inspect`)."""
 
 from __future__ import annotations
 
-import json
-import random
-
-from test_orphans import hand  # noqa: F401  (the fixture, shared)
-
-from helpers import ip_json, sh, unique, wait_for
-
-
-def bridge_ports() -> dict:
-    """port name -> (bridge name, STP state) from `bridge -j link`."""
-    return {
-        p["ifname"]: (p.get("master", ""), p.get("state", ""))
-        for p in json.loads(sh("bridge", "-j", "link") or "[]")
-    }
-
-
-def ipv6_network(containers):
-    return containers.network(
-        enable_ipv6=True,
-        ipam={
-            "Config": [
-                {"Subnet": f"198.19.{random.randint(200, 249)}.0/24"},
-                {"Subnet": f"2001:2:0:{random.randint(0x100, 0xFFF):x}::/64"},
-            ]
-        },
-    )  # benchmarking ranges (RFC 2544, 5180)
+from helpers import bridge_ports, ip_json, ipv6_network, sh, unique, wait_for
 
 
 def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containers, hand):

@@ -9,7 +9,6 @@ import subprocess
 
 from test_addresses import inside
 from test_bridges import bridge_ports, ipv6_network
-from test_orphans import hand  # noqa: F401  (the fixture, shared)
 
 from helpers import EXPORTER, ROOT, ip_json, sh, unique
 
@@ -110,7 +109,8 @@ def test_source_flags_after_the_command_and_docker_unreachable(containers):
     ]
     done = cli("veths", "--docker.host", NO_DOCKER, "--path.procfs", "/proc", "-o", "json")
     assert done.stderr.splitlines() == [
-        f"warning: Docker is unreachable at {NO_DOCKER}; showing what the kernel knows, without container names"
+        f"warning: Docker is unreachable at {NO_DOCKER}; "
+        "showing what the kernel knows, without container names"
     ]
     rows = {r["veth"]: r for r in json.loads(done.stdout)}
     assert rows[veth_name]["container_id"] == "" and rows[veth_name]["bridge"] == "docker0"

@@ -18,11 +18,12 @@ from types import SimpleNamespace
 import docker.types
 import pytest
 
-from exporter import nat
-from exporter.cli import default_host
 from exporter.collectors.nat import NatCollector
-from exporter.commands import read_snapshot
+from exporter.commands.base import read_snapshot
 from exporter.exposition import render
+from exporter.firewall.attribution import wanted_families
+from exporter.firewall.rules import IPV6
+from exporter.flags import default_docker_host as default_host
 from exporter.sources.netfilter import Netfilter
 from helpers import EXPORTER, ROOT, TEST_IMAGE, parse_metrics, sh, unique, wait_for
 
@@ -268,9 +269,7 @@ def test_steady_scrapes_run_only_the_save_command_of_dockers_backend(containers)
         "tables",
     ) in netfilter.last_commands
     steady = [("iptables-nft-save", "-c")]
-    if nat.IPV6 in nat.wanted_families(
-        [v.container for v in snap.containers], snap.networks.values()
-    ):
+    if IPV6 in wanted_families([v.container for v in snap.containers], snap.networks.values()):
         steady.append(
             ("ip6tables-nft-save", "-c")
         )  # another test's IPv6 network on the shared host

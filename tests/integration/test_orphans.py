@@ -5,82 +5,15 @@ container ever flagged."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import random
 import threading
 import time
 
-import pytest
 import requests
 
-from helpers import parse_metrics, sh, unique, wait_for
+from helpers import TEST_IMAGE, parse_metrics, unique, wait_for
 
 GRACE = 5.0
-
-
-class Hand:
-    """Veths, bridges and namespaces made by hand (named dnx-*), removed afterwards."""
-
-    def __init__(self) -> None:
-        self.links: list[str] = []
-        self.mounts: list[str] = []
-        self.named: list[str] = []
-
-    def pair(self, host: str, peer: str, netns: str = "", master: str = "") -> str:
-        sh(
-            "ip",
-            "link",
-            "add",
-            host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            peer,
-            *(["netns", netns] if netns else []),
-        )
-        self.links.append(host)
-        if master:
-            sh("ip", "link", "set", host, "master", master)
-        return host
-
-    def bridge(self, name: str) -> str:
-        sh("ip", "link", "add", name, "type", "bridge")
-        self.links.append(name)
-        return name
-
-    def anonymous_netns(self, name: str) -> str:
-        """A namespace kept alive by a bind mount outside Docker's and ip's directories."""
-        path = f"/run/{name}"
-        open(path, "w").close()
-        self.mounts.append(path)
-        sh("unshare", f"--net={path}", "true")
-        return path
-
-    def named_netns(self, name: str) -> str:
-        sh("ip", "netns", "add", name)
-        self.named.append(name)
-        return name
-
-    def delete(self, link: str) -> None:
-        sh("ip", "link", "del", link)
-        self.links.remove(link)
-
-    def cleanup(self) -> None:
-        for link in self.links:
-            sh("ip", "link", "del", link, check=False)
-        for path in self.mounts:
-            sh("umount", path, check=False)
-            os.unlink(path)
-        for name in self.named:
-            sh("ip", "netns", "del", name, check=False)
-
-
-@pytest.fixture
-def hand():
-    h = Hand()
-    yield h
-    h.cleanup()
 
 
 def flagged(m) -> dict:
@@ -152,13 +85,13 @@ def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_to
     own_veths = set()
     for p in (docker_scope, all_scope):
         m = wait_for(
-            lambda: (
+            lambda p=p: (
                 (m := p.metrics())
                 and len(m.select("dockernet_veth_info", container_id=owner.id)) == 1
                 and len(m.select("dockernet_veth_info", container_id=mode_containers[1].id)) == 2
                 and m
             ),
-            what="the containers mapped",
+            what=f"the containers mapped ({p.url})",
         )
         own_veths |= {
             l["veth"]
@@ -236,7 +169,7 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
 
     def start(i):
         c = containers.client.containers.run(
-            "dockernet-test:busybox", "sleep 3600", name=unique("dnx-churn"), detach=True
+            TEST_IMAGE, "sleep 3600", name=unique("dnx-churn"), detach=True
         )
         containers.names.append(c.name)
         c.reload()

@@ -13,6 +13,7 @@ import weakref
 
 import pytest
 
+from exporter.changes import ResyncWanted
 from exporter.daemon import Daemon
 from exporter.sources.docker import DockerSource
 from exporter.sources.procfs import Procfs
@@ -28,11 +29,11 @@ class GatedDocker(DockerSource):
         self.gate.set()
         self.waiting = threading.Event()
 
-    def containers(self):
+    def workloads(self):
         if not self.gate.is_set():
             self.waiting.set()
             self.gate.wait(30)
-        return super().containers()
+        return super().workloads()
 
 
 @pytest.fixture
@@ -44,8 +45,9 @@ def docker():
 
 @pytest.fixture
 def daemon(docker):
-    d = Daemon(docker, Procfs())
+    d = Daemon([docker], Procfs())
     d.start()
+    assert d.started.wait(30), "the first full read did not finish"
     try:
         yield d
     finally:
@@ -54,7 +56,7 @@ def daemon(docker):
 
 
 def resync(daemon: Daemon, done: int) -> None:
-    daemon._queue.put(("resync", "all", "periodic"))
+    daemon._queue.put(ResyncWanted("all", "periodic"))
     wait_for(lambda: daemon.resyncs[("all", "periodic")] == done, what=f"periodic resync {done}")
 
 
@@ -65,7 +67,7 @@ def veth_names(daemon: Daemon) -> set:
 def test_events_are_followed_during_a_resync_and_kept_after_it(daemon, docker):
     name = unique("dnr")[:15]
     docker.gate.clear()
-    daemon._queue.put(("resync", "all", "periodic"))
+    daemon._queue.put(ResyncWanted("all", "periodic"))
     assert docker.waiting.wait(10), "the resync never asked Docker for its containers"
     try:
         # The resync has dumped the links already and is stuck on Docker: this pair is not in its read.

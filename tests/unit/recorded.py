@@ -32,7 +32,7 @@ def by_name() -> dict:
 
 def recorded_state() -> HostState:
     ids = json.loads((RECORDED / "identities.json").read_text())
-    state = HostState(host_netns_inode=ids["host_netns_inode"], docker_up=True)
+    state = HostState(host_netns_inode=ids["host_netns_inode"], runtimes_up={"docker": True})
     state.links = links_from(RECORDED / "host-links.bin")
     state.networks = {
         n["Id"]: parse_network(n) for n in json.loads((RECORDED / "networks.json").read_text())

@@ -106,6 +106,7 @@ def test_stats_rows_decode_the_wanted_links_as_proc_net_dev_counts_them():
     )
     rows: dict = {}
     end = nl._stats_rows(data, {3, 5, 6}, rows)
-    # rx bytes, packets, errors, dropped (+ missed, as /proc/net/dev adds them), tx bytes, packets, errors, dropped
+    # rx bytes, packets, errors, dropped (+ missed, as /proc/net/dev adds them),
+    # tx bytes, packets, errors, dropped
     assert rows == {3: (1000, 10, 0, 3, 700, 7, 0, 1), 5: (100, 1, 0, 0, 700, 7, 0, 1)}
     assert data[end:] == done

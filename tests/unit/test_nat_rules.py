@@ -4,28 +4,43 @@ with Docker's intent. No root, no Docker."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
 
-from exporter import nat
+from exporter.firewall import iptables_save
+from exporter.firewall.attribution import (
+    chain_counts,
+    choose,
+    masquerade_statuses,
+    port_statuses,
+    wanted_families,
+)
+from exporter.firewall.iptables_save import header_backend, parse_iptables_save
+from exporter.firewall.nft_json import parse_nft_json
+from exporter.firewall.rules import IPV4, IPV6, Ruleset
 from exporter.model import Container, Endpoint, Network, PortBinding
 from exporter.sources.docker import parse_container, parse_network
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nat"
+# bench/ runs from the checkout and is not installed: load its rules-text generator by path.
+_spec = importlib.util.spec_from_file_location(
+    "bench_nattext", Path(__file__).resolve().parents[2] / "bench" / "nattext.py"
+)
+nattext = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nattext)
 
 
 def text(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def docker20() -> tuple[nat.Ruleset, list[Container], list[Network]]:
-    ruleset = nat.parse_iptables_save(text("docker20.iptables-save"), nat.IPV4, "iptables-nft")
-    ruleset.merge(
-        nat.parse_iptables_save(text("docker20.ip6tables-save"), nat.IPV6, "iptables-nft")
-    )
+def docker20() -> tuple[Ruleset, list[Container], list[Network]]:
+    ruleset = parse_iptables_save(text("docker20.iptables-save"), IPV4, "iptables-nft")
+    ruleset.merge(parse_iptables_save(text("docker20.ip6tables-save"), IPV6, "iptables-nft"))
     containers = [parse_container(d) for d in json.loads(text("docker20-containers.json"))]
     networks = [parse_network(d) for d in json.loads(text("docker20-networks.json"))]
     return ruleset, containers, networks
@@ -34,7 +49,7 @@ def docker20() -> tuple[nat.Ruleset, list[Container], list[Network]]:
 def statuses(containers, ruleset) -> dict:
     return {
         (p.container.name, p.binding.protocol, p.binding.host_ip, p.binding.host_port): p
-        for p in nat.port_statuses(containers, ruleset)
+        for p in port_statuses(containers, ruleset)
     }
 
 
@@ -85,7 +100,7 @@ def doc_networks() -> list[Network]:
 def test_docker20_recorded_bindings_are_all_present_with_their_counters():
     ruleset, containers, _ = docker20()
     assert ruleset.backend == "iptables-nft" and ruleset.unparsed == 0
-    assert ruleset.docker_families == {nat.IPV4}  # Docker 20.10 leaves ip6tables alone by default
+    assert ruleset.docker_families == {IPV4}  # Docker 20.10 leaves ip6tables alone by default
     got = statuses(containers, ruleset)
     assert len(got) == 11  # 6 IPv4 bindings + 5 IPv6 ones
     web = {k: v for k, v in got.items() if k[0] == "dnx-natrec-web" and k[2] != "::"}
@@ -103,7 +118,7 @@ def test_docker20_recorded_bindings_are_all_present_with_their_counters():
 
 def test_docker20_masquerade_per_bridge_subnet():
     ruleset, _, networks = docker20()
-    got = {(m.bridge, m.subnet): m for m in nat.masquerade_statuses(networks, ruleset)}
+    got = {(m.bridge, m.subnet): m for m in masquerade_statuses(networks, ruleset)}
     assert set(got) == {
         ("docker0", "198.18.0.0/24"),
         (networks[1].bridge, networks[1].subnets[0][0]),
@@ -113,7 +128,7 @@ def test_docker20_masquerade_per_bridge_subnet():
 
 def test_docker20_chain_counts():
     ruleset, _, _ = docker20()
-    counts = nat.chain_counts(ruleset)
+    counts = chain_counts(ruleset)
     assert counts[("ip nat", "DOCKER")] == 6 + 4  # 6 DNAT + a RETURN per bridge (4 networks then)
     assert counts[("ip nat", "PREROUTING")] == 1
     assert ("ip filter", "DOCKER-ISOLATION-STAGE-1") in counts
@@ -124,7 +139,7 @@ def test_deleting_one_rule_makes_exactly_that_binding_missing():
     lines = text("docker20.iptables-save").splitlines()
     deleted = [l for l in lines if "--dport 28091 -j DNAT" not in l]
     assert len(deleted) == len(lines) - 1
-    ruleset = nat.parse_iptables_save("\n".join(deleted))
+    ruleset = parse_iptables_save("\n".join(deleted))
     _, containers, _ = docker20()
     missing = [k for k, v in statuses(containers, ruleset).items() if v.expected and not v.present]
     assert missing == [("dnx-natrec-web", "tcp", "0.0.0.0", 28091)]
@@ -145,11 +160,11 @@ def test_attribution_does_not_depend_on_rule_order():
     _, containers, _ = docker20()
     before = {
         k: (v.present, v.connections)
-        for k, v in statuses(containers, nat.parse_iptables_save("\n".join(lines))).items()
+        for k, v in statuses(containers, parse_iptables_save("\n".join(lines))).items()
     }
     after = {
         k: (v.present, v.connections)
-        for k, v in statuses(containers, nat.parse_iptables_save("\n".join(reordered))).items()
+        for k, v in statuses(containers, parse_iptables_save("\n".join(reordered))).items()
     }
     assert before == after
 
@@ -158,12 +173,10 @@ def test_attribution_does_not_depend_on_rule_order():
 
 
 def test_docker28_layout_ipv4_and_ipv6():
-    ruleset = nat.parse_iptables_save(text("docker28.iptables-save"), nat.IPV4, "iptables-nft")
-    ruleset.merge(
-        nat.parse_iptables_save(text("docker28.ip6tables-save"), nat.IPV6, "iptables-nft")
-    )
-    assert nat.header_backend(text("docker28.iptables-save")) == "iptables-nft"
-    assert ruleset.docker_families == {nat.IPV4, nat.IPV6} and ruleset.unparsed == 0
+    ruleset = parse_iptables_save(text("docker28.iptables-save"), IPV4, "iptables-nft")
+    ruleset.merge(parse_iptables_save(text("docker28.ip6tables-save"), IPV6, "iptables-nft"))
+    assert header_backend(text("docker28.iptables-save")) == "iptables-nft"
+    assert ruleset.docker_families == {IPV4, IPV6} and ruleset.unparsed == 0
     got = statuses([c1()], ruleset)
     assert (
         got[("c1", "tcp", "0.0.0.0", 8080)].present,
@@ -178,15 +191,14 @@ def test_docker28_layout_ipv4_and_ipv6():
         and not got[("c1", "udp", "127.0.0.1", 8081)].present
     )
     masq = {
-        m.subnet: (m.present, m.connections)
-        for m in nat.masquerade_statuses(doc_networks(), ruleset)
+        m.subnet: (m.present, m.connections) for m in masquerade_statuses(doc_networks(), ruleset)
     }
     assert masq == {
         "198.18.0.0/24": (True, 0),
         "198.19.7.0/24": (True, 5),
         "2001:2:0:7::/64": (True, 2),
     }
-    counts = nat.chain_counts(ruleset)
+    counts = chain_counts(ruleset)
     assert counts[("ip filter", "DOCKER-FORWARD")] == 5 and counts[("ip filter", "DOCKER-CT")] == 2
     assert counts[("ip raw", "PREROUTING")] == 1 and counts[("ip6 nat", "DOCKER")] == 1
 
@@ -195,9 +207,9 @@ def test_docker28_layout_ipv4_and_ipv6():
 
 
 def test_docker29_nftables_layout():
-    ruleset = nat.parse_nft_json(json.loads(text("docker29.json")))
+    ruleset = parse_nft_json(json.loads(text("docker29.json")))
     assert ruleset.backend == "nftables" and ruleset.unparsed == 0
-    assert ruleset.docker_families == {nat.IPV4, nat.IPV6}
+    assert ruleset.docker_families == {IPV4, IPV6}
     got = statuses([c1()], ruleset)
     assert {k[2:]: (v.present, v.connections) for k, v in got.items()} == {
         ("0.0.0.0", 8080): (True, 12),
@@ -205,15 +217,14 @@ def test_docker29_nftables_layout():
         ("::", 8080): (True, 4),
     }
     masq = {
-        m.subnet: (m.present, m.connections)
-        for m in nat.masquerade_statuses(doc_networks(), ruleset)
+        m.subnet: (m.present, m.connections) for m in masquerade_statuses(doc_networks(), ruleset)
     }
     assert masq == {
         "198.18.0.0/24": (True, 0),
         "198.19.7.0/24": (True, 5),
         "2001:2:0:7::/64": (True, 2),
     }
-    counts = nat.chain_counts(ruleset)
+    counts = chain_counts(ruleset)
     assert counts[("ip docker-bridges", "nat-prerouting-and-output")] == 2
     assert counts[("ip docker-bridges", "nat-postrouting-in__bridge1")] == 0
     assert counts[("ip6 docker-bridges", "nat-postrouting-out__bridge1")] == 1
@@ -240,7 +251,7 @@ def test_nft_tables_other_than_dockers_are_ignored_and_bad_rules_counted():
             }
         },
     ]
-    ruleset = nat.parse_nft_json(doc)
+    ruleset = parse_nft_json(doc)
     assert ruleset.unparsed == 2
     assert all(r.to_addr != "198.18.9.9" for r in ruleset.rules)
 
@@ -248,9 +259,9 @@ def test_nft_tables_other_than_dockers_are_ignored_and_bad_rules_counted():
 # -- the join's rules ------------------------------------------------------------------------------
 
 
-def rules(*lines: str) -> nat.Ruleset:
+def rules(*lines: str) -> Ruleset:
     body = "\n".join(["*nat", ":DOCKER - [0:0]", *lines, "COMMIT"])
-    return nat.parse_iptables_save(body)
+    return parse_iptables_save(body)
 
 
 def test_host_address_must_match_exactly():
@@ -287,16 +298,16 @@ def test_port_range_rule_serves_each_port_of_the_range():
     )
     got = [
         (p.binding.host_port, p.binding.container_port, p.present)
-        for p in nat.port_statuses([c], ruleset)
+        for p in port_statuses([c], ruleset)
     ]
     assert got == [(9000, 90, True), (9001, 91, True), (9002, 92, True), (9001, 95, False)]
 
 
 def test_ipv6_destination_forms():
-    assert nat._split_destination("[2001:2::2]:80") == ("2001:2::2", (80, 80))
-    assert nat._split_destination("198.18.0.2:80-85") == ("198.18.0.2", (80, 85))
-    assert nat._split_destination("198.18.0.2") == ("198.18.0.2", (0, 0))
-    assert nat._split_destination("2001:2::2") == ("2001:2::2", (0, 0))
+    assert iptables_save._split_destination("[2001:2::2]:80") == ("2001:2::2", (80, 80))
+    assert iptables_save._split_destination("198.18.0.2:80-85") == ("198.18.0.2", (80, 85))
+    assert iptables_save._split_destination("198.18.0.2") == ("198.18.0.2", (0, 0))
+    assert iptables_save._split_destination("2001:2::2") == ("2001:2::2", (0, 0))
 
 
 def test_internal_and_non_masquerading_networks_expect_nothing():
@@ -319,7 +330,7 @@ def test_internal_and_non_masquerading_networks_expect_nothing():
         ),
         Network("o", "overlay", "overlay", subnets=(("198.19.10.0/24", ""),)),
     ]
-    assert nat.masquerade_statuses(nets, rules()) == []
+    assert masquerade_statuses(nets, rules()) == []
 
 
 def test_hairpin_masquerade_is_not_the_subnet_rule():
@@ -328,7 +339,7 @@ def test_hairpin_masquerade_is_not_the_subnet_rule():
         "[0:0] -A POSTROUTING -s 198.19.7.0/24 -o bridge1 -j MASQUERADE",
     )
     (status,) = [
-        m for m in nat.masquerade_statuses(doc_networks(), ruleset) if m.subnet == "198.19.7.0/24"
+        m for m in masquerade_statuses(doc_networks(), ruleset) if m.subnet == "198.19.7.0/24"
     ]
     assert status.expected and not status.present
 
@@ -351,87 +362,92 @@ def test_unreadable_rules_are_counted_and_skipped():
 def test_choose_the_backend_that_serves_dockers_intent():
     current, _, networks = docker20()
     _, containers, _ = docker20()
-    stale = nat.parse_iptables_save(text("docker28.iptables-save"), nat.IPV4, "iptables-legacy")
-    empty = nat.Ruleset(backend="nftables")
-    assert nat.choose([stale, current, empty], containers, networks).backend == "iptables-nft"
+    stale = parse_iptables_save(text("docker28.iptables-save"), IPV4, "iptables-legacy")
+    empty = Ruleset(backend="nftables")
+    assert choose([stale, current, empty], containers, networks).backend == "iptables-nft"
     # Without any intent to serve, the backend holding Docker's chain and more NAT rules wins...
-    assert nat.choose([empty, stale]).backend == "iptables-legacy"
+    assert choose([empty, stale]).backend == "iptables-legacy"
     # ...and a tie goes to the first given: the system's default.
-    assert nat.choose([nat.Ruleset(backend="iptables-legacy"), empty]).backend == "iptables-legacy"
+    assert choose([Ruleset(backend="iptables-legacy"), empty]).backend == "iptables-legacy"
 
 
 def test_ipv6_rules_are_wanted_only_where_docker_has_ipv6():
     _, containers, networks = docker20()
-    assert nat.wanted_families(containers, networks) == {
-        nat.IPV4
-    }  # `::` bindings of IPv4-only containers
-    assert nat.wanted_families([c1()], []) == {nat.IPV4, nat.IPV6}  # an IPv6 address
-    assert nat.wanted_families([], doc_networks()) == {nat.IPV4, nat.IPV6}  # an IPv6 subnet
-    assert nat.wanted_families([c1(ipv6=False)], doc_networks()[:1]) == {nat.IPV4}
+    assert wanted_families(containers, networks) == {IPV4}  # `::` bindings of IPv4-only containers
+    assert wanted_families([c1()], []) == {IPV4, IPV6}  # an IPv6 address
+    assert wanted_families([], doc_networks()) == {IPV4, IPV6}  # an IPv6 subnet
+    assert wanted_families([c1(ipv6=False)], doc_networks()[:1]) == {IPV4}
 
 
 def test_header_backend():
     assert (
-        nat.header_backend("# Generated by iptables-save v1.8.9 (nf_tables) on x\n*nat\n")
+        header_backend("# Generated by iptables-save v1.8.9 (nf_tables) on x\n*nat\n")
         == "iptables-nft"
     )
     assert (
-        nat.header_backend("# Generated by iptables-save v1.8.9 (legacy) on x\n")
-        == "iptables-legacy"
+        header_backend("# Generated by iptables-save v1.8.9 (legacy) on x\n") == "iptables-legacy"
     )
-    assert nat.header_backend("# Generated by iptables-save v1.6.1 on x\n") == "iptables-legacy"
-    assert nat.header_backend("") is None
+    assert header_backend("# Generated by iptables-save v1.6.1 on x\n") == "iptables-legacy"
+    assert header_backend("") is None
 
 
 @pytest.mark.parametrize(
     "family,line",
     [
         (
-            nat.IPV4,
+            IPV4,
             "[1:0] -A DOCKER -d 198.18.0.1/32 ! -i docker0 -p sctp -m sctp --dport 7 "
             "-j DNAT --to-destination 198.18.0.2:7",
         ),
         (
-            nat.IPV6,
+            IPV6,
             "[1:0] -A DOCKER -d 2001:2::1/128 ! -i docker0 -p tcp -m tcp --dport 7 "
             "-j DNAT --to-destination [2001:2::2]:7",
         ),
     ],
 )
 def test_specific_host_address_bindings(family, line):
-    host_ip, addr = (
-        ("198.18.0.1", "198.18.0.2") if family == nat.IPV4 else ("2001:2::1", "2001:2::2")
-    )
-    proto = "sctp" if family == nat.IPV4 else "tcp"
+    host_ip, addr = ("198.18.0.1", "198.18.0.2") if family == IPV4 else ("2001:2::1", "2001:2::2")
+    proto = "sctp" if family == IPV4 else "tcp"
     endpoint = (
-        Endpoint("bridge", "b", ipv4=addr)
-        if family == nat.IPV4
-        else Endpoint("bridge", "b", ipv6=addr)
+        Endpoint("bridge", "b", ipv4=addr) if family == IPV4 else Endpoint("bridge", "b", ipv6=addr)
     )
     c = Container(
         id="s" * 64, name="s", endpoints=(endpoint,), ports=(PortBinding(proto, 7, host_ip, 7),)
     )
     body = "\n".join(["*nat", ":DOCKER - [0:0]", line, "COMMIT"])
-    (status,) = nat.port_statuses([c], nat.parse_iptables_save(body, family))
+    (status,) = port_statuses([c], parse_iptables_save(body, family))
     assert status.expected and status.present and status.connections == 1
 
 
 def test_fast_path_reads_dockers_shapes_as_the_general_parser_does():
     specs = []
     for name, family in (
-        ("docker20.iptables-save", nat.IPV4),
-        ("docker28.iptables-save", nat.IPV4),
-        ("docker28.ip6tables-save", nat.IPV6),
+        ("docker20.iptables-save", IPV4),
+        ("docker28.iptables-save", IPV4),
+        ("docker28.ip6tables-save", IPV6),
     ):
         table = ""
         for line in text(name).splitlines():
             table = line[1:] if line.startswith("*") else table
             spec = line.partition("] ")[2].split(" ", 2)[2] if line.startswith("[") else ""
-            if table == "nat" and nat._worth_parsing(spec):
+            if table == "nat" and iptables_save._worth_parsing(spec):
                 specs.append((spec, family))
-    fast = [(s, f) for s, f in specs if nat._docker_shaped(s, f, 7) is not None]
+    fast = [(s, f) for s, f in specs if iptables_save._docker_shaped(s, f, 7) is not None]
     assert len(fast) >= 10
     for spec, family in fast:
-        assert nat._docker_shaped(spec, family, 7) == nat._nat_rule(
-            nat._options(spec), family, 7
+        assert iptables_save._docker_shaped(spec, family, 7) == iptables_save._nat_rule(
+            iptables_save._options(spec), family, 7
         ), spec
+
+
+def test_a_large_ruleset_with_kube_proxys_rules_is_read_whole():
+    """10,000 rules, 40% of them kube-proxy's (quoted comments, DNAT without a port): each one
+    counted, none unreadable, and only Docker's DNAT and subnet MASQUERADE rules kept. (Its
+    speed is a figure of `make bench`, bench/natparse.py.)"""
+    body = nattext.iptables_save(10000, kube_proxy=0.4)
+    ruleset = parse_iptables_save(body)
+    assert sum(ruleset.chains.values()) == 10000 and ruleset.unparsed == 0
+    nat = body.split("*nat\n", 1)[1].split("\nCOMMIT\n", 1)[0].splitlines()
+    docker = [l for l in nat if ("-j DNAT" in l and "--dport" in l) or "! -o" in l]
+    assert len(ruleset.rules) == len(docker) > 1000

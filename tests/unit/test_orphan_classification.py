@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from recorded import recorded_state
 
-from exporter import orphans, topology
+from exporter import orphan_rules, topology
 from exporter.collectors.orphans import OrphansCollector
 from exporter.exposition import render
 from exporter.model import Container, Endpoint, HostState, Link, Network
@@ -19,7 +19,7 @@ USER_NET = Network("n2", "backend", "bridge", bridge="br-n2")
 MAC = "02:42:c6:12:00:02"
 
 
-def host(*links: Link, containers=(), netns=None, files=None, docker_up=True) -> HostState:
+def host(*links: Link, containers=(), netns=None, files=None, docker_up: bool = True) -> HostState:
     return HostState(
         links={l.ifindex: l for l in (DOCKER0, OTHER_BR, Link(7, "br-n2", kind="bridge")) + links},
         containers={c.id: c for c in containers},
@@ -27,7 +27,7 @@ def host(*links: Link, containers=(), netns=None, files=None, docker_up=True) ->
         networks={n.id: n for n in (BRIDGE_NET, USER_NET)},
         netns_files=files or {},
         host_netns_inode=1,
-        docker_up=docker_up,
+        runtimes_up={"docker": docker_up},
     )
 
 
@@ -162,7 +162,7 @@ def test_endpoint_of_a_second_container_in_the_namespace_counts():
 
 
 def test_precedence_follows_the_order_of_reasons():
-    assert orphans.REASONS == ("peer_in_host", "netns_without_container", "no_endpoint")
+    assert orphan_rules.REASONS == ("peer_in_host", "netns_without_container", "no_endpoint")
     # A Docker bridge port in a namespace no container owns has no endpoint either: the earlier reason wins.
     assert (
         suspects(host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5)))["vethaaaaaaa"][0]
@@ -191,32 +191,35 @@ def _suspects_of(state: HostState):
 
 def test_grace_counts_from_when_the_veth_was_first_a_suspect():
     found = _suspects_of(host(veth(10, "vethaaaaaaa", 2, nsid=3, master=5)))
-    since = orphans.track(found, {}, now=100.0)
-    assert orphans.orphans(found, since, now=129.9, grace=30) == []
-    (o,) = orphans.orphans(found, orphans.track(found, since, now=125.0), now=130.0, grace=30)
+    since = orphan_rules.track(found, {}, now=100.0)
+    assert orphan_rules.flagged(found, since, now=129.9, grace=30) == []
+    (o,) = orphan_rules.flagged(
+        found, orphan_rules.track(found, since, now=125.0), now=130.0, grace=30
+    )
     assert (o.suspect.link.name, o.age) == ("vethaaaaaaa", 30.0)
     # Once owned (the container's start event), it is forgotten; a new suspicion starts afresh.
-    assert orphans.track((), since, now=131.0) == {}
-    assert orphans.track(found, {}, now=140.0) == {10: 140.0}
+    assert orphan_rules.track((), since, now=131.0) == {}
+    assert orphan_rules.track(found, {}, now=140.0) == {10: 140.0}
 
 
 def test_scope_all_keeps_what_docker_scope_drops():
     found = _suspects_of(host(veth(10, "dnx-h", 2, nsid=3, master=6)))
-    since = orphans.track(found, {}, now=0.0)
-    assert orphans.orphans(found, since, now=60.0, scope="docker", grace=30) == []
+    since = orphan_rules.track(found, {}, now=0.0)
+    assert orphan_rules.flagged(found, since, now=60.0, scope="docker", grace=30) == []
     assert [
-        o.suspect.reason for o in orphans.orphans(found, since, now=60.0, scope="all", grace=30)
+        o.suspect.reason
+        for o in orphan_rules.flagged(found, since, now=60.0, scope="all", grace=30)
     ] == ["netns_without_container"]
 
 
 def test_collector_renders_each_orphan_and_every_reason_count():
-    snap = topology.build(host(veth(10, "dnx-a", 11, master=5), veth(11, "dnx-b", 10)))
-    snap.suspect_since = orphans.track(snap.suspects, {}, now=0.0)
+    snap = topology.build(host(veth(10, "dnx-a", 11, master=5), veth(11, "dnx-b", 10)), now=0.0)
+    assert snap.suspect_since == {10: 0.0, 11: 0.0}
     clock = [10.0]
-    collector = OrphansCollector(orphans_grace=30.0, clock=lambda: clock[0])
+    collector = OrphansCollector(grace=30.0, clock=lambda: clock[0])
     text = render(collector.collect(snap))
     assert "dockernet_veth_orphaned{" not in text
-    for reason in orphans.REASONS:
+    for reason in orphan_rules.REASONS:
         assert f'dockernet_orphaned_veths{{reason="{reason}"}} 0\n' in text
     clock[0] = 30.0  # no event in between: the scrape alone turns the suspects into orphans
     text = render(collector.collect(snap))
@@ -237,7 +240,7 @@ def test_netns_kinds_from_files():
         "/var/run/docker/netns/ingress_sbox": (6, 6),
         "/var/run/docker/netns/default": (7, 7),
     }
-    assert orphans.netns_kinds(files) == {
+    assert orphan_rules.netns_kinds(files) == {
         4: "docker",
         5: "named",
         6: "docker_internal",

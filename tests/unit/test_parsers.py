@@ -6,11 +6,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from recorded import by_name
 
-from exporter.cli import duration
 from exporter.exposition import Family, labels, render
+from exporter.flags import duration, parse_listen_address
+from exporter.sources import netlink
 from exporter.sources.docker import parse_container, parse_network
 from exporter.sources.procfs import parse_net_dev
-from exporter.web import parse_listen_address
 
 
 def test_parse_container_from_inspect():
@@ -98,6 +98,18 @@ def test_parse_net_dev():
     )
     dev = parse_net_dev(text)
     assert dev["veth1234"] == (1, 2, 3, 4, 9, 10, 11, 12) and dev["lo"][0] == 100
+
+
+def test_a_name_that_is_not_utf8_is_escaped_alike_by_netlink_and_proc_net_dev():
+    raw = b"e\xff\\x"  # as `ip link set eth0 name "$(printf 'e\377\\x')"` makes it
+    msg = netlink._IFINFOMSG.pack(0, 0, 7, 0, 0) + netlink._attr(netlink.IFLA_IFNAME, raw + b"\0")
+    link = netlink.parse_link(memoryview(msg), 0, len(msg))
+    dev = parse_net_dev(b"head\nhead\n  " + raw + b": " + b" ".join(b"%d" % i for i in range(16)))
+    assert link.name == r"e\xff\x5cx" and list(dev) == [link.name]
+    text = render([Family("x_info", "gauge", "h").add(labels(interface=link.name), 1)])
+    text.encode("utf-8")  # strict, as the web server sends it
+    (fam,) = text_string_to_metric_families(text)
+    assert fam.samples[0].labels["interface"] == link.name
 
 
 def test_exposition_escapes_label_values_and_help():

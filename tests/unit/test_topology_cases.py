@@ -13,7 +13,7 @@ def host_with(*links: Link, containers=(), netns=None, networks=()) -> HostState
         netns_links={nsid: {l.ifindex: l for l in ls} for nsid, ls in (netns or {}).items()},
         networks={n.id: n for n in networks},
         host_netns_inode=1,
-        docker_up=True,
+        runtimes_up={"docker": True},
     )
 
 

@@ -94,7 +94,7 @@ def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
             for i, l in state.netns_links[nsid].items()
         }
     elif kind == "docker_down":
-        state.docker_up = not state.docker_up
+        state.runtimes_up["docker"] = not state.runtimes_up.get("docker")
     elif kind == "network_gone" and spare["networks"]:
         net = spare["networks"].pop()
         state.networks[net.id] = net

@@ -53,8 +53,8 @@ def test_container_side_ifindex_is_the_veth_peer():
 def test_docker_unreachable_leaves_veths_unmapped():
     state = recorded_state()
     state.containers.clear()
-    state.docker_up = False
+    state.runtimes_up["docker"] = False
     snap = topology.build(state)
     assert len(snap.veths) == 3
     assert all(v.container is None and v.interface == "" for v in snap.veths)
-    assert snap.interfaces == () and not snap.docker_up
+    assert snap.interfaces == () and not snap.workloads_known

@@ -22,7 +22,7 @@ def _summary() -> list:
         ),
         stat(
             "Fullest bridge",
-            f"The most ports any one bridge has; a Linux bridge holds at most {LIMIT}.",
+            f"The most ports any one bridge has; a Linux bridge holds at most {LIMIT:,}.",
             [target(f"max(dockernet_bridge_ports{sel()})")],
             thresholds=PORT_STEPS,
         ),
@@ -43,7 +43,7 @@ def _ports() -> list:
     return [
         bargauge(
             "Ports per bridge",
-            f"Ports of each bridge against the limit of {LIMIT}.",
+            f"Ports of each bridge against the limit of {LIMIT:,}.",
             [target(f"dockernet_bridge_ports{sel()}", "{{bridge}} on {{instance}}")],
             "none",
             max_value=LIMIT,
@@ -166,6 +166,6 @@ def build() -> dict:
     return dashboard(
         "bridges",
         "Docker / Bridges and veths",
-        "Bridge ports against the 1,024 limit, port states, orphaned veths and container addresses.",
+        f"Bridge ports against the {LIMIT:,} limit, port states, orphaned veths and container addresses.",
         panels,
     )

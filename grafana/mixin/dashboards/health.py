@@ -81,7 +81,8 @@ def _events() -> list:
             "Docker and netlink events received per second, by source and action.",
             [
                 target(
-                    f"sum by (instance, source, action) (rate(dockernet_events_total{sel()}[$__rate_interval]))",
+                    "sum by (instance, source, action) "
+                    f"(rate(dockernet_events_total{sel()}[$__rate_interval]))",
                     "{{instance}} {{source}} {{action}}",
                 )
             ],

@@ -64,7 +64,7 @@ class Host:
     members: dict[int, tuple[Container, ...]]  # nsid -> running containers in that namespace
     netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
     netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "named"
-    docker_up: bool
+    workloads_known: bool  # every runtime answered
 
 
 def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
@@ -91,7 +91,7 @@ def reason(link: Link, host: Host) -> str | None:
     if link.peer_netnsid is None:
         peer = host.links.get(link.peer_ifindex)
         return "peer_in_host" if peer is not None and peer.kind == "veth" else None
-    if not host.docker_up:  # without Docker's answer nobody can be said to own nothing
+    if not host.workloads_known:  # without every runtime's answer, nobody owns nothing
         return None
     members = host.members.get(link.peer_netnsid)
     if not members and host.netns_kinds.get(link.peer_netnsid) == "docker_internal":
@@ -131,7 +131,7 @@ def track(suspects: Iterable[Suspect], since: dict[int, float], now: float) -> d
     return {s.link.ifindex: since.get(s.link.ifindex, now) for s in suspects}
 
 
-def orphans(
+def flagged(
     suspects: Iterable[Suspect],
     since: dict[int, float],
     now: float,

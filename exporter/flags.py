@@ -1,0 +1,108 @@
+"""Command-line building blocks shared by the daemon, the collectors and the
+commands: argument types, the parser that fails in one line, the flags of the
+workload sources (declared once, accepted before and after a command's name),
+and ``--output``. Imports nothing heavy: ``--help`` loads this and little else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import NoReturn
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+OUTPUT_FORMATS = ("table", "json")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def duration(text: str) -> float:
+    """'300', '300s', '5m', '1h', '1.5s', '250ms' -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def byte_size(text: str) -> int:
+    """'8MiB', '512KiB', '65536' -> bytes."""
+    m = re.fullmatch(r"(\d+)(KiB|MiB)?", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 65536, 512KiB, 8MiB")
+    return int(m.group(1)) * {"KiB": 1024, "MiB": 1024 * 1024, None: 1}[m.group(2)]
+
+
+def procfs_path(text: str) -> str:
+    """A procfs mount point: it has a directory per process, pid 1's among them."""
+    marker = os.path.join(text, "1", "ns")
+    if not os.path.isdir(marker):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a procfs mount (no {marker})")
+    return text
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """':9917' -> ('', 9917); '[::1]:9917' -> ('::1', 9917). Raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid listen address {address!r}: expected [host]:port")
+    return host.strip("[]"), int(port)
+
+
+def listen_address(text: str) -> str:
+    try:
+        parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def default_docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) -> None:
+    """The workload sources' flags. After a command's name they repeat the global ones: their
+    default is then SUPPRESS, so that a value given before the name is kept."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_command else value
+
+    p.add_argument(
+        "--docker.host",
+        dest="docker_host",
+        default=default(default_docker_host()),
+        help="Docker Engine API address (default: $DOCKER_HOST, else the local socket)",
+    )
+    p.add_argument(
+        "--docker.timeout",
+        dest="docker_timeout",
+        type=duration,
+        default=default(10.0),
+        help="timeout of each Docker API call (default: 10s)",
+    )
+    p.add_argument(
+        "--path.procfs",
+        dest="procfs",
+        type=procfs_path,
+        default=default("/proc"),
+        help="procfs mount point: the host's /proc when running in a container (default: /proc)",
+    )
+
+
+def add_output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUT_FORMATS,
+        default="table",
+        help="output format (default: table)",
+    )

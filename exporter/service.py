@@ -1,0 +1,64 @@
+"""The daemon's wiring: sources, state loop, collectors and the HTTP server,
+started in the order that serves soonest, and stopped on SIGTERM or SIGINT
+within two seconds whatever a source is doing."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from . import __version__, collectors, logs, runtimes
+from .collectors.base import Context
+from .daemon import Daemon
+from .scrape import Scraper
+from .sources.procfs import Procfs
+from .web import Server
+from .webconfig import WebConfig, WebConfigError
+from .webconfig import load as load_web_config
+
+log = logs.get_logger()
+PROG = "dockernet-exporter"
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+        sources = runtimes.from_args(args)
+    except (WebConfigError, runtimes.SourceConfigError) as exc:
+        where = (
+            f"--web.config.file={args.web_config_file}: " if isinstance(exc, WebConfigError) else ""
+        )
+        sys.stderr.write(f"{PROG}: error: {where}{exc}\n")
+        return 1
+    procfs = Procfs(args.procfs)
+    daemon = Daemon(sources, procfs, args.resync_interval, args.netlink_rcvbuf)
+    enabled = collectors.enabled(args, Context(procfs=procfs))
+    try:
+        server = Server(
+            args.listen_address, args.telemetry_path, Scraper(daemon, enabled).render, web_config
+        )
+    except OSError as exc:
+        sys.stderr.write(
+            f"{PROG}: error: cannot listen on {args.listen_address}: {exc.strerror or exc}\n"
+        )
+        return 1
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: server.reload_config(args.web_config_file))
+    server.serve_in_background()
+    daemon.start()
+    log.info(
+        "listening",
+        url=server.url,
+        version=__version__,
+        collectors=",".join(c.name for c in enabled),
+    )
+    done.wait()
+    log.info("stopping")
+    server.shutdown()
+    server.server_close()
+    daemon.stop()
+    return 0

@@ -1,0 +1,129 @@
+"""A runtime that vanishes briefly, hangs, or never answers, against the real
+exporter and the real dockerd behind a proxy socket that the test controls
+(helpers.DockerSocketProxy: the real dockerd goes on serving every other test)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from helpers import DockerSocketProxy, ExporterProcess, wait_for
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    p = DockerSocketProxy(str(tmp_path / "docker.sock"))
+    p.start()
+    yield p
+    p.stop()
+
+
+def interfaces_of(metrics, container) -> list:
+    return metrics.select("dockernet_veth_info", container_id=container.id)
+
+
+def test_a_container_started_while_the_socket_is_away_is_mapped_once_it_is_back(
+    containers, exporter, proxy
+):
+    e = exporter(
+        f"--docker.host=unix://{proxy.path}",
+        "--resync.interval=1h",
+        "--collector.orphans.grace=5s",
+    )
+    proxy.hide()
+    try:
+        c = containers.run()  # through the real socket, not the hidden one
+        time.sleep(9)
+    finally:
+        proxy.unhide()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        m = e.metrics()
+        flagged = m.select("dockernet_veth_orphaned", reason="netns_without_container")
+        assert not flagged, f"a running container's veth was called an orphan: {flagged}"
+        info = m.select("dockernet_container_info", container_id=c.id)
+        if interfaces_of(m, c) and info and m.get_value("dockernet_docker_up") == 1:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"container {c.name} unmapped or Docker down 15 s after the socket came back")
+
+
+def test_a_hung_runtime_is_reported_down_within_15s_and_up_again_when_it_answers(
+    containers, exporter, proxy
+):
+    c = containers.run()
+    e = exporter(f"--docker.host=unix://{proxy.path}", "--resync.interval=1h")
+    wait_for(lambda: interfaces_of(e.metrics(), c), what="the container mapped")
+    frozen_at = time.monotonic()
+    proxy.freeze()
+    wait_for(
+        lambda: e.metrics().get_value("dockernet_docker_up") == 0,
+        timeout=15,
+        what="docker_up 0 while the API does not answer",
+    )
+    hung_for = time.monotonic() - frozen_at
+    assert interfaces_of(e.metrics(), c), "a hung runtime must not lose the workloads it had"
+    proxy.thaw()
+    m = wait_for(
+        lambda: (m := e.metrics()) and m.get_value("dockernet_docker_up") == 1 and m,
+        timeout=15,
+        what="docker_up 1 once the API answers again",
+    )
+    assert interfaces_of(m, c)
+    assert hung_for < 15
+
+
+@pytest.fixture
+def silent_engine(tmp_path):
+    """A socket that accepts connections and never answers."""
+    path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield path
+    server.close()
+    for s in held:
+        s.close()
+
+
+def test_a_silent_runtime_at_start_neither_delays_listening_nor_sigterm(
+    docker_client, silent_engine
+):
+    started = time.monotonic()
+    p = ExporterProcess(f"--docker.host=unix://{silent_engine}", "--docker.timeout=30s")
+    try:
+
+        def metrics_served() -> bool:
+            try:
+                r = requests.get(p.url + "/metrics", timeout=1)
+            except requests.RequestException:
+                return False
+            return r.status_code == 200 and "dockernet_veth_info" in r.text
+
+        wait_for(metrics_served, timeout=5, interval=0.05, what="/metrics with a silent Docker")
+        served_after = time.monotonic() - started
+        assert served_after < 5
+        assert "dockernet_docker_up 0" in requests.get(p.url + "/metrics", timeout=2).text
+        p.proc.send_signal(signal.SIGTERM)
+        stop_started = time.monotonic()
+        p.proc.wait(timeout=5)
+        assert time.monotonic() - stop_started < 2, "SIGTERM took 2 s or more with Docker silent"
+        assert p.proc.returncode == 0
+    finally:
+        p.stop()
