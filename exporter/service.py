@@ -1,13 +1,13 @@
 """The daemon's wiring: sources, state loop, collectors and the HTTP server,
 started in the order that serves soonest, and stopped on SIGTERM or SIGINT
-within two seconds whatever a source is doing."""
+within two seconds whatever a source is doing. SIGHUP re-reads the web
+configuration (TLS, basic auth, headers)."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-import threading
 
 from . import __version__, collectors, logs, runtimes
 from .collectors.base import Context
@@ -22,7 +22,14 @@ log = logs.get_logger()
 PROG = "dockernet-exporter"
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
+
+
 def run_daemon(args: argparse.Namespace) -> int:
+    # Every thread inherits this mask, so the signals reach only the main thread's sigwait: a
+    # signal the kernel hands to a busy thread would not wake a main thread blocked on a lock.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
         sources = runtimes.from_args(args)
@@ -44,10 +51,6 @@ def run_daemon(args: argparse.Namespace) -> int:
             f"{PROG}: error: cannot listen on {args.listen_address}: {exc.strerror or exc}\n"
         )
         return 1
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    signal.signal(signal.SIGHUP, lambda *_: server.reload_config(args.web_config_file))
     server.serve_in_background()
     daemon.start()
     log.info(
@@ -56,7 +59,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         version=__version__,
         collectors=",".join(c.name for c in enabled),
     )
-    done.wait()
+    while signal.sigwait(SIGNALS) not in STOP_SIGNALS:
+        server.reload_config(args.web_config_file)  # SIGHUP
     log.info("stopping")
     server.shutdown()
     server.server_close()

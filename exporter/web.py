@@ -1,73 +1,180 @@
 """HTTP: /metrics (gzip when asked), a landing page at / and /healthz; TLS and
-basic auth from --web.config.file.
+basic auth from --web.config.file, re-read on reload_config (SIGHUP).
 
-One thread per connection, each with its own timeout, and the TLS handshake
-runs in that thread too: a client that sends slowly or never finishes holds
-only its own thread, never the accept loop or other scrapes. Request lines
-and headers are bounded by http.server (414/431); bodies are never read."""
+One thread per connection and one request per connection, at most
+MAX_CONNECTIONS at once: beyond that a new connection is closed at once. A
+client has HEAD_TIMEOUT for its TLS handshake, then HEAD_TIMEOUT for its
+request line and headers, each a total and not a per-read timeout, so a client
+sending a byte now and then holds a thread for seconds, not for ever. The
+accept loop never waits for a client. Request lines and headers are bounded by
+http.server (414/431); bodies are never read."""
 
 from __future__ import annotations
 
 import gzip
 import html
+import io
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import structlog
-
-from . import __version__
+from . import __version__, logs
 from .exposition import CONTENT_TYPE
-from .webconfig import BasicAuth, ReloadingContext, WebConfig, peer_allowed
+from .flags import parse_listen_address
+from .webconfig import (
+    AuthBusy,
+    BasicAuth,
+    ReloadingContext,
+    WebConfig,
+    WebConfigError,
+    load,
+    peer_allowed,
+)
 
-log = structlog.get_logger()
+log = logs.get_logger()
 
-REQUEST_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 30.0  # each read or write once the request is in
+HEAD_TIMEOUT = 10.0
+MAX_CONNECTIONS = 512
+TEXT = "text/plain; charset=utf-8"
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """':9917' -> ('', 9917); '[::1]:9917' -> ('::1', 9917). Raises ValueError."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid listen address {address!r}: expected [host]:port")
-    return host.strip("[]"), int(port)
+def listen_backlog() -> int:
+    """The kernel's limit, as Go's net/http uses: a burst of scrapers waits in the accept queue
+    instead of having its SYNs dropped and retried a second later."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096
+
+
+def wildcard_family() -> socket.AddressFamily:
+    """AF_INET6 where the kernel has IPv6 (the socket then takes IPv4 too), else AF_INET."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return socket.AF_INET
+    return socket.AF_INET6
+
+
+class Throttled:
+    """Logs an event at most once per `interval`; each line counts the ones suppressed since
+    the previous line."""
+
+    def __init__(self, event: str, level: str = "info", interval: float = 10.0) -> None:
+        self.event, self.level, self.interval = event, level, interval
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, **fields: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._suppressed += 1
+                return
+            self._next = now + self.interval
+            suppressed, self._suppressed = self._suppressed, 0
+        getattr(log, self.level)(self.event, suppressed=suppressed, **fields)
+
+
+@dataclass(frozen=True)
+class WebState:
+    """What the web config file decides, swapped in as one piece on reload."""
+
+    config: WebConfig
+    auth: BasicAuth
+    tls: ReloadingContext | None
+
+    @classmethod
+    def of(cls, config: WebConfig) -> WebState:
+        tls = ReloadingContext(config.tls) if config.tls else None
+        return cls(config, BasicAuth(config.users), tls)
 
 
 class Server(ThreadingHTTPServer):
     # Daemon threads are never joined: a stalled client cannot hold up SIGTERM.
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = listen_backlog()
 
     def __init__(
         self,
         address: str,
         telemetry_path: str,
         render: Callable[[], str],
-        config: WebConfig = WebConfig(),
+        config: WebConfig | None = None,
     ) -> None:
         host, port = parse_listen_address(address)
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if host:
+            self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        else:
+            self.address_family = wildcard_family()
+            host = "::" if self.address_family == socket.AF_INET6 else "0.0.0.0"
         self.telemetry_path = telemetry_path
         self.render = render
-        self.config = config
-        self.auth = BasicAuth(config.users)
-        self.tls = ReloadingContext(config.tls) if config.tls else None
+        self.state = WebState.of(config or WebConfig())
+        self.scrape_error: str | None = None
+        self.unauthorized = Throttled("http_unauthorized")
+        self._refused = Throttled("http_connection_limit", level="warning")
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), Handler)
 
-    def finish_request(self, request, client_address) -> None:
-        if self.tls is None:
-            return super().finish_request(request, client_address)
-        request.settimeout(REQUEST_TIMEOUT)
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def reload_config(self, path: str | None) -> None:
+        """Re-read the web config file and swap its users, headers and TLS in for the next
+        connections; a file that does not load leaves the running config in place."""
+        if not path:
+            log.info("web_config_not_reloaded", reason="no --web.config.file")
+            return
         try:
-            conn = self.tls.get().wrap_socket(request, server_side=True)
+            state = WebState.of(load(path))
+        except WebConfigError as exc:
+            log.error("web_config_reload_failed", file=path, error=str(exc))
+            return
+        self.state = state
+        log.info("web_config_reloaded", file=path)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refused(client=client_address[0], limit=MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request, client_address) -> None:
+        state = self.state
+        if state.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(HEAD_TIMEOUT)  # CPython's ssl counts it for the whole handshake
+        try:
+            conn = state.tls.get().wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
             return
         try:
-            if peer_allowed(self.config.tls, conn.getpeercert()):
-                self.RequestHandlerClass(conn, client_address, self)
+            if peer_allowed(state.tls.tls, conn.getpeercert()):
+                Handler(conn, client_address, self)
             else:
                 log.debug("tls_client_not_allowed", client=client_address[0])
         finally:
@@ -85,30 +192,68 @@ class Server(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = "localhost" if host in ("0.0.0.0", "::", "") else host
-        scheme = "https" if self.tls else "http"
+        host, port = self.socket.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.state.tls else "http"
         return f"{scheme}://{shown}:{port}{self.telemetry_path}"
+
+
+class HeadReader(io.RawIOBase):
+    """A connection's input under one deadline for all its reads: the request line and headers
+    must be in by then, however the client spaces its bytes."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request line and headers not received in time")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
 
 
 class Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = REQUEST_TIMEOUT
+    protocol_version = "HTTP/1.1"
+    # Before a request line is understood http.server assumes HTTP/0.9, whose answers have no
+    # status line: a 400 for garbage would be a bare body.
+    default_request_version = "HTTP/1.1"
     server_version = f"dockernet-exporter/{__version__}"
 
+    def setup(self) -> None:
+        super().setup()
+        self.web = self.server.state
+        self.rfile.close()
+        self.rfile = io.BufferedReader(HeadReader(self.connection, time.monotonic() + HEAD_TIMEOUT))
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        self.connection.settimeout(self.timeout)
+        return parsed
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard reason phrase and a line of text: http.server's own would put the
+        client's request line in the status line and answer in HTML."""
+        self.log_error("code %d, message %s", code, message)
+        detail = f": {message}" if message else ""
+        self._send(code, TEXT, f"{code} {HTTPStatus(code).phrase}{detail}\n".encode())
+
     def do_GET(self) -> None:
-        if self.server.auth and not self._authorized():
+        if self.web.auth and not self._authorized():
             return
         path = self.path.split("?", 1)[0]
         if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get(
             "Transfer-Encoding"
         ):
-            self._send(
-                413,
-                "text/plain; charset=utf-8",
-                b"a GET carries no body\n",
-                {"Connection": "close"},
-            )
+            self._send(413, TEXT, b"a GET carries no body\n")
         elif path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
@@ -116,52 +261,62 @@ class Handler(BaseHTTPRequestHandler):
                 200, "text/html; charset=utf-8", _landing(self.server.telemetry_path).encode()
             )
         elif path == "/healthz":
-            self._send(200, "text/plain; charset=utf-8", b"ok\n")
+            self._health()
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            self._send(404, TEXT, b"not found\n")
+
+    do_HEAD = do_GET  # _send leaves the body out
 
     def _authorized(self) -> bool:
-        if self.server.auth.check(self.headers.get("Authorization")):
-            return True
-        log.info("http_unauthorized", client=self.client_address[0])
+        try:
+            if self.web.auth.check(self.headers.get("Authorization")):
+                return True
+        except AuthBusy:
+            self._send(429, TEXT, b"too many password checks at once\n", {"Retry-After": "1"})
+            return False
+        self.server.unauthorized(client=self.client_address[0])
         self._send(
-            401,
-            "text/plain; charset=utf-8",
-            b"unauthorized\n",
-            {"WWW-Authenticate": 'Basic realm="dockernet-exporter"'},
+            401, TEXT, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="dockernet-exporter"'}
         )
         return False
 
-    def end_headers(self) -> None:
-        for k, v in self.server.config.headers.items():
-            self.send_header(k, v)
-        super().end_headers()
+    def _health(self) -> None:
+        error = self.server.scrape_error
+        if error:
+            self._send(503, TEXT, f"the last scrape failed ({error}); see the log\n".encode())
+        else:
+            self._send(200, TEXT, b"ok\n")
 
     def _metrics(self) -> None:
         try:
             body = self.server.render().encode()
-        except Exception:
+        except Exception as exc:
+            self.server.scrape_error = type(exc).__name__
             log.exception("scrape_failed")
-            self._send(500, "text/plain; charset=utf-8", b"scrape failed; see the exporter's log\n")
+            self._send(500, TEXT, b"scrape failed; see the exporter's log\n")
             return
+        self.server.scrape_error = None
         if "gzip" in self.headers.get("Accept-Encoding", ""):
-            self._send(
-                200,
-                CONTENT_TYPE,
-                gzip.compress(body, compresslevel=1),
-                {"Content-Encoding": "gzip"},
-            )
+            body = gzip.compress(body, compresslevel=1)
+            self._send(200, CONTENT_TYPE, body, {"Content-Encoding": "gzip"})
         else:
             self._send(200, CONTENT_TYPE, body)
+
+    def end_headers(self) -> None:
+        for k, v in self.web.config.headers.items():
+            self.send_header(k, v)
+        super().end_headers()
 
     def _send(self, code: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, fmt: str, *args) -> None:
         log.debug("http_request", client=self.client_address[0], request=fmt % args)

@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass, field
 
 import bcrypt
-import structlog
 import yaml
 
-log = structlog.get_logger()
+from . import logs
+
+log = logs.get_logger()
 
 CLIENT_AUTH_TYPES = {
     "NoClientCert": ssl.CERT_NONE,
@@ -71,6 +72,9 @@ RESERVED_HEADERS = {
     "connection",
 }
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# bcrypt checks at once: a flood of wrong passwords must leave cores to the scrapes.
+BCRYPT_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
+BCRYPT_WAIT = 1.0  # for a free check, before answering 429
 
 
 class WebConfigError(ValueError):
@@ -101,7 +105,9 @@ def load(path: str) -> WebConfig:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise WebConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+        raise WebConfigError(
+            f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     config = parse(text, os.path.dirname(os.path.abspath(path)))
     if config.tls:
         ssl_context(config.tls)
@@ -114,7 +120,9 @@ def parse(text: str, base_dir: str = ".") -> WebConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise WebConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}")
+        raise WebConfigError(
+            f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"
+        ) from exc
     if doc is None:
         return WebConfig()
     section = _mapping(doc, "the file", TOP_KEYS)
@@ -158,14 +166,14 @@ def _tls(value, base_dir: str) -> TLSConfig | None:
     if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
         raise WebConfigError("client_allowed_sans must be a list of names")
 
-    def resolve(path: str | None) -> str | None:
-        return path if path is None else os.path.join(base_dir, path)
+    def resolve(path: str) -> str:
+        return os.path.join(base_dir, path)
 
     return TLSConfig(
         resolve(v["cert_file"]),
         resolve(v["key_file"]),
         auth,
-        resolve(ca),
+        resolve(ca) if ca else None,
         v.get("min_version", "TLS12"),
         v.get("max_version"),
         tuple(sans),
@@ -212,13 +220,15 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(
             f"cannot load certificate {tls.cert_file} / key {tls.key_file}: {_reason(exc)}"
-        )
+        ) from exc
     ctx.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
     if tls.client_ca_file:
         try:
             ctx.load_verify_locations(tls.client_ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise WebConfigError(f"cannot load client_ca_file {tls.client_ca_file}: {_reason(exc)}")
+            raise WebConfigError(
+                f"cannot load client_ca_file {tls.client_ca_file}: {_reason(exc)}"
+            ) from exc
     elif ctx.verify_mode != ssl.CERT_NONE:
         # Request or require a certificate without verifying it against a CA: Python
         # cannot skip verification server-side, so trust what the client presents.
@@ -281,23 +291,33 @@ def peer_allowed(tls: TLSConfig, peer_cert: dict | None) -> bool:
     return bool(names & set(tls.client_allowed_sans))
 
 
+class AuthBusy(Exception):
+    """No bcrypt check was free within the wait."""
+
+
 class BasicAuth:
     """Checks `Authorization: Basic` against bcrypt hashes. bcrypt costs tens of
     milliseconds on purpose, so a successful (user, password) is remembered by a
-    keyed digest: Prometheus sends the same credentials on every scrape."""
+    keyed digest: Prometheus sends the same credentials on every scrape. Other
+    attempts take turns for `concurrency` bcrypt checks, waiting at most `wait`
+    seconds (then AuthBusy)."""
 
-    def __init__(self, users: dict) -> None:
+    def __init__(
+        self, users: dict, concurrency: int = BCRYPT_CONCURRENCY, wait: float = BCRYPT_WAIT
+    ) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
+        self.wait = wait
         self._key = os.urandom(32)
         self._ok: set = set()
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(concurrency)
         self._dummy = next(iter(self.users.values()), b"")
 
     def __bool__(self) -> bool:
         return bool(self.users)
 
     def check(self, header: str | None) -> str | None:
-        """The authenticated user name, or None."""
+        """The authenticated user name, or None. Raises AuthBusy."""
         creds = _decode(header)
         if creds is None:
             return None
@@ -308,11 +328,21 @@ class BasicAuth:
                 return user
         hashed = self.users.get(user)
         # Unknown users cost a bcrypt check too, so timing does not tell which names exist.
-        ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
-        if ok:
-            with self._lock:
-                self._ok.add(digest)
-        return user if ok else None
+        if not self._bcrypt(password.encode(), hashed or self._dummy) or hashed is None:
+            return None
+        with self._lock:
+            self._ok.add(digest)
+        return user
+
+    def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
+        if not self._checks.acquire(timeout=self.wait):
+            raise AuthBusy
+        try:
+            return bcrypt.checkpw(password, hashed)
+        except Exception:  # a password over 72 bytes, a damaged hash: a failed check
+            return False
+        finally:
+            self._checks.release()
 
 
 def _decode(header: str | None) -> tuple | None:

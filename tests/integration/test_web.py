@@ -5,7 +5,9 @@ stays responsive under slow, concurrent and absurd requests."""
 from __future__ import annotations
 
 import base64
+import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from exporter.web import HEAD_TIMEOUT
 from helpers import EXPORTER, ROOT, ExporterProcess, free_port, sh, wait_for
 
 PASSWORD = "correct-horse-battery-staple"
@@ -237,7 +240,7 @@ def test_required_client_certificate(mtls, pki):
         text=True,
         timeout=10,
     ).stdout
-    assert openssl_out.startswith("HTTP/1.0 200") and openssl_out.endswith("ok\n")
+    assert openssl_out.startswith("HTTP/1.1 200") and openssl_out.endswith("ok\n")
 
 
 def test_rotated_certificate_is_served_without_restart(pki, tmp_path, docker_client):
@@ -274,6 +277,30 @@ def test_rotated_certificate_is_served_without_restart(pki, tmp_path, docker_cli
 
         wait_for(still_serving_and_logged, 10, interval=0.3, what="the failed reload in the log")
         assert p.proc.poll() is None and "Traceback" not in p.log()
+    finally:
+        p.stop()
+
+
+def test_sighup_reloads_the_tls_settings(pki, tmp_path, docker_client):
+    """client_auth_type and the CA come from the file too: a reload can start requiring client
+    certificates."""
+    config = tmp_path / "web.yml"
+    tls = f"tls_server_config:\n  cert_file: {pki}/server.crt\n  key_file: {pki}/server.key\n"
+    config.write_text(tls)
+    p = start(config)
+    p.url = f"https://127.0.0.1:{p.port}"
+    client_cert = (str(pki / "client.crt"), str(pki / "client.key"))
+    try:
+        assert get(p, pki, "/healthz", auth=None).status_code == 200
+        config.write_text(
+            tls
+            + f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/ca.crt\n"
+        )
+        p.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "event=web_config_reloaded" in p.log(), 5, what="the reload")
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            get(p, pki, "/healthz", auth=None)
+        assert get(p, pki, "/healthz", auth=None, cert=client_cert).status_code == 200
     finally:
         p.stop()
 
@@ -369,10 +396,45 @@ def test_slow_and_stalled_clients_block_no_scrape(plain, secured, pki):
             time.sleep(0.005)
         assert timed_get(plain.url + "/metrics") < 2
         slow.sendall(b"\r\n")
-        assert slow.recv(100).startswith(b"HTTP/1.0 200")
+        assert slow.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         for s in stalled:
             s.close()
+
+
+def client_hello() -> bytes:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_tls_handshake_sent_slowly_or_never_is_cut_off(secured):
+    """The handshake has HEAD_TIMEOUT in all, not per read: a ClientHello sent a byte at a time
+    does not hold the connection for ever."""
+    hello = client_hello()
+    silent = socket.create_connection(("127.0.0.1", secured.port))
+    slow = socket.create_connection(("127.0.0.1", secured.port))
+    t0 = time.monotonic()
+    try:
+        for i in range(len(hello)):
+            try:
+                slow.sendall(hello[i : i + 1])
+            except OSError:
+                break
+            if time.monotonic() - t0 > HEAD_TIMEOUT + 3:
+                pytest.fail("a handshake sent a byte at a time was held past the deadline")
+            time.sleep(0.25)
+        cut_off = time.monotonic() - t0
+        assert HEAD_TIMEOUT - 1 < cut_off < HEAD_TIMEOUT + 3, cut_off
+        silent.settimeout(3)
+        assert silent.recv(1) == b""
+    finally:
+        silent.close()
+        slow.close()
 
 
 def test_100_concurrent_scrapes_are_all_answered(plain):
@@ -424,11 +486,11 @@ def test_absurd_headers_and_bodies_are_refused_without_harm(plain):
     post = raw(
         plain.port, b"POST /metrics HTTP/1.0\r\nContent-Length: 67108864\r\n\r\n" + b"d" * (8 << 20)
     )
-    assert huge_line.startswith(b"HTTP/1.0 414")
-    assert huge_header.startswith(b"HTTP/1.0 431")
-    assert many_headers.startswith(b"HTTP/1.0 431")
-    assert huge_body.startswith(b"HTTP/1.0 413") or huge_body == b""
-    assert post.startswith(b"HTTP/1.0 501") or post == b""
+    assert huge_line.startswith(b"HTTP/1.1 414")
+    assert huge_header.startswith(b"HTTP/1.1 431")
+    assert many_headers.startswith(b"HTTP/1.1 431")
+    assert huge_body.startswith(b"HTTP/1.1 413") or huge_body == b""
+    assert post.startswith(b"HTTP/1.1 501") or post == b""
     assert timed_get(plain.url + "/metrics") < 2
     assert rss_kib(plain) - before < 32 * 1024, "the server buffered a body"
     assert "Traceback" not in plain.log()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import bcrypt
 import pytest
 
-from exporter.webconfig import BasicAuth, TLSConfig, WebConfigError, parse, peer_allowed
+from exporter import webconfig
+from exporter.webconfig import AuthBusy, BasicAuth, TLSConfig, WebConfigError, parse, peer_allowed
 
 
 def basic(user: str, password: str) -> str:
@@ -96,6 +99,45 @@ def test_basic_auth():
     ):
         assert auth.check(header) is None
     assert not BasicAuth({})
+
+
+def test_bcrypt_errors_are_failed_checks():
+    """bcrypt raises for a password over 72 bytes and for a damaged hash."""
+    auth = BasicAuth(
+        {
+            "prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode(),
+            "broken": "$2b$10$" + "!" * 53,
+        }
+    )
+    assert auth.check(basic("prometheus", "p" * 73)) is None
+    assert auth.check(basic("prometheus", "pw" + "\0" * 80)) is None
+    assert auth.check(basic("broken", "pw")) is None
+    assert auth.check(basic("prometheus", "pw")) == "prometheus"
+
+
+def test_bcrypt_checks_take_turns_and_remembered_users_do_not_wait(monkeypatch):
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}, 1, 0.2)
+    assert auth.check(basic("prometheus", "pw")) == "prometheus"
+    started = threading.Event()
+    real_checkpw = bcrypt.checkpw
+
+    def slow_checkpw(password: bytes, hashed: bytes) -> bool:
+        started.set()
+        time.sleep(1)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", slow_checkpw)
+    busy = threading.Thread(target=auth.check, args=(basic("prometheus", "wrong"),))
+    busy.start()
+    started.wait(5)
+    t0 = time.monotonic()
+    with pytest.raises(AuthBusy):
+        auth.check(basic("prometheus", "wrong too"))
+    assert 0.15 < time.monotonic() - t0 < 0.9
+    t0 = time.monotonic()
+    assert auth.check(basic("prometheus", "pw")) == "prometheus"
+    assert time.monotonic() - t0 < 0.1
+    busy.join(5)
 
 
 def test_client_allowed_sans():

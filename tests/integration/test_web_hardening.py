@@ -1,0 +1,316 @@
+"""The HTTP server against hostile and unlucky clients (issue 16): bursts of
+connections, slowloris, floods of wrong passwords, odd requests, SIGHUP and
+dual-stack listening, all against the real exporter process; /healthz after a
+failed render against a Server in this process."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from exporter import __version__
+from exporter.web import HEAD_TIMEOUT, MAX_CONNECTIONS, Server
+from helpers import ExporterProcess, free_port, wait_for
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def auth_config(path: Path, password: str = PASSWORD, cost: int = 4, extra: str = "") -> Path:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+    path.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n{extra}")
+    return path
+
+
+def exchange(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send a request and read the answer until the server closes."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def scrape_seconds(url: str, **kw) -> float:
+    t0 = time.monotonic()
+    r = requests.get(url, timeout=10, **kw)
+    assert r.status_code == 200
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def plain(docker_client):
+    p = ExporterProcess().wait_ready()
+    yield p
+    p.stop()
+
+
+# -- item 3: bcrypt failures ----------------------------------------------
+
+
+def test_a_password_over_72_bytes_or_a_damaged_hash_gets_401(exporter, tmp_path):
+    damaged = "$2b$10$" + "!" * 53  # passes the config's checks, bcrypt refuses it
+    config = auth_config(tmp_path / "web.yml")
+    config.write_text(config.read_text() + f"  broken: '{damaged}'\n")
+    p = exporter(f"--web.config.file={config}", ready=False)
+    url = p.url + "/metrics"
+    wait_for(lambda: "event=listening" in p.log(), 20, what="the exporter to listen")
+    for user, password in (("prometheus", "x" * 73), ("prometheus", PASSWORD * 4), ("broken", "x")):
+        r = requests.get(url, auth=(user, password), timeout=10)
+        assert r.status_code == 401, (user, r.status_code)
+    assert requests.get(url, auth=("prometheus", PASSWORD), timeout=10).status_code == 200
+
+
+# -- item 5: listen backlog -----------------------------------------------
+
+
+def test_200_simultaneous_connects_are_all_accepted_at_once(plain):
+    """A full accept queue drops SYNs and the client retries a second later."""
+    barrier = threading.Barrier(200)
+    results: list = []
+
+    def client():
+        barrier.wait(10)
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", plain.port), timeout=10) as s:
+                connected = time.monotonic() - t0
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                results.append((connected, s.recv(100).split(b" ")[1:2] == [b"200"]))
+        except OSError as exc:
+            results.append((time.monotonic() - t0, repr(exc)))
+
+    threads = [threading.Thread(target=client) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(results) == 200 and all(ok is True for _, ok in results), results
+    slowest = max(connected for connected, _ in results)
+    assert slowest < 1.0, f"a connect took {slowest:.2f} s (SYN retransmitted)"
+
+
+# -- item 8: slowloris and the connection limit --------------------------
+
+
+def test_slowloris_clients_are_cut_off_and_slow_no_scrape(plain):
+    url = plain.url + "/metrics"
+    idle = [scrape_seconds(url) for _ in range(10)]
+    opened = time.monotonic()
+    slow = [socket.create_connection(("127.0.0.1", plain.port)) for _ in range(200)]
+    closed_after: dict[socket.socket, float] = {}
+    request = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"s" * 100
+    stop = threading.Event()
+
+    def dribble():  # one byte a second on each connection, as long as it stays open
+        for i in range(len(request)):
+            for s in slow:
+                if s not in closed_after:
+                    try:
+                        s.sendall(request[i : i + 1])
+                    except OSError:
+                        closed_after[s] = time.monotonic() - opened
+            if stop.wait(1):
+                return
+
+    dribbler = threading.Thread(target=dribble, daemon=True)
+    dribbler.start()
+    try:
+        under = []
+        while time.monotonic() - opened < HEAD_TIMEOUT - 1:
+            under.append(scrape_seconds(url))
+            time.sleep(0.2)
+        assert not closed_after, "slow clients were cut off before their time"
+
+        def all_cut_off():
+            for s in slow:
+                if s not in closed_after and closed_by_peer(s):
+                    closed_after[s] = time.monotonic() - opened
+            return len(closed_after) == len(slow)
+
+        wait_for(all_cut_off, HEAD_TIMEOUT, interval=0.2, what="the slow clients to be cut off")
+    finally:
+        stop.set()
+        dribbler.join(5)
+        for s in slow:
+            s.close()
+    print(
+        f"idle max {max(idle) * 1000:.0f} ms, under 200 slowloris max {max(under) * 1000:.0f} ms;"
+        f" cut off after {min(closed_after.values()):.1f}-{max(closed_after.values()):.1f} s"
+    )
+    assert max(under) < 0.5
+    assert max(closed_after.values()) < HEAD_TIMEOUT + 3
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(exporter):
+    p = exporter()
+    held = [socket.create_connection(("127.0.0.1", p.port)) for _ in range(MAX_CONNECTIONS + 8)]
+    try:
+        wait_for(lambda: sum(map(closed_by_peer, held)) >= 8, 5, what="8 connections refused")
+        time.sleep(0.3)
+        assert sum(map(closed_by_peer, held)) <= 16
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: requests.get(p.url + "/healthz", timeout=5).status_code == 200, 5)
+    assert p.log().count("event=http_connection_limit") == 1  # one line per 10 s
+
+
+# -- item 9: a flood of wrong passwords ----------------------------------
+
+
+def test_a_flood_of_wrong_passwords_leaves_scrapes_fast_and_the_log_short(exporter, tmp_path):
+    p = exporter(f"--web.config.file={auth_config(tmp_path / 'web.yml', cost=10)}", ready=False)
+    url, right = p.url + "/metrics", ("prometheus", PASSWORD)
+    wait_for(lambda: "event=listening" in p.log(), 20, what="the exporter to listen")
+    scrape_seconds(url, auth=right)  # verified once, then remembered
+    idle = statistics.median(scrape_seconds(url, auth=right) for _ in range(30))
+    stop = threading.Event()
+    answers: list = []
+
+    def flood(i: int) -> None:
+        while not stop.is_set():
+            answers.append(
+                requests.get(url, auth=("prometheus", f"wrong-{i}"), timeout=30).status_code
+            )
+
+    flooders = [threading.Thread(target=flood, args=(i,), daemon=True) for i in range(20)]
+    started = time.monotonic()
+    for t in flooders:
+        t.start()
+    try:
+        time.sleep(1)
+        flooded = statistics.median(scrape_seconds(url, auth=right) for _ in range(30))
+    finally:
+        stop.set()
+        for t in flooders:
+            t.join(30)
+    print(
+        f"idle p50 {idle * 1000:.1f} ms, under a flood of 20 wrong passwords {flooded * 1000:.1f} ms"
+    )
+    assert flooded <= 3 * idle
+    assert set(answers) <= {401, 429} and 401 in answers
+    # The failures are logged once per 10 s, the next line counting those left out.
+    time.sleep(max(0.0, started + 10.5 - time.monotonic()))
+    assert requests.get(url, auth=("prometheus", "wrong"), timeout=10).status_code == 401
+    lines = re.findall(r"event=http_unauthorized suppressed=(\d+)", p.log())
+    assert len(lines) == 2 and int(lines[1]) == answers.count(401) - 1, (lines, answers.count(401))
+
+
+# -- item 10: HTTP details and SIGHUP ------------------------------------
+
+
+def test_head_answers_as_get_without_a_body(plain):
+    head = exchange(plain.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = head.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200") and b"Content-Length: 3" in status and body == b""
+    metrics = requests.head(plain.url + "/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert (
+        metrics.headers["Content-Type"]
+        == requests.get(plain.url + "/metrics").headers["Content-Type"]
+    )
+
+
+@pytest.mark.parametrize(
+    "request_line, status",
+    [
+        (b"garbage", b"400 Bad Request"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"400 Bad Request"),  # TLS on plain
+        (b"GET / HTTP/1.1 extra", b"400 Bad Request"),
+        (b"GET / HTTP/9.9", b"505 HTTP Version Not Supported"),
+    ],
+)
+def test_malformed_requests_get_a_status_line(plain, request_line, status):
+    answer = exchange(plain.port, request_line + b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status + b"\r\n"), answer
+    assert b"Content-Type: text/plain" in head and body.count(b"\n") == 1
+
+
+def test_server_header_names_no_python(plain):
+    r = requests.get(plain.url + "/healthz", timeout=10)
+    assert r.headers["Server"] == f"dockernet-exporter/{__version__}"
+
+
+def test_sighup_reloads_the_web_config_and_keeps_it_when_broken(exporter, tmp_path):
+    config = auth_config(tmp_path / "web.yml", "first-password")
+    p = exporter(f"--web.config.file={config}", ready=False)
+    url = p.url + "/healthz"
+    wait_for(lambda: "event=listening" in p.log(), 20, what="the exporter to listen")
+    assert requests.get(url, auth=("prometheus", "first-password"), timeout=10).status_code == 200
+
+    auth_config(
+        config, "second-password", extra="http_server_config:\n  headers: {X-Reloaded: done}\n"
+    )
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "event=web_config_reloaded" in p.log(), 5, what="the reload")
+    second = requests.get(url, auth=("prometheus", "second-password"), timeout=10)
+    assert second.status_code == 200 and second.headers["X-Reloaded"] == "done"
+    assert requests.get(url, auth=("prometheus", "first-password"), timeout=10).status_code == 401
+
+    config.write_text("basic_auth_users: [not, a, mapping]\n")
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "event=web_config_reload_failed" in p.log(), 5, what="the failed reload")
+    assert requests.get(url, auth=("prometheus", "second-password"), timeout=10).status_code == 200
+    assert p.proc.poll() is None
+    assert p.log().count("level=error") == 1 and "Traceback" not in p.log()
+
+
+# -- item 11: every address, IPv4 and IPv6 -------------------------------
+
+
+def test_an_empty_host_listens_on_ipv4_and_ipv6(exporter):
+    port = free_port()
+    p = exporter(f"--web.listen-address=:{port}", ready=False)  # the last one given wins
+    p.port, p.url = port, f"http://127.0.0.1:{port}"
+    p.wait_ready()
+    for host in ("127.0.0.1", "[::1]"):
+        assert requests.get(f"http://{host}:{port}/healthz", timeout=5).text == "ok\n"
+    wait_for(lambda: f"url=http://[::]:{port}/metrics " in p.log(), 5, what="the logged url")
+
+
+# -- item 1: /healthz while renders fail ----------------------------------
+
+
+def test_healthz_is_503_while_the_last_render_failed():
+    failing = [True]
+
+    def render() -> str:
+        if failing[0]:
+            raise UnicodeEncodeError("utf-8", "x\udcff", 1, 2, "surrogates not allowed")
+        return "up 1\n"
+
+    server = Server(f"127.0.0.1:{free_port()}", "/metrics", render)
+    server.serve_in_background()
+    base = server.url.removesuffix("/metrics")
+    try:
+        assert requests.get(server.url, timeout=5).status_code == 500
+        health = requests.get(base + "/healthz", timeout=5)
+        assert health.status_code == 503
+        assert "UnicodeEncodeError" in health.text and health.text.count("\n") == 1
+        failing[0] = False
+        assert requests.get(server.url, timeout=5).text == "up 1\n"
+        assert requests.get(base + "/healthz", timeout=5).text == "ok\n"
+    finally:
+        server.shutdown()
+        server.server_close()
