@@ -59,6 +59,7 @@ class Daemon:
         self.procfs = procfs
         self.resync_interval = resync_interval
         self.snapshot = topology.empty()
+        self.published = threading.Event()  # the kernel's side is published: scrapes may start
         self.started = threading.Event()  # the first full read is published
         self.events = Counter(
             {("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0}
@@ -331,6 +332,7 @@ class Daemon:
 
     def _publish(self) -> None:
         self.snapshot = topology.build(self._state, self.snapshot, time.monotonic())
+        self.published.set()
         if self._exits is not None:
             self._exits.sync(
                 {

@@ -20,6 +20,8 @@ from .topology import Snapshot
 
 log = logs.get_logger()
 
+FIRST_SNAPSHOT_WAIT = 10.0
+
 
 class Scraper:
     def __init__(self, daemon: Daemon, collectors: list[Collector]) -> None:
@@ -30,6 +32,9 @@ class Scraper:
         self._concurrent = [c for c in collectors if c.concurrent]
 
     def render(self) -> str:
+        # The server listens before the first read of the kernel (milliseconds): a scrape in that
+        # gap waits for it rather than reporting an empty host.
+        self.daemon.published.wait(FIRST_SNAPSHOT_WAIT)
         snap = self.daemon.snapshot
         success = Family(
             "dockernet_scrape_collector_success",

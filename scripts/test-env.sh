@@ -40,7 +40,7 @@ start_dockerd() {
         setsid /usr/sbin/dockerd \
             --bip 198.18.0.1/24 \
             --default-address-pool base=198.19.0.0/16,size=24 \
-            >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+            >>"$DOCKERD_LOG" 2>&1 < /dev/null 9>&- &
     fi
     for _ in $(seq 1 60); do
         docker_ready && return 0
@@ -66,6 +66,10 @@ build_test_image() {
 }
 
 need_root
+# One at a time: two runs at once would both start a dockerd, and the loser's cleanup would
+# remove the winner's pid file. dockerd itself does not inherit the lock (9>&- above).
+exec 9>/run/dockernet-test-env.lock
+flock 9
 case "${1:-all}" in
     all)
         install_packages

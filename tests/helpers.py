@@ -276,7 +276,15 @@ def inside(container) -> set:
 
 def stop_dockerd(timeout: float = 30.0) -> None:
     """Stop the test dockerd (SIGTERM, as an init system would) and wait until it is gone."""
-    pid = int(Path("/var/run/docker.pid").read_text())
+    pidfile = Path("/var/run/docker.pid")
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+    else:  # started by hand, or its pid file removed: the oldest dockerd is the one serving
+        pid = int(
+            subprocess.run(
+                ["pgrep", "-xo", "dockerd"], capture_output=True, text=True, check=True
+            ).stdout
+        )
     os.kill(pid, signal.SIGTERM)
     wait_for(
         lambda: not Path(f"/proc/{pid}").exists(), timeout, interval=0.1, what="dockerd to exit"
