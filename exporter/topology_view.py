@@ -14,7 +14,7 @@ veths (on no bridge) and ``orphans``.
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 MAX_BRIDGE_PORTS = 1024  # the kernel's BR_MAX_PORTS
-# What the revision leaves out: values that change without the picture changing, and itself.
-VOLATILE = frozenset({"rx_bps", "tx_bps", "age_seconds", "revision"})
+_SNAPSHOTS = itertools.count(1)  # a number per snapshot drawn, for the revision
 
 
 @dataclass(frozen=True)
@@ -115,22 +114,25 @@ def document(snap: Snapshot, now: float, options: Options | None = None) -> dict
         "unattached": [v for v in veths if not v["bridge"]],
         "orphans": [_orphan_entry(v) for v in veths if v["orphan"] is not None],
     }
-    doc["revision"] = revision(doc)
+    doc["revision"] = revision(look)
     return doc
 
 
-def revision(doc: dict) -> str:
-    """Changes when anything but a rate or an age changes: the page redraws only then."""
-    stable = json.dumps(_without_volatile(doc), sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(stable.encode(), digest_size=8).hexdigest()
-
-
-def _without_volatile(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_volatile(v) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_without_volatile(v) for v in value]
-    return value
+def revision(look: _Lookups) -> str:
+    """An opaque token that changes with the snapshot, the rules' states, which suspects are
+    flagged and the host's addresses, and not with rates or ages: the page redraws only then.
+    Drawn from what the document is made of, not from the document (hashing that would cost as
+    much as building it)."""
+    snap = look.snap
+    parts = (
+        snap.memo("topology revision", lambda _snap: next(_SNAPSHOTS)),
+        look.options.rules is not None,
+        [look.ports.get((v.container.id, b)) for v in snap.containers for b in v.container.ports],
+        sorted(look.masquerade.items()),
+        sorted(i for i in look.suspects if _age(look, i) >= look.options.grace),
+        look.options.host_addresses,
+    )
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
 # -- containers and their namespaces ---------------------------------------------------------
@@ -238,12 +240,17 @@ def _orphan(look: _Lookups, ifindex: int) -> dict | None:
     s = look.suspects.get(ifindex)
     if s is None:
         return None
-    age = look.now - look.snap.suspect_since.get(ifindex, look.now)
+    age = _age(look, ifindex)
     return {
         "reason": s.reason,
         "flagged": age >= look.options.grace,
         "age_seconds": round(age, 1),
     }
+
+
+def _age(look: _Lookups, ifindex: int) -> float:
+    """How long the veth has been a suspect."""
+    return look.now - look.snap.suspect_since.get(ifindex, look.now)
 
 
 def _orphan_entry(v: dict) -> dict:

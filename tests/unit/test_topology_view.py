@@ -14,7 +14,7 @@ from exporter.commands.topology import tree
 from exporter.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
 from exporter.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
 from exporter.topology_page import TopologyPage, render, render_main
-from exporter.topology_view import Options, Rates, document, rates_between, revision
+from exporter.topology_view import Options, Rates, document, rates_between
 
 XSS = "<img src=x onerror=alert(1)>"
 WEB_PORT = PortBinding("tcp", 80, "0.0.0.0", 8080)
@@ -198,11 +198,19 @@ def test_orphans_with_reason_age_and_grace():
 
 
 def test_revision_ignores_rates_and_ages_and_follows_the_picture():
-    same = doc_of(rates=Rates({10: 5.0}, {10: 7.0}))
+    snap = topology.build(host(), now=100.0)
+
+    def rev(now: float = 160.0, **options) -> str:
+        return document(snap, now, Options(**({"rules": rules()} | options)))["revision"]
+
+    same = document(snap, 160.0, Options(rules(), Rates({10: 5.0}, {10: 7.0})))
     assert by_name(same["bridges"])["docker0"]["veths"][0]["rx_bps"] == 5.0
-    assert same["revision"] == doc_of()["revision"] == revision(json.loads(json.dumps(same)))
+    assert same["revision"] == rev() == rev(170.0)
+    assert rev(grace=30.0) != rev(grace=120.0)  # the orphans become flagged
+    assert rev(rules=None) != rev() != rev(rules=Ruleset("iptables-nft"))
+    assert rev(host_addresses=(Address(2, "ipv4", "192.0.2.2", 24),)) != rev()
     extra = ctr("extra", None, 1, mode="host")
-    assert doc_of(host((extra,)))["revision"] != same["revision"]
+    assert doc_of(host((extra,)))["revision"] != rev()
 
 
 def test_rates_between_two_reads_as_the_container_sees_them():
