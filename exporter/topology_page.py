@@ -2,12 +2,13 @@
 
 The page is rendered on the server from the document of topology_view (readable without
 JavaScript; every name, label and value goes through html.escape) and served with a
-Content-Security-Policy that lets only its own inline script and style run. The script fetches
-topology.json every REFRESH_SECONDS: when the document's revision changed it fetches the
-server-rendered ``<main>`` (``/topology?fragment=1``) and swaps it in, keeping which bridges are
-open and the filter; otherwise it updates the rates in place. Without JavaScript a meta refresh
-reloads the page. Each bridge is a <details> element, closed from COLLAPSE_AT veths on, so that
-2,000 veths stay usable.
+Content-Security-Policy that lets only its own inline script and style run. The script runs the
+filter box (words separated by spaces: what contains any of them stays; kept in the URL as
+``#filter=...``) and fetches topology.json every REFRESH_SECONDS: when the document's revision
+changed it fetches the server-rendered ``<main>`` (``/topology?fragment=1``) and swaps it in,
+keeping which bridges are open and the filter; otherwise it updates the rates in place. Without
+JavaScript a meta refresh reloads the page. Each bridge is a <details> element, closed from
+COLLAPSE_AT veths on, so that 2,000 veths stay usable.
 
 ``TopologyPage`` is the page's model: the current snapshot through a getter, the firewall rules
 through the NAT collector (its last read when at most NAT_MAX_AGE old), the host veths' counters
@@ -400,11 +401,28 @@ SCRIPT = """
     }
     return v.toFixed(1) + " GB/s";
   }
+  var items = ".pair, .apart .container, .orphans li",
+      groups = "details.bridge, section.apart, section.unattached, section.orphans";
+  function matches(el, terms) {
+    var bridge = el.closest("details.bridge"),
+        text = (el.textContent + " " + (bridge ? bridge.dataset.bridge : "")).toLowerCase();
+    return terms.some(function (t) { return text.indexOf(t) >= 0; });
+  }
   function applyFilter() {
-    var q = filter.value.toLowerCase();
-    document.querySelectorAll(".pair, .apart .container").forEach(function (el) {
-      el.classList.toggle("hidden", q !== "" && el.textContent.toLowerCase().indexOf(q) < 0);
+    var terms = filter.value.toLowerCase().split(/\\s+/).filter(Boolean), on = terms.length > 0;
+    document.querySelectorAll(items).forEach(function (el) {
+      el.classList.toggle("hidden", on && !matches(el, terms));
     });
+    document.querySelectorAll(groups).forEach(function (g) {
+      var shown = Array.prototype.some.call(g.querySelectorAll(items), function (el) {
+        return !el.classList.contains("hidden");
+      });
+      g.classList.toggle("hidden", on && !shown);
+    });
+  }
+  function keepFilter() {
+    history.replaceState(null, "", filter.value ? "#filter=" + encodeURIComponent(filter.value) : "#");
+    applyFilter();
   }
   function rates(doc) {
     var veths = doc.unattached.slice();
@@ -449,7 +467,11 @@ SCRIPT = """
       .catch(function (e) { status.textContent = "refresh failed: " + e.message; })
       .then(function () { setTimeout(tick, every); });
   }
-  filter.addEventListener("input", applyFilter);
+  if (location.hash.indexOf("#filter=") === 0) {
+    filter.value = decodeURIComponent(location.hash.slice(8));
+    applyFilter();
+  }
+  filter.addEventListener("input", keepFilter);
   window.addEventListener("beforeprint", function () {
     document.querySelectorAll("details").forEach(function (d) { d.open = true; });
   });

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from helpers import (
+    CHROMIUM_FLAGS,
     EXPORTER,
     ROOT,
     Containers,
@@ -28,17 +29,6 @@ from helpers import (
 XSS_PROJECT = "<img src=x onerror=alert(1)>"
 XSS_SERVICE = "<img src=x onerror=window.pwned=1>"
 PASSWORD = "topology-secret-password"
-BROWSER_FLAGS = (
-    "--headless",
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +202,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     profile = tempfile.TemporaryDirectory(prefix="dnx-chromium-")
-    for flag in BROWSER_FLAGS + (f"--user-data-dir={profile.name}",):
+    for flag in CHROMIUM_FLAGS + ("--window-size=1280,1000", f"--user-data-dir={profile.name}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -264,6 +254,33 @@ def test_page_draws_every_container_beside_its_veth(scene, browser):
     assert (
         "DNAT present" in pair_of(browser, ground_truth(scene["containers"]["web"])[0]["veth"]).text
     )
+    assert console_errors(browser) == []
+
+
+def visible_pairs(driver) -> set:
+    from selenium.webdriver.common.by import By
+
+    return {
+        p.get_attribute("data-veth")
+        for p in driver.find_elements(By.CSS_SELECTOR, ".pair")
+        if p.is_displayed()
+    }
+
+
+def test_the_filter_keeps_what_matches_any_word_and_lives_in_the_url(scene, browser):
+    from selenium.webdriver.common.by import By
+
+    web, back = scene["containers"]["web"], scene["containers"]["back"]
+    (web_truth,), (back_truth,) = ground_truth(web), ground_truth(back)
+    browser.get(f"{scene['exporter'].url}/topology#filter={web.name}%20{scene['orphan']}")
+    assert visible_pairs(browser) == {web_truth["veth"], scene["orphan"]}
+    hidden = browser.find_element(By.CSS_SELECTOR, f'details[data-bridge="{back_truth["bridge"]}"]')
+    assert not hidden.is_displayed()
+    box = browser.find_element(By.ID, "filter")
+    box.clear()
+    box.send_keys(back.name)
+    assert visible_pairs(browser) == {back_truth["veth"]}
+    assert browser.execute_script("return location.hash;") == f"#filter={back.name}"
     assert console_errors(browser) == []
 
 
