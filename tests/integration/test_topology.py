@@ -327,6 +327,22 @@ def test_a_hostile_compose_label_shows_as_text_and_runs_nothing(scene, browser):
     assert console_errors(browser) == []
 
 
+def test_print_drops_the_controls_and_rates_and_makes_a_pdf(scene, browser):
+    import base64
+
+    from selenium.webdriver.common.by import By
+
+    browser.get(scene["exporter"].url + "/topology")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert not browser.find_element(By.ID, "filter").is_displayed()
+    rates = browser.find_elements(By.CSS_SELECTOR, ".rates")
+    assert rates and not any(r.is_displayed() for r in rates)
+    assert scene["containers"]["web"].name in browser.find_element(By.TAG_NAME, "main").text
+    pdf = browser.execute_cdp_cmd("Page.printToPDF", {})
+    assert base64.b64decode(pdf["data"])[:5] == b"%PDF-"
+    assert console_errors(browser) == []
+
+
 # -- basic auth ----------------------------------------------------------------------------
 
 
