@@ -60,6 +60,11 @@ image: install
 dashboards: install
 	$(BIN)/python -m grafana.mixin
 
+# docs/topology.png: a real exporter with a few containers of its own, seen by headless Chromium.
+.PHONY: screenshot
+screenshot: install
+	$(BIN)/python scripts/topology_screenshot.py docs/topology.png
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 

@@ -14,13 +14,24 @@ import traceback
 import uuid
 from pathlib import Path
 
-from . import churn, freshness, natparse, procs, report, scrape_curve, startup, steady, storm
+from . import (
+    churn,
+    freshness,
+    natparse,
+    procs,
+    report,
+    scrape_curve,
+    startup,
+    steady,
+    storm,
+    topology,
+)
 from .load import Load
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
-SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "topology", "steady", "freshness", "churn", "storm")
 TINY = {
     "veths": "16,24",
     "containers": 4,
@@ -30,6 +41,7 @@ TINY = {
     "steady": 2.0,
     "storm": 20,
     "nat_rules": 500,
+    "topology_seconds": 2.0,
 }
 
 
@@ -74,6 +86,18 @@ def build_parser() -> Parser:
     )
     p.add_argument("--storm", type=int, default=1000, help="veth pairs created at once")
     p.add_argument("--nat-rules", type=int, default=10000, help="rules in the iptables-save text")
+    p.add_argument(
+        "--topology-veths",
+        type=int,
+        default=topology.VETHS,
+        help="veths of the synthetic snapshot the topology page is rendered from",
+    )
+    p.add_argument(
+        "--topology-seconds",
+        type=float,
+        default=20.0,
+        help="seconds of /metrics scrapes alone, then as long with the topology page open",
+    )
     p.add_argument(
         "--only",
         default=",".join(SCENARIOS),
@@ -157,6 +181,13 @@ def scenarios(args, client, load, ours, node) -> dict:
         "storm": lambda: storm.run(load, ours, args.storm),
         "nat": lambda: natparse.run(args.nat_rules),
         "startup": lambda: startup.run(load),
+        "topology": lambda: topology.run(
+            ours,
+            args.topology_veths,
+            args.topology_veths // 10,
+            args.repeats,
+            args.topology_seconds,
+        ),
     }
     results = {}
     for name in args.only:

@@ -11,9 +11,13 @@ import sys
 
 from . import __version__, collectors, logs, runtimes
 from .collectors.base import Context
+from .collectors.nat import NatCollector
+from .collectors.orphans import OrphansCollector
 from .daemon import Daemon
+from .orphan_rules import DEFAULT_GRACE
 from .scrape import Scraper
 from .sources.procfs import Procfs
+from .topology_page import TopologyPage
 from .web import Server
 from .webconfig import WebConfig, WebConfigError
 from .webconfig import load as load_web_config
@@ -24,6 +28,19 @@ PROG = "dockernet-exporter"
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
+
+
+def topology_page(daemon: Daemon, enabled: list[collectors.Collector]) -> TopologyPage:
+    """The page reads the NAT collector's rules and shows orphans as the orphans collector flags
+    them (its defaults when it is off)."""
+    by_name = {c.name: c for c in enabled}
+    nat, orphans = by_name.get("nat"), by_name.get("orphans")
+    return TopologyPage(
+        lambda: daemon.snapshot,
+        nat if isinstance(nat, NatCollector) else None,
+        scope=orphans.scope if isinstance(orphans, OrphansCollector) else "docker",
+        grace=orphans.grace if isinstance(orphans, OrphansCollector) else DEFAULT_GRACE,
+    )
 
 
 def run_daemon(args: argparse.Namespace) -> int:
@@ -44,7 +61,11 @@ def run_daemon(args: argparse.Namespace) -> int:
     enabled = collectors.enabled(args, Context(procfs=procfs))
     try:
         server = Server(
-            args.listen_address, args.telemetry_path, Scraper(daemon, enabled).render, web_config
+            args.listen_address,
+            args.telemetry_path,
+            Scraper(daemon, enabled).render,
+            web_config,
+            topology_page(daemon, enabled).respond,
         )
     except OSError as exc:
         sys.stderr.write(

@@ -1,5 +1,6 @@
-"""HTTP: /metrics (gzip when asked), a landing page at / and /healthz; TLS and
-basic auth from --web.config.file, re-read on reload_config (SIGHUP).
+"""HTTP: /metrics (gzip when asked), a landing page at /, /healthz, and the topology page
+(/topology and /topology.json); TLS and basic auth from --web.config.file, for every path,
+re-read on reload_config (SIGHUP).
 
 One thread per connection and one request per connection, at most
 MAX_CONNECTIONS at once: beyond that a new connection is closed at once. A
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from . import __version__, logs
 from .exposition import CONTENT_TYPE
@@ -36,8 +38,12 @@ from .webconfig import (
     peer_allowed,
 )
 
+if TYPE_CHECKING:
+    from .topology_page import Response
+
 log = logs.get_logger()
 
+TOPOLOGY_PATHS = ("/topology", "/topology.json")
 REQUEST_TIMEOUT = 30.0  # each read or write once the request is in
 HEAD_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
@@ -110,6 +116,7 @@ class Server(ThreadingHTTPServer):
         telemetry_path: str,
         render: Callable[[], str],
         config: WebConfig | None = None,
+        topology: Callable[[str, str], Response] | None = None,
     ) -> None:
         host, port = parse_listen_address(address)
         if host:
@@ -119,6 +126,7 @@ class Server(ThreadingHTTPServer):
             host = "::" if self.address_family == socket.AF_INET6 else "0.0.0.0"
         self.telemetry_path = telemetry_path
         self.render = render
+        self.topology = topology  # (path, query) -> the answer; None: no topology page
         self.state = WebState.of(config or WebConfig())
         self.scrape_error: str | None = None
         self.unauthorized = Throttled("http_unauthorized")
@@ -249,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.web.auth and not self._authorized():
             return
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get(
             "Transfer-Encoding"
         ):
@@ -257,9 +265,10 @@ class Handler(BaseHTTPRequestHandler):
         elif path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
-            self._send(
-                200, "text/html; charset=utf-8", _landing(self.server.telemetry_path).encode()
-            )
+            landing = _landing(self.server.telemetry_path, self.server.topology is not None)
+            self._send(200, "text/html; charset=utf-8", landing.encode())
+        elif path in TOPOLOGY_PATHS and self.server.topology is not None:
+            self._topology(path, query)
         elif path == "/healthz":
             self._health()
         else:
@@ -302,6 +311,15 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, CONTENT_TYPE, body)
 
+    def _topology(self, path: str, query: str) -> None:
+        try:
+            r = self.server.topology(path, query)  # type: ignore[misc]
+        except Exception:
+            log.exception("topology_failed")
+            self._send(500, TEXT, b"topology failed; see the exporter's log\n")
+            return
+        self._send(r.status, r.content_type, r.body, {**r.headers, "Cache-Control": "no-store"})
+
     def end_headers(self) -> None:
         for k, v in self.web.config.headers.items():
             self.send_header(k, v)
@@ -322,13 +340,18 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("http_request", client=self.client_address[0], request=fmt % args)
 
 
-def _landing(telemetry_path: str) -> str:
+def _landing(telemetry_path: str, topology: bool) -> str:
     path = html.escape(telemetry_path)
+    pages = (
+        '<li><a href="/topology">Topology</a> (<a href="/topology.json">JSON</a>)</li>'
+        if topology
+        else ""
+    )
     return (
         f"<!doctype html><html><head><title>dockernet-exporter</title></head><body>"
         f"<h1>dockernet-exporter {__version__}</h1>"
         f"<p>Docker's host-side networking: which veth belongs to which container, "
         f"per-container interface counters, bridges and NAT.</p>"
-        f'<ul><li><a href="{path}">Metrics</a></li><li><a href="/healthz">Health</a></li></ul>'
+        f'<ul><li><a href="{path}">Metrics</a></li>{pages}<li><a href="/healthz">Health</a></li></ul>'
         f"</body></html>\n"
     )

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 TEST_IMAGE="${TEST_IMAGE:-dockernet-test:busybox}"
-APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd)
+APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd chromium chromium-driver)
 DOCKERD_LOG=/var/log/dockernet-test-dockerd.log
 
 log() { echo "test-env: $*" >&2; }

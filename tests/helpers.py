@@ -28,6 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = os.environ.get("TEST_IMAGE", "dockernet-test:busybox")
 EXPORTER = [sys.executable, "-m", "exporter"]
 LOCK_PATH = "/run/dockernet-tests.lock"
+# Headless Chromium as root, with nothing of its own going to the network; each run gets a fresh
+# --user-data-dir.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def wait_for(

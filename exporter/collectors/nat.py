@@ -126,13 +126,23 @@ class NatCollector(Collector):
             + self._ruleset_families(ruleset, unparsed_total)
         )
 
-    def _read(self, containers: list[Container], networks: list[Network]) -> tuple[Ruleset, int]:
+    def rules(self, snap: Snapshot, max_age: float) -> Ruleset:
+        """The rules as the last read found them when it is at most ``max_age`` old (whatever
+        --collector.nat.cache says), else read now as a scrape reads them (raises
+        NetfilterUnavailable likewise). For readers beside the scrapes: the topology page."""
+        containers, networks = [v.container for v in snap.containers], list(snap.networks.values())
+        return self._read(containers, networks, max(max_age, self.cache_seconds))[0]
+
+    def _read(
+        self, containers: list[Container], networks: list[Network], max_age: float | None = None
+    ) -> tuple[Ruleset, int]:
         """The rules for this scrape: the cached ones while fresh; else those of the read in
         flight, waited for no longer than this scrape's own timeout (and a grace); else those of
         a new read, which this scrape runs and the scrapes arriving meanwhile share."""
         now = time.monotonic()
+        max_age = self.cache_seconds if max_age is None else max_age
         with self._lock:
-            if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+            if self._cached is not None and now - self._cached[0] < max_age:
                 return self._cached[1], self._unparsed_total
             shared, leads = self._in_flight, self._in_flight is None
             if shared is None:

@@ -8,6 +8,7 @@ from .ips import IpsCommand
 from .nat import NatCommand
 from .netns import NetnsCommand
 from .orphans import OrphansCommand
+from .topology import TopologyCommand
 from .veths import VethsCommand
 
 COMMANDS: tuple[Command, ...] = (
@@ -17,4 +18,5 @@ COMMANDS: tuple[Command, ...] = (
     BridgesCommand(),
     OrphansCommand(),
     NetnsCommand(),
+    TopologyCommand(),
 )

@@ -32,17 +32,21 @@ class OrphansCommand(Command):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--scope",
-        choices=orphan_rules.SCOPES,
-        default="docker",
-        help="docker: only veths Docker can be blamed for; all: also those of other tools",
-    )
+    add_scope_flag(p)
     p.add_argument(
         "--grace",
         type=duration,
         default="2s",
         help="watch each suspect this long before listing it (0s: list what looks orphaned now)",
+    )
+
+
+def add_scope_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scope",
+        choices=orphan_rules.SCOPES,
+        default="docker",
+        help="docker: only veths Docker can be blamed for; all: also those of other tools",
     )
 
 

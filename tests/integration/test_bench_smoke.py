@@ -17,7 +17,7 @@ import pytest
 
 from helpers import ROOT, ip_json, sh
 
-SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "topology", "steady", "freshness", "churn", "storm")
 TINY_NAT_RULES = 500  # bench/__main__.py's TINY["nat_rules"]
 
 # bench/ is run as `python -m bench` from the checkout, not installed: load its text generator by path.
@@ -62,7 +62,7 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a loaded host takes minutes over the tiny run
     )
     cpu_tree, peak_rss_tree = children_cpu()
     cpu_tree -= cpu_before
@@ -136,6 +136,14 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert (mixed["bytes"], mixed["unparsed"]) == (len(text), 0)
     assert mixed["nat_rules_found"] == docker_nat_rules(text) > 0
     assert all({"figure", "value", "target", "ok"} <= set(c) for c in results["checks"])
+
+    # The topology page was rendered from the synthetic snapshot the benchmark describes, and an
+    # open page refreshed while /metrics was scraped.
+    page = r["topology"]
+    assert (page["veths"], page["containers"]) == (2000, 200)
+    assert page["page_ms"] > 0 and page["metrics_ms"] > 0 and page["page_bytes"] > 100_000
+    assert page["page_vs_metrics"] == pytest.approx(page["page_ms"] / page["metrics_ms"], abs=0.01)
+    assert page["live"]["page_requests"] >= 5 and page["live"]["scrapes"] >= 2
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "table.md").read_text().startswith("| figure |")
