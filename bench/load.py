@@ -178,7 +178,8 @@ class Load:
         return left + [f"netns {ns}" for ns in self.leftover_namespaces()]
 
     def leftover_links(self) -> list:
-        out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True).stdout
+        out = out.decode(errors="replace")  # another's link name need not be UTF-8
         names = [line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line]
         return [n for n in names if n.startswith(self.tag)]
 

@@ -17,10 +17,8 @@ QUIET_SECONDS = 2.5
 
 
 def host_veths() -> int:
-    out = subprocess.run(
-        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
-    ).stdout
-    return len(out.splitlines())
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True).stdout
+    return len(out.splitlines())  # bytes: a link name need not be UTF-8
 
 
 def collector_ms(text: str) -> dict:
