@@ -14,13 +14,24 @@ import traceback
 import uuid
 from pathlib import Path
 
-from . import churn, freshness, natparse, procs, report, scrape_curve, startup, steady, storm
+from . import (
+    churn,
+    freshness,
+    natparse,
+    netstat,
+    procs,
+    report,
+    scrape_curve,
+    startup,
+    steady,
+    storm,
+)
 from .load import Load
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
-SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm", "netstat")
 TINY = {
     "veths": "16,24",
     "containers": 4,
@@ -157,6 +168,9 @@ def scenarios(args, client, load, ours, node) -> dict:
         "storm": lambda: storm.run(load, ours, args.storm),
         "nat": lambda: natparse.run(args.nat_rules),
         "startup": lambda: startup.run(load),
+        "netstat": lambda: netstat.run(
+            client, load, ours, args.out, args.containers, args.repeats, args.tiny
+        ),
     }
     results = {}
     for name in args.only:

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import ROOT, ip_json, sh
 
-SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm", "netstat")
 TINY_NAT_RULES = 500  # bench/__main__.py's TINY["nat_rules"]
 
 # bench/ is run as `python -m bench` from the checkout, not installed: load its text generator by path.
@@ -62,7 +62,7 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     cpu_tree, peak_rss_tree = children_cpu()
     cpu_tree -= cpu_before
@@ -136,6 +136,13 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert (mixed["bytes"], mixed["unparsed"]) == (len(text), 0)
     assert mixed["nat_rules_found"] == docker_nat_rules(text) > 0
     assert all({"figure", "value", "target", "ok"} <= set(c) for c in results["checks"])
+
+    # The netstat figures: one row per size asked, every file measured, the sockets held.
+    netstat = r["netstat"]
+    assert [row["namespaces"] for row in netstat["namespaces"]] == [4]  # --tiny: 4 containers
+    assert all(v > 0 for k, v in netstat["namespaces"][0].items() if k.endswith("_us"))
+    assert [row["sockets"] for row in netstat["sockets"]] == [11, 201]
+    assert netstat["scrape"]["on_ms"] > 0 and netstat["scrape"]["off_ms"] > 0
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "table.md").read_text().startswith("| figure |")
