@@ -18,6 +18,7 @@ from . import (
     churn,
     freshness,
     natparse,
+    netstat,
     procs,
     report,
     scrape_curve,
@@ -31,7 +32,17 @@ from .load import Load
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
-SCENARIOS = ("nat", "startup", "curve", "topology", "steady", "freshness", "churn", "storm")
+SCENARIOS = (
+    "nat",
+    "startup",
+    "curve",
+    "topology",
+    "steady",
+    "freshness",
+    "churn",
+    "storm",
+    "netstat",
+)
 TINY = {
     "veths": "16,24",
     "containers": 4,
@@ -187,6 +198,9 @@ def scenarios(args, client, load, ours, node) -> dict:
             args.topology_veths // 10,
             args.repeats,
             args.topology_seconds,
+        ),
+        "netstat": lambda: netstat.run(
+            client, load, ours, args.out, args.containers, args.repeats, args.tiny
         ),
     }
     results = {}

@@ -11,6 +11,7 @@ from .base import Collector, Context, Option
 from .bridges import BridgesCollector
 from .containers import ContainersCollector
 from .nat import NatCollector
+from .netstat import NetstatCollector
 from .orphans import OrphansCollector
 from .veths import VethsCollector
 
@@ -22,6 +23,7 @@ ALL: tuple[type[Collector], ...] = (
     BridgesCollector,
     AddressesCollector,
     OrphansCollector,
+    NetstatCollector,
 )
 
 

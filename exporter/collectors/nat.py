@@ -1,4 +1,5 @@
-"""Published ports and masquerading, checked against the firewall rules that exist."""
+"""Published ports and masquerading, checked against the firewall rules that exist, and the
+packets Docker's own drop rules dropped (from the same read of the rules)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ CONNECTIONS_HELP = (
 MASQUERADE_HELP = (
     "Packets counted by the MASQUERADE rule of this bridge subnet: connections leaving the subnet through "
     "another interface (only a connection's first packet passes the nat table)."
+)
+DROPPED_HELP = (
+    "Packets dropped by Docker's own firewall rules, by the bridge they protect and why: isolation "
+    "(traffic between two Docker networks), unpublished_port (from outside the bridge to a port "
+    "not published), direct_access (to a container address from outside its bridge); only the "
+    "reasons the firewall backend has. From the rules' own counters."
 )
 
 # How long the backend found to hold Docker's rules is read alone before every backend is read again.
@@ -124,6 +131,7 @@ class NatCollector(Collector):
             self._port_families(ports)
             + self._masquerade_families(masquerade)
             + self._ruleset_families(ruleset, unparsed_total)
+            + [self._drop_family(ruleset, networks)]
         )
 
     def rules(self, snap: Snapshot, max_age: float) -> Ruleset:
@@ -244,6 +252,20 @@ class NatCollector(Collector):
                 present.add(label_set, int(m.present))
                 connections.add(label_set, m.connections)
         return [present, connections]
+
+    @staticmethod
+    def _drop_family(ruleset: Ruleset, networks: list[Network]) -> Family:
+        """The packets of each bridge's drop rules by reason, the IPv4 and IPv6 rules summed."""
+        by_bridge = {n.bridge: n.name for n in networks if n.bridge}
+        dropped: dict[tuple[str, str], int] = {}
+        for d in ruleset.drops:
+            dropped[d.bridge, d.reason] = dropped.get((d.bridge, d.reason), 0) + d.packets
+        family = Family("dockernet_firewall_dropped_packets_total", "counter", DROPPED_HELP)
+        for (bridge, reason), packets in sorted(dropped.items()):
+            family.add(
+                labels(network=by_bridge.get(bridge, ""), bridge=bridge, reason=reason), packets
+            )
+        return family
 
     @staticmethod
     def _ruleset_families(ruleset: Ruleset, unparsed_total: int) -> list[Family]:

@@ -1,14 +1,25 @@
 """The parser of ``iptables-save -c`` (and ``ip6tables-save -c``) text.
 
 Every rule is counted per chain; only the nat table's DNAT and MASQUERADE rules that can
-serve Docker are read in full, Docker's own shapes with one regular expression each.
+serve Docker are read in full, Docker's own shapes with one regular expression each, and
+Docker's drop rules (isolation, unpublished ports, direct access) with their counters.
 """
 
 from __future__ import annotations
 
 import re
 
-from .rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
+from .rules import (
+    DIRECT_ACCESS,
+    DNAT,
+    IPV4,
+    ISOLATION,
+    MASQUERADE,
+    UNPUBLISHED_PORT,
+    DropRule,
+    NatRule,
+    Ruleset,
+)
 
 DOCKER_NAT_CHAIN = "DOCKER"
 QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -18,6 +29,14 @@ DOCKER_DNAT = re.compile(
     r"(?:-d (\S+) )?! -i \S+ -p (tcp|udp|sctp) -m \2 --dport (\d+) -j DNAT --to-destination (\S+)\Z"
 )
 DOCKER_MASQUERADE = re.compile(r"-s (\S+) ! -o (\S+) -j MASQUERADE\Z")
+# Docker's drop rules, by (table, chain): the isolation of one bridge from the others (20.10 and
+# later), and on 28.x the drop of unpublished ports (filter DOCKER) and of direct access to a
+# container's address from outside its bridge (raw PREROUTING).
+DOCKER_DROPS = {
+    ("filter", "DOCKER-ISOLATION-STAGE-2"): (ISOLATION, re.compile(r"-o (\S+) -j DROP\Z")),
+    ("filter", "DOCKER"): (UNPUBLISHED_PORT, re.compile(r"! -i (\S+) -o \1 -j DROP\Z")),
+    ("raw", "PREROUTING"): (DIRECT_ACCESS, re.compile(r"-d \S+ ! -i (\S+) -j DROP\Z")),
+}
 
 # '-d 1.2.3.4/32 ! -i docker0' -> {'-d': (False, ['1.2.3.4/32']), '-i': (True, ['docker0'])}
 Options = dict[str, tuple[bool, list[str]]]
@@ -55,8 +74,11 @@ def parse_iptables_save(text: str, family: str = IPV4, backend: str = "") -> Rul
                 continue
             key = (qualified, rule[0])
             chains[key] = chains.get(key, 0) + 1
-            if rule[1] is not None:
-                out.rules.append(rule[1])
+            found = rule[1]
+            if isinstance(found, NatRule):
+                out.rules.append(found)
+            elif found is not None:
+                out.drops.append(found)
         elif line and head != "#" and line != "COMMIT":
             out.unparsed += 1
     if (f"{family_name} nat", DOCKER_NAT_CHAIN) in chains:
@@ -64,8 +86,10 @@ def parse_iptables_save(text: str, family: str = IPV4, backend: str = "") -> Rul
     return out
 
 
-def _iptables_rule(line: str, table: str, family: str) -> tuple[str, NatRule | None] | None:
-    """(chain, NatRule or None) for one '[p:b] -A CHAIN ...' line; None if unreadable."""
+def _iptables_rule(
+    line: str, table: str, family: str
+) -> tuple[str, NatRule | DropRule | None] | None:
+    """(chain, NatRule, DropRule or None) for one '[p:b] -A CHAIN ...' line; None if unreadable."""
     counters = ""
     if line[0] == "[":
         end = line.find("] ")
@@ -76,7 +100,11 @@ def _iptables_rule(line: str, table: str, family: str) -> tuple[str, NatRule | N
     if len(parts) < 2 or parts[0] != "-A" or not table:
         return None
     spec = parts[2] if len(parts) > 2 else ""
-    if table != "nat" or not _worth_parsing(spec):
+    if table != "nat":
+        if spec[-7:] == "-j DROP":
+            return parts[1], _drop_rule(table, parts[1], spec, family, counters)
+        return parts[1], None
+    if not _worth_parsing(spec):
         return parts[1], None
     try:
         packets = int(counters.partition(":")[0]) if counters else 0
@@ -85,6 +113,18 @@ def _iptables_rule(line: str, table: str, family: str) -> tuple[str, NatRule | N
         )
     except (ValueError, KeyError, IndexError):
         return None
+
+
+def _drop_rule(table: str, chain: str, spec: str, family: str, counters: str) -> DropRule | None:
+    shape = DOCKER_DROPS.get((table, chain))
+    if shape is None:
+        return None
+    m = shape[1].match(spec)
+    if m is None:
+        return None
+    packet_text = counters.partition(":")[0]
+    packets = int(packet_text) if packet_text.isdigit() else 0
+    return DropRule(family, shape[0], m.group(1), packets)
 
 
 def _docker_shaped(spec: str, family: str, packets: int) -> NatRule | None:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rules import DNAT, MASQUERADE, NFT_DOCKER_TABLE, NFT_FAMILIES, NatRule, Ruleset
+from .rules import (
+    DIRECT_ACCESS,
+    DNAT,
+    MASQUERADE,
+    NFT_DOCKER_TABLE,
+    NFT_FAMILIES,
+    UNPUBLISHED_PORT,
+    DropRule,
+    NatRule,
+    Ruleset,
+)
+
+# Docker's drop rules by their comment; the bridge is in the chain's name (after "__") or in the
+# rule's `iifname != <bridge>` match.
+NFT_DROPS = {"UNPUBLISHED PORT DROP": UNPUBLISHED_PORT, "DROP DIRECT ACCESS": DIRECT_ACCESS}
 
 
 def parse_nft_json(doc: dict[str, Any], backend: str = "nftables") -> Ruleset:
@@ -23,6 +37,9 @@ def parse_nft_json(doc: dict[str, Any], backend: str = "nftables") -> Ruleset:
             key = (f"{r['family']} {NFT_DOCKER_TABLE}", r.get("chain", ""))
             out.chains[key] = out.chains.get(key, 0) + 1
             try:
+                if r.get("comment") in NFT_DROPS:
+                    out.drops.append(_nft_drop(r, NFT_FAMILIES[r["family"]]))
+                    continue
                 rule = _nft_rule(r["expr"], NFT_FAMILIES[r["family"]])
             except (KeyError, TypeError, ValueError, IndexError, AttributeError):
                 out.unparsed += 1
@@ -30,6 +47,21 @@ def parse_nft_json(doc: dict[str, Any], backend: str = "nftables") -> Ruleset:
             if rule is not None:
                 out.rules.append(rule)
     return out
+
+
+def _nft_drop(rule: dict[str, Any], family: str) -> DropRule:
+    """A drop rule of Docker's, its bridge and its counter's packets."""
+    bridge = rule["chain"].partition("__")[2]
+    packets = 0
+    for e in rule["expr"]:
+        ((kind, body),) = e.items()
+        if kind == "counter":
+            packets = int(body["packets"])
+        elif kind == "match" and body["left"].get("meta", {}).get("key") == "iifname":
+            bridge = body["right"]
+    if not bridge:
+        raise ValueError("a drop rule without its bridge")
+    return DropRule(family, NFT_DROPS[rule["comment"]], bridge, packets)
 
 
 def _nft_rule(exprs: list[dict[str, Any]], family: str) -> NatRule | None:

@@ -1,5 +1,6 @@
-"""What a firewall read yields: NAT rules reduced to what attribution needs, and
-rule counts per chain, for one backend (iptables-nft, iptables-legacy, nftables)."""
+"""What a firewall read yields: NAT rules reduced to what attribution needs, Docker's
+drop rules with their counters, and rule counts per chain, for one backend
+(iptables-nft, iptables-legacy, nftables)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ class NatRule:
     to_ports: tuple[int, int] = (0, 0)  # DNAT target port range
 
 
+ISOLATION, UNPUBLISHED_PORT, DIRECT_ACCESS = "isolation", "unpublished_port", "direct_access"
+
+
+@dataclass
+class DropRule:
+    """A rule of Docker's that drops traffic, with its own packet counter."""
+
+    family: str  # ipv4 | ipv6
+    reason: str  # isolation | unpublished_port | direct_access
+    bridge: str  # the bridge whose traffic it drops
+    packets: int = 0
+
+
 @dataclass
 class Ruleset:
     """What one backend holds: the NAT rules, rule counts per chain, and what could not be read."""
@@ -39,9 +53,11 @@ class Ruleset:
     chains: dict[tuple[str, str], int] = field(default_factory=dict)
     unparsed: int = 0
     docker_families: set[str] = field(default_factory=set)  # families holding Docker's NAT chain
+    drops: list[DropRule] = field(default_factory=list)  # Docker's drop rules, with their counters
 
     def merge(self, other: Ruleset) -> Ruleset:
         self.rules.extend(other.rules)
+        self.drops.extend(other.drops)
         for key, n in other.chains.items():
             self.chains[key] = self.chains.get(key, 0) + n
         self.unparsed += other.unparsed

@@ -34,6 +34,13 @@ BRIDGE_PORT_WARNING_RATIO = 0.9
 # Errors plus drops per second, per container interface and counter.
 INTERFACE_FAULTS_PER_SECOND = 1
 
+# Retransmitted TCP segments per segment sent, per container namespace (the netstat collector).
+TCP_RETRANSMIT_RATIO = 0.05
+# The host's conntrack table: entries against its size limit.
+CONNTRACK_WARNING_RATIO = 0.9
+# Packets per second dropped by one of Docker's drop rules (isolation, unpublished port, direct access).
+FIREWALL_DROPS_PER_SECOND = 1
+
 # How long each fault must last before its alert fires.
 FOR = {
     "DockernetExporterDown": "5m",
@@ -44,6 +51,12 @@ FOR = {
     "DockernetPublishedPortRuleMissing": "5m",
     "DockernetMasqueradeRuleMissing": "5m",
     "DockernetContainerInterfaceFaults": "15m",
+    "DockernetContainerListenOverflows": "5m",
+    "DockernetContainerTcpRetransmits": "15m",
+    "DockernetContainerUdpReceiveBufferErrors": "15m",
+    "DockernetConntrackTableNearLimit": "5m",
+    "DockernetConntrackInsertFailures": "15m",
+    "DockernetFirewallDrops": "15m",
 }
 
 # Alerts link here (runbook_url + "#" + alert name in lower case); point it at

@@ -139,6 +139,89 @@ def alert_rules() -> list:
             f"{{{{ $labels.interface }}}}, above {config.INTERFACE_FAULTS_PER_SECOND}/s for "
             f"{config.FOR['DockernetContainerInterfaceFaults']}.",
         ),
+    ] + netstat_alerts()
+
+
+CONTAINER = "Container {{ $labels.container_name }}"
+CONTAINER_AT = CONTAINER + " ({{ $labels.container_id }}) on {{ $labels.instance }}"
+
+
+def _in_container(expr: str) -> str:
+    """A condition on a container's series, with its compose labels; it ends with the container."""
+    return _with_project(f"(\n  {expr}\n)")
+
+
+def _while_served(counter: str, condition: str) -> str:
+    """The counter's rate meets the condition, while the exporter still serves the counter."""
+    return f"rate({counter}{{{S}}}[{W}]) {condition}\nand {counter}{{{S}}}"
+
+
+def netstat_alerts() -> list:
+    """From the netstat collector (per container namespace, and the host's conntrack table) and
+    the NAT collector's drop counters."""
+    ratio = config.TCP_RETRANSMIT_RATIO
+    return [
+        alert(
+            "DockernetContainerListenOverflows",
+            _in_container(f"{_rate('tcp_listen_overflows')} > 0"),
+            SEVERITY_WARNING,
+            f"{CONTAINER} {ON} overflows a TCP listen queue",
+            f"{CONTAINER_AT} drops {{{{ $value | humanize }}}} connections per second because a "
+            "listener's accept queue is full: the application accepts too slowly, or its backlog "
+            "(listen(2), capped by net.core.somaxconn) is too small.",
+        ),
+        alert(
+            "DockernetContainerTcpRetransmits",
+            _in_container(
+                f"{_rate('tcp_retransmitted_segments')}\n  / {_rate('tcp_segments_sent')} > {ratio}"
+            ),
+            SEVERITY_WARNING,
+            f"{CONTAINER} {ON} retransmits {{{{ $value | humanizePercentage }}}} of its TCP segments",
+            f"{CONTAINER_AT} retransmits {{{{ $value | humanizePercentage }}}} of the TCP segments it "
+            f"sends, above {ratio:.0%} for {config.FOR['DockernetContainerTcpRetransmits']}: packets "
+            "are lost on the way to or from its peers.",
+        ),
+        alert(
+            "DockernetContainerUdpReceiveBufferErrors",
+            _in_container(f"{_rate('udp_receive_buffer_errors')} > 0"),
+            SEVERITY_WARNING,
+            f"{CONTAINER} {ON} drops UDP datagrams ({{{{ $labels.family }}}}): receive buffer full",
+            f"{CONTAINER_AT} drops {{{{ $value | humanize }}}} {{{{ $labels.family }}}} UDP datagrams "
+            "per second because a socket's receive buffer is full: the application reads too slowly, "
+            "or its SO_RCVBUF (capped by net.core.rmem_max) is too small.",
+        ),
+        alert(
+            "DockernetConntrackTableNearLimit",
+            f"dockernet_conntrack_entries{{{S}}}\n  / dockernet_conntrack_entries_limit{{{S}}}"
+            f" > {config.CONNTRACK_WARNING_RATIO}",
+            SEVERITY_WARNING,
+            f"The conntrack table {ON} is {{{{ $value | humanizePercentage }}}} full",
+            "The host's conntrack table on {{ $labels.instance }} holds {{ $value | humanizePercentage "
+            "}} of its limit (nf_conntrack_max); when it is full, new connections through Docker's "
+            "NAT and bridges are dropped.",
+        ),
+        alert(
+            "DockernetConntrackInsertFailures",
+            _while_served("dockernet_conntrack_insert_failed_total", "> 0"),
+            SEVERITY_WARNING,
+            f"Conntrack insertions fail {ON}",
+            "The host's conntrack on {{ $labels.instance }} fails to insert {{ $value | humanize }} "
+            "entries per second: the table is full, or concurrent packets of one new flow race "
+            "(often UDP, such as DNS through Docker's NAT); those packets are dropped.",
+        ),
+        alert(
+            "DockernetFirewallDrops",
+            _while_served(
+                "dockernet_firewall_dropped_packets_total", f"> {config.FIREWALL_DROPS_PER_SECOND}"
+            ),
+            SEVERITY_WARNING,
+            "Docker drops {{ $labels.reason }} traffic to bridge {{ $labels.bridge }} " + ON,
+            "Docker's {{ $labels.reason }} rule drops {{ $value | humanize }} packets per second "
+            "bound for bridge {{ $labels.bridge }} (network {{ $labels.network }}) on "
+            f"{{{{ $labels.instance }}}}, above {config.FIREWALL_DROPS_PER_SECOND}/s for "
+            f"{config.FOR['DockernetFirewallDrops']}: something keeps sending where Docker's "
+            "firewall does not let it.",
+        ),
     ]
 
 

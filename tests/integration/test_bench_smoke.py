@@ -17,7 +17,17 @@ import pytest
 
 from helpers import ROOT, ip_json, sh
 
-SCENARIOS = ("nat", "startup", "curve", "topology", "steady", "freshness", "churn", "storm")
+SCENARIOS = (
+    "nat",
+    "startup",
+    "curve",
+    "topology",
+    "steady",
+    "freshness",
+    "churn",
+    "storm",
+    "netstat",
+)
 TINY_NAT_RULES = 500  # bench/__main__.py's TINY["nat_rules"]
 
 # bench/ is run as `python -m bench` from the checkout, not installed: load its text generator by path.
@@ -144,6 +154,13 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert page["page_ms"] > 0 and page["metrics_ms"] > 0 and page["page_bytes"] > 100_000
     assert page["page_vs_metrics"] == pytest.approx(page["page_ms"] / page["metrics_ms"], abs=0.01)
     assert page["live"]["page_requests"] >= 5 and page["live"]["scrapes"] >= 2
+
+    # The netstat figures: one row per size asked, every file measured, the sockets held.
+    netstat = r["netstat"]
+    assert [row["namespaces"] for row in netstat["namespaces"]] == [4]  # --tiny: 4 containers
+    assert all(v > 0 for k, v in netstat["namespaces"][0].items() if k.endswith("_us"))
+    assert [row["sockets"] for row in netstat["sockets"]] == [11, 201]
+    assert netstat["scrape"]["on_ms"] > 0 and netstat["scrape"]["off_ms"] > 0
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "table.md").read_text().startswith("| figure |")

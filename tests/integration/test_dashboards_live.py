@@ -106,9 +106,9 @@ class Stack:
         self.exporter = self.prometheus = None
 
     def start(self, workdir: Path) -> None:
-        self.exporter = ExporterProcess(
-            "--collector.orphans.grace=5s"
-        )  # our containers, still being set up, are no orphans
+        # Our containers, still being set up, are no orphans; the netstat collector feeds the
+        # container dashboard's TCP and UDP health row.
+        self.exporter = ExporterProcess("--collector.orphans.grace=5s", "--collector.netstat")
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
         self.prometheus.wait_ready()

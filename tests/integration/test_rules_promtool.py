@@ -46,6 +46,8 @@ PORT = {
     "host_port": "8080",
     "container_port": "80",
 }
+COMPOSED = {**CONTAINER, "compose_project": "shop", "compose_service": "web"}
+DROPS = {"network": "shop", "bridge": "br-0123456789ab", "reason": "isolation"}
 CASES = {
     "DockernetExporterDown": (
         [(series("up", {}), "1", "0")],
@@ -144,6 +146,83 @@ CASES = {
         "Container web eth0 on host1:9917: receive_dropped at 100/s",
         f"Container web ({CID}) on host1:9917 counts 100 receive_dropped per second on eth0, "
         "above 1/s for 15m.",
+    ),
+    "DockernetContainerListenOverflows": (
+        [
+            (series("dockernet_container_tcp_listen_overflows_total", CONTAINER), "0", "0+6000"),
+            (INFO, "1", "1"),
+        ],
+        1,
+        COMPOSED,
+        "Container web on host1:9917 overflows a TCP listen queue",
+        f"Container web ({CID}) on host1:9917 drops 100 connections per second because a listener's "
+        "accept queue is full: the application accepts too slowly, or its backlog (listen(2), capped "
+        "by net.core.somaxconn) is too small.",
+    ),
+    "DockernetContainerTcpRetransmits": (
+        [
+            (
+                series("dockernet_container_tcp_retransmitted_segments_total", CONTAINER),
+                "0",
+                "0+60",
+            ),
+            # 10 segments sent per second throughout: 1 in 10 retransmitted once the window is full
+            (series("dockernet_container_tcp_segments_sent_total", CONTAINER), "0+600", "3600+600"),
+            (INFO, "1", "1"),
+        ],
+        3,  # above 5% from the third minute: the window holds more retransmits each minute
+        COMPOSED,
+        "Container web on host1:9917 retransmits 10% of its TCP segments",
+        f"Container web ({CID}) on host1:9917 retransmits 10% of the TCP segments it sends, above 5% "
+        "for 15m: packets are lost on the way to or from its peers.",
+    ),
+    "DockernetContainerUdpReceiveBufferErrors": (
+        [
+            (
+                series(
+                    "dockernet_container_udp_receive_buffer_errors_total",
+                    {**CONTAINER, "family": "ipv4"},
+                ),
+                "0",
+                "0+600",
+            ),
+            (INFO, "1", "1"),
+        ],
+        1,
+        {**COMPOSED, "family": "ipv4"},
+        "Container web on host1:9917 drops UDP datagrams (ipv4): receive buffer full",
+        f"Container web ({CID}) on host1:9917 drops 10 ipv4 UDP datagrams per second because a "
+        "socket's receive buffer is full: the application reads too slowly, or its SO_RCVBUF "
+        "(capped by net.core.rmem_max) is too small.",
+    ),
+    "DockernetConntrackTableNearLimit": (
+        [
+            (series("dockernet_conntrack_entries", {}), "1000", "249037"),
+            (series("dockernet_conntrack_entries_limit", {}), "262144", "262144"),
+        ],
+        0,
+        {},
+        "The conntrack table on host1:9917 is 95% full",
+        "The host's conntrack table on host1:9917 holds 95% of its limit (nf_conntrack_max); when it "
+        "is full, new connections through Docker's NAT and bridges are dropped.",
+    ),
+    "DockernetConntrackInsertFailures": (
+        [(series("dockernet_conntrack_insert_failed_total", {}), "0", "0+120")],
+        1,
+        {},
+        "Conntrack insertions fail on host1:9917",
+        "The host's conntrack on host1:9917 fails to insert 2 entries per second: the table is full, "
+        "or concurrent packets of one new flow race (often UDP, such as DNS through Docker's NAT); "
+        "those packets are dropped.",
+    ),
+    "DockernetFirewallDrops": (
+        [(series("dockernet_firewall_dropped_packets_total", DROPS), "0", "0+600")],
+        1,
+        DROPS,
+        "Docker drops isolation traffic to bridge br-0123456789ab on host1:9917",
+        "Docker's isolation rule drops 10 packets per second bound for bridge br-0123456789ab "
+        "(network shop) on host1:9917, above 1/s for 15m: something keeps sending where Docker's "
+        "firewall does not let it.",
     ),
 }
 

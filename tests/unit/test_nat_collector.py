@@ -102,6 +102,14 @@ def test_collector_renders_the_contract():
     assert got["dockernet_netfilter_unparsed_rules_total"] == [({}, 0)]
     rules = {(l["table"], l["chain"]): v for l, v in got["dockernet_netfilter_rules"]}
     assert rules[("ip nat", "DOCKER")] == 10
+    dropped = {
+        (l["network"], l["bridge"], l["reason"]): v
+        for l, v in got["dockernet_firewall_dropped_packets_total"]
+    }
+    assert dropped[("bridge", "docker0", "isolation")] == 0
+    assert dropped[("dnx-natrec", "br-f8174a54dba8", "isolation")] == 0
+    assert dropped[("", "br-b968fc8dede5", "isolation")] == 0  # a bridge of no network known now
+    assert len(dropped) == 4
 
 
 def test_unparsed_rules_accumulate_and_the_cache_spares_reads():

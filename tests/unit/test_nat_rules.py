@@ -451,3 +451,55 @@ def test_a_large_ruleset_with_kube_proxys_rules_is_read_whole():
     nat = body.split("*nat\n", 1)[1].split("\nCOMMIT\n", 1)[0].splitlines()
     docker = [l for l in nat if ("-j DNAT" in l and "--dport" in l) or "! -o" in l]
     assert len(ruleset.rules) == len(docker) > 1000
+
+
+# -- Docker's drop rules and their counters ---------------------------------------------------------
+
+
+def drops(ruleset: Ruleset) -> dict:
+    out: dict = {}
+    for d in ruleset.drops:
+        out[d.family, d.reason, d.bridge] = out.get((d.family, d.reason, d.bridge), 0) + d.packets
+    return out
+
+
+def test_drop_rules_of_each_layout():
+    isolation = text("docker20.iptables-save").replace(
+        "[0:0] -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP",
+        "[7:588] -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP",
+    )
+    assert drops(parse_iptables_save(isolation, IPV4)) == {
+        (IPV4, "isolation", "br-f8174a54dba8"): 0,
+        (IPV4, "isolation", "br-365a3458c15e"): 0,
+        (IPV4, "isolation", "docker0"): 7,
+        (IPV4, "isolation", "br-b968fc8dede5"): 0,
+    }
+    docker28 = parse_iptables_save(text("docker28.iptables-save"), IPV4)
+    docker28.merge(parse_iptables_save(text("docker28.ip6tables-save"), IPV6))
+    assert drops(docker28) == {
+        (IPV4, "direct_access", "bridge1"): 0,
+        (IPV4, "unpublished_port", "docker0"): 0,
+        (IPV4, "unpublished_port", "bridge1"): 0,
+        (IPV6, "unpublished_port", "bridge1"): 0,
+    }
+    nft = json.loads(text("docker29.json"))
+    for item in nft["nftables"]:
+        rule = item.get("rule", {})
+        if rule.get("comment") == "DROP DIRECT ACCESS":
+            next(e for e in rule["expr"] if "counter" in e)["counter"]["packets"] = 3
+    assert drops(parse_nft_json(nft)) == {
+        (IPV4, "direct_access", "bridge1"): 3,
+        (IPV4, "unpublished_port", "docker0"): 0,
+        (IPV4, "unpublished_port", "bridge1"): 0,
+    }
+
+
+def test_drops_that_are_not_dockers_are_not_counted():
+    other = (
+        "*filter\n:DOCKER-USER - [0:0]\n:DOCKER-ISOLATION-STAGE-2 - [0:0]\n"
+        "[5:300] -A DOCKER-USER -o docker0 -j DROP\n"
+        "[6:360] -A DOCKER-ISOLATION-STAGE-2 -o docker0 -p tcp -j DROP\n"
+        "[2:120] -A FORWARD -i eth0 -j DROP\nCOMMIT\n"
+    )
+    ruleset = parse_iptables_save(other, IPV4)
+    assert ruleset.drops == [] and ruleset.unparsed == 0

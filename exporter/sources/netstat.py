@@ -1,0 +1,215 @@
+"""A network namespace's own protocol statistics, from procfs.
+
+The files of ``/proc/<pid>/net`` that describe the namespace of ``<pid>``: ``snmp``
+(Ip, Tcp, Udp), ``netstat`` (TcpExt, IpExt), ``snmp6``, ``sockstat``, ``sockstat6``
+and ``stat/nf_conntrack``. Their size does not depend on the number of sockets
+(unlike ``/proc/<pid>/net/tcp``). The parsers are pure, keep the kernel's field
+names and pick only the fields asked for; ``NamespaceReader`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+SNMP, NETSTAT, SNMP6 = "snmp", "netstat", "snmp6"
+SOCKSTAT, SOCKSTAT6, CONNTRACK = "sockstat", "sockstat6", "stat/nf_conntrack"
+FILES = (SNMP, NETSTAT, SNMP6, SOCKSTAT, SOCKSTAT6, CONNTRACK)
+
+# What to pick from a file: {section: field names}. snmp6 and nf_conntrack have no sections:
+# their fields sit under the section "".
+Wanted = Mapping[str, Sequence[str]]
+# What a parse found: {(section, field): value}. A field the file lacks is absent.
+Values = dict[tuple[str, str], int]
+
+# `entries` is the namespace's conntrack count, repeated on every CPU's row; the other columns
+# are per-CPU counters, summed.
+CONNTRACK_ENTRIES = "entries"
+# One read returns a whole single-record file when it fits (the biggest, netstat, is about 4 KiB).
+BUFFER_SIZE = 65536
+
+
+def parse_pairs(data: bytes, wanted: Wanted) -> Values:
+    """``snmp`` and ``netstat``: per section a line of names ('Tcp: ActiveOpens ...') followed by a
+    line of values ('Tcp: 12 ...')."""
+    out: Values = {}
+    for section, names, tag, start in _sections(data, wanted):
+        header, after = _line(data, start)
+        row, _ = _line(data, after)
+        if not row.startswith(tag):
+            continue
+        values = row[len(tag) :].split()
+        positions = _positions(header[len(tag) :], tuple(names))
+        for name, i in zip(names, positions, strict=True):
+            if 0 <= i < len(values):
+                out[section, name] = int(values[i])
+    return out
+
+
+@lru_cache(maxsize=64)
+def _positions(header: bytes, names: tuple[str, ...]) -> tuple[int, ...]:
+    """Where each name sits in a header line (-1: absent); the same for every namespace."""
+    index = {n.decode(): i for i, n in enumerate(header.split())}
+    return tuple(index.get(n, -1) for n in names)
+
+
+def parse_snmp6(data: bytes, wanted: Wanted) -> Values:
+    """``snmp6``: one 'Name value' line per field."""
+    out: Values = {}
+    for name in wanted.get("", ()):
+        tag = name.encode()
+        start = _line_start(data, tag, b" \t")
+        if start >= 0:
+            out["", name] = int(_line(data, start)[0][len(tag) :])
+    return out
+
+
+def parse_sockstat(data: bytes, wanted: Wanted) -> Values:
+    """``sockstat`` / ``sockstat6``: 'TCP: inuse 1 orphan 0 tw 2 alloc 3 mem 1' per protocol."""
+    out: Values = {}
+    for section, names, tag, start in _sections(data, wanted):
+        words = _line(data, start)[0][len(tag) :].split()
+        pairs = dict(zip(words[0::2], words[1::2], strict=False))
+        for name in names:
+            text = pairs.get(name.encode())
+            if text is not None:
+                out[section, name] = int(text)
+    return out
+
+
+def parse_nf_conntrack(data: bytes, wanted: Wanted) -> Values:
+    """``stat/nf_conntrack``: a header, then one row of hexadecimal columns per CPU."""
+    lines = data.split(b"\n")
+    header = lines[0].decode("ascii", "replace").split()
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    for n, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise ValueError(f"line {n} has {len(row)} columns, the header {len(header)}")
+    out: Values = {}
+    for name in wanted.get("", ()):
+        if name not in header or not rows:
+            continue
+        i = header.index(name)
+        column = [int(row[i], 16) for row in rows]
+        out["", name] = column[0] if name == CONNTRACK_ENTRIES else sum(column)
+    return out
+
+
+def _sections(data: bytes, wanted: Wanted) -> Iterator[tuple[str, Sequence[str], bytes, int]]:
+    """(section, names, 'Section: ', where its first line starts) of each wanted section found."""
+    for section, names in wanted.items():
+        tag = section.encode() + b": "
+        start = _line_start(data, tag)
+        if start >= 0:
+            yield section, names, tag, start
+
+
+def _line_start(data: bytes, tag: bytes, after: bytes = b"") -> int:
+    """Where the first line that begins with ``tag`` (then one of the bytes ``after``, if given)
+    starts, or -1."""
+    at = 0 if data.startswith(tag) else _next_line(data, tag, 0)
+    while at >= 0 and after and not _followed_by(data, at + len(tag), after):
+        at = _next_line(data, tag, at)
+    return at
+
+
+def _line(data: bytes, start: int) -> tuple[bytes, int]:
+    """The line that starts at ``start``, and where the next one starts."""
+    end = data.find(b"\n", start)
+    return (data[start:], len(data)) if end < 0 else (data[start:end], end + 1)
+
+
+def _next_line(data: bytes, tag: bytes, start: int) -> int:
+    found = data.find(b"\n" + tag, start)
+    return found + 1 if found >= 0 else -1
+
+
+def _followed_by(data: bytes, at: int, after: bytes) -> bool:
+    byte = data[at : at + 1]
+    return bool(byte) and byte in after
+
+
+PARSERS: dict[str, Callable[[bytes, Wanted], Values]] = {
+    SNMP: parse_pairs,
+    NETSTAT: parse_pairs,
+    SNMP6: parse_snmp6,
+    SOCKSTAT: parse_sockstat,
+    SOCKSTAT6: parse_sockstat,
+    CONNTRACK: parse_nf_conntrack,
+}
+
+
+@dataclass
+class Reading:
+    """One namespace's read: the values per file, and the files that could not be parsed."""
+
+    values: dict[str, Values] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # file -> what was wrong with it
+
+
+class NamespaceReader:
+    """Reads the wanted fields of each namespace's files, each file once, into one buffer reused
+    for every file and namespace: one reader per scrape (a buffer is not shared by threads)."""
+
+    def __init__(self, root: str, wanted: Mapping[str, Wanted]) -> None:
+        self.root = root
+        self.wanted = [(name, wanted[name], PARSERS[name]) for name in FILES if name in wanted]
+        self._buffer = bytearray(BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+
+    def read(self, pid: int) -> Reading | None:
+        """The namespace of ``pid``, or None when it went away (the process exited). A file the
+        kernel does not have (``stat/nf_conntrack`` without conntrack, ``snmp6`` without IPv6)
+        is left out."""
+        reading = Reading()
+        base = f"{self.root}/{pid}/net/"
+        for name, wanted, parse in self.wanted:
+            try:
+                data = self.read_file(base + name, name == CONNTRACK)
+            except OSError:
+                if not os.path.exists(base + SNMP):  # gone (or a zombie: no namespace left)
+                    return None
+                continue
+            try:
+                reading.values[name] = parse(data, wanted)
+            except (ValueError, IndexError) as exc:
+                reading.errors[name] = str(exc)
+        return reading
+
+    def read_file(self, path: str, records: bool = False) -> bytes:
+        """The file. ``snmp``, ``netstat``, ``snmp6`` and ``sockstat*`` are one seq_file record,
+        returned whole by one read with room for it; a file of several records (``nf_conntrack``:
+        one per CPU) may take more reads, so it is read to the end."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.readv(fd, [self._buffer])
+            while records and size < BUFFER_SIZE:
+                more = os.readv(fd, [self._view[size:]])
+                if not more:
+                    break
+                size += more
+        finally:
+            os.close(fd)
+        return bytes(self._view[:size])
+
+
+def read_host_conntrack(root: str) -> tuple[int | None, int | None, Values]:
+    """The host's conntrack table: (count, limit, statistics summed over CPUs), None where absent.
+    Read in the exporter's own namespace (``<root>/sys/net/netfilter``, ``<root>/net/stat``),
+    the host's, as every host-side read of the exporter."""
+    reader = NamespaceReader(root, {})
+
+    def number(name: str) -> int | None:
+        try:
+            return int(reader.read_file(f"{root}/sys/net/netfilter/{name}"))
+        except (OSError, ValueError):
+            return None
+
+    columns = ("insert_failed", "drop", "early_drop", "invalid")
+    try:
+        stats = parse_nf_conntrack(reader.read_file(f"{root}/net/{CONNTRACK}", True), {"": columns})
+    except (OSError, ValueError):
+        stats = {}
+    return number("nf_conntrack_count"), number("nf_conntrack_max"), stats

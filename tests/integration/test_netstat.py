@@ -1,0 +1,336 @@
+"""Per-namespace network health against real containers: each counter family moves by what
+the test did in that namespace and equals the namespace's own files read in the same moment;
+a shared namespace is counted once, a host-network container not at all; Docker's isolation
+rule counts the packets it dropped. Sockets the busybox image cannot make are made by the
+host's Python inside the container's namespace (nsenter --net)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from helpers import wait_for
+
+NETSTAT = "--collector.netstat"
+
+
+def pid_of(container) -> int:
+    container.reload()
+    return container.attrs["State"]["Pid"]
+
+
+def ip_of(container, network: str) -> str:
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def in_netns(container, code: str, timeout: float = 30) -> str:
+    """Run Python code in the container's network namespace; its stdout."""
+    return subprocess.run(
+        [
+            "nsenter",
+            f"--net=/proc/{pid_of(container)}/ns/net",
+            sys.executable,
+            "-c",
+            textwrap.dedent(code),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    ).stdout
+
+
+def own_snmp(container, file: str = "snmp") -> dict:
+    """{(section, field): value} of the container's /proc/net/<file>, parsed here by hand."""
+    lines = open(f"/proc/{pid_of(container)}/net/{file}").read().splitlines()
+    out = {}
+    for names, values in zip(lines[0::2], lines[1::2], strict=True):
+        section = names.split(":")[0]
+        out.update(
+            {
+                (section, n): int(v)
+                for n, v in zip(names.split()[1:], values.split()[1:], strict=True)
+            }
+        )
+    return out
+
+
+def value(e, metric: str, container, **labels) -> float | None:
+    return e.metrics().get_value(metric, container_id=container.id, **labels)
+
+
+def wait_value(e, metric: str, container, **labels) -> float:
+    """The value once the series exists (the exporter has seen the container)."""
+    wait_for(
+        lambda: value(e, metric, container, **labels) is not None,
+        what=f"{metric} of {container.name}",
+    )
+    return value(e, metric, container, **labels)
+
+
+def two_on_a_network(containers) -> tuple:
+    """A new network and two containers on it."""
+    net = containers.network()
+    return net, containers.run(network=net.name), containers.run(network=net.name)
+
+
+CONNECT_CLOSED = """
+    import socket
+    for _ in range({n}):
+        s = socket.socket()
+        s.settimeout(5)
+        try:
+            s.connect(("{ip}", 1))
+        except ConnectionRefusedError:
+            pass
+        s.close()
+"""
+
+
+def test_refused_connects_move_attempt_fails_and_resets_sent_by_exactly_n(containers, exporter):
+    net, client, server = two_on_a_network(containers)
+    e = exporter(NETSTAT)
+    fails = "dockernet_container_tcp_attempt_fails_total"
+    resets = "dockernet_container_tcp_resets_sent_total"
+    before = wait_value(e, fails, client), wait_value(e, resets, server)
+    n = 10
+    in_netns(client, CONNECT_CLOSED.format(n=n, ip=ip_of(server, net.name)))
+    after = value(e, fails, client), value(e, resets, server)
+    assert (after[0] - before[0], after[1] - before[1]) == (n, n)
+    # every TCP family equals the namespace's own snmp, read before and after the scrape
+    for _ in range(10):
+        own = own_snmp(server)
+        m = e.metrics()
+        if own_snmp(server) == own:
+            break
+    for family, field in (
+        ("tcp_active_opens", "ActiveOpens"),
+        ("tcp_passive_opens", "PassiveOpens"),
+        ("tcp_attempt_fails", "AttemptFails"),
+        ("tcp_estab_resets", "EstabResets"),
+        ("tcp_retransmitted_segments", "RetransSegs"),
+        ("tcp_segments_received", "InSegs"),
+        ("tcp_segments_sent", "OutSegs"),
+        ("tcp_resets_sent", "OutRsts"),
+        ("tcp_in_errors", "InErrs"),
+    ):
+        got = m.get_value(f"dockernet_container_{family}_total", container_id=server.id)
+        assert got == own[("Tcp", field)], family
+    assert (
+        m.get_value("dockernet_container_tcp_connections_established", container_id=server.id)
+        == own[("Tcp", "CurrEstab")]
+    )
+    assert (
+        m.get_value("dockernet_container_udp_no_ports_total", container_id=server.id, family="ipv4")
+        == own[("Udp", "NoPorts")]
+    )
+
+
+LISTEN_ZERO = """
+    import socket, time
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 8080))
+    listener.listen(0)
+    clients = []
+    for _ in range(20):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", 8080))
+        clients.append(c)
+    time.sleep(2)
+    print("done")
+"""
+
+
+def test_an_overfilled_listen_queue_moves_listen_overflows_and_drops(containers, exporter):
+    c = containers.run()
+    e = exporter(NETSTAT)
+    overflows = "dockernet_container_tcp_listen_overflows_total"
+    drops = "dockernet_container_tcp_listen_drops_total"
+    before = wait_value(e, overflows, c), wait_value(e, drops, c)
+    in_netns(c, LISTEN_ZERO)
+    after = value(e, overflows, c), value(e, drops, c)
+    assert after[0] > before[0] and after[1] >= after[0]
+    own = own_snmp(c, "netstat")
+    assert after == (own[("TcpExt", "ListenOverflows")], own[("TcpExt", "ListenDrops")])
+    assert (
+        value(e, "dockernet_container_tcp_syn_retransmits_total", c)
+        == own[("TcpExt", "TCPSynRetrans")]
+    )
+
+
+UDP_TO = """
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range({n}):
+        s.sendto(b"x", ("{ip}", 9))
+"""
+
+UDP_FLOOD = """
+    import socket
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    r.bind(("127.0.0.1", 9999))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(2000):
+        s.sendto(b"x" * 1000, ("127.0.0.1", 9999))
+"""
+
+
+def test_udp_to_a_closed_port_and_a_full_receive_buffer(containers, exporter):
+    net, sender, receiver = two_on_a_network(containers)
+    e = exporter(NETSTAT)
+    no_ports = "dockernet_container_udp_no_ports_total"
+    sent = "dockernet_container_udp_datagrams_sent_total"
+    before = (
+        wait_value(e, no_ports, receiver, family="ipv4"),
+        wait_value(e, sent, sender, family="ipv4"),
+    )
+    n = 7
+    in_netns(sender, UDP_TO.format(n=n, ip=ip_of(receiver, net.name)))
+    got = wait_for(
+        lambda: (value(e, no_ports, receiver, family="ipv4") - before[0] == n) or None,
+        what="the receiver's no_ports",
+    )
+    assert got and value(e, sent, sender, family="ipv4") - before[1] == n
+    buffer_errors = "dockernet_container_udp_receive_buffer_errors_total"
+    in_errors = "dockernet_container_udp_in_errors_total"
+    assert wait_value(e, buffer_errors, receiver, family="ipv4") == 0
+    in_netns(receiver, UDP_FLOOD)
+    errors = value(e, buffer_errors, receiver, family="ipv4")
+    assert errors > 0 and value(e, in_errors, receiver, family="ipv4") >= errors
+    assert errors == own_snmp(receiver)[("Udp", "RcvbufErrors")]
+    assert value(e, "dockernet_container_udp_no_ports_total", receiver, family="ipv6") is not None
+
+
+def test_shared_namespace_once_host_network_never_and_sockets(containers, exporter):
+    owner = containers.run()
+    guest = containers.run(network_mode=f"container:{owner.id}")
+    host = containers.run(network_mode="host")
+    e = exporter(NETSTAT)
+    wait_value(e, "dockernet_container_tcp_active_opens_total", owner)
+    mine = [
+        line
+        for line in e.text().splitlines()
+        if line.startswith(
+            ("dockernet_container_tcp", "dockernet_container_udp", "dockernet_container_ip_")
+        )
+        or line.startswith(("dockernet_container_sockets", "dockernet_container_conntrack"))
+    ]
+    assert mine and not [line for line in mine if guest.id in line or host.id in line]
+    m = e.metrics()
+    assert len(m.select("dockernet_container_tcp_active_opens_total", container_id=owner.id)) == 1
+    sockets = {
+        (l["protocol"], l["state"]): v
+        for l, v in m.select("dockernet_container_sockets", container_id=owner.id)
+    }
+    assert sockets == {
+        ("tcp", "inuse"): 0,
+        ("tcp", "tw"): 0,
+        ("udp", "inuse"): 0,
+        ("tcp6", "inuse"): 0,
+        ("udp6", "inuse"): 0,
+    }
+    hold = """
+        import socket, time
+        s = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        for x in s:
+            x.bind(("127.0.0.1", 0))
+        print("bound", flush=True)
+        time.sleep(30)
+    """
+    proc = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/proc/{pid_of(owner)}/ns/net",
+            sys.executable,
+            "-c",
+            textwrap.dedent(hold),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "bound"
+        assert value(e, "dockernet_container_sockets", owner, protocol="udp", state="inuse") == 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_time_wait_sockets_are_counted_per_namespace(containers, exporter):
+    c = containers.run()
+    e = exporter(NETSTAT)
+    wait_value(e, "dockernet_container_sockets", c, protocol="tcp", state="tw")
+    in_netns(
+        c,
+        """
+        import socket
+        l = socket.socket(); l.bind(("127.0.0.1", 8080)); l.listen(8)
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", 8080)); a, _ = l.accept()
+            s.close(); a.close()  # the side closing first keeps the time-wait socket
+        """,
+    )
+    own = {line.split(":")[0]: line.split() for line in open(f"/proc/{pid_of(c)}/net/sockstat")}[
+        "TCP"
+    ]
+    tw = int(own[own.index("tw") + 1])
+    assert tw >= 4
+    assert value(e, "dockernet_container_sockets", c, protocol="tcp", state="tw") == tw
+
+
+def test_conntrack_entries_of_a_namespace_with_its_own_rules_and_of_a_plain_one(
+    containers, exporter
+):
+    # On the default bridge: no embedded-DNS rules of Docker's in the namespace, no conntrack.
+    plain, tracked = containers.run(), containers.run()
+    subprocess.run(
+        [
+            "nsenter",
+            f"--net=/proc/{pid_of(tracked)}/ns/net",
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "ACCEPT",
+        ],
+        check=True,
+    )
+    e = exporter(NETSTAT)
+    entries = "dockernet_container_conntrack_entries"
+    assert wait_value(e, entries, plain) == 0
+    in_netns(tracked, UDP_TO.format(n=3, ip=ip_of(plain, "bridge")))
+    assert value(e, entries, tracked) >= 1
+    assert value(e, entries, plain) == 0
+    assert value(e, "dockernet_container_conntrack_insert_failed_total", tracked) == 0
+    m = e.metrics()
+    assert m.get_value("dockernet_conntrack_entries_limit") == int(
+        open("/proc/sys/net/netfilter/nf_conntrack_max").read()
+    )
+    assert (
+        m.get_value("dockernet_conntrack_entries") > 0
+    )  # the host's table holds the bridged flows
+
+
+def test_pings_across_two_networks_count_as_isolation_drops(containers, exporter):
+    a_net, b_net = containers.network(), containers.network()
+    a, b = containers.run(network=a_net.name), containers.run(network=b_net.name)
+    e = exporter()  # the drops come from the rules the NAT collector reads, on by default
+    bridge = "br-" + b_net.id[:12]
+    dropped = "dockernet_firewall_dropped_packets_total"
+    labels = {"network": b_net.name, "bridge": bridge, "reason": "isolation"}
+    before = wait_for(
+        lambda: e.metrics().get_value(dropped, **labels) is not None or None,
+        what="the isolation drops of the new bridge",
+    ) and e.metrics().get_value(dropped, **labels)
+    n = 5
+    ping = a.exec_run(f"ping -c {n} -i 0.1 -W 1 {ip_of(b, b_net.name)}")
+    assert ping.exit_code != 0  # nothing came back
+    assert e.metrics().get_value(dropped, **labels) - before == n
