@@ -123,7 +123,11 @@ def render_costs(veths: int, containers: int, repeats: int) -> dict:
         AddressesCollector(),
         OrphansCollector(),
     ]
-    daemon = SimpleNamespace(snapshot=snap, events=Counter(), resyncs=Counter())
+    published = threading.Event()
+    published.set()
+    daemon = SimpleNamespace(
+        snapshot=snap, published=published, events=Counter(), resyncs=Counter()
+    )
     scraper = Scraper(daemon, collectors)  # type: ignore[arg-type]
 
     def metrics() -> str:
