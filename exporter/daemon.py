@@ -13,6 +13,7 @@ which events do not wait for.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import queue
 import threading
@@ -250,13 +251,16 @@ class Daemon:
         return changed
 
     def _process_exited(self, workload_id: str, pid: int) -> bool:
-        """A workload's main process exited: it no longer runs, whatever its runtime says next."""
+        """A workload's main process exited: it no longer runs, whatever its runtime says next. A
+        pod sandbox's namespace is held by its file, not by the process: the sandbox stays, not
+        ready, until its runtime stops it."""
         c = self._state.containers.get(workload_id)
-        return (
-            c is not None
-            and c.pid == pid
-            and self._reader.remove_container(self._state, workload_id)
-        )
+        if c is None or c.pid != pid:
+            return False
+        if c.is_pod and c.netns_path:
+            self._state.containers[c.id] = dataclasses.replace(c, pid=0, ready=False, members=())
+            return True
+        return self._reader.remove_container(self._state, workload_id)
 
     def _set_runtime_up(self, runtime: str, up: bool) -> bool:
         changed = self._state.runtimes_up.get(runtime) != up

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_CRI_ENDPOINT = "/run/containerd/containerd.sock"
 OUTPUT_FORMATS = ("table", "json")
 
 
@@ -88,6 +89,20 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         type=duration,
         default=default(10.0),
         help="timeout of each Docker API call (default: 10s)",
+    )
+    p.add_argument(
+        "--cri.endpoint",
+        dest="cri_endpoint",
+        default=default(None),
+        help="CRI socket of containerd (or CRI-O, k3s) for Kubernetes pods; '' turns it off "
+        f"(default: {DEFAULT_CRI_ENDPOINT}, used when it exists and answers the CRI)",
+    )
+    p.add_argument(
+        "--cri.timeout",
+        dest="cri_timeout",
+        type=duration,
+        default=default(10.0),
+        help="timeout of each CRI call (default: 10s)",
     )
     p.add_argument(
         "--path.procfs",

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from . import logs
+from .flags import DEFAULT_CRI_ENDPOINT
 from .sources.docker import DockerSource
 from .sources.workloads import WorkloadSource
+
+log = logs.get_logger()
 
 
 class SourceConfigError(ValueError):
@@ -14,6 +18,31 @@ class SourceConfigError(ValueError):
 
 def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
     try:
-        return [DockerSource(args.docker_host, args.docker_timeout)]
+        sources: list[WorkloadSource] = [DockerSource(args.docker_host, args.docker_timeout)]
     except ValueError as exc:
         raise SourceConfigError(f"--docker.host: {exc}") from None
+    cri = cri_source(getattr(args, "cri_endpoint", None), getattr(args, "cri_timeout", 10.0))
+    return sources + ([cri] if cri is not None else [])
+
+
+def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:
+    """The CRI source: always when its endpoint is given (down until it answers); at the default
+    endpoint only when the socket exists and speaks the CRI, so that a node without containerd
+    (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
+    if endpoint == "":
+        return None
+    from .sources import cri  # grpcio only where a CRI may be
+
+    if endpoint is not None:
+        return cri.CriSource(endpoint, timeout)
+    why = cri.probe(DEFAULT_CRI_ENDPOINT)
+    if why is None:
+        return cri.CriSource(DEFAULT_CRI_ENDPOINT, timeout)
+    if why != "no socket":
+        log.warning(
+            "cri_not_used",
+            endpoint=DEFAULT_CRI_ENDPOINT,
+            error=why,
+            detail="pods are not named; give --cri.endpoint to follow it anyway",
+        )
+    return None

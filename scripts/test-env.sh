@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Prepare this machine for the test suite: system packages, a running dockerd
-# with non-private address pools, and the local busybox test image.
+# with non-private address pools, the local busybox test image, and a standalone
+# containerd with its CRI plugin and hand-made images (scripts/cri-env.sh).
 # Safe to re-run: every step checks first and does only what is missing.
 set -euo pipefail
 
 TEST_IMAGE="${TEST_IMAGE:-dockernet-test:busybox}"
-APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd)
+APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc)
 DOCKERD_LOG=/var/log/dockernet-test-dockerd.log
 
 log() { echo "test-env: $*" >&2; }
@@ -71,7 +72,8 @@ case "${1:-all}" in
         install_packages
         start_dockerd
         build_test_image
-        log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE"
+        bash "$(dirname "$0")/cri-env.sh" start
+        log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE, CRI containerd"
         ;;
     dockerd)
         start_dockerd

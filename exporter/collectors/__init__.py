@@ -12,11 +12,13 @@ from .bridges import BridgesCollector
 from .containers import ContainersCollector
 from .nat import NatCollector
 from .orphans import OrphansCollector
+from .pods import PodsCollector
 from .veths import VethsCollector
 
 # Also the order of their families on /metrics.
 ALL: tuple[type[Collector], ...] = (
     ContainersCollector,
+    PodsCollector,
     VethsCollector,
     NatCollector,
     BridgesCollector,

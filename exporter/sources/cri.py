@@ -1,0 +1,198 @@
+"""Kubernetes pods through the CRI (``runtime.v1.RuntimeService``, what the kubelet calls), with
+lifecycle events from containerd's events service (CRI v1 on containerd 1.6 has no event stream).
+
+A pod is one workload: its sandbox, whose namespace is the file its verbose status names
+(``/var/run/netns/cni-<uuid>``), and whose running containers are its members. A hostNetwork
+pod (namespace mode NODE) has the host's namespace, hence no veth.
+
+``parse_pod``, ``pod_members`` and ``parse_event`` are pure; ``CriSource`` makes the calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..model import Container, Network, PodMember
+from . import cri_api
+from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Sandbox
+from .workloads import Effect, SourceUnavailable, WorkloadEvent
+
+DEFAULT_ENDPOINT = "/run/containerd/containerd.sock"
+CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and containers
+EFFECTS = {
+    # A sandbox's task starts once CNI has made its veth; a container's, in a running pod.
+    "/tasks/start": Effect.CHANGED,
+    # A sandbox whose process exits is kept (not ready) while its namespace lives; a container
+    # that exits leaves its pod.
+    "/tasks/exit": Effect.CHANGED,
+    "/containers/delete": Effect.GONE,
+}
+PING_TIMEOUT = 5.0
+
+
+def pod_members(
+    containers: Iterable[CriContainer], sandbox_id: str, started: str = "", exited: str = ""
+) -> tuple[PodMember, ...]:
+    """The running containers of a sandbox. An event says more freshly than the CRI's state that
+    the container `started` runs, or that `exited` no longer does."""
+    return tuple(
+        PodMember(c.id, c.name, c.image)
+        for c in sorted(containers, key=lambda c: (c.name, c.id))
+        if c.sandbox_id == sandbox_id and c.id != exited and (c.running or c.id == started)
+    )
+
+
+def parse_pod(sandbox: Sandbox, members: tuple[PodMember, ...] = ()) -> Container | None:
+    """A pod from its verbose sandbox status, or None when it holds no namespace any more (a
+    stopped sandbox). A sandbox whose process died is kept, not ready, while its namespace lives."""
+    if not sandbox.ready and not sandbox.netns_path:
+        return None
+    return Container(
+        id=sandbox.id,
+        name=f"{sandbox.namespace}_{sandbox.name}",
+        runtime="containerd",
+        pid=sandbox.pid if sandbox.ready else 0,
+        netns_path=sandbox.netns_path,
+        network_mode="host" if sandbox.host_network else "pod",
+        pod_namespace=sandbox.namespace,
+        pod_name=sandbox.name,
+        pod_uid=sandbox.uid,
+        ready=sandbox.ready,
+        members=members if sandbox.ready else (),
+    )
+
+
+def parse_event(envelope: cri_api.Envelope) -> WorkloadEvent:
+    effect = EFFECTS.get(envelope.topic, Effect.NOTHING)
+    return WorkloadEvent(envelope.topic, effect, envelope.container_id, envelope.time)
+
+
+class CriSource:
+    """A CRI runtime's pods; every call may raise SourceUnavailable."""
+
+    runtime = "containerd"
+    event_actions = tuple(EFFECTS)
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0) -> None:
+        self.address = endpoint
+        self.timeout = timeout
+        self._client = CriClient(endpoint, timeout)
+        self._stream: Any = None
+        self._lock = threading.Lock()
+        # The latest start or exit event of each container not yet looked up (see pod_members).
+        self._fresh: dict[str, str] = {}
+
+    def _call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+        try:
+            return self._client.call(method, request, timeout)
+        except CallFailed as exc:
+            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+
+    def _status(self, sandbox_id: str) -> Sandbox:
+        data = self._call("PodSandboxStatus", cri_api.sandbox_status_request(sandbox_id))
+        return cri_api.parse_sandbox_status(data)
+
+    def _containers(self, sandbox_id: str = "", container_id: str = "") -> list[CriContainer]:
+        request = cri_api.list_containers_request(sandbox_id, container_id, running=False)
+        return cri_api.parse_containers(self._call("ListContainers", request))
+
+    def version(self) -> str:
+        return cri_api.parse_version(self._call("Version", cri_api.version_request()))
+
+    def workloads(self) -> list[Container]:
+        sandboxes = cri_api.parse_sandboxes(self._call("ListPodSandbox", b""))
+        containers = self._containers()
+        out = []
+        for listed in sandboxes:
+            try:
+                sandbox = self._status(listed.id)
+            except NotFound:  # removed meanwhile
+                continue
+            pod = parse_pod(sandbox, pod_members(containers, sandbox.id))
+            if pod is not None:
+                out.append(pod)
+        return out
+
+    def workload(self, workload_id: str) -> Container | None:
+        """The pod of a sandbox id, or of the id of one of its containers."""
+        fresh = self._fresh.pop(workload_id, "")
+        started = workload_id if fresh == "/tasks/start" else ""
+        exited = workload_id if fresh == "/tasks/exit" else ""
+        sandbox_id = workload_id
+        try:
+            sandbox = self._status(sandbox_id)
+        except NotFound:
+            owners = [c.sandbox_id for c in self._containers(container_id=workload_id)]
+            if not owners:
+                return None
+            sandbox_id = owners[0]
+            try:
+                sandbox = self._status(sandbox_id)
+            except NotFound:
+                return None
+        members = pod_members(self._containers(sandbox_id=sandbox_id), sandbox_id, started, exited)
+        return parse_pod(sandbox, members)
+
+    def networks(self) -> list[Network]:
+        return []
+
+    def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
+        """containerd's events of the CRI's namespace from now (the service replays nothing: a
+        gap is covered by the resync that follows a reconnect)."""
+        filters = [f'topic=="{topic}",namespace=={CRI_NAMESPACE}' for topic in EFFECTS]
+        try:
+            self.version()  # the stream itself reports a dead socket only when iterated
+            stream = self._client.subscribe(filters)
+        except CallFailed as exc:
+            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+        with self._lock:
+            self._stream = stream
+        return self._decoded(stream)
+
+    def _decoded(self, stream: Any) -> Iterator[WorkloadEvent]:
+        try:
+            for envelope in self._client.envelopes(stream):
+                if envelope.topic in ("/tasks/start", "/tasks/exit"):
+                    self._fresh[envelope.container_id] = envelope.topic
+                yield parse_event(envelope)
+        except CallFailed as exc:
+            with self._lock:
+                cancelled, self._stream = self._stream is None, None
+            if not cancelled:
+                raise SourceUnavailable(
+                    f"containerd's events ended at {self.address} ({exc})"
+                ) from None
+
+    def close_events(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+
+    def ping(self) -> bool:
+        try:
+            self._call("Version", cri_api.version_request(), min(self.timeout, PING_TIMEOUT))
+            return True
+        except SourceUnavailable:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def probe(endpoint: str, timeout: float = 2.0) -> str | None:
+    """Why the CRI at `endpoint` cannot be used, or None when it answers (start-up, for the
+    default endpoint: a missing socket is no error, a socket that speaks no CRI is said once)."""
+    if not os.path.exists(endpoint.removeprefix("unix://")):
+        return "no socket"
+    source = CriSource(endpoint, timeout)
+    try:
+        source.version()
+        return None
+    except SourceUnavailable as exc:
+        return str(exc)
+    finally:
+        source.close()
