@@ -14,18 +14,20 @@ import traceback
 import uuid
 from pathlib import Path
 
-from . import churn, freshness, natparse, procs, report, scrape_curve, startup, steady, storm
+from . import churn, freshness, natparse, pods, procs, report, scrape_curve, startup, steady, storm
+from .cri_pods import CRI_SOCKET
 from .load import Load
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
-SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "churn", "storm")
+SCENARIOS = ("nat", "startup", "curve", "steady", "freshness", "pods", "churn", "storm")
 TINY = {
     "veths": "16,24",
     "containers": 4,
     "repeats": 3,
     "freshness": 3,
+    "pods": 3,
     "churn": 4,
     "steady": 2.0,
     "storm": 20,
@@ -66,6 +68,12 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--freshness", type=int, default=100, help="container starts (and removals) timed"
+    )
+    p.add_argument("--pods", type=int, default=50, help="pods run and stopped through the CRI")
+    p.add_argument(
+        "--cri-endpoint",
+        default=CRI_SOCKET,
+        help="CRI socket of the test containerd (scripts/cri-env.sh), for the pods scenario",
     )
     p.add_argument("--churn", type=int, default=1000, help="create/remove cycles while scraping")
     p.add_argument("--steady", type=float, default=300.0, help="seconds of the steady-state window")
@@ -153,6 +161,7 @@ def scenarios(args, client, load, ours, node) -> dict:
         ),
         "steady": lambda: steady.run(ours, node, args.steady, args.steady_interval),
         "freshness": lambda: freshness.run(client, load, ours, args.freshness),
+        "pods": lambda: pods.run(ours, args.prefix, args.pods),
         "churn": lambda: churn.run(load, ours, args.churn),
         "storm": lambda: storm.run(load, ours, args.storm),
         "nat": lambda: natparse.run(args.nat_rules),
@@ -173,6 +182,12 @@ def scenarios(args, client, load, ours, node) -> dict:
     return results
 
 
+def exporter_flags(args) -> tuple:
+    """The flags asked for, and the CRI socket where the pods scenario runs."""
+    cri = (f"--cri.endpoint={args.cri_endpoint}",) if "pods" in args.only else ()
+    return (*cri, *args.exporter_flags)
+
+
 def run(args) -> dict:
     import docker
 
@@ -182,7 +197,7 @@ def run(args) -> dict:
     exporters = []
     try:
         exporters += [
-            procs.ours(args.out, args.exporter_flags).wait_ready(),
+            procs.ours(args.out, exporter_flags(args)).wait_ready(),
             procs.node_exporter(args.out).wait_ready(),
         ]
         results = {

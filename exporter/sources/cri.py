@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ EFFECTS = {
     "/containers/delete": Effect.GONE,
 }
 PING_TIMEOUT = 5.0
+START_WAIT, START_RETRY = 0.5, 0.005  # seconds; see CriSource.workload
 
 
 def pod_members(
@@ -117,24 +119,33 @@ class CriSource:
         return out
 
     def workload(self, workload_id: str) -> Container | None:
-        """The pod of a sandbox id, or of the id of one of its containers."""
+        """The pod of a sandbox id, or of the id of one of its containers. A sandbox's task starts
+        a moment before the CRI records the sandbox: after a start event, an unknown id is asked
+        again for up to START_WAIT."""
         fresh = self._fresh.pop(workload_id, "")
         started = workload_id if fresh == "/tasks/start" else ""
         exited = workload_id if fresh == "/tasks/exit" else ""
-        sandbox_id = workload_id
-        try:
-            sandbox = self._status(sandbox_id)
-        except NotFound:
-            owners = [c.sandbox_id for c in self._containers(container_id=workload_id)]
-            if not owners:
-                return None
-            sandbox_id = owners[0]
-            try:
-                sandbox = self._status(sandbox_id)
-            except NotFound:
-                return None
+        deadline, pause = time.monotonic() + (START_WAIT if started else 0.0), START_RETRY
+        while (found := self._lookup(workload_id)) is None and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause *= 2
+        if found is None:
+            return None
+        sandbox, sandbox_id = found, found.id
         members = pod_members(self._containers(sandbox_id=sandbox_id), sandbox_id, started, exited)
         return parse_pod(sandbox, members)
+
+    def _lookup(self, workload_id: str) -> Sandbox | None:
+        """The sandbox of that id, or of the container of that id."""
+        try:
+            return self._status(workload_id)
+        except NotFound:
+            pass
+        owners = [c.sandbox_id for c in self._containers(container_id=workload_id)]
+        try:
+            return self._status(owners[0]) if owners else None
+        except NotFound:
+            return None
 
     def networks(self) -> list[Network]:
         return []
