@@ -81,7 +81,8 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         "--docker.host",
         dest="docker_host",
         default=default(default_docker_host()),
-        help="Docker Engine API address (default: $DOCKER_HOST, else the local socket)",
+        help="Docker Engine API address; '' turns Docker off (default: $DOCKER_HOST, else the "
+        "local socket)",
     )
     p.add_argument(
         "--docker.timeout",

@@ -17,10 +17,13 @@ class SourceConfigError(ValueError):
 
 
 def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
-    try:
-        sources: list[WorkloadSource] = [DockerSource(args.docker_host, args.docker_timeout)]
-    except ValueError as exc:
-        raise SourceConfigError(f"--docker.host: {exc}") from None
+    """Docker unless --docker.host is '' (a node without Docker), and the CRI (see cri_source)."""
+    sources: list[WorkloadSource] = []
+    if args.docker_host != "":
+        try:
+            sources.append(DockerSource(args.docker_host, args.docker_timeout))
+        except ValueError as exc:
+            raise SourceConfigError(f"--docker.host: {exc}") from None
     cri = cri_source(getattr(args, "cri_endpoint", None), getattr(args, "cri_timeout", 10.0))
     return sources + ([cri] if cri is not None else [])
 

@@ -4,10 +4,12 @@ events), read back into pods; the pure rules of the CRI source."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
+from exporter import runtimes
 from exporter.model import PodMember
 from exporter.sources import cri, cri_api
 from exporter.sources import protowire as pw
@@ -168,3 +170,20 @@ def test_target_of_an_endpoint():
         == "unix:///run/containerd/containerd.sock"
     )
     assert cri_api.target("unix:///run/x.sock") == "unix:///run/x.sock"
+
+
+def args(**kw) -> argparse.Namespace:
+    base = {"docker_host": None, "docker_timeout": 1.0, "cri_endpoint": None, "cri_timeout": 1.0}
+    return argparse.Namespace(**(base | kw))
+
+
+def test_sources_from_flags(monkeypatch):
+    monkeypatch.setattr(cri, "probe", lambda endpoint: "no socket")
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+    assert runtimes.from_args(args(docker_host="", cri_endpoint="")) == []
+    (given,) = runtimes.from_args(args(docker_host="", cri_endpoint="/run/x.sock"))
+    assert (given.runtime, given.address) == ("containerd", "/run/x.sock")
+    monkeypatch.setattr(cri, "probe", lambda endpoint: None)  # the default socket answers the CRI
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker", "containerd"]
+    monkeypatch.setattr(cri, "probe", lambda endpoint: "UNIMPLEMENTED: not a CRI v1 runtime")
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
