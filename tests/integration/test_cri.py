@@ -4,11 +4,14 @@ metrics, hostNetwork, stop, orphans, a containerd restart, and the `veths` comma
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -228,3 +231,68 @@ def test_started_pod_is_seen_within_a_second(exporter, pods):
     started = time.monotonic()
     mapped(e, pod)
     assert time.monotonic() - started < 1.0
+
+
+CHURNED = 50
+WORKERS = 4
+
+
+class PodChurn:
+    """Pods run and stopped from several workers, with when each was live (RunPodSandbox returned,
+    StopPodSandbox not called yet) and when each stop returned."""
+
+    def __init__(self, pods: CriPods) -> None:
+        self.pods = pods
+        self.lock = threading.Lock()
+        self.live: dict[str, float] = {}  # pod name -> since when
+        self.stopped: dict[str, float] = {}  # pod name -> when its stop returned
+        self.veths: dict[str, str] = {}  # pod name -> host veth, from the kernel
+
+    def cycle(self, i: int) -> None:
+        pod = self.pods.run(f"churn-{i}-{uuid.uuid4().hex[:4]}", containers=())
+        veth = kernel_view(self.pods, pod)[0]
+        with self.lock:
+            self.live[pod.name] = time.monotonic()
+            self.veths[pod.name] = veth
+        time.sleep(random.uniform(0.2, 1.0))
+        with self.lock:
+            del self.live[pod.name]
+        self.pods.remove(pod)
+        with self.lock:
+            self.stopped[pod.name] = time.monotonic()
+
+
+@pytest.mark.slow
+def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, pods):
+    e = exporter(CRI, "--collector.orphans.grace=2s")
+    churn = PodChurn(pods)
+    seen: set[str] = set()
+    problems: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            m = e.metrics()
+            with churn.lock:
+                live = {p: t for p, t in churn.live.items() if t < started}
+                stopped = {p: t for p, t in churn.stopped.items() if t < started - 1.0}
+                live_veths = {churn.veths[p] for p in live}
+            shown = {l["pod"] for l, _ in m.select("dockernet_pod_receive_bytes_total")}
+            seen.update(shown)
+            problems.extend(f"stale {p}" for p in shown & stopped.keys())
+            problems.extend(f"orphan {v}" for v in set(flagged(m)) & live_veths)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(churn.cycle, range(CHURNED)))
+    done.set()
+    watcher.join(10)
+    assert not problems, problems[:10]
+    assert len(churn.stopped) == CHURNED
+    missed = set(churn.stopped) - seen
+    assert not missed, sorted(missed)
+    final = e.text()
+    assert not [p for p in churn.stopped if f'pod="{p}"' in final]
