@@ -33,7 +33,7 @@ from .changes import (
     RuntimeUp,
     Stop,
 )
-from .model import HostState
+from .model import Container, HostState
 from .sources import exits
 from .sources.follow import Follower
 from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
@@ -241,7 +241,14 @@ class Daemon:
         if found is None:
             return self._reader.remove_container(self._state, workload_id)
         self._reader.add_container(self._state, found)
+        if not self._knows_networks(found):  # a runtime that tells no network's creation (Podman)
+            self._reload_networks(source)
         return True
+
+    def _knows_networks(self, c: Container) -> bool:
+        networks = self._state.networks.values()
+        known = {n.id for n in networks} | {n.name for n in networks}
+        return all(ep.network_id in known or ep.network in known for ep in c.endpoints)
 
     def _reload_networks(self, source: WorkloadSource) -> bool:
         networks = {n.id: n for n in source.networks()}

@@ -92,6 +92,13 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         help="timeout of each Docker API call (default: 10s)",
     )
     p.add_argument(
+        "--podman.host",
+        dest="podman_host",
+        default=default(None),
+        help="rootful Podman's Docker-compatible API socket; '' turns it off (default: "
+        "unix:///run/podman/podman.sock, used when it exists and answers)",
+    )
+    p.add_argument(
         "--cri.endpoint",
         dest="cri_endpoint",
         default=default(None),

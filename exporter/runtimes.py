@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from . import logs
 from .flags import DEFAULT_CRI_ENDPOINT
@@ -17,15 +18,35 @@ class SourceConfigError(ValueError):
 
 
 def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
-    """Docker unless --docker.host is '' (a node without Docker), and the CRI (see cri_source)."""
+    """Docker unless --docker.host is '' (a node without Docker), Podman and the CRI (see
+    podman_source and cri_source)."""
     sources: list[WorkloadSource] = []
     if args.docker_host != "":
         try:
             sources.append(DockerSource(args.docker_host, args.docker_timeout))
         except ValueError as exc:
             raise SourceConfigError(f"--docker.host: {exc}") from None
+    podman = podman_source(getattr(args, "podman_host", None), args.docker_timeout)
     cri = cri_source(getattr(args, "cri_endpoint", None), getattr(args, "cri_timeout", 10.0))
-    return sources + ([cri] if cri is not None else [])
+    return sources + [s for s in (podman, cri) if s is not None]
+
+
+def podman_source(host: str | None, timeout: float) -> WorkloadSource | None:
+    """Podman: always when its socket is given; at the default path when it exists and answers."""
+    if host == "":
+        return None
+    from .sources.podman import DEFAULT_HOST, PodmanSource
+
+    try:
+        source = PodmanSource(host or DEFAULT_HOST, timeout)
+    except ValueError as exc:
+        raise SourceConfigError(f"--podman.host: {exc}") from None
+    if host is not None:
+        return source
+    if os.path.exists(DEFAULT_HOST.removeprefix("unix://")) and source.ping():
+        return source
+    source.close()
+    return None
 
 
 def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:

@@ -119,11 +119,7 @@ images() {
     log "importing $PAUSE_IMAGE and $BUSYBOX_IMAGE"
     local root
     root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
-    cp /bin/busybox "$root/bin/busybox"
-    for tool in sh sleep ip ping nc wget cat httpd ls echo ifconfig route ps kill true; do
-        ln -s busybox "$root/bin/$tool"
-    done
+    bash "$(dirname "$0")/busybox-rootfs.sh" "$root"
     printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait $!; done\n' >"$root/pause"
     chmod +x "$root/pause"
     import_image "$PAUSE_IMAGE" "$root" '["/pause"]'
