@@ -10,18 +10,24 @@ pod (namespace mode NODE) has the host's namespace, hence no veth.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from ..model import Container, Network, PodMember
+from ..model import Container, Endpoint, Network, PodMember
 from . import cri_api
 from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Sandbox
 from .workloads import Effect, SourceUnavailable, WorkloadEvent
 
 DEFAULT_ENDPOINT = "/run/containerd/containerd.sock"
+# CNI's cache of each attachment's result: <network>-<sandbox id>-<interface>, JSON.
+CNI_RESULTS = "/var/lib/cni/results"
+CNI_LOOPBACK = "cni-loopback"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and containers
 EFFECTS = {
     # A sandbox's task starts once CNI has made its veth; a container's, in a running pod.
@@ -47,7 +53,83 @@ def pod_members(
     )
 
 
-def parse_pod(sandbox: Sandbox, members: tuple[PodMember, ...] = ()) -> Container | None:
+@dataclass(frozen=True)
+class CniAttachment:
+    """One cached CNI result: a sandbox's interface on a network, and the host bridge it uses."""
+
+    sandbox_id: str
+    network: str
+    bridge: str
+    subnets: tuple[tuple[str, str], ...]
+    endpoint: Endpoint
+
+
+def parse_cni_result(doc: dict) -> CniAttachment | None:
+    """A cached CNI result (kind cniCacheV1); None for the loopback and for what it cannot read.
+    The host-side interfaces come without a sandbox: with the bridge plugin, the bridge first,
+    then the host veth; a plugin without a bridge (ptp) lists the veth alone."""
+    result = doc.get("result") or {}
+    name, if_name = doc.get("networkName") or "", doc.get("ifName") or ""
+    if doc.get("kind") != "cniCacheV1" or not name or name == CNI_LOOPBACK:
+        return None
+    interfaces = result.get("interfaces") or []
+    host_side = [i.get("name", "") for i in interfaces if not i.get("sandbox")]
+    inside = [i for i in interfaces if i.get("sandbox") and i.get("name") == if_name]
+    subnets, address, prefix = [], "", 0
+    for ip in result.get("ips") or ():
+        try:
+            iface = ipaddress.ip_interface(ip.get("address", ""))
+        except ValueError:
+            continue
+        subnets.append((str(iface.network), ip.get("gateway") or ""))
+        if iface.version == 4 and not address:
+            address, prefix = str(iface.ip), iface.network.prefixlen
+    return CniAttachment(
+        sandbox_id=doc.get("containerId") or "",
+        network=name,
+        bridge=host_side[0] if len(host_side) > 1 else "",
+        subnets=tuple(sorted(set(subnets))),
+        endpoint=Endpoint(
+            network=name,
+            network_id=cni_network_id(name),
+            mac=inside[0].get("mac", "") if inside else "",
+            ipv4=address,
+            ipv4_prefix=prefix,
+        ),
+    )
+
+
+def cni_network_id(name: str) -> str:
+    return f"cni:{name}"
+
+
+def cni_networks(attachments: Iterable[CniAttachment]) -> list[Network]:
+    """The CNI networks the cached results show, with their bridges. Their NAT (the bridge
+    plugin's ipMasq chains) is not attributed: no MASQUERADE rule is expected of them."""
+    by_name: dict[str, tuple[str, set]] = {}
+    for a in attachments:
+        bridge, subnets = by_name.setdefault(a.network, (a.bridge, set()))
+        subnets.update(a.subnets)
+        if a.bridge and not bridge:
+            by_name[a.network] = (a.bridge, subnets)
+    return [
+        Network(
+            id=cni_network_id(name),
+            name=name,
+            driver="bridge" if bridge else "cni",
+            bridge=bridge,
+            subnets=tuple(sorted(subnets)),
+            masquerade=False,
+        )
+        for name, (bridge, subnets) in sorted(by_name.items())
+    ]
+
+
+def parse_pod(
+    sandbox: Sandbox,
+    members: tuple[PodMember, ...] = (),
+    endpoints: tuple[Endpoint, ...] = (),
+) -> Container | None:
     """A pod from its verbose sandbox status, or None when it holds no namespace any more (a
     stopped sandbox). A sandbox whose process died is kept, not ready, while its namespace lives."""
     if not sandbox.ready and not sandbox.netns_path:
@@ -64,6 +146,7 @@ def parse_pod(sandbox: Sandbox, members: tuple[PodMember, ...] = ()) -> Containe
         pod_uid=sandbox.uid,
         ready=sandbox.ready,
         members=members if sandbox.ready else (),
+        endpoints=endpoints,
     )
 
 
@@ -78,8 +161,14 @@ class CriSource:
     runtime = "containerd"
     event_actions = tuple(EFFECTS)
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = 10.0,
+        cni_results: str = CNI_RESULTS,
+    ) -> None:
         self.address = endpoint
+        self.cni_results = cni_results
         self.timeout = timeout
         self._client = CriClient(endpoint, timeout)
         self._stream: Any = None
@@ -113,7 +202,8 @@ class CriSource:
                 sandbox = self._status(listed.id)
             except NotFound:  # removed meanwhile
                 continue
-            pod = parse_pod(sandbox, pod_members(containers, sandbox.id))
+            members = pod_members(containers, sandbox.id)
+            pod = parse_pod(sandbox, members, self._endpoints(sandbox.id))
             if pod is not None:
                 out.append(pod)
         return out
@@ -133,7 +223,7 @@ class CriSource:
             return None
         sandbox, sandbox_id = found, found.id
         members = pod_members(self._containers(sandbox_id=sandbox_id), sandbox_id, started, exited)
-        return parse_pod(sandbox, members)
+        return parse_pod(sandbox, members, self._endpoints(sandbox_id))
 
     def _lookup(self, workload_id: str) -> Sandbox | None:
         """The sandbox of that id, or of the container of that id."""
@@ -148,7 +238,29 @@ class CriSource:
             return None
 
     def networks(self) -> list[Network]:
-        return []
+        return cni_networks(self._attachments())
+
+    def _attachments(self, sandbox_id: str = "") -> list[CniAttachment]:
+        """The cached CNI results (of one sandbox); none where the cache cannot be read."""
+        try:
+            names = os.listdir(self.cni_results)
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            if sandbox_id and f"-{sandbox_id}-" not in name:
+                continue
+            try:
+                with open(os.path.join(self.cni_results, name)) as f:
+                    found = parse_cni_result(json.load(f))
+            except (OSError, ValueError):
+                continue
+            if found is not None and (not sandbox_id or found.sandbox_id == sandbox_id):
+                out.append(found)
+        return out
+
+    def _endpoints(self, sandbox_id: str) -> tuple[Endpoint, ...]:
+        return tuple(sorted((a.endpoint for a in self._attachments(sandbox_id)), key=str))
 
     def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
         """containerd's events of the CRI's namespace from now (the service replays nothing: a

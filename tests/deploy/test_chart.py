@@ -17,6 +17,8 @@ import pytest
 import yaml
 from deployspec import GRAFANA, ROOT, documented_spec
 
+from exporter.sources.cri import CNI_RESULTS
+
 CHART = ROOT / "helm" / "dockernet-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
@@ -139,6 +141,10 @@ def test_containerd_node_by_default_docker_optional():
     # Pods' namespace files, at the path the CRI names them, bound after the exporter started.
     assert mounts["netns"]["mountPath"] == volumes["netns"]["hostPath"]["path"] == "/var/run/netns"
     assert mounts["netns"]["mountPropagation"] == "HostToContainer" and mounts["netns"]["readOnly"]
+    assert mounts["cni-cache"]["mountPath"] == "/var/lib/cni/results" == CNI_RESULTS
+    assert (
+        volumes["cni-cache"]["hostPath"]["path"] == CNI_RESULTS and mounts["cni-cache"]["readOnly"]
+    )
     k3s = one(render(values_of(CHART / "ci" / "k3s-values.yaml")), "DaemonSet")
     k3s_volumes = {v["name"]: v for v in k3s["spec"]["template"]["spec"]["volumes"]}
     assert k3s_volumes["cri-socket"]["hostPath"]["path"] == "/run/k3s/containerd/containerd.sock"

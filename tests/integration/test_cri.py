@@ -70,7 +70,7 @@ def test_two_pods_map_exactly_with_their_info(exporter, pods):
         name, ifindex = kernel_view(pods, pod)
         assert (veth["veth"], veth["ifindex"]) == (name, str(ifindex))
         assert (veth["interface"], veth["container_id"], veth["container_name"]) == ("eth0", "", "")
-        assert veth["bridge"] == "dncni0"
+        assert (veth["bridge"], veth["network"]) == ("dncni0", "dockernet-pods")
         status = pods.status(pod)
         (info,) = m.select("dockernet_pod_info", namespace=pod.namespace, pod=pod.name)
         assert info[0] == {
@@ -89,6 +89,9 @@ def test_two_pods_map_exactly_with_their_info(exporter, pods):
             assert m.select(name, namespace=pod.namespace, pod=pod.name, interface="eth0")
     assert m.get_value("dockernet_runtime_up", runtime="containerd") == 1
     assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
+    # The CNI bridge serves the network the CNI cache names, in the pods' range.
+    (bridge,) = m.select("dockernet_bridge_info", bridge="dncni0")
+    assert (bridge[0]["network"], bridge[0]["subnet"]) == ("dockernet-pods", "198.18.128.0/20")
     # Pods are not containers: none of their series is a container's.
     assert not [l for l, _ in m.select("dockernet_container_info") if l["runtime"] != "docker"]
 

@@ -187,3 +187,43 @@ def test_sources_from_flags(monkeypatch):
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker", "containerd"]
     monkeypatch.setattr(cri, "probe", lambda endpoint: "UNIMPLEMENTED: not a CRI v1 runtime")
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+
+
+CNI_RESULT = {
+    "kind": "cniCacheV1",
+    "containerId": "sb1",
+    "ifName": "eth0",
+    "networkName": "pods",
+    "result": {
+        "interfaces": [
+            {"mac": "ca:d3:0e:77:45:76", "name": "cni0"},
+            {"mac": "8a:58:b0:02:d0:93", "name": "veth26bd6f9b"},
+            {"mac": "ba:0d:41:30:42:8e", "name": "eth0", "sandbox": "/var/run/netns/cni-1"},
+        ],
+        "ips": [{"address": "198.18.129.131/20", "gateway": "198.18.128.1", "interface": 2}],
+    },
+}
+
+
+def test_cni_cache_names_the_network_its_bridge_and_the_pod_endpoint():
+    a = cri.parse_cni_result(CNI_RESULT)
+    assert a is not None
+    assert (a.sandbox_id, a.network, a.bridge) == ("sb1", "pods", "cni0")
+    assert a.subnets == (("198.18.128.0/20", "198.18.128.1"),)
+    assert (a.endpoint.mac, a.endpoint.ipv4, a.endpoint.ipv4_prefix) == (
+        "ba:0d:41:30:42:8e",
+        "198.18.129.131",
+        20,
+    )
+    (net,) = cri.cni_networks([a, a])
+    assert (net.id, net.name, net.bridge, net.driver) == ("cni:pods", "pods", "cni0", "bridge")
+    assert not net.masquerade
+
+
+def test_cni_cache_loopback_and_bridgeless_plugins():
+    assert cri.parse_cni_result(CNI_RESULT | {"networkName": "cni-loopback"}) is None
+    assert cri.parse_cni_result({"kind": "other"}) is None
+    ptp = dict(CNI_RESULT, result=dict(CNI_RESULT["result"]))
+    ptp["result"]["interfaces"] = CNI_RESULT["result"]["interfaces"][1:]
+    a = cri.parse_cni_result(ptp)
+    assert a is not None and a.bridge == ""
