@@ -62,7 +62,7 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     cpu_tree, peak_rss_tree = children_cpu()
     cpu_tree -= cpu_before
