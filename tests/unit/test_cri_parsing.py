@@ -173,7 +173,13 @@ def test_target_of_an_endpoint():
 
 
 def args(**kw) -> argparse.Namespace:
-    base = {"docker_host": None, "docker_timeout": 1.0, "cri_endpoint": None, "cri_timeout": 1.0}
+    base = {
+        "docker_host": None,
+        "docker_timeout": 1.0,
+        "podman_host": "",  # off: this machine's Podman socket must not count here
+        "cri_endpoint": None,
+        "cri_timeout": 1.0,
+    }
     return argparse.Namespace(**(base | kw))
 
 
@@ -187,6 +193,8 @@ def test_sources_from_flags(monkeypatch):
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker", "containerd"]
     monkeypatch.setattr(cri, "probe", lambda endpoint: "UNIMPLEMENTED: not a CRI v1 runtime")
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+    both = runtimes.from_args(args(podman_host="unix:///run/p.sock", cri_endpoint="/run/c.sock"))
+    assert [s.runtime for s in both] == ["docker", "podman", "containerd"]
 
 
 CNI_RESULT = {
