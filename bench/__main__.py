@@ -19,6 +19,8 @@ from . import (
     freshness,
     natparse,
     netstat,
+    pods,
+    podscrape,
     procs,
     report,
     scrape_curve,
@@ -27,18 +29,23 @@ from . import (
     storm,
     topology,
 )
+from .cri_pods import CRI_SOCKET
 from .load import Load
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
+# The pods' scrape runs before the curve and removes its load again: the curve grows from the host
+# as it was.
 SCENARIOS = (
     "nat",
     "startup",
+    "podscrape",
     "curve",
     "topology",
     "steady",
     "freshness",
+    "pods",
     "churn",
     "storm",
     "netstat",
@@ -48,6 +55,9 @@ TINY = {
     "containers": 4,
     "repeats": 3,
     "freshness": 3,
+    "pods": 3,
+    "pod_count": 3,
+    "pod_veths": 24,
     "churn": 4,
     "steady": 2.0,
     "storm": 20,
@@ -89,6 +99,18 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--freshness", type=int, default=100, help="container starts (and removals) timed"
+    )
+    p.add_argument("--pods", type=int, default=50, help="pods run and stopped through the CRI")
+    p.add_argument(
+        "--pod-count", type=int, default=110, help="pods at once for the pods' scrape time"
+    )
+    p.add_argument(
+        "--pod-veths", type=int, default=1000, help="host veths for the pods' scrape time"
+    )
+    p.add_argument(
+        "--cri-endpoint",
+        default=CRI_SOCKET,
+        help="CRI socket of the test containerd (scripts/cri-env.sh), for the pods scenario",
     )
     p.add_argument("--churn", type=int, default=1000, help="create/remove cycles while scraping")
     p.add_argument("--steady", type=float, default=300.0, help="seconds of the steady-state window")
@@ -188,6 +210,10 @@ def scenarios(args, client, load, ours, node) -> dict:
         ),
         "steady": lambda: steady.run(ours, node, args.steady, args.steady_interval),
         "freshness": lambda: freshness.run(client, load, ours, args.freshness),
+        "pods": lambda: pods.run(ours, args.prefix, args.pods),
+        "podscrape": lambda: podscrape.run(
+            load, ours, node, args.pod_count, args.pod_veths, args.repeats
+        ),
         "churn": lambda: churn.run(load, ours, args.churn),
         "storm": lambda: storm.run(load, ours, args.storm),
         "nat": lambda: natparse.run(args.nat_rules),
@@ -206,7 +232,7 @@ def scenarios(args, client, load, ours, node) -> dict:
     results = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
-        if name not in ("nat", "startup"):
+        if name not in ("nat", "startup", "podscrape"):
             scrape_curve.settle(ours)
         started = time.monotonic()
         results[name] = runs[name]()
@@ -218,6 +244,12 @@ def scenarios(args, client, load, ours, node) -> dict:
     return results
 
 
+def exporter_flags(args) -> tuple:
+    """The flags asked for, and the CRI socket where the pods scenario runs."""
+    cri = (f"--cri.endpoint={args.cri_endpoint}",) if {"pods", "podscrape"} & set(args.only) else ()
+    return (*cri, *args.exporter_flags)
+
+
 def run(args) -> dict:
     import docker
 
@@ -227,7 +259,7 @@ def run(args) -> dict:
     exporters = []
     try:
         exporters += [
-            procs.ours(args.out, args.exporter_flags).wait_ready(),
+            procs.ours(args.out, exporter_flags(args)).wait_ready(),
             procs.node_exporter(args.out).wait_ready(),
         ]
         results = {

@@ -69,9 +69,10 @@ def poll_until(ours, predicate, what: str, failed=lambda: None) -> int:
     )
 
 
-def while_polling(ours, action, predicate, what: str) -> int:
-    """Run the Docker call in the background and scrape meanwhile: the series may change before
-    the call returns (`docker rm` returns only after the network and the filesystem are gone)."""
+def while_polling(ours, action, predicate, what: str, returned: list | None = None) -> int:
+    """Run the runtime's call in the background and scrape meanwhile: the series may change before
+    the call returns (`docker rm` returns only after the network and the filesystem are gone).
+    The wall clock (ns) of the call's return is appended to `returned`, when given."""
     done = threading.Event()
     errors: list = []
 
@@ -81,6 +82,8 @@ def while_polling(ours, action, predicate, what: str) -> int:
         except Exception as exc:
             errors.append(exc)
         finally:
+            if returned is not None:
+                returned.append(time.time_ns())
             done.set()
 
     def failed() -> None:
@@ -92,6 +95,14 @@ def while_polling(ours, action, predicate, what: str) -> int:
     done.wait(TIMEOUT)
     failed()
     return seen
+
+
+def percentiles(appear: list, vanish: list) -> dict:
+    return {
+        f"{name}_{stat}_ms": round(percentile(xs, p), 1)
+        for name, xs in (("appear", appear), ("vanish", vanish))
+        for stat, p in (("p50", 50), ("p99", 99), ("max", 100))
+    }
 
 
 def one_cycle(load, ours, events, i: int) -> tuple:
@@ -114,11 +125,7 @@ def run(client, load, ours, starts: int) -> dict:
     finally:
         events.close()
     appear, vanish = [c[0] for c in cycles], [c[1] for c in cycles]
-    figures = {
-        f"{name}_{stat}_ms": round(percentile(xs, p), 1)
-        for name, xs in (("appear", appear), ("vanish", vanish))
-        for stat, p in (("p50", 50), ("p99", 99), ("max", 100))
-    }
+    figures = percentiles(appear, vanish)
     poll = f"upper bound: first scrape showing it; {starts} starts"
     return {
         "starts": starts,

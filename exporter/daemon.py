@@ -13,6 +13,7 @@ which events do not wait for.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import queue
 import threading
@@ -32,7 +33,7 @@ from .changes import (
     RuntimeUp,
     Stop,
 )
-from .model import HostState
+from .model import Container, HostState
 from .sources import exits
 from .sources.follow import Follower
 from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
@@ -241,7 +242,14 @@ class Daemon:
         if found is None:
             return self._reader.remove_container(self._state, workload_id)
         self._reader.add_container(self._state, found)
+        if not self._knows_networks(found):  # a runtime that tells no network's creation (Podman)
+            self._reload_networks(source)
         return True
+
+    def _knows_networks(self, c: Container) -> bool:
+        networks = self._state.networks.values()
+        known = {n.id for n in networks} | {n.name for n in networks}
+        return all(ep.network_id in known or ep.network in known for ep in c.endpoints)
 
     def _reload_networks(self, source: WorkloadSource) -> bool:
         networks = {n.id: n for n in source.networks()}
@@ -251,13 +259,16 @@ class Daemon:
         return changed
 
     def _process_exited(self, workload_id: str, pid: int) -> bool:
-        """A workload's main process exited: it no longer runs, whatever its runtime says next."""
+        """A workload's main process exited: it no longer runs, whatever its runtime says next. A
+        pod sandbox's namespace is held by its file, not by the process: the sandbox stays, not
+        ready, until its runtime stops it."""
         c = self._state.containers.get(workload_id)
-        return (
-            c is not None
-            and c.pid == pid
-            and self._reader.remove_container(self._state, workload_id)
-        )
+        if c is None or c.pid != pid:
+            return False
+        if c.is_pod and c.netns_path:
+            self._state.containers[c.id] = dataclasses.replace(c, pid=0, ready=False, members=())
+            return True
+        return self._reader.remove_container(self._state, workload_id)
 
     def _set_runtime_up(self, runtime: str, up: bool) -> bool:
         changed = self._state.runtimes_up.get(runtime) != up

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_CRI_ENDPOINT = "/run/containerd/containerd.sock"
 OUTPUT_FORMATS = ("table", "json")
 
 
@@ -80,7 +81,8 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         "--docker.host",
         dest="docker_host",
         default=default(default_docker_host()),
-        help="Docker Engine API address (default: $DOCKER_HOST, else the local socket)",
+        help="Docker Engine API address; '' turns Docker off (default: $DOCKER_HOST, else the "
+        "local socket)",
     )
     p.add_argument(
         "--docker.timeout",
@@ -88,6 +90,27 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         type=duration,
         default=default(10.0),
         help="timeout of each Docker API call (default: 10s)",
+    )
+    p.add_argument(
+        "--podman.host",
+        dest="podman_host",
+        default=default(None),
+        help="rootful Podman's Docker-compatible API socket; '' turns it off (default: "
+        "unix:///run/podman/podman.sock, used when it exists and answers)",
+    )
+    p.add_argument(
+        "--cri.endpoint",
+        dest="cri_endpoint",
+        default=default(None),
+        help="CRI socket of containerd (or CRI-O, k3s) for Kubernetes pods; '' turns it off "
+        f"(default: {DEFAULT_CRI_ENDPOINT}, used when it exists and answers the CRI)",
+    )
+    p.add_argument(
+        "--cri.timeout",
+        dest="cri_timeout",
+        type=duration,
+        default=default(10.0),
+        help="timeout of each CRI call (default: 10s)",
     )
     p.add_argument(
         "--path.procfs",

@@ -60,13 +60,25 @@ class PortBinding:
 
 
 @dataclass(frozen=True)
+class PodMember:
+    """A running container of a pod (its sandbox is the workload that holds the namespace)."""
+
+    id: str
+    name: str
+    image: str
+
+
+@dataclass(frozen=True)
 class Container:
     """A running workload, as its runtime reports it, plus its namespace identity.
 
     The namespace is the one of ``pid`` (``/proc/<pid>/ns/net``), or the file at
     ``netns_path`` where the runtime names one (a CRI pod sandbox's). The
     compose, endpoint and port fields are those of Docker-like runtimes; others
-    leave them empty.
+    leave them empty. A Kubernetes pod is one workload, its sandbox (``id`` is
+    the sandbox id), with the ``pod_*`` fields and its running containers in
+    ``members``; ``ready`` is false for a sandbox whose process died and that
+    its runtime still lists (its namespace lives on until it is stopped).
     """
 
     id: str
@@ -84,6 +96,15 @@ class Container:
     ports: tuple[PortBinding, ...] = ()
     netns_inode: int | None = None  # st_ino of the namespace file; None if unreadable
     nsid: int | None = None  # the host's id for that namespace (RTM_GETNSID)
+    pod_namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    ready: bool = True
+    members: tuple[PodMember, ...] = ()
+
+    @property
+    def is_pod(self) -> bool:
+        return bool(self.pod_name)
 
 
 @dataclass(frozen=True)

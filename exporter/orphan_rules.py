@@ -7,12 +7,15 @@ apply, the first in REASONS wins:
 - ``peer_in_host``: the peer is in the host namespace too (the pair was
   created and never moved: a crash between the two steps).
 - ``netns_without_container``: the peer's namespace is alive but no running
-  container owns it (a leaked namespace). Needs Docker's answer.
+  container (or pod sandbox the runtime still lists) owns it: a leaked
+  namespace, Docker's or a CRI runtime's ``cni-*`` one. Needs every runtime's
+  answer.
 - ``no_endpoint``: a port of a Docker-managed bridge whose peer is in a
   running container's namespace but matches none of the endpoints Docker
   reports for that network (by network and MAC). Needs Docker's answer.
 
-Scope ``docker`` (the default) keeps a suspect only when Docker can be
+Scope ``docker`` (the default) keeps a suspect only when a container runtime
+(Docker, or a CRI runtime for its ``/var/run/netns/cni-*`` namespaces) can be
 blamed for it; ``all`` keeps every suspect. See in_docker_scope.
 
 The grace period counts from the moment the veth was first seen as a
@@ -39,6 +42,8 @@ NAMED_NETNS_DIR = "/var/run/netns/"
 # namespaces (Swarm's ingress_sbox, lb_*, overlay 1-*) serve no container.
 DOCKER_VETH_NAME = re.compile(r"veth[0-9a-f]{7}")
 DOCKER_SANDBOX_NAME = re.compile(r"[0-9a-f]{12}")
+# containerd's and CRI-O's pod namespaces: /var/run/netns/cni-<uuid>.
+CNI_NETNS_NAME = re.compile(r"cni-[0-9a-f-]{36}")
 
 
 @dataclass(frozen=True)
@@ -63,19 +68,21 @@ class Host:
     docker_bridges: dict[str, Network]  # Linux bridge name -> Docker network
     members: dict[int, tuple[Container, ...]]  # nsid -> running containers in that namespace
     netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
-    netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "named"
+    netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "cni" | "named"
     workloads_known: bool  # every runtime answered
 
 
 def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
-    """nsid -> "docker", "docker_internal" or "named", from the namespace files and their ids."""
+    """nsid -> "docker", "docker_internal", "cni" or "named", from the namespace files and their
+    ids."""
     kinds = {}
     for path, (_inode, nsid) in files.items():
         if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
             sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR) :])
             kinds[nsid] = "docker" if sandbox else "docker_internal"
         elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
-            kinds.setdefault(nsid, "named")
+            cni = CNI_NETNS_NAME.fullmatch(path[len(NAMED_NETNS_DIR) :])
+            kinds.setdefault(nsid, "cni" if cni else "named")
     return kinds
 
 
@@ -106,13 +113,14 @@ def reason(link: Link, host: Host) -> str | None:
 
 
 def in_docker_scope(link: Link, why: str, host: Host) -> bool:
-    """Whether Docker can be blamed: a port of a Docker bridge or a peer in
-    Docker's own namespace, never a namespace of `ip netns add` or a port of
-    another bridge; a pair left in the host counts when either end is on a
-    Docker bridge, or when both are unplugged and named as Docker names them."""
+    """Whether a runtime can be blamed: a port of a Docker bridge, a peer in
+    Docker's own namespace or in a CRI pod's ``cni-*`` one, never another
+    namespace of `ip netns add` nor (but for a pod's) a port of another bridge;
+    a pair left in the host counts when either end is on a Docker bridge, or
+    when both are unplugged and named as Docker names them."""
     kind = host.netns_kinds.get(link.peer_netnsid) if link.peer_netnsid is not None else None
-    if kind == "named":
-        return False
+    if kind in ("named", "cni"):
+        return kind == "cni"
     ends = [link]
     if why == "peer_in_host":
         ends.append(host.links[link.peer_ifindex])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from . import logs
+from .flags import DEFAULT_CRI_ENDPOINT
 from .sources.docker import DockerSource
 from .sources.workloads import WorkloadSource
+
+log = logs.get_logger()
 
 
 class SourceConfigError(ValueError):
@@ -13,7 +18,55 @@ class SourceConfigError(ValueError):
 
 
 def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
+    """Docker unless --docker.host is '' (a node without Docker), Podman and the CRI (see
+    podman_source and cri_source)."""
+    sources: list[WorkloadSource] = []
+    if args.docker_host != "":
+        try:
+            sources.append(DockerSource(args.docker_host, args.docker_timeout))
+        except ValueError as exc:
+            raise SourceConfigError(f"--docker.host: {exc}") from None
+    podman = podman_source(getattr(args, "podman_host", None), args.docker_timeout)
+    cri = cri_source(getattr(args, "cri_endpoint", None), getattr(args, "cri_timeout", 10.0))
+    return sources + [s for s in (podman, cri) if s is not None]
+
+
+def podman_source(host: str | None, timeout: float) -> WorkloadSource | None:
+    """Podman: always when its socket is given; at the default path when it exists and answers."""
+    if host == "":
+        return None
+    from .sources.podman import DEFAULT_HOST, PodmanSource
+
     try:
-        return [DockerSource(args.docker_host, args.docker_timeout)]
+        source = PodmanSource(host or DEFAULT_HOST, timeout)
     except ValueError as exc:
-        raise SourceConfigError(f"--docker.host: {exc}") from None
+        raise SourceConfigError(f"--podman.host: {exc}") from None
+    if host is not None:
+        return source
+    if os.path.exists(DEFAULT_HOST.removeprefix("unix://")) and source.ping():
+        return source
+    source.close()
+    return None
+
+
+def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:
+    """The CRI source: always when its endpoint is given (down until it answers); at the default
+    endpoint only when the socket exists and speaks the CRI, so that a node without containerd
+    (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
+    if endpoint == "":
+        return None
+    from .sources import cri  # grpcio only where a CRI may be
+
+    if endpoint is not None:
+        return cri.CriSource(endpoint, timeout)
+    why = cri.probe(DEFAULT_CRI_ENDPOINT)
+    if why is None:
+        return cri.CriSource(DEFAULT_CRI_ENDPOINT, timeout)
+    if why != "no socket":
+        log.warning(
+            "cri_not_used",
+            endpoint=DEFAULT_CRI_ENDPOINT,
+            error=why,
+            detail="pods are not named; give --cri.endpoint to follow it anyway",
+        )
+    return None

@@ -112,6 +112,7 @@ class Scraper:
                 "gauge",
                 "Whether the Docker API answered on the last attempt (1) or not (0).",
             ).add("", int(snap.runtimes_up.get("docker", False))),
+            self._runtimes_up(snap),
             Family(
                 "dockernet_exporter_build_info",
                 "gauge",
@@ -120,6 +121,16 @@ class Scraper:
             events,
             resyncs,
         ]
+
+    def _runtimes_up(self, snap: Snapshot) -> Family:
+        fam = Family(
+            "dockernet_runtime_up",
+            "gauge",
+            "Whether each followed runtime answered on the last attempt (1) or not (0).",
+        )
+        for runtime in sorted(self.daemon.sources):
+            fam.add(labels(runtime=runtime), int(snap.runtimes_up.get(runtime, False)))
+        return fam
 
 
 class _Beside(threading.Thread):

@@ -100,9 +100,11 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
     that a change touched are judged again; the others keep their earlier verdicts (the same
     objects), and suspects keep the time they became suspects."""
     views = _container_views(state)
+    # A ready workload's claim wins over a not-ready sandbox's, whose namespace (and so its id,
+    # which the kernel may give again) can be gone before its runtime forgets it.
     owners_by_nsid = {
         v.container.nsid: v.container
-        for v in views
+        for v in sorted(views, key=lambda v: v.container.ready)
         if v.netns_owner == v.container.id
         and v.network_mode != "host"
         and v.container.nsid is not None

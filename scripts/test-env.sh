@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Prepare this machine for the test suite: system packages, a running dockerd
-# with non-private address pools, and the local busybox test image.
+# with non-private address pools, the local busybox test image, and a standalone
+# containerd with its CRI plugin and hand-made images (scripts/cri-env.sh), and rootful
+# Podman's Docker-compatible service (scripts/podman-env.sh).
 # Safe to re-run: every step checks first and does only what is missing.
 set -euo pipefail
 
 TEST_IMAGE="${TEST_IMAGE:-dockernet-test:busybox}"
-APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd chromium chromium-driver)
+APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc podman netavark chromium chromium-driver)
 DOCKERD_LOG=/var/log/dockernet-test-dockerd.log
 
 log() { echo "test-env: $*" >&2; }
@@ -56,11 +58,7 @@ build_test_image() {
     log "building $TEST_IMAGE from busybox-static"
     local root
     root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
-    cp /bin/busybox "$root/bin/busybox"
-    for tool in sh sleep ip ping nc wget cat httpd ls echo ifconfig route top ps kill true; do
-        ln -s busybox "$root/bin/$tool"
-    done
+    bash "$(dirname "$0")/busybox-rootfs.sh" "$root"
     tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - "$TEST_IMAGE" >/dev/null
     rm -rf "$root"
 }
@@ -75,7 +73,9 @@ case "${1:-all}" in
         install_packages
         start_dockerd
         build_test_image
-        log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE"
+        bash "$(dirname "$0")/cri-env.sh" start
+        bash "$(dirname "$0")/podman-env.sh" start
+        log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE, CRI containerd, Podman"
         ;;
     dockerd)
         start_dockerd

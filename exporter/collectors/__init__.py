@@ -13,11 +13,13 @@ from .containers import ContainersCollector
 from .nat import NatCollector
 from .netstat import NetstatCollector
 from .orphans import OrphansCollector
+from .pods import PodsCollector
 from .veths import VethsCollector
 
 # Also the order of their families on /metrics.
 ALL: tuple[type[Collector], ...] = (
     ContainersCollector,
+    PodsCollector,
     VethsCollector,
     NatCollector,
     BridgesCollector,

@@ -15,6 +15,7 @@ from ..model import (
     TX_DROP,
     TX_ERRS,
     TX_PACKETS,
+    Container,
     Counters,
 )
 from ..sources.netlink import Netlink
@@ -71,10 +72,28 @@ class ContainersCollector(Collector):
         self.procfs = context.procfs
         self.link_stats = link_stats or read_link_stats
         self._info_labels = LabelCache(info_labels)
-        self._counter_labels = LabelCache(counter_labels)
+        self._counter_labels = LabelCache(self.counter_labels)
+
+    # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
+    # and their label sets.
+    prefix = "dockernet_container"
+    counter_help = "container"
+
+    @staticmethod
+    def selects(c: Container) -> bool:
+        return not c.is_pod
+
+    @staticmethod
+    def counter_labels(_key: tuple, i: Interface) -> str:
+        return labels(
+            container_id=i.container.id, container_name=i.container.name, interface=i.interface
+        )
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        return [snap.memo("container_info", self.container_info)] + self._counters(snap)
+        return self.info(snap) + self._counters(snap)
+
+    def info(self, snap: Snapshot) -> list[Family]:
+        return [snap.memo("container_info", self.container_info)]
 
     def container_info(self, snap: Snapshot) -> Family:
         fam = Family(
@@ -83,26 +102,27 @@ class ContainersCollector(Collector):
             "Metadata of each running container; value is always 1.",
             static=True,
         )
+        views = (v for v in snap.containers if self.selects(v.container))
         fam.samples = [
-            (ls, 1)
-            for ls in self._info_labels.rendered((v.container.id, v) for v in snap.containers)
+            (ls, 1) for ls in self._info_labels.rendered((v.container.id, v) for v in views)
         ]
         return fam
 
     def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
-        """(label set, host veth ifindex, pid, interface) of each container interface, and the host veths
+        """(label set, host veth ifindex, pid, interface) of each interface, and the host veths
         to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
+        interfaces = [i for i in snap.interfaces if self.selects(i.container)]
         label_sets = self._counter_labels.rendered(
-            ((i.container.id, i.interface), i) for i in snap.interfaces
+            ((i.container.id, i.interface), i) for i in interfaces
         )
         targets = [
             (ls, i.veth_ifindex, i.container.pid, i.interface)
-            for ls, i in zip(label_sets, snap.interfaces, strict=False)
+            for ls, i in zip(label_sets, interfaces, strict=True)
         ]
         return targets, frozenset(t[1] for t in targets if t[1])
 
     def _counters(self, snap: Snapshot) -> list:
-        targets, veths = snap.memo("counter_targets", self.counter_targets)
+        targets, veths = snap.memo(f"{self.name}_counter_targets", self.counter_targets)
         host = self.link_stats(veths) if veths else {}
         inside: dict = {}
         # (label set, counter row, whether the row is the host end's: its columns are mirrored)
@@ -115,9 +135,9 @@ class ContainersCollector(Collector):
         found = [(ls, row, host_end) for ls, row, host_end in rows if row is not None]
         return [
             Family(
-                f"dockernet_container_{suffix}_total",
+                f"{self.prefix}_{suffix}_total",
                 "counter",
-                text,
+                text.replace("container", self.counter_help),
                 [
                     (ls, row[host_column] if host_end else row[inside_column])
                     for ls, row, host_end in found
@@ -148,14 +168,9 @@ def info_labels(_container_id: str, view: ContainerView) -> str:
     return labels(
         container_id=c.id,
         container_name=c.name,
+        runtime=c.runtime,
         image=c.image,
         network_mode=view.network_mode,
         compose_project=c.compose_project,
         compose_service=c.compose_service,
-    )
-
-
-def counter_labels(_key: tuple, i: Interface) -> str:
-    return labels(
-        container_id=i.container.id, container_name=i.container.name, interface=i.interface
     )

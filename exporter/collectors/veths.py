@@ -25,7 +25,8 @@ class VethsCollector(Collector):
         fam = Family(
             "dockernet_veth_info",
             "gauge",
-            "Each veth in the host namespace; container_id is empty when it maps to no running container.",
+            "Each veth in the host namespace; container_id (for a pod: namespace and pod) is empty"
+            " when it maps to no running workload.",
             static=True,
         )
         fam.samples = [
@@ -39,8 +40,10 @@ def veth_labels(_ifindex: int, v: Veth) -> str:
     return labels(
         veth=v.link.name,
         ifindex=v.link.ifindex,
-        container_id=c.id if c else "",
-        container_name=c.name if c else "",
+        container_id=c.id if c and not c.is_pod else "",
+        container_name=c.name if c and not c.is_pod else "",
+        namespace=c.pod_namespace if c else "",
+        pod=c.pod_name if c else "",
         interface=v.interface,
         bridge=v.bridge,
         network=v.network,

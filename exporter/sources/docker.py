@@ -20,7 +20,7 @@ from .workloads import Effect, SourceUnavailable, WorkloadEvent
 # What says "Docker does not answer (right now)": unreachable, or an error answer.
 FAILED: tuple[type[Exception], ...] = (Unreachable, EngineError)
 
-WATCHED_EVENTS = {
+WATCHED_EVENTS: dict[str, tuple[str, ...]] = {
     "container": ("start", "die", "destroy", "rename"),
     "network": ("create", "destroy", "connect", "disconnect"),
 }
@@ -125,6 +125,8 @@ class DockerSource:
     """The Docker Engine API; every call may raise SourceUnavailable."""
 
     runtime = "docker"
+    display = "Docker"
+    watched = WATCHED_EVENTS
     event_actions = tuple(sorted({a for actions in WATCHED_EVENTS.values() for a in actions}))
 
     def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
@@ -139,7 +141,10 @@ class DockerSource:
         except NotFound:
             raise
         except FAILED as exc:
-            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> SourceUnavailable:
+        return SourceUnavailable(f"{self.display} is unreachable at {self.address} ({exc})")
 
     def workloads(self) -> list[Container]:
         out = []
@@ -156,28 +161,36 @@ class DockerSource:
             return None
         if not (data.get("State") or {}).get("Running"):
             return None
+        return self.parse_container(data)
+
+    @staticmethod
+    def parse_container(data: dict) -> Container:
         return parse_container(data)
+
+    @staticmethod
+    def parse_event(data: dict) -> WorkloadEvent:
+        return parse_event(data)
 
     def networks(self) -> list[Network]:
         return [parse_network(n) for n in self._get("/networks")]
 
     def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
-        filters = {"type": list(WATCHED_EVENTS), "event": list(self.event_actions)}
+        filters = {"type": list(self.watched), "event": list(self.event_actions)}
         params: dict[str, Any] = {"filters": json.dumps(filters)}
         if since is not None:
             params["since"] = int(since)
         try:
             self._stream = self._api.stream("/events", params)
         except FAILED as exc:
-            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
+            raise self._unavailable(exc) from None
         return self._decoded(self._stream)
 
     def _decoded(self, stream: EventStream) -> Iterator[WorkloadEvent]:
         try:
             for data in stream:
-                yield parse_event(data)
+                yield self.parse_event(data)
         except UNREACHABLE as exc:
-            raise SourceUnavailable(f"Docker is unreachable at {self.address} ({exc})") from None
+            raise self._unavailable(exc) from None
 
     def close_events(self) -> None:
         stream, self._stream = self._stream, None

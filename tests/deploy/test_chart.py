@@ -17,6 +17,8 @@ import pytest
 import yaml
 from deployspec import GRAFANA, ROOT, documented_spec
 
+from exporter.sources.cri import CNI_RESULTS
+
 CHART = ROOT / "helm" / "dockernet-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
@@ -60,6 +62,9 @@ def test_ci_values_cover_the_opt_ins():
         "all-features-values.yaml",
         "host-proc-values.yaml",
         "secure-values.yaml",
+        "docker-values.yaml",
+        "k3s-values.yaml",
+        "containerd-and-docker-values.yaml",
     } <= names
 
 
@@ -93,7 +98,8 @@ def test_schema_rejects_nonsense():
 
 def test_daemonset_has_the_privileges_of_the_documented_run_line():
     spec = documented_spec()
-    pod = one(render({}), "DaemonSet")["spec"]["template"]["spec"]
+    docker_node = values_of(CHART / "ci" / "docker-values.yaml")
+    pod = one(render(docker_node), "DaemonSet")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     sc = c["securityContext"]
     assert pod["hostNetwork"] is spec.network_host is True
@@ -116,6 +122,35 @@ def test_daemonset_has_the_privileges_of_the_documented_run_line():
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert "limits" not in c["resources"] and c["resources"]["requests"]
     assert pod["automountServiceAccountToken"] is False
+
+
+def test_containerd_node_by_default_docker_optional():
+    (c,) = one(render({}), "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    pod = one(render({}), "DaemonSet")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "--cri.endpoint=/host/cri.sock" in c["args"] and "--docker.host=" in c["args"]
+    assert "docker-socket" not in mounts
+    assert volumes["cri-socket"]["hostPath"] == {
+        "path": "/run/containerd/containerd.sock",
+        "type": "Socket",
+    }
+    assert (
+        mounts["cri-socket"]["mountPath"] == "/host/cri.sock" and mounts["cri-socket"]["readOnly"]
+    )
+    # Pods' namespace files, at the path the CRI names them, bound after the exporter started.
+    assert mounts["netns"]["mountPath"] == volumes["netns"]["hostPath"]["path"] == "/var/run/netns"
+    assert mounts["netns"]["mountPropagation"] == "HostToContainer" and mounts["netns"]["readOnly"]
+    assert mounts["cni-cache"]["mountPath"] == "/var/lib/cni/results" == CNI_RESULTS
+    assert (
+        volumes["cni-cache"]["hostPath"]["path"] == CNI_RESULTS and mounts["cni-cache"]["readOnly"]
+    )
+    k3s = one(render(values_of(CHART / "ci" / "k3s-values.yaml")), "DaemonSet")
+    k3s_volumes = {v["name"]: v for v in k3s["spec"]["template"]["spec"]["volumes"]}
+    assert k3s_volumes["cri-socket"]["hostPath"]["path"] == "/run/k3s/containerd/containerd.sock"
+    both = one(render(values_of(CHART / "ci" / "containerd-and-docker-values.yaml")), "DaemonSet")
+    (c,) = both["spec"]["template"]["spec"]["containers"]
+    assert {"docker-socket", "cri-socket", "netns"} <= {m["name"] for m in c["volumeMounts"]}
 
 
 def test_host_proc_instead_of_host_pid():

@@ -15,19 +15,9 @@ import uuid
 
 import pytest
 
+from bench.__main__ import SCENARIOS
 from helpers import ROOT, ip_json, sh
 
-SCENARIOS = (
-    "nat",
-    "startup",
-    "curve",
-    "topology",
-    "steady",
-    "freshness",
-    "churn",
-    "storm",
-    "netstat",
-)
 TINY_NAT_RULES = 500  # bench/__main__.py's TINY["nat_rules"]
 
 # bench/ is run as `python -m bench` from the checkout, not installed: load its text generator by path.
@@ -102,6 +92,10 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert all(0 < ms < 10_000 for ms in r["freshness"]["appear_ms"])
     # A removal can show before Docker's die event: the exporter sees the process exit first.
     assert all(-10_000 < ms < 10_000 for ms in r["freshness"]["vanish_ms"])
+    assert r["podscrape"]["pods"] == 3 and r["podscrape"]["dockernet-exporter_plain_ms"] > 0
+    assert len(r["pods"]["appear_ms"]) == len(r["pods"]["vanish_ms"]) == 3
+    # The series may show (or go) before the CRI call returns: containerd's events come first.
+    assert all(-10_000 < ms < 10_000 for ms in r["pods"]["appear_ms"] + r["pods"]["vanish_ms"])
     assert r["churn"]["missed"] == 0 and r["churn"]["stale"] == 0 and r["churn"]["cycles"] == 4
     assert (
         r["storm"]["alive"]

@@ -1,0 +1,74 @@
+"""Pod freshness: from RunPodSandbox returning to the pod's interface series on /metrics, and from
+StopPodSandbox returning to none of its series left, through the CRI of the test containerd
+(scripts/cri-env.sh), pods made as the kubelet makes them (bench/cri_pods.py). The series may show
+before the call returns (the exporter follows containerd's /tasks/start, sent before the CRI
+answers; a stop removes the veth before it returns): such a latency is negative."""
+
+from __future__ import annotations
+
+from .checks import check
+from .cri_pods import CriPods
+from .freshness import percentiles, while_polling
+
+TARGET_MS = 150.0
+NAMESPACE = "dnxb"
+
+
+def counters_of(name: str) -> str:
+    return f'dockernet_pod_receive_bytes_total{{namespace="{NAMESPACE}",pod="{name}"'
+
+
+def timed_call(ours, call, predicate, what: str) -> float:
+    """(first response where predicate holds) - (the call's return), in ms."""
+    returned: list[int] = []
+    seen = while_polling(ours, call, predicate, what, returned)
+    return (seen - returned[0]) / 1e6
+
+
+def one_cycle(pods: CriPods, ours, prefix: str, i: int) -> tuple[float, float]:
+    name = f"{prefix}-p{i}"
+    made: list = []
+    appear = timed_call(
+        ours,
+        lambda: made.append(pods.run(name, NAMESPACE, containers=())),
+        lambda t: counters_of(name) in t,
+        name,
+    )
+    vanish = timed_call(ours, lambda: pods.stop(made[0]), lambda t: f'pod="{name}"' not in t, name)
+    pods.remove(made[0])
+    return appear, vanish
+
+
+def run(ours, prefix: str, n: int) -> dict:
+    pods = CriPods()
+    try:
+        cycles = [one_cycle(pods, ours, prefix, i) for i in range(n)]
+    finally:
+        pods.cleanup()
+    appear, vanish = [c[0] for c in cycles], [c[1] for c in cycles]
+    figures = percentiles(appear, vanish)
+    how = f"upper bound: first scrape showing it; {n} pods"
+    return {
+        "pods": n,
+        **figures,
+        "appear_ms": appear,
+        "vanish_ms": vanish,
+        "checks": [
+            check(
+                "pods: RunPodSandbox -> series, p99",
+                figures["appear_p99_ms"],
+                "ms",
+                f"<= {TARGET_MS:g} ms",
+                figures["appear_p99_ms"] <= TARGET_MS,
+                how,
+            ),
+            check(
+                "pods: StopPodSandbox -> gone, p99",
+                figures["vanish_p99_ms"],
+                "ms",
+                f"<= {TARGET_MS:g} ms",
+                figures["vanish_p99_ms"] <= TARGET_MS,
+                how,
+            ),
+        ],
+    }

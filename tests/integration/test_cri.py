@@ -1,0 +1,301 @@
+"""Kubernetes pods on the real containerd (its CRI plugin, CNI bridge plugin, runc), made as the
+kubelet makes them (tests/cri_helpers.py), beside the real dockerd: the exact map, the pod
+metrics, hostNetwork, stop, orphans, a containerd restart, and the `veths` command."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from cri_helpers import CRI_SOCKET, CriPods, Pod, cri_ready, restart_containerd
+from helpers import ROOT, ip_json, sh, unique, wait_for
+
+CRI = f"--cri.endpoint={CRI_SOCKET}"
+GRACE = 3.0
+
+
+@pytest.fixture
+def pods(host_lock):
+    if not cri_ready():
+        pytest.fail(f"no CRI at {CRI_SOCKET}; run `make test-env` (as root) first")
+    p = CriPods()
+    yield p
+    p.cleanup()
+
+
+def pod_veths(m, pod: Pod) -> list[dict]:
+    return [l for l, _ in m.select("dockernet_veth_info", namespace=pod.namespace, pod=pod.name)]
+
+
+def kernel_view(pods: CriPods, pod: Pod) -> tuple[str, int]:
+    """(host veth name, its ifindex) of the pod's eth0, from the kernel: eth0's peer index read in
+    the namespace that PodSandboxStatus names, looked up among the host's links."""
+    netns = os.path.basename(pods.status(pod).netns_path)
+    (eth0,) = json.loads(sh("ip", "-n", netns, "-j", "link", "show", "eth0"))
+    (host,) = [l for l in ip_json("link") if l["ifindex"] == eth0["link_index"]]
+    return host["ifname"], host["ifindex"]
+
+
+def mapped(e, *wanted: Pod):
+    """The metrics once every pod's veth is mapped and its containers are listed."""
+
+    def complete(m, pod: Pod) -> bool:
+        members = m.select("dockernet_pod_container_info", namespace=pod.namespace, pod=pod.name)
+        return bool(pod_veths(m, pod)) and len(members) == len(pod.containers)
+
+    def check():
+        m = e.metrics()
+        return all(complete(m, p) for p in wanted) and m
+
+    return wait_for(check, what="the pods mapped")
+
+
+def test_two_pods_map_exactly_with_their_info(exporter, pods):
+    e = exporter(CRI)
+    web = pods.run(namespace="shop", containers=("app", "side"))
+    db = pods.run(namespace="shop")
+    m = mapped(e, web, db)
+    for pod in (web, db):
+        (veth,) = pod_veths(m, pod)
+        name, ifindex = kernel_view(pods, pod)
+        assert (veth["veth"], veth["ifindex"]) == (name, str(ifindex))
+        assert (veth["interface"], veth["container_id"], veth["container_name"]) == ("eth0", "", "")
+        assert (veth["bridge"], veth["network"]) == ("dncni0", "dockernet-pods")
+        status = pods.status(pod)
+        (info,) = m.select("dockernet_pod_info", namespace=pod.namespace, pod=pod.name)
+        assert info[0] == {
+            "namespace": pod.namespace,
+            "pod": pod.name,
+            "uid": pod.uid,
+            "sandbox_id": status.id,
+            "runtime": "containerd",
+            "host_network": "false",
+        }
+        members = m.select("dockernet_pod_container_info", namespace=pod.namespace, pod=pod.name)
+        assert {l["container"]: l["container_id"] for l, _ in members} == pod.containers
+        assert {l["image"] for l, _ in members} == {"dockernet.test/busybox:1"}
+        for counter in ("receive_bytes", "transmit_packets", "receive_dropped"):
+            name = f"dockernet_pod_{counter}_total"
+            assert m.select(name, namespace=pod.namespace, pod=pod.name, interface="eth0")
+    assert m.get_value("dockernet_runtime_up", runtime="containerd") == 1
+    assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
+    # The CNI bridge serves the network the CNI cache names, in the pods' range.
+    (bridge,) = m.select("dockernet_bridge_info", bridge="dncni0")
+    assert (bridge[0]["network"], bridge[0]["subnet"]) == ("dockernet-pods", "198.18.128.0/20")
+    # Pods are not containers: none of their series is a container's.
+    assert not [l for l, _ in m.select("dockernet_container_info") if l["runtime"] != "docker"]
+
+
+def test_host_network_pod_has_info_and_no_interface(exporter, pods):
+    e = exporter(CRI)
+    host = pods.run(host_network=True)
+    normal = pods.run()
+    m = mapped(e, normal)
+    info = wait_for(
+        lambda: e.metrics().select("dockernet_pod_info", pod=host.name), what="hostNetwork pod"
+    )
+    assert info[0][0]["host_network"] == "true"
+    assert not pod_veths(m, host)
+    assert not [n for n, rows in m.items() if n.startswith("dockernet_pod_receive") and
+                any(l.get("pod") == host.name for l, _ in rows)]  # fmt: skip
+    members = e.metrics().select("dockernet_pod_container_info", pod=host.name)
+    assert [l["container"] for l, _ in members] == ["app"]
+
+
+def test_stopped_pod_drops_its_series(exporter, pods):
+    e = exporter(CRI)
+    keep, stop = pods.run(), pods.run()
+    mapped(e, keep, stop)
+    pods.stop(stop)
+
+    def gone():
+        text = e.text()
+        return f'pod="{stop.name}"' not in text and text
+
+    text = wait_for(gone, what="the stopped pod's series gone")
+    assert f'pod="{keep.name}"' in text
+
+
+def test_docker_container_and_pod_side_by_side(exporter, pods, containers):
+    e = exporter(CRI)
+    c = containers.run()
+    pod = pods.run()
+    m = mapped(e, pod)
+    m = wait_for(
+        lambda: (m := e.metrics()) and m.select("dockernet_veth_info", container_id=c.id) and m,
+        what="the container mapped",
+    )
+    (cv,) = m.select("dockernet_veth_info", container_id=c.id)
+    assert (cv[0]["namespace"], cv[0]["pod"], cv[0]["container_name"]) == ("", "", c.name)
+    (info,) = m.select("dockernet_container_info", container_id=c.id)
+    assert info[0]["runtime"] == "docker"
+    (pv,) = pod_veths(m, pod)
+    assert pv["container_id"] == "" and pv["veth"] != cv[0]["veth"]
+    assert m.select("dockernet_container_receive_bytes_total", container_id=c.id)
+    assert not m.select("dockernet_container_receive_bytes_total", container_id=pods.status(pod).id)
+
+
+def flagged(m) -> dict:
+    return {l["veth"]: l["reason"] for l, _ in m.select("dockernet_veth_orphaned")}
+
+
+def test_leaked_cni_namespace_flagged_live_and_dead_pause_pods_not(exporter, pods, hand):
+    e = exporter(CRI, f"--collector.orphans.grace={GRACE}s")
+    live, paused = pods.run(), pods.run()
+    m = mapped(e, live, paused)
+    (paused_veth,) = [v["veth"] for v in pod_veths(m, paused)]
+    (live_veth,) = [v["veth"] for v in pod_veths(m, live)]
+    os.kill(pods.status(paused).pid, signal.SIGKILL)  # the sandbox is NOTREADY, its veth stays
+    wait_for(lambda: not pods.status(paused).ready, what="the sandbox not ready")
+    netns = f"cni-{uuid.uuid4()}"  # what containerd leaks: a cni-* namespace with its veth
+    hand.named_netns(netns)
+    leaked = hand.pair(unique("vl"), "eth0", netns=netns, master="dncni0")
+    m = wait_for(
+        lambda: (m := e.metrics()) and leaked in flagged(m) and m,
+        timeout=GRACE + 10,
+        what="the leaked cni namespace's veth flagged",
+    )
+    assert flagged(m)[leaked] == "netns_without_container"
+    assert live_veth not in flagged(m) and paused_veth not in flagged(m)
+    assert not m.select("dockernet_pod_info", pod=paused.name)  # not ready: no pod_info
+    assert m.select("dockernet_pod_info", pod=live.name)
+
+
+def test_containerd_restarted_runtime_down_then_up_and_new_pod_found(exporter, pods):
+    e = exporter(CRI)
+    before = pods.run()
+    mapped(e, before)
+    subprocess.run(["bash", str(ROOT / "scripts/cri-env.sh"), "stop"], check=True)
+    try:
+        wait_for(
+            lambda: e.metrics().get_value("dockernet_runtime_up", runtime="containerd") == 0,
+            timeout=15,
+            what="containerd down",
+        )
+        m = e.metrics()
+        assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
+    finally:
+        restart_containerd()
+    after = pods.run()
+    wait_for(
+        lambda: e.metrics().get_value("dockernet_runtime_up", runtime="containerd") == 1,
+        timeout=40,
+        what="containerd up again",
+    )
+    m = mapped(e, before, after)
+    assert len(pod_veths(m, after)) == 1
+    assert m.get_value("dockernet_resyncs_total", source="containerd", reason="reconnect") >= 1
+
+
+def test_missing_cri_socket_is_down_and_the_rest_works(exporter, containers):
+    e = exporter("--cri.endpoint=/run/dockernet-cri/absent.sock")
+    c = containers.run()
+    m = wait_for(
+        lambda: (m := e.metrics()) and m.select("dockernet_veth_info", container_id=c.id) and m,
+        what="the container mapped",
+    )
+    assert m.get_value("dockernet_runtime_up", runtime="containerd") == 0
+    assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
+
+
+def test_veths_command_shows_pods(pods):
+    pod = pods.run(namespace="shop")
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "veths", "-o", "json", CRI],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    (row,) = [r for r in json.loads(out.stdout) if r["pod"] == pod.name]
+    assert row["namespace"] == "shop" and row["interface"] == "eth0"
+    assert row["sandbox_id"] == pods.status(pod).id
+    assert row["veth"] == kernel_view(pods, pod)[0]
+    table = subprocess.run(
+        [sys.executable, "-m", "exporter", "veths", CRI], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    assert "NAMESPACE" in table.splitlines()[0] and pod.name in table
+
+
+def test_started_pod_is_seen_within_a_second(exporter, pods):
+    e = exporter(CRI)
+    pod = pods.run(containers=())
+    started = time.monotonic()
+    mapped(e, pod)
+    assert time.monotonic() - started < 1.0
+
+
+CHURNED = 50
+WORKERS = 4
+
+
+class PodChurn:
+    """Pods run and stopped from several workers, with when each was live (RunPodSandbox returned,
+    StopPodSandbox not called yet) and when each stop returned."""
+
+    def __init__(self, pods: CriPods) -> None:
+        self.pods = pods
+        self.lock = threading.Lock()
+        self.live: dict[str, float] = {}  # pod name -> since when
+        self.stopped: dict[str, float] = {}  # pod name -> when its stop returned
+        self.veths: dict[str, str] = {}  # pod name -> host veth, from the kernel
+
+    def cycle(self, i: int) -> None:
+        pod = self.pods.run(f"churn-{i}-{uuid.uuid4().hex[:4]}", containers=())
+        veth = kernel_view(self.pods, pod)[0]
+        with self.lock:
+            self.live[pod.name] = time.monotonic()
+            self.veths[pod.name] = veth
+        time.sleep(random.uniform(0.2, 1.0))
+        with self.lock:
+            del self.live[pod.name]
+        self.pods.remove(pod)
+        with self.lock:
+            self.stopped[pod.name] = time.monotonic()
+
+
+@pytest.mark.slow
+def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, pods):
+    e = exporter(CRI, "--collector.orphans.grace=2s")
+    churn = PodChurn(pods)
+    seen: set[str] = set()
+    problems: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            started = time.monotonic()
+            m = e.metrics()
+            with churn.lock:
+                live = {p: t for p, t in churn.live.items() if t < started}
+                stopped = {p: t for p, t in churn.stopped.items() if t < started - 1.0}
+                live_veths = {churn.veths[p] for p in live}
+            shown = {l["pod"] for l, _ in m.select("dockernet_pod_receive_bytes_total")}
+            seen.update(shown)
+            problems.extend(f"stale {p}" for p in shown & stopped.keys())
+            problems.extend(f"orphan {v}" for v in set(flagged(m)) & live_veths)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(churn.cycle, range(CHURNED)))
+    done.set()
+    watcher.join(10)
+    assert not problems, problems[:10]
+    assert len(churn.stopped) == CHURNED
+    missed = set(churn.stopped) - seen
+    assert not missed, sorted(missed)
+    final = e.text()
+    assert not [p for p in churn.stopped if f'pod="{p}"' in final]

@@ -1,0 +1,237 @@
+"""The protobuf wire format and the CRI and containerd-event messages, without a runtime: bytes
+built with protowire as the runtime sends them (field numbers of runtime.v1 and of containerd's
+events), read back into pods; the pure rules of the CRI source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from exporter import runtimes
+from exporter.model import PodMember
+from exporter.sources import cri, cri_api
+from exporter.sources import protowire as pw
+from exporter.sources.workloads import Effect
+
+
+def test_varints_strings_nested_and_maps_round_trip():
+    data = pw.encode([(1, "abc"), (2, 300), (3, True), (4, [(1, "x")]), (5, {"k": "v"})])
+    msg = pw.decode(data)
+    assert pw.string(msg, 1) == "abc"
+    assert pw.integer(msg, 2) == 300 and pw.integer(msg, 3) == 1
+    assert pw.string(pw.message(msg, 4), 1) == "x"
+    assert pw.string_map(msg, 5) == {"k": "v"}
+    assert pw.varint(300) == b"\xac\x02"  # the protobuf documentation's example
+
+
+def test_zero_values_and_empty_messages_are_left_out():
+    assert pw.encode([(1, ""), (2, 0), (3, False), (4, [])]) == b""
+
+
+def test_negative_int64_takes_ten_bytes_and_truncation_is_an_error():
+    assert len(pw.varint(-1)) == 10
+    with pytest.raises(pw.WireError):
+        pw.decode(b"\x0a\x05ab")
+
+
+def sandbox_status(state=0, network_mode=0, info=None) -> bytes:
+    status = [
+        (1, "sb1"),
+        (2, [(1, "web"), (2, "uid-1"), (3, "shop"), (4, 1)]),
+        (3, state),
+        (6, [(1, [(2, [(1, network_mode), (2, 1)])])]),
+        (7, {"io.kubernetes.pod.name": "web"}),
+    ]
+    return pw.encode([(1, status), (2, {"info": json.dumps(info or {})})])
+
+
+INFO = {
+    "pid": 4242,
+    "runtimeSpec": {
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "network", "path": "/var/run/netns/cni-1234"},
+            ]
+        }
+    },
+}
+
+
+def test_sandbox_status_gives_identity_pid_and_netns_path():
+    s = cri_api.parse_sandbox_status(sandbox_status(info=INFO))
+    assert (s.id, s.name, s.namespace, s.uid) == ("sb1", "web", "shop", "uid-1")
+    assert s.ready and not s.host_network
+    assert (s.pid, s.netns_path) == (4242, "/var/run/netns/cni-1234")
+    assert s.labels == {"io.kubernetes.pod.name": "web"}
+
+
+def test_host_network_sandbox_and_closed_namespace():
+    info = {"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}]}}}
+    s = cri_api.parse_sandbox_status(sandbox_status(network_mode=cri_api.NAMESPACE_NODE, info=info))
+    assert s.host_network and s.netns_path == ""
+    closed = cri_api.parse_sandbox_status(
+        sandbox_status(state=1, info=INFO | {"netNamespaceClosed": True})
+    )
+    assert not closed.ready and closed.netns_path == ""
+
+
+def test_list_responses():
+    sandboxes = pw.encode([(1, [(1, "sb1"), (2, [(1, "web"), (3, "shop")]), (3, 1)])])
+    (s,) = cri_api.parse_sandboxes(sandboxes)
+    assert (s.id, s.name, s.namespace, s.ready) == ("sb1", "web", "shop", False)
+    containers = pw.encode(
+        [(1, [(1, "c1"), (2, "sb1"), (3, [(1, "app")]), (4, [(1, "busybox:1")]), (6, 1)])]
+    )
+    assert cri_api.parse_containers(containers) == [
+        cri_api.CriContainer("c1", "sb1", "app", "busybox:1", True)
+    ]
+
+
+def test_list_containers_request_filters():
+    msg = pw.message(pw.decode(cri_api.list_containers_request("sb1")), 1)
+    assert pw.string(msg, 3) == "sb1" and pw.integer(pw.message(msg, 2), 1) == 1
+    anything = pw.message(
+        pw.decode(cri_api.list_containers_request(container_id="c1", running=False)), 1
+    )
+    assert 2 not in anything and pw.string(anything, 1) == "c1"
+
+
+def test_envelope():
+    event = pw.encode([(1, "sb1"), (2, 4242)])  # TaskStart: container_id, pid
+    data = pw.encode(
+        [
+            (1, [(1, 1700000000), (2, 500_000_000)]),
+            (2, "k8s.io"),
+            (3, "/tasks/start"),
+            (4, [(1, "containerd.events.TaskStart"), (2, event)]),
+        ]
+    )
+    env = cri_api.parse_envelope(data)
+    assert env == cri_api.Envelope(1700000000.5, "k8s.io", "/tasks/start", "sb1")
+    assert cri.parse_event(env).effect is Effect.CHANGED
+    assert (
+        cri.parse_event(cri_api.Envelope(0, "k8s.io", "/containers/delete", "x")).effect
+        is Effect.GONE
+    )
+    assert (
+        cri.parse_event(cri_api.Envelope(0, "k8s.io", "/snapshot/remove", "x")).effect
+        is Effect.NOTHING
+    )
+
+
+def sandbox(ready=True, netns="/var/run/netns/cni-1", host=False) -> cri_api.Sandbox:
+    return cri_api.Sandbox("sb1", "web", "shop", "u1", ready, host, 42, netns)
+
+
+def test_pod_from_sandbox():
+    pod = cri.parse_pod(sandbox(), (PodMember("c1", "app", "img"),))
+    assert pod is not None and pod.is_pod
+    assert (pod.id, pod.name, pod.pod_namespace, pod.pod_name, pod.pod_uid) == (
+        "sb1",
+        "shop_web",
+        "shop",
+        "web",
+        "u1",
+    )
+    assert (pod.pid, pod.netns_path, pod.network_mode, pod.runtime) == (
+        42,
+        "/var/run/netns/cni-1",
+        "pod",
+        "containerd",
+    )
+    host = cri.parse_pod(sandbox(host=True, netns=""))
+    assert host is not None and host.network_mode == "host"
+
+
+def test_not_ready_sandbox_kept_while_its_namespace_lives():
+    dead = cri.parse_pod(sandbox(ready=False), (PodMember("c1", "app", "img"),))
+    assert dead is not None and not dead.ready and dead.pid == 0 and dead.members == ()
+    assert cri.parse_pod(sandbox(ready=False, netns="")) is None
+
+
+def test_members_trust_the_latest_event_over_the_state():
+    containers = [
+        cri_api.CriContainer("c2", "sb1", "side", "img", False),  # just started: still CREATED
+        cri_api.CriContainer("c1", "sb1", "app", "img", True),
+        cri_api.CriContainer("c3", "sb1", "old", "img", True),  # just exited: still RUNNING
+        cri_api.CriContainer("c4", "sb2", "other", "img", True),
+    ]
+    members = cri.pod_members(containers, "sb1", started="c2", exited="c3")
+    assert [m.name for m in members] == ["app", "side"]
+    assert [m.name for m in cri.pod_members(containers, "sb1")] == ["app", "old"]
+
+
+def test_target_of_an_endpoint():
+    assert (
+        cri_api.target("/run/containerd/containerd.sock")
+        == "unix:///run/containerd/containerd.sock"
+    )
+    assert cri_api.target("unix:///run/x.sock") == "unix:///run/x.sock"
+
+
+def args(**kw) -> argparse.Namespace:
+    base = {
+        "docker_host": None,
+        "docker_timeout": 1.0,
+        "podman_host": "",  # off: this machine's Podman socket must not count here
+        "cri_endpoint": None,
+        "cri_timeout": 1.0,
+    }
+    return argparse.Namespace(**(base | kw))
+
+
+def test_sources_from_flags(monkeypatch):
+    monkeypatch.setattr(cri, "probe", lambda endpoint: "no socket")
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+    assert runtimes.from_args(args(docker_host="", cri_endpoint="")) == []
+    (given,) = runtimes.from_args(args(docker_host="", cri_endpoint="/run/x.sock"))
+    assert (given.runtime, given.address) == ("containerd", "/run/x.sock")
+    monkeypatch.setattr(cri, "probe", lambda endpoint: None)  # the default socket answers the CRI
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker", "containerd"]
+    monkeypatch.setattr(cri, "probe", lambda endpoint: "UNIMPLEMENTED: not a CRI v1 runtime")
+    assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+    both = runtimes.from_args(args(podman_host="unix:///run/p.sock", cri_endpoint="/run/c.sock"))
+    assert [s.runtime for s in both] == ["docker", "podman", "containerd"]
+
+
+CNI_RESULT = {
+    "kind": "cniCacheV1",
+    "containerId": "sb1",
+    "ifName": "eth0",
+    "networkName": "pods",
+    "result": {
+        "interfaces": [
+            {"mac": "ca:d3:0e:77:45:76", "name": "cni0"},
+            {"mac": "8a:58:b0:02:d0:93", "name": "veth26bd6f9b"},
+            {"mac": "ba:0d:41:30:42:8e", "name": "eth0", "sandbox": "/var/run/netns/cni-1"},
+        ],
+        "ips": [{"address": "198.18.129.131/20", "gateway": "198.18.128.1", "interface": 2}],
+    },
+}
+
+
+def test_cni_cache_names_the_network_its_bridge_and_the_pod_endpoint():
+    a = cri.parse_cni_result(CNI_RESULT)
+    assert a is not None
+    assert (a.sandbox_id, a.network, a.bridge) == ("sb1", "pods", "cni0")
+    assert a.subnets == (("198.18.128.0/20", "198.18.128.1"),)
+    assert (a.endpoint.mac, a.endpoint.ipv4, a.endpoint.ipv4_prefix) == (
+        "ba:0d:41:30:42:8e",
+        "198.18.129.131",
+        20,
+    )
+    (net,) = cri.cni_networks([a, a])
+    assert (net.id, net.name, net.bridge, net.driver) == ("cni:pods", "pods", "cni0", "bridge")
+    assert not net.masquerade
+
+
+def test_cni_cache_loopback_and_bridgeless_plugins():
+    assert cri.parse_cni_result(CNI_RESULT | {"networkName": "cni-loopback"}) is None
+    assert cri.parse_cni_result({"kind": "other"}) is None
+    ptp = dict(CNI_RESULT, result=dict(CNI_RESULT["result"]))
+    ptp["result"]["interfaces"] = CNI_RESULT["result"]["interfaces"][1:]
+    a = cri.parse_cni_result(ptp)
+    assert a is not None and a.bridge == ""
