@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .topology import ContainerView, Interface, Snapshot, Veth
 
 SCHEMA = 1
-MAX_BRIDGE_PORTS = 1024  # the kernel's BR_MAX_PORTS
+MAX_BRIDGE_PORTS = 1023  # BR_MAX_PORTS port numbers, number 0 reserved: the 1,024th join fails
 _SNAPSHOTS = itertools.count(1)  # a number per snapshot drawn, for the revision
 
 

@@ -331,11 +331,15 @@ class NetstatCollector(Collector):
         return {e: "{" + owner + ("," + e if e else "") + "}" for e in self.extras}
 
     def targets(self, snap: Snapshot) -> list[tuple[int, dict[str, str]]]:
-        """(pid, label sets) of each namespace to read: one per owner, none for the host's."""
+        """(pid, label sets) of each namespace to read: one per owner, none for the host's. Pods
+        are left out until they have families of their own labelled namespace and pod."""
         owners = [
             v
             for v in snap.containers
-            if v.netns_owner == v.container.id and v.network_mode != "host" and v.container.pid > 0
+            if v.netns_owner == v.container.id
+            and v.network_mode != "host"
+            and v.container.pid > 0
+            and not v.container.is_pod
         ]
         label_sets = self._labels.rendered((v.container.id, v) for v in owners)
         return [(v.container.pid, ls) for v, ls in zip(owners, label_sets, strict=True)]

@@ -145,7 +145,7 @@ def test_bridges_hold_their_veths_with_the_namespace_at_the_other_end():
         "vethleak000",
     ]
     assert [v["name"] for v in bridges["br-back"]["veths"]] == ["vethboth001"]
-    assert (bridges["docker0"]["ports"], bridges["docker0"]["max_ports"]) == (3, 1024)
+    assert (bridges["docker0"]["ports"], bridges["docker0"]["max_ports"]) == (3, 1023)
     assert bridges["docker0"]["network"] == "bridge" and bridges["br-back"]["network"] == "back"
     namespaces = {ns["id"]: ns for ns in doc["namespaces"]}
     web = bridges["docker0"]["veths"][0]
