@@ -126,7 +126,7 @@ def render_costs(veths: int, containers: int, repeats: int) -> dict:
     published = threading.Event()
     published.set()
     daemon = SimpleNamespace(
-        snapshot=snap, published=published, events=Counter(), resyncs=Counter()
+        snapshot=snap, published=published, sources={}, events=Counter(), resyncs=Counter()
     )
     scraper = Scraper(daemon, collectors)  # type: ignore[arg-type]
 
