@@ -18,7 +18,6 @@ from ..model import (
     Container,
     Counters,
 )
-from ..sources.netlink import Netlink
 from .base import Collector, Context
 
 if TYPE_CHECKING:
@@ -159,6 +158,8 @@ class ContainersCollector(Collector):
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
     """The host veths' counters; a socket per call, as scrapes run concurrently."""
+    from ..sources.netlink import Netlink  # here: building the flags needs the class alone
+
     with Netlink() as netlink:
         return netlink.link_stats(ifindexes)
 

@@ -18,13 +18,13 @@ from ..firewall.attribution import (
     port_statuses,
     wanted_families,
 )
-from ..firewall.rules import Ruleset
+from ..firewall.rules import NetfilterUnavailable, Ruleset
 from ..flags import duration
 from ..model import Container, Network
-from ..sources.netfilter import Netfilter, NetfilterUnavailable
 from .base import Collector, Context, Option
 
 if TYPE_CHECKING:
+    from ..sources.netfilter import Netfilter
     from ..topology import Snapshot
 
 CONNECTIONS_HELP = (
@@ -113,7 +113,13 @@ class NatCollector(Collector):
         timeout: float = 5.0,
         netfilter: Netfilter | None = None,
     ) -> None:
-        self.netfilter = netfilter or Netfilter(timeout)
+        if netfilter is None:
+            # Here, not at the top: building the flags (`--help`, every command) needs the class
+            # alone, and the commands that read no rules never pay for the reader.
+            from ..sources.netfilter import Netfilter
+
+            netfilter = Netfilter(timeout)
+        self.netfilter = netfilter
         self.cache_seconds = cache
         self.redetect_seconds = REDETECT_SECONDS
         self._lock = threading.Lock()  # only to look at or swap the cache and the read in flight

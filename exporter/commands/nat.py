@@ -6,9 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..firewall.attribution import choose, masquerade_statuses, port_statuses
-from ..firewall.rules import Ruleset
+from ..firewall.rules import NetfilterUnavailable, Ruleset
 from ..flags import duration
-from ..sources.netfilter import Netfilter, NetfilterUnavailable
 from .base import Command, CommandError, Report, Table, read_snapshot
 
 if TYPE_CHECKING:
@@ -91,6 +90,8 @@ class NatCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
+        from ..sources.netfilter import Netfilter  # here: the daemon builds this command's flags
+
         try:
             rulesets = Netfilter(args.timeout).read()
         except NetfilterUnavailable as exc:

@@ -14,7 +14,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from .. import topology_view
 from .base import Command, Report, read_snapshot, write
 from .orphans import add_scope_flag
 
@@ -43,6 +42,7 @@ class TopologyCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
+        from .. import topology_view  # here: the daemon's parser builds every command's flags
         from ..topology_page import read_host_addresses
 
         snap = read_snapshot(args)

@@ -12,6 +12,10 @@ NFT_DOCKER_TABLE = "docker-bridges"  # Docker 29's tables, in the nft families b
 NFT_FAMILIES = {"ip": IPV4, "ip6": IPV6}
 
 
+class NetfilterUnavailable(OSError):
+    """The rules cannot be read here (no binary, no permission, a timeout)."""
+
+
 @dataclass
 class NatRule:
     """A DNAT or MASQUERADE rule, reduced to what attribution needs."""

@@ -23,11 +23,16 @@ from typing import Any, cast
 
 from ..firewall.iptables_save import header_backend, parse_iptables_save
 from ..firewall.nft_json import parse_nft_json
-from ..firewall.rules import IPV4, IPV6, NFT_DOCKER_TABLE, NFT_FAMILIES, Ruleset
+from ..firewall.rules import (
+    IPV4,
+    IPV6,
+    NFT_DOCKER_TABLE,
+    NFT_FAMILIES,
+    NetfilterUnavailable,
+    Ruleset,
+)
 
-
-class NetfilterUnavailable(OSError):
-    """The rules cannot be read here (no binary, no permission, a timeout)."""
+__all__ = ["Netfilter", "NetfilterUnavailable"]
 
 
 @dataclass(frozen=True)
