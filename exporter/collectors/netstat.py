@@ -41,18 +41,18 @@ IPV4, IPV6 = 'family="ipv4"', 'family="ipv6"'
 @dataclass(frozen=True)
 class Field:
     """One family: `key` names it in --collector.netstat.fields and is its name after
-    ``dockernet_container_`` (without ``_total``); each source is (extra label pairs, file,
-    section, kernel field name), the section "" in the files that have none (snmp6,
-    nf_conntrack)."""
+    ``dockernet_container_`` (``dockernet_pod_`` for pods; without ``_total``); each source is
+    (extra label pairs, file, section, kernel field name), the section "" in the files that have
+    none (snmp6, nf_conntrack)."""
 
     key: str
     type: str  # counter | gauge
     help: str
     sources: tuple[tuple[str, str, str, str], ...]
 
-    @property
-    def metric(self) -> str:
-        return f"dockernet_container_{self.key}" + ("_total" if self.type == "counter" else "")
+    def metric(self, owner: str) -> str:
+        """The family's name for an owner kind, `container` or `pod`."""
+        return f"dockernet_{owner}_{self.key}" + ("_total" if self.type == "counter" else "")
 
 
 def _tcp(key: str, section: str, name: str, help_text: str, file: str = SNMP) -> Field:
@@ -290,11 +290,16 @@ def wanted_of(fields: list[Field]) -> dict[str, dict[str, list[str]]]:
 
 def owner_labels(view: ContainerView) -> str:
     """The owner of a namespace as label pairs without braces, those of the interface counters:
-    the one place to add other workloads' labels (namespace, pod)."""
-    return labels(container_id=view.container.id, container_name=view.container.name)[1:-1]
+    namespace and pod for a pod, container_id and container_name for a container."""
+    c = view.container
+    if c.is_pod:
+        return labels(namespace=c.pod_namespace, pod=c.pod_name)[1:-1]
+    return labels(container_id=c.id, container_name=c.name)[1:-1]
 
 
-Found = list[tuple[dict[str, str], Reading]]
+OWNERS = ("container", "pod")
+Target = tuple[str, int, dict[str, str]]  # owner kind, pid, label sets
+Found = list[tuple[str, dict[str, str], Reading]]
 
 
 class NetstatCollector(Collector):
@@ -330,41 +335,45 @@ class NetstatCollector(Collector):
         owner = owner_labels(view)
         return {e: "{" + owner + ("," + e if e else "") + "}" for e in self.extras}
 
-    def targets(self, snap: Snapshot) -> list[tuple[int, dict[str, str]]]:
-        """(pid, label sets) of each namespace to read: one per owner, none for the host's. Pods
-        are left out until they have families of their own labelled namespace and pod."""
+    def targets(self, snap: Snapshot) -> list[Target]:
+        """(owner kind, pid, label sets) of each namespace to read: one per owner (a pod's
+        sandbox holds the namespace of all its containers), none for the host's."""
         owners = [
             v
             for v in snap.containers
-            if v.netns_owner == v.container.id
-            and v.network_mode != "host"
-            and v.container.pid > 0
-            and not v.container.is_pod
+            if v.netns_owner == v.container.id and v.network_mode != "host" and v.container.pid > 0
         ]
         label_sets = self._labels.rendered((v.container.id, v) for v in owners)
-        return [(v.container.pid, ls) for v, ls in zip(owners, label_sets, strict=True)]
+        return [
+            ("pod" if v.container.is_pod else "container", v.container.pid, ls)
+            for v, ls in zip(owners, label_sets, strict=True)
+        ]
 
     def collect(self, snap: Snapshot) -> list[Family]:
         reader = NamespaceReader(self.root, self.wanted)
         found: Found = []
-        for pid, label_sets in snap.memo("netstat_targets", self.targets):
+        for owner, pid, label_sets in snap.memo("netstat_targets", self.targets):
             reading = reader.read(pid)
             if reading is not None:
-                found.append((label_sets, reading))
+                found.append((owner, label_sets, reading))
         if found:
             self._report(found)
-        families = [self._family(f, found) for f in self.fields]
+        # The pods' families only where pods are: a host without them gets no empty families.
+        owners = [o for o in OWNERS if o == "container" or any(f[0] == o for f in found)]
+        families = [self._family(f, o, found) for o in owners for f in self.fields]
         return families + self._host_families()
 
     @staticmethod
-    def _family(f: Field, found: Found) -> Family:
+    def _family(f: Field, owner: str, found: Found) -> Family:
         samples: list[tuple[str, int | float]] = []
-        for label_sets, reading in found:
+        for kind, label_sets, reading in found:
+            if kind != owner:
+                continue
             for extra, file, section, name in f.sources:
                 v = reading.values.get(file, {}).get((section, name))
                 if v is not None:
                     samples.append((label_sets[extra], v))
-        return Family(f.metric, f.type, f.help, samples)
+        return Family(f.metric(owner), f.type, f.help, samples)
 
     def _host_families(self) -> list[Family]:
         if not self.host:
@@ -380,10 +389,10 @@ class NetstatCollector(Collector):
     def _report(self, found: Found) -> None:
         """Log once each file that could not be parsed and each field the kernel lacks (judged on
         the first namespace: every namespace has the same files); their series are left out."""
-        for _labels, reading in found:
+        for _owner, _labels, reading in found:
             for file, error in reading.errors.items():
                 self._once(("unparsed", file), "netstat_file_unparsed", file=file, error=error)
-        values = found[0][1].values
+        values = found[0][2].values
         for file, sections in self.wanted.items():
             for section, names in sections.items():
                 if file not in values:

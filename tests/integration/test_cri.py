@@ -299,3 +299,39 @@ def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, 
     assert not missed, sorted(missed)
     final = e.text()
     assert not [p for p in churn.stopped if f'pod="{p}"' in final]
+
+
+def test_pod_network_health_is_the_pod_namespaces_own(exporter, pods):
+    """With --collector.netstat a pod's TCP counters carry namespace and pod, equal its own
+    /proc/net/snmp, and no container family names the sandbox."""
+    e = exporter(CRI, "--collector.netstat")
+    pod = pods.run(namespace="health")
+    mapped(e, pod)
+    netns = pods.status(pod).netns_path
+    refused = (
+        "import socket\n"
+        "for _ in range(6):\n"
+        "    s = socket.socket()\n"
+        "    s.connect_ex(('127.0.0.1', 9))\n"
+        "    s.close()\n"
+    )
+    subprocess.run(["nsenter", f"--net={netns}", sys.executable, "-c", refused], check=True)
+
+    def own_tcp() -> dict[str, int]:
+        text = sh("nsenter", f"--net={netns}", "cat", "/proc/net/snmp").splitlines()
+        names, values = [l.split()[1:] for l in text if l.startswith("Tcp:")]
+        return dict(zip(names, map(int, values), strict=True))
+
+    for _ in range(10):  # a quiet moment: the namespace's counters the same before and after
+        before, m = own_tcp(), e.metrics()
+        if own_tcp() == before:
+            break
+    fails = m.get_value("dockernet_pod_tcp_attempt_fails_total", namespace="health", pod=pod.name)
+    assert fails == before["AttemptFails"] >= 6
+    assert (
+        m.get_value("dockernet_pod_tcp_active_opens_total", namespace="health", pod=pod.name)
+        == before["ActiveOpens"]
+    )
+    assert not m.select(
+        "dockernet_container_tcp_attempt_fails_total", container_id=pods.status(pod).id
+    )
