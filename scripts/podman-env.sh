@@ -48,7 +48,9 @@ start() {
     write_config
     if ! ready; then
         log "starting podman system service on $PODMAN_SOCKET (log: $PODMAN_LOG)"
-        setsid podman system service --time=0 "unix://$PODMAN_SOCKET" >>"$PODMAN_LOG" 2>&1 </dev/null &
+        # From /: its conmon children fail ("Failed to get working directory") once the directory
+        # it was started in is gone, a clone that CI removed, say.
+        (cd / && setsid podman system service --time=0 "unix://$PODMAN_SOCKET" >>"$PODMAN_LOG" 2>&1 </dev/null 9>&- &)
         for _ in $(seq 1 60); do
             ready && break
             sleep 0.5

@@ -63,14 +63,19 @@ build_test_image() {
     rm -rf "$root"
 }
 
-need_root
 # One at a time: two runs at once would both start a dockerd, and the loser's cleanup would
-# remove the winner's pid file. dockerd itself does not inherit the lock (9>&- above).
-exec 9>/run/dockernet-test-env.lock
-flock 9
+# remove the winner's pid file. Taken after apt (whose package scripts may start services), and
+# no daemon started here inherits it (9>&-), or the next run would wait for ever.
+lock_env() {
+    exec 9>/run/dockernet-test-env.lock
+    flock 9
+}
+
+need_root
 case "${1:-all}" in
     all)
         install_packages
+        lock_env
         start_dockerd
         build_test_image
         bash "$(dirname "$0")/cri-env.sh" start
@@ -78,10 +83,11 @@ case "${1:-all}" in
         log "ready: dockerd $(docker version -f '{{.Server.Version}}'), image $TEST_IMAGE, CRI containerd, Podman"
         ;;
     dockerd)
+        lock_env
         start_dockerd
         ;;
     dockerd-if-installed)
-        if command -v dockerd >/dev/null; then start_dockerd
+        if command -v dockerd >/dev/null; then lock_env; start_dockerd
         else log "dockerd is not installed; the exporter will serve what the kernel knows (apt-get install docker.io)"
         fi
         ;;
