@@ -82,7 +82,7 @@ start() {
     write_config
     ready && return 0
     log "starting containerd with CRI on $CRI_SOCKET (log: $CRI_LOG)"
-    (cd / && setsid /usr/bin/containerd --config "$CRI_CONF_DIR/config.toml" >>"$CRI_LOG" 2>&1 </dev/null 9>&- &)  # from /, without test-env.sh's lock
+    setsid /usr/bin/containerd --config "$CRI_CONF_DIR/config.toml" >>"$CRI_LOG" 2>&1 </dev/null 9>&- &  # without test-env.sh's lock
     for _ in $(seq 1 60); do
         ready && return 0
         sleep 0.5
