@@ -50,7 +50,9 @@ start() {
         log "starting podman system service on $PODMAN_SOCKET (log: $PODMAN_LOG)"
         # From /: its conmon children fail ("Failed to get working directory") once the directory
         # it was started in is gone, a clone that CI removed, say.
-        (cd / && setsid podman system service --time=0 "unix://$PODMAN_SOCKET" >>"$PODMAN_LOG" 2>&1 </dev/null 9>&- &)
+        # exec: no shell lingers holding test-env.sh's lock (fd 9).
+        (cd / && exec setsid podman system service --time=0 "unix://$PODMAN_SOCKET" \
+            >>"$PODMAN_LOG" 2>&1 </dev/null) 9>&- &
         for _ in $(seq 1 60); do
             ready && break
             sleep 0.5

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 TEST_IMAGE="${TEST_IMAGE:-dockernet-test:busybox}"
-APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc podman netavark chromium chromium-driver)
+APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc podman netavark chromium chromium-driver psmisc)
 DOCKERD_LOG=/var/log/dockernet-test-dockerd.log
 
 log() { echo "test-env: $*" >&2; }
@@ -68,7 +68,11 @@ build_test_image() {
 # no daemon started here inherits it (9>&-), or the next run would wait for ever.
 lock_env() {
     exec 9>/run/dockernet-test-env.lock
-    flock 9
+    flock -w 300 9 || {
+        log "another test-env.sh has held /run/dockernet-test-env.lock for 5 minutes; holders:"
+        fuser -v /run/dockernet-test-env.lock >&2 || true
+        exit 1
+    }
 }
 
 need_root
