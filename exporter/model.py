@@ -109,7 +109,7 @@ class Container:
 
 @dataclass(frozen=True)
 class Network:
-    """A Docker network."""
+    """A bridge network of a Docker-like runtime (Docker, Podman)."""
 
     id: str
     name: str
@@ -118,6 +118,7 @@ class Network:
     subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway)
     internal: bool = False
     masquerade: bool = True
+    runtime: str = "docker"  # docker | podman: whose NAT rules serve it
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Docker's intent (published ports, masquerading bridge subnets) joined with the rules
-that exist, and the choice of the backend that holds Docker's rules.
+"""Docker's and Podman's intent (published ports, masquerading bridge subnets) joined with the
+rules that exist, and the choice of the backend that holds Docker's rules.
 
 Docker's iptables rules carry no comments, so a rule is attributed to a port
 binding by what it does (protocol, host port, host address, the container
-address and port it translates to), never by its position in a chain.
+address and port it translates to), never by its position in a chain. Podman's
+(netavark's) rules are attributed the same way; its masquerade of a subnet is
+the rule that excludes multicast, where Docker's excludes the bridge.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .rules import DNAT, IPV4, IPV6, MASQUERADE, NFT_DOCKER_TABLE, NatRule, Rule
 COUNTED_TABLES = ("nat", "filter", "raw")
 BUILTIN_CHAINS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 ANY_ADDRESS = ("", "0.0.0.0/0", "::/0")
+MULTICAST = {IPV4: "224.0.0.0/4", IPV6: "ff00::/8"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def port_statuses(containers: Iterable[Container], ruleset: Ruleset) -> list[Por
         for b in c.ports:
             family = IPV6 if ":" in b.host_ip else IPV4
             addrs = {ep.ipv6 if family == IPV6 else ep.ipv4 for ep in c.endpoints} - {""}
-            expected = family in ruleset.docker_families and bool(addrs)
+            expected = family in _runtime_families(ruleset, c.runtime) and bool(addrs)
             matches = (
                 [
                     r
@@ -103,6 +106,11 @@ def port_statuses(containers: Iterable[Container], ruleset: Ruleset) -> list[Por
             )
             out.append(PortStatus(c, b, expected, bool(matches), sum(r.packets for r in matches)))
     return out
+
+
+def _runtime_families(ruleset: Ruleset, runtime: str) -> set[str]:
+    """The families in which the runtime's NAT chains are found in this ruleset."""
+    return ruleset.netavark_families if runtime == "podman" else ruleset.docker_families
 
 
 def _dnat_index(rules: list[NatRule]) -> dict[tuple[str, str, int], list[NatRule]]:
@@ -130,11 +138,7 @@ def _same_host_address(rule_dst: str, host_ip: str) -> bool:
 
 def masquerade_statuses(networks: Iterable[Network], ruleset: Ruleset) -> list[MasqueradeStatus]:
     """One status per subnet of each bridge network that should masquerade (enabled, not internal)."""
-    masq = [
-        r
-        for r in ruleset.rules
-        if r.action == MASQUERADE and r.src and not r.dst and not r.protocol
-    ]
+    masq = [r for r in ruleset.rules if r.action == MASQUERADE and r.src and not r.protocol]
     out = []
     for n in sorted(networks, key=lambda n: n.bridge):
         if n.driver != "bridge" or not n.bridge or n.internal or not n.masquerade:
@@ -144,22 +148,26 @@ def masquerade_statuses(networks: Iterable[Network], ruleset: Ruleset) -> list[M
             matches = [
                 r
                 for r in masq
-                if r.family == family
-                and r.out_iface == n.bridge
-                and r.out_negated
-                and _same_network(r.src, subnet)
+                if r.family == family and _masquerades(r, n) and _same_network(r.src, subnet)
             ]
             out.append(
                 MasqueradeStatus(
                     n,
                     n.bridge,
                     subnet,
-                    family in ruleset.docker_families,
+                    family in _runtime_families(ruleset, n.runtime),
                     bool(matches),
                     sum(r.packets for r in matches),
                 )
             )
     return out
+
+
+def _masquerades(rule: NatRule, network: Network) -> bool:
+    """Whether the rule has the shape of the network's runtime's masquerade of its subnet."""
+    if network.runtime == "podman":
+        return rule.dst_negated and rule.dst == MULTICAST[rule.family] and not rule.out_iface
+    return not rule.dst and rule.out_iface == network.bridge and rule.out_negated
 
 
 def _same_network(a: str, b: str) -> bool:

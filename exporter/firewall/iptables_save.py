@@ -1,12 +1,17 @@
 """The parser of ``iptables-save -c`` (and ``ip6tables-save -c``) text.
 
 Every rule is counted per chain; only the nat table's DNAT and MASQUERADE rules that can
-serve Docker are read in full, Docker's own shapes with one regular expression each, and
+serve Docker or Podman are read in full, Docker's own shapes with one regular expression each, and
 Docker's drop rules (isolation, unpublished ports, direct access) with their counters.
+
+netavark (Podman) masquerades a network in two steps: POSTROUTING jumps on the network's subnet
+to the network's own chain (``-s 10.88.0.0/16 -j NETAVARK-1D8721804F16F``), which masquerades all
+but multicast (``! -d 224.0.0.0/4 -j MASQUERADE``); the two are joined into one rule here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .rules import (
@@ -29,6 +34,9 @@ DOCKER_DNAT = re.compile(
     r"(?:-d (\S+) )?! -i \S+ -p (tcp|udp|sctp) -m \2 --dport (\d+) -j DNAT --to-destination (\S+)\Z"
 )
 DOCKER_MASQUERADE = re.compile(r"-s (\S+) ! -o (\S+) -j MASQUERADE\Z")
+NETAVARK_CHAIN = re.compile(r"NETAVARK-[0-9A-F]+\Z")  # a network's own (not HOSTPORT-*, DN-*)
+NETAVARK_JUMP = re.compile(r"-s (\S+) -j (NETAVARK-[0-9A-F]+)\Z")
+NETAVARK_MASQUERADE = re.compile(r"! -d (\S+) -j MASQUERADE\Z")
 # Docker's drop rules, by (table, chain): the isolation of one bridge from the others (20.10 and
 # later), and on 28.x the drop of unpublished ports (filter DOCKER) and of direct access to a
 # container's address from outside its bridge (raw PREROUTING).
@@ -60,6 +68,8 @@ def parse_iptables_save(text: str, family: str = IPV4, backend: str = "") -> Rul
     family_name = "ip" if family == IPV4 else "ip6"
     table = qualified = ""
     chains = out.chains
+    jumps: list[tuple[str, str]] = []  # netavark's: (subnet, chain)
+    chain_masquerades: dict[str, NatRule] = {}  # netavark's network chain -> its MASQUERADE
     for line in text.splitlines():
         head = line[:1]
         if head == "*":
@@ -75,21 +85,33 @@ def parse_iptables_save(text: str, family: str = IPV4, backend: str = "") -> Rul
             key = (qualified, rule[0])
             chains[key] = chains.get(key, 0) + 1
             found = rule[1]
-            if isinstance(found, NatRule):
+            if isinstance(found, NatRule) and NETAVARK_CHAIN.match(rule[0]):
+                chain_masquerades[rule[0]] = found
+            elif isinstance(found, NatRule):
                 out.rules.append(found)
+            elif isinstance(found, tuple):
+                jumps.append(found)
             elif found is not None:
                 out.drops.append(found)
         elif line and head != "#" and line != "COMMIT":
             out.unparsed += 1
     if (f"{family_name} nat", DOCKER_NAT_CHAIN) in chains:
         out.docker_families.add(family)
+    if any(t == f"{family_name} nat" and c.startswith("NETAVARK-") for t, c in chains):
+        out.netavark_families.add(family)
+    out.rules.extend(
+        dataclasses.replace(chain_masquerades[chain], src=subnet)
+        for subnet, chain in jumps
+        if chain in chain_masquerades
+    )
     return out
 
 
-def _iptables_rule(
-    line: str, table: str, family: str
-) -> tuple[str, NatRule | DropRule | None] | None:
-    """(chain, NatRule, DropRule or None) for one '[p:b] -A CHAIN ...' line; None if unreadable."""
+Found = NatRule | DropRule | tuple[str, str] | None  # tuple: netavark's jump (subnet, chain)
+
+
+def _iptables_rule(line: str, table: str, family: str) -> tuple[str, Found] | None:
+    """(chain, what it holds) for one '[p:b] -A CHAIN ...' line; None if unreadable."""
     counters = ""
     if line[0] == "[":
         end = line.find("] ")
@@ -104,8 +126,9 @@ def _iptables_rule(
         if spec[-7:] == "-j DROP":
             return parts[1], _drop_rule(table, parts[1], spec, family, counters)
         return parts[1], None
-    if not _worth_parsing(spec):
-        return parts[1], None
+    netavark = _netavark(parts[1], spec, family, counters)
+    if netavark is not None or not _worth_parsing(spec):
+        return parts[1], netavark
     try:
         packets = int(counters.partition(":")[0]) if counters else 0
         return parts[1], _docker_shaped(spec, family, packets) or _nat_rule(
@@ -122,9 +145,25 @@ def _drop_rule(table: str, chain: str, spec: str, family: str, counters: str) ->
     m = shape[1].match(spec)
     if m is None:
         return None
-    packet_text = counters.partition(":")[0]
-    packets = int(packet_text) if packet_text.isdigit() else 0
-    return DropRule(family, shape[0], m.group(1), packets)
+    return DropRule(family, shape[0], m.group(1), _packets(counters))
+
+
+def _packets(counters: str) -> int:
+    """The packet count of '[packets:bytes]' (0 when absent or unreadable)."""
+    text = counters.partition(":")[0]
+    return int(text) if text.isdigit() else 0
+
+
+def _netavark(chain: str, spec: str, family: str, counters: str) -> Found:
+    """netavark's jump to a network's chain, or that chain's MASQUERADE (its source still unset)."""
+    if chain == "POSTROUTING" and "NETAVARK-" in spec:
+        m = NETAVARK_JUMP.match(spec)
+        return (m.group(1), m.group(2)) if m else None
+    if chain.startswith("NETAVARK-") and NETAVARK_CHAIN.match(chain):
+        m = NETAVARK_MASQUERADE.match(spec)
+        if m:
+            return NatRule(family, MASQUERADE, _packets(counters), dst=m.group(1), dst_negated=True)
+    return None
 
 
 def _docker_shaped(spec: str, family: str, packets: int) -> NatRule | None:

@@ -1,5 +1,5 @@
-"""What a firewall read yields: NAT rules reduced to what attribution needs, Docker's
-drop rules with their counters, and rule counts per chain, for one backend
+"""What a firewall read yields: NAT rules reduced to what attribution needs (Docker's and
+netavark's, Podman's), Docker's drop rules with their counters, and rule counts per chain, for one backend
 (iptables-nft, iptables-legacy, nftables)."""
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Ruleset:
     chains: dict[tuple[str, str], int] = field(default_factory=dict)
     unparsed: int = 0
     docker_families: set[str] = field(default_factory=set)  # families holding Docker's NAT chain
+    netavark_families: set[str] = field(default_factory=set)  # ... and Podman's (netavark's)
     drops: list[DropRule] = field(default_factory=list)  # Docker's drop rules, with their counters
 
     def merge(self, other: Ruleset) -> Ruleset:
@@ -66,4 +67,5 @@ class Ruleset:
             self.chains[key] = self.chains.get(key, 0) + n
         self.unparsed += other.unparsed
         self.docker_families |= other.docker_families
+        self.netavark_families |= other.netavark_families
         return self

@@ -50,8 +50,7 @@ def parse_libpod_network(data: dict) -> Network:
         bridge=(data.get("network_interface") or "") if driver == "bridge" else "",
         subnets=subnets,
         internal=bool(data.get("internal")),
-        # netavark's NAT chains are not attributed yet: no MASQUERADE rule is expected of them.
-        masquerade=False,
+        runtime="podman",
     )
 
 

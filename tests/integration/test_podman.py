@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
-from helpers import TEST_IMAGE, unique, wait_for
+from helpers import TEST_IMAGE, sh, unique, wait_for
 
 PODMAN_SOCKET = "/run/dockernet-podman/podman.sock"
 PODMAN = f"--podman.host=unix://{PODMAN_SOCKET}"
@@ -105,6 +105,42 @@ def test_default_and_user_network_map_exactly_host_and_none_have_no_veth(exporte
     (port,) = m.select("dockernet_published_port_info", container_id=default.id)
     assert (port[0]["container_port"], port[0]["protocol"]) == ("80", "tcp")
     assert m.get_value("dockernet_runtime_up", runtime="podman") == 1
+
+
+def test_published_port_and_masquerade_in_netavarks_chains(exporter, podman):
+    """Podman's NAT is netavark's: the port's DNAT rule in its chains and the network's
+    masquerade found present, and the binding missing while its rule is deleted."""
+    e = exporter(PODMAN)
+    c = podman.run(ports={"80/tcp": None})
+    c.reload()
+    address = c.attrs["NetworkSettings"]["IPAddress"]
+    (binding,) = c.attrs["NetworkSettings"]["Ports"]["80/tcp"]
+    host_port = binding["HostPort"]
+
+    def rule_present():
+        m = e.metrics()
+        got = m.select("dockernet_published_port_rule_present", container_id=c.id)
+        return got and m
+
+    m = wait_for(rule_present, what="the Podman binding judged")
+    (port,) = m.select("dockernet_published_port_rule_present", container_id=c.id)
+    assert port[0]["host_port"] == host_port and port[1] == 1
+    (veth,) = veths_of(m, c)
+    (masq,) = m.select("dockernet_masquerade_rule_present", bridge=veth["bridge"])
+    assert masq[1] == 1
+    line = next(
+        line
+        for line in sh("iptables-save", "-t", "nat").splitlines()
+        if line.startswith("-A NETAVARK-DN-") and f"--to-destination {address}:80" in line
+    )
+    _, chain, spec = line.split(" ", 2)
+    rule = spec.split()
+    sh("iptables", "-t", "nat", "-D", chain, *rule)
+    try:
+        missing = e.metrics().select("dockernet_published_port_rule_present", container_id=c.id)
+        assert missing[0][1] == 0
+    finally:
+        sh("iptables", "-t", "nat", "-A", chain, *rule)
 
 
 def test_removed_container_drops_its_series(exporter, podman):

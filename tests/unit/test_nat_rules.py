@@ -4,6 +4,7 @@ with Docker's intent. No root, no Docker."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -503,3 +504,56 @@ def test_drops_that_are_not_dockers_are_not_counted():
     )
     ruleset = parse_iptables_save(other, IPV4)
     assert ruleset.drops == [] and ruleset.unparsed == 0
+
+
+def podman_on_default_network() -> tuple[Ruleset, Container, Network]:
+    """Recorded: Podman 4.3 with netavark 1.4, one container publishing 18080->80/tcp, beside
+    Docker's default bridge."""
+    ruleset = parse_iptables_save(text("netavark14.iptables-save"), backend="iptables-nft")
+    container = Container(
+        id="p" * 64,
+        name="web",
+        runtime="podman",
+        endpoints=(Endpoint("podman", "podman", ipv4="198.18.160.60", ipv4_prefix=24),),
+        ports=(PortBinding("tcp", 80, "", 18080),),
+    )
+    network = Network(
+        "podman",
+        "podman",
+        "bridge",
+        bridge="podman0",
+        subnets=(("198.18.160.0/24", "198.18.160.1"),),
+        runtime="podman",
+    )
+    return ruleset, container, network
+
+
+def test_netavark_binding_and_masquerade_are_found_through_its_chains():
+    ruleset, container, network = podman_on_default_network()
+    assert ruleset.netavark_families == {IPV4} and ruleset.unparsed == 0
+    (port,) = port_statuses([container], ruleset)
+    assert port.expected and port.present
+    (masq,) = masquerade_statuses([network], ruleset)
+    assert (masq.bridge, masq.subnet, masq.expected, masq.present) == (
+        "podman0",
+        "198.18.160.0/24",
+        True,
+        True,
+    )
+
+
+def test_netavark_rules_deleted_or_of_another_subnet_are_missing():
+    ruleset, container, network = podman_on_default_network()
+    lines = text("netavark14.iptables-save").splitlines()
+    without = "\n".join(
+        line for line in lines if "DNAT --to-destination" not in line and "! -d 224" not in line
+    )
+    bare = parse_iptables_save(without, backend="iptables-nft")
+    assert not port_statuses([container], bare)[0].present
+    assert not masquerade_statuses([network], bare)[0].present
+    # Docker's masquerade of its own bridge is not Podman's, nor Podman's another network's.
+    other = dataclasses.replace(network, bridge="podman1", subnets=(("198.18.0.0/24", ""),))
+    assert not masquerade_statuses([other], ruleset)[0].present
+    # A Docker container is not served by netavark's chains, nor judged where Docker has none.
+    docker_one = dataclasses.replace(container, runtime="docker")
+    assert not port_statuses([docker_one], ruleset)[0].expected

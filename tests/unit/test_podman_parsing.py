@@ -50,7 +50,7 @@ def test_libpod_network_names_its_bridge():
     )
     assert (n.id, n.name, n.bridge) == ("2f25", "podman", "podman0")
     assert n.subnets == (("198.18.160.0/24", "198.18.160.1"),)
-    assert not n.masquerade  # netavark's chains are not attributed: no MASQUERADE expected
+    assert n.masquerade and n.runtime == "podman"  # through netavark's chains
 
 
 def test_remove_events():
