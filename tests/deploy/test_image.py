@@ -10,14 +10,25 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 import requests
 from deployspec import documented_run_line, documented_spec
 
-from helpers import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_for
+from cri_helpers import CRI_SOCKET, CriPods, cri_ready
+from helpers import ROOT, TEST_IMAGE, Metrics, free_port, parse_metrics, sh, unique, wait_for
 
 BASE_IMAGE = "dockernet-base:bookworm"
+PODMAN_SOCKET = "/run/dockernet-podman/podman.sock"
+# The chart's mounts on a containerd node (docs/kubernetes.md), and Podman's socket likewise.
+RUNTIME_MOUNTS = (
+    *("-v", f"{CRI_SOCKET}:/host/cri.sock:ro"),
+    *("-v", "/var/run/netns:/var/run/netns:ro,rslave"),
+    *("-v", "/var/lib/cni/results:/var/lib/cni/results:ro"),
+    *("-v", f"{PODMAN_SOCKET}:/host/podman.sock:ro"),
+)
+RUNTIME_FLAGS = ("--cri.endpoint=/host/cri.sock", "--podman.host=unix:///host/podman.sock")
 PIP = [sys.executable, "-m", "pip"]
 
 
@@ -165,6 +176,85 @@ def test_host_proc_mount_instead_of_host_pid(image, scene):
     try:
         assert_maps_like_the_checkout(port, scene)
         assert json.loads(sh("docker", "inspect", name))[0]["HostConfig"]["PidMode"] == ""
+    finally:
+        sh("docker", "rm", "-f", name, check=False)
+
+
+@pytest.fixture
+def runtimes_scene(host_lock, exporter, hand):
+    """A CRI pod, a Podman container and a leaked cni-* namespace's veth, and the exporter run from
+    the checkout following containerd and Podman: the reference for the packaged run."""
+    import docker
+
+    if not cri_ready():
+        pytest.fail(f"no CRI at {CRI_SOCKET}; run `make test-env` (as root) first")
+    pods = CriPods()
+    podman = docker.DockerClient(base_url=f"unix://{PODMAN_SOCKET}", version="1.41", timeout=60)
+    workload = None
+    try:
+        pod = pods.run(containers=())
+        workload = podman.containers.run(TEST_IMAGE, "sleep 3600", name=unique("dnxp"), detach=True)
+        netns = f"cni-{uuid.uuid4()}"
+        hand.named_netns(netns)
+        leaked = hand.pair(unique("vl"), "eth0", netns=netns, master="dncni0")
+        grace = "--collector.orphans.grace=2s"
+        checkout = exporter(
+            grace, f"--cri.endpoint={CRI_SOCKET}", f"--podman.host=unix://{PODMAN_SOCKET}"
+        )
+        yield {"pod": pod.name, "podman": workload.id, "leaked": leaked, "checkout": checkout}
+    finally:
+        if workload is not None:
+            workload.remove(force=True)
+        podman.close()
+        pods.cleanup()
+
+
+def runtime_rows(m: Metrics, scene: dict) -> dict:
+    """What each exporter says of the pod, the Podman container and the leaked veth."""
+    veths = [
+        l
+        for l, _ in m.get("dockernet_veth_info", ())
+        if l.get("pod") == scene["pod"] or l.get("container_id") == scene["podman"]
+    ]
+    orphans = {l["veth"]: l["reason"] for l, _ in m.get("dockernet_veth_orphaned", ())}
+    return {
+        "veths": sorted(veths, key=lambda l: json.dumps(l, sort_keys=True)),
+        "pods": [l for l, _ in m.get("dockernet_pod_info", ()) if l["pod"] == scene["pod"]],
+        "leaked": orphans.get(scene["leaked"]),
+        "up": sorted((l["runtime"], v) for l, v in m.get("dockernet_runtime_up", ())),
+    }
+
+
+def test_chart_mounts_map_pods_podman_and_orphans_like_the_checkout(image, runtimes_scene):
+    """The image as the chart runs it on a containerd node (its own mount namespace, the CRI
+    socket, /var/run/netns with propagation, CNI's cache) and with Podman's socket: the same pod,
+    Podman container and orphan as the exporter run from the checkout."""
+    port = free_port()
+    name, r = run_documented(
+        image,
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--collector.orphans.grace=2s",
+        *RUNTIME_FLAGS,
+        add=RUNTIME_MOUNTS,
+    )
+    assert r.returncode == 0, r.stderr
+    try:
+
+        def both_complete():
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except requests.RequestException:
+                return None
+            got = [runtime_rows(Metrics(parse_metrics(text)), runtimes_scene)]
+            got.append(runtime_rows(runtimes_scene["checkout"].metrics(), runtimes_scene))
+            complete = all(len(g["veths"]) == 2 and g["pods"] and g["leaked"] for g in got)
+            return complete and got
+
+        packaged, reference = wait_for(both_complete, 30, what="the pod, Podman and the orphan")
+        assert packaged == reference
+        assert packaged["leaked"] == "netns_without_container"
+        assert ("containerd", 1.0) in packaged["up"] and ("podman", 1.0) in packaged["up"]
+        assert "Traceback" not in logs(name)
     finally:
         sh("docker", "rm", "-f", name, check=False)
 
