@@ -19,9 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import flags
 
 if TYPE_CHECKING:
+    from ..model import Container
     from ..topology import Snapshot
 
 Columns = list[tuple[str, str]]  # (key, title)
+OWNER_COLUMNS: Columns = [
+    ("container_id", "CONTAINER ID"),
+    ("container_name", "NAME"),
+    ("namespace", "NAMESPACE"),
+    ("pod", "POD"),
+]
 
 
 class CommandError(Exception):
@@ -101,6 +108,21 @@ def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
                 f"showing what the kernel knows, without container names\n"
             )
     return topology.build(state)
+
+
+def owner_fields(c: Container | None) -> dict:
+    """Who a row belongs to: a pod names its namespace and pod (and its sandbox id, for JSON), a
+    Docker or Podman container its id and name; nobody leaves them empty."""
+    pod = c is not None and c.is_pod
+    fields = {
+        "container_id": c.id if c and not pod else "",
+        "container_name": c.name if c and not pod else "",
+        "namespace": c.pod_namespace if c else "",
+        "pod": c.pod_name if c else "",
+    }
+    if c is not None and pod:
+        fields["sandbox_id"] = c.id
+    return fields
 
 
 def write(report: Report, output: str) -> None:

@@ -1,11 +1,11 @@
-"""`bridges`: each Linux bridge with its ports and their containers (brctl show, with names)."""
+"""`bridges`: each Linux bridge with its ports and their containers or pods (brctl show, with names)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..collectors import bridges as br
-from .base import SnapshotCommand
+from .base import SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
     from ..topology import Snapshot
@@ -22,6 +22,8 @@ COLUMNS = [
     ("port", "PORT"),
     ("port_state", "PORT STATE"),
     ("container_name", "CONTAINER"),
+    ("namespace", "NAMESPACE"),
+    ("pod", "POD"),
     ("interface", "INTERFACE"),
 ]
 STP = {0: "no", 1: "yes", 2: "yes (user)"}
@@ -54,8 +56,7 @@ def rows(snap: Snapshot) -> list[dict]:
                 {
                     "port": port.name,
                     "port_state": br.port_state(port),
-                    "container_id": c.id if c else "",
-                    "container_name": c.name if c else "",
+                    **owner_fields(c),
                     "interface": v.interface if v and c else "",
                 }
             )

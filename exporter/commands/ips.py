@@ -1,18 +1,17 @@
-"""`ips`: every address of every container interface (docker-netns.sh showip, for all interfaces)."""
+"""`ips`: every address of every container and pod interface (docker-netns.sh showip, for all interfaces)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..collectors.addresses import container_addresses
-from .base import SnapshotCommand
+from .base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
     from ..topology import Snapshot
 
 COLUMNS = [
-    ("container_id", "CONTAINER ID"),
-    ("container_name", "NAME"),
+    *OWNER_COLUMNS,
     ("interface", "INTERFACE"),
     ("address", "ADDRESS"),
 ]
@@ -30,8 +29,7 @@ class IpsCommand(SnapshotCommand):
 def rows(snap: Snapshot) -> list[dict]:
     return [
         {
-            "container_id": i.container.id,
-            "container_name": i.container.name,
+            **owner_fields(i.container),
             "interface": i.interface,
             "address": f"{a.address}/{a.prefix_length}",
             "family": a.family,

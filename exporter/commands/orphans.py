@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from .. import orphan_rules
 from ..flags import duration
-from .base import Command, Report, Table, read_snapshot
+from .base import OWNER_COLUMNS, Command, Report, Table, owner_fields, read_snapshot
 
-COLUMNS = [("veth", "VETH"), ("bridge", "BRIDGE"), ("reason", "REASON"), ("age", "AGE")]
+if TYPE_CHECKING:
+    from ..topology import Snapshot
+
+COLUMNS = [
+    ("veth", "VETH"),
+    ("bridge", "BRIDGE"),
+    ("reason", "REASON"),
+    ("age", "AGE"),
+    *OWNER_COLUMNS,
+]
 
 
 class OrphansCommand(Command):
@@ -27,7 +37,7 @@ class OrphansCommand(Command):
         add_arguments(p)
 
     def report(self, args: argparse.Namespace) -> Report:
-        found = rows(read(args))
+        found = rows(*read(args))
         return Report(found, [Table(COLUMNS, found)])
 
 
@@ -50,7 +60,8 @@ def add_scope_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def read(args: argparse.Namespace) -> list[orphan_rules.Orphan]:
+def read(args: argparse.Namespace) -> tuple[Snapshot, list[orphan_rules.Orphan]]:
+    """The last snapshot read, and the orphans in it."""
     snap = read_snapshot(args)
     since = orphan_rules.track(snap.suspects, {}, time.monotonic())
     if args.grace > 0 and orphan_rules.flagged(
@@ -59,10 +70,15 @@ def read(args: argparse.Namespace) -> list[orphan_rules.Orphan]:
         time.sleep(args.grace)
         snap = read_snapshot(args, warn=False)
         since = orphan_rules.track(snap.suspects, since, time.monotonic())
-    return orphan_rules.flagged(snap.suspects, since, time.monotonic(), args.scope, args.grace)
+    return snap, orphan_rules.flagged(
+        snap.suspects, since, time.monotonic(), args.scope, args.grace
+    )
 
 
-def rows(found: list[orphan_rules.Orphan]) -> list[dict]:
+def rows(snap: Snapshot, found: list[orphan_rules.Orphan]) -> list[dict]:
+    """Each orphan, with the container or pod whose namespace holds its peer where one does (a
+    port no endpoint explains)."""
+    owners = {v.link.ifindex: v.container for v in snap.veths}
     return [
         {
             "veth": o.suspect.link.name,
@@ -71,6 +87,7 @@ def rows(found: list[orphan_rules.Orphan]) -> list[dict]:
             "reason": o.suspect.reason,
             "age": f"{o.age:.0f}s",
             "age_seconds": round(o.age, 3),
+            **owner_fields(owners.get(o.suspect.link.ifindex)),
         }
         for o in found
     ]

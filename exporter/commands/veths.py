@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import SnapshotCommand
+from .base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
     from ..topology import Snapshot, Veth
 
 COLUMNS = [
     ("veth", "VETH"),
-    ("container_id", "CONTAINER ID"),
-    ("container_name", "NAME"),
-    ("namespace", "NAMESPACE"),
-    ("pod", "POD"),
+    *OWNER_COLUMNS,
     ("interface", "INTERFACE"),
     ("bridge", "BRIDGE"),
     ("network", "NETWORK"),
@@ -37,18 +34,10 @@ def rows(snap: Snapshot) -> list[dict]:
 
 
 def _row(v: Veth) -> dict:
-    c = v.container
-    pod = c is not None and c.is_pod
-    row = {
+    return {
         "veth": v.link.name,
-        "container_id": c.id if c and not pod else "",
-        "container_name": c.name if c and not pod else "",
-        "namespace": c.pod_namespace if c else "",
-        "pod": c.pod_name if c else "",
+        **owner_fields(v.container),
         "interface": v.interface,
         "bridge": v.bridge,
         "network": v.network,
     }
-    if c is not None and pod:
-        row["sandbox_id"] = c.id
-    return row

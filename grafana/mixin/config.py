@@ -31,10 +31,11 @@ TOP_TALKERS = 10
 BRIDGE_PORT_LIMIT = 1023
 BRIDGE_PORT_WARNING_RATIO = 0.9
 
-# Errors plus drops per second, per container interface and counter.
+# Errors plus drops per second, per container or pod interface and counter.
 INTERFACE_FAULTS_PER_SECOND = 1
 
-# Retransmitted TCP segments per segment sent, per container namespace (the netstat collector).
+# Retransmitted TCP segments per segment sent, per container or pod namespace (the netstat
+# collector).
 TCP_RETRANSMIT_RATIO = 0.05
 # The host's conntrack table: entries against its size limit.
 CONNTRACK_WARNING_RATIO = 0.9
@@ -54,6 +55,10 @@ FOR = {
     "DockernetContainerListenOverflows": "5m",
     "DockernetContainerTcpRetransmits": "15m",
     "DockernetContainerUdpReceiveBufferErrors": "15m",
+    "DockernetPodInterfaceFaults": "15m",
+    "DockernetPodListenOverflows": "5m",
+    "DockernetPodTcpRetransmits": "15m",
+    "DockernetPodUdpReceiveBufferErrors": "15m",
     "DockernetConntrackTableNearLimit": "5m",
     "DockernetConntrackInsertFailures": "15m",
     "DockernetFirewallDrops": "15m",

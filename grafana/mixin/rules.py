@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 from . import config
+from .owners import CONTAINER, OWNERS, Owner
 
 S = config.SELECTOR
 W = config.RATE_WINDOW
 TRAFFIC = ("receive_bytes", "transmit_bytes", "receive_packets", "transmit_packets")
 FAULTS = ("receive_errors", "transmit_errors", "receive_dropped", "transmit_dropped")
-FAULTS_RECORD = f"container_interface:dockernet_container_faults:rate{W}"
+FAULTS_RECORD = CONTAINER.faults_record
 ORPHAN_FIRST_SEEN = "veth:dockernet_veth_orphaned:first_seen_timestamp_seconds"
 SEVERITY_CRITICAL, SEVERITY_WARNING = "critical", "warning"
 
 
 def traffic_record(counter: str) -> str:
-    return f"container_interface:dockernet_container_{counter}:rate{W}"
+    return CONTAINER.record(counter)
 
 
-def _with_project(expr: str) -> str:
-    """Attach compose_project/compose_service; the series ends the moment its container does."""
-    return (
-        f"{expr}\n* on (job, instance, container_id) group_left (compose_project, compose_service)\n"
-        f"  dockernet_container_info{{{S}}}\n"
+def owner_records(owner: Owner) -> list:
+    """Per interface of each container or pod: its traffic rates, and its faults in one series per
+    counter."""
+    traffic = [{"record": owner.record(c), "expr": owner.attach(owner.rate(c))} for c in TRAFFIC]
+    faults = "\n  or ".join(
+        f'label_replace({owner.rate(c)}, "counter", "{c}", "", "")' for c in FAULTS
     )
-
-
-def _rate(counter: str) -> str:
-    return f"rate(dockernet_container_{counter}_total{{{S}}}[{W}])"
+    return traffic + [{"record": owner.faults_record, "expr": owner.attach(f"(\n  {faults}\n)")}]
 
 
 def recording_rules() -> list:
-    traffic = [{"record": traffic_record(c), "expr": _with_project(_rate(c))} for c in TRAFFIC]
-    faults = "\n  or ".join(f'label_replace({_rate(c)}, "counter", "{c}", "", "")' for c in FAULTS)
     # Prometheus's own first sighting of each orphan, kept while the orphan lasts:
     # the rule reads its previous value and falls back to the sample's timestamp.
     first_seen = (
@@ -39,10 +36,8 @@ def recording_rules() -> list:
         f"  and on (job, instance, veth, bridge, reason) dockernet_veth_orphaned{{{S}}}\n"
         f"or timestamp(dockernet_veth_orphaned{{{S}}})\n"
     )
-    return traffic + [
-        {"record": FAULTS_RECORD, "expr": _with_project(f"(\n  {faults}\n)")},
-        {"record": ORPHAN_FIRST_SEEN, "expr": first_seen},
-    ]
+    owned = [r for owner in OWNERS for r in owner_records(owner)]
+    return owned + [{"record": ORPHAN_FIRST_SEEN, "expr": first_seen}]
 
 
 def alert(name: str, expr: str, severity: str, summary: str, description: str) -> dict:
@@ -66,89 +61,130 @@ LIMIT = config.BRIDGE_PORT_LIMIT
 
 
 def alert_rules() -> list:
+    return (
+        [
+            alert(
+                "DockernetExporterDown",
+                f"up{{{S}}} == 0",
+                SEVERITY_WARNING,
+                f"dockernet-exporter {ON} is down",
+                "Prometheus cannot scrape dockernet-exporter at {{ $labels.instance }}: this host has no "
+                "container network metrics, and no other dockernet alert can fire for it.",
+            ),
+            alert(
+                "DockernetDockerUnreachable",
+                f"dockernet_docker_up{{{S}}} == 0",
+                SEVERITY_WARNING,
+                f"Docker is unreachable from dockernet-exporter {ON}",
+                "The Docker API has not answered dockernet-exporter on {{ $labels.instance }}: containers "
+                "started since then are not mapped to their veths and published ports are not checked.",
+            ),
+            alert(
+                "DockernetCollectorFailing",
+                f"dockernet_scrape_collector_success{{{S}}} == 0",
+                SEVERITY_WARNING,
+                f"Collector {{{{ $labels.collector }}}} of dockernet-exporter fails {ON}",
+                "The {{ $labels.collector }} collector fails on every scrape on {{ $labels.instance }}; its "
+                "metrics are missing (the exporter's log has one line with the error).",
+            ),
+            alert(
+                "DockernetOrphanedVeth",
+                f"dockernet_veth_orphaned{{{S}}} == 1",
+                SEVERITY_WARNING,
+                f"Orphaned veth {{{{ $labels.veth }}}} on {BRIDGE} {ON}",
+                "The veth {{ $labels.veth }} on {{ $labels.instance }} belongs to no running container "
+                f"(reason {{{{ $labels.reason }}}}, {BRIDGE}). Leaked veths hold bridge ports, and a "
+                f"bridge holds at most {LIMIT:,}.",
+            ),
+            alert(
+                "DockernetBridgePortsNearLimit",
+                f"dockernet_bridge_ports{{{S}}} > {config.BRIDGE_PORT_WARNING_RATIO} * {LIMIT}",
+                SEVERITY_WARNING,
+                f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT:,} ports",
+                f"Bridge {{{{ $labels.bridge }}}} on {{{{ $labels.instance }}}} has {{{{ $value }}}} ports; "
+                f"a Linux bridge holds at most {LIMIT:,}, and then no further container can join its "
+                "network.",
+            ),
+            alert(
+                "DockernetPublishedPortRuleMissing",
+                f"dockernet_published_port_rule_present{{{S}}} == 0",
+                SEVERITY_CRITICAL,
+                f"Published port {PORT} of container {{{{ $labels.container_name }}}} {ON} has no DNAT rule",
+                f"Docker publishes {PORT} to port {{{{ $labels.container_port }}}} of container "
+                "{{ $labels.container_name }} on {{ $labels.instance }}, but the nat table has no DNAT rule "
+                "for it: connections to that port from other hosts fail.",
+            ),
+            alert(
+                "DockernetMasqueradeRuleMissing",
+                f"dockernet_masquerade_rule_present{{{S}}} == 0",
+                SEVERITY_CRITICAL,
+                "Bridge {{ $labels.bridge }} ({{ $labels.subnet }}) "
+                + ON
+                + " has no MASQUERADE rule",
+                "Docker masquerades traffic from {{ $labels.subnet }} on bridge {{ $labels.bridge }} on "
+                "{{ $labels.instance }}, but the nat table has no MASQUERADE rule for it: its containers "
+                "cannot reach other hosts.",
+            ),
+        ]
+        + [a for owner in OWNERS for a in owner_alerts(owner)]
+        + host_netstat_alerts()
+    )
+
+
+def owner_alerts(owner: Owner) -> list:
+    """Per container or pod: its interfaces' faults and, from the netstat collector, the TCP and UDP
+    health of its namespace."""
+    ratio = config.TCP_RETRANSMIT_RATIO
+    faults, retransmits = owner.alert_name("InterfaceFaults"), owner.alert_name("TcpRetransmits")
+    named, named_at = owner.named, owner.named_at
     return [
         alert(
-            "DockernetExporterDown",
-            f"up{{{S}}} == 0",
+            faults,
+            f"{owner.faults_record} > {config.INTERFACE_FAULTS_PER_SECOND}",
             SEVERITY_WARNING,
-            f"dockernet-exporter {ON} is down",
-            "Prometheus cannot scrape dockernet-exporter at {{ $labels.instance }}: this host has no "
-            "container network metrics, and no other dockernet alert can fire for it.",
-        ),
-        alert(
-            "DockernetDockerUnreachable",
-            f"dockernet_docker_up{{{S}}} == 0",
-            SEVERITY_WARNING,
-            f"Docker is unreachable from dockernet-exporter {ON}",
-            "The Docker API has not answered dockernet-exporter on {{ $labels.instance }}: containers "
-            "started since then are not mapped to their veths and published ports are not checked.",
-        ),
-        alert(
-            "DockernetCollectorFailing",
-            f"dockernet_scrape_collector_success{{{S}}} == 0",
-            SEVERITY_WARNING,
-            f"Collector {{{{ $labels.collector }}}} of dockernet-exporter fails {ON}",
-            "The {{ $labels.collector }} collector fails on every scrape on {{ $labels.instance }}; its "
-            "metrics are missing (the exporter's log has one line with the error).",
-        ),
-        alert(
-            "DockernetOrphanedVeth",
-            f"dockernet_veth_orphaned{{{S}}} == 1",
-            SEVERITY_WARNING,
-            f"Orphaned veth {{{{ $labels.veth }}}} on {BRIDGE} {ON}",
-            "The veth {{ $labels.veth }} on {{ $labels.instance }} belongs to no running container "
-            f"(reason {{{{ $labels.reason }}}}, {BRIDGE}). Leaked veths hold bridge ports, and a "
-            f"bridge holds at most {LIMIT:,}.",
-        ),
-        alert(
-            "DockernetBridgePortsNearLimit",
-            f"dockernet_bridge_ports{{{S}}} > {config.BRIDGE_PORT_WARNING_RATIO} * {LIMIT}",
-            SEVERITY_WARNING,
-            f"Bridge {{{{ $labels.bridge }}}} {ON} has {{{{ $value }}}} of {LIMIT:,} ports",
-            f"Bridge {{{{ $labels.bridge }}}} on {{{{ $labels.instance }}}} has {{{{ $value }}}} ports; "
-            f"a Linux bridge holds at most {LIMIT:,}, and then no further container can join its "
-            "network.",
-        ),
-        alert(
-            "DockernetPublishedPortRuleMissing",
-            f"dockernet_published_port_rule_present{{{S}}} == 0",
-            SEVERITY_CRITICAL,
-            f"Published port {PORT} of container {{{{ $labels.container_name }}}} {ON} has no DNAT rule",
-            f"Docker publishes {PORT} to port {{{{ $labels.container_port }}}} of container "
-            "{{ $labels.container_name }} on {{ $labels.instance }}, but the nat table has no DNAT rule "
-            "for it: connections to that port from other hosts fail.",
-        ),
-        alert(
-            "DockernetMasqueradeRuleMissing",
-            f"dockernet_masquerade_rule_present{{{S}}} == 0",
-            SEVERITY_CRITICAL,
-            "Bridge {{ $labels.bridge }} ({{ $labels.subnet }}) " + ON + " has no MASQUERADE rule",
-            "Docker masquerades traffic from {{ $labels.subnet }} on bridge {{ $labels.bridge }} on "
-            "{{ $labels.instance }}, but the nat table has no MASQUERADE rule for it: its containers "
-            "cannot reach other hosts.",
-        ),
-        alert(
-            "DockernetContainerInterfaceFaults",
-            f"{FAULTS_RECORD} > {config.INTERFACE_FAULTS_PER_SECOND}",
-            SEVERITY_WARNING,
-            "Container {{ $labels.container_name }} {{ $labels.interface }} "
-            + ON
-            + ": {{ $labels.counter }} at {{ $value | humanize }}/s",
-            "Container {{ $labels.container_name }} ({{ $labels.container_id }}) on "
-            "{{ $labels.instance }} counts {{ $value | humanize }} {{ $labels.counter }} per second on "
+            f"{named} {{{{ $labels.interface }}}} {ON}: {{{{ $labels.counter }}}} at "
+            "{{ $value | humanize }}/s",
+            f"{named_at} counts {{{{ $value | humanize }}}} {{{{ $labels.counter }}}} per second on "
             f"{{{{ $labels.interface }}}}, above {config.INTERFACE_FAULTS_PER_SECOND}/s for "
-            f"{config.FOR['DockernetContainerInterfaceFaults']}.",
+            f"{config.FOR[faults]}.",
         ),
-    ] + netstat_alerts()
+        alert(
+            owner.alert_name("ListenOverflows"),
+            _within(owner, f"{owner.rate('tcp_listen_overflows')} > 0"),
+            SEVERITY_WARNING,
+            f"{named} {ON} overflows a TCP listen queue",
+            f"{named_at} drops {{{{ $value | humanize }}}} connections per second because a "
+            "listener's accept queue is full: the application accepts too slowly, or its backlog "
+            "(listen(2), capped by net.core.somaxconn) is too small.",
+        ),
+        alert(
+            retransmits,
+            _within(
+                owner,
+                f"{owner.rate('tcp_retransmitted_segments')}\n  / {owner.rate('tcp_segments_sent')}"
+                f" > {ratio}",
+            ),
+            SEVERITY_WARNING,
+            f"{named} {ON} retransmits {{{{ $value | humanizePercentage }}}} of its TCP segments",
+            f"{named_at} retransmits {{{{ $value | humanizePercentage }}}} of the TCP segments it "
+            f"sends, above {ratio:.0%} for {config.FOR[retransmits]}: packets "
+            "are lost on the way to or from its peers.",
+        ),
+        alert(
+            owner.alert_name("UdpReceiveBufferErrors"),
+            _within(owner, f"{owner.rate('udp_receive_buffer_errors')} > 0"),
+            SEVERITY_WARNING,
+            f"{named} {ON} drops UDP datagrams ({{{{ $labels.family }}}}): receive buffer full",
+            f"{named_at} drops {{{{ $value | humanize }}}} {{{{ $labels.family }}}} UDP datagrams "
+            "per second because a socket's receive buffer is full: the application reads too slowly, "
+            "or its SO_RCVBUF (capped by net.core.rmem_max) is too small.",
+        ),
+    ]
 
 
-CONTAINER = "Container {{ $labels.container_name }}"
-CONTAINER_AT = CONTAINER + " ({{ $labels.container_id }}) on {{ $labels.instance }}"
-
-
-def _in_container(expr: str) -> str:
-    """A condition on a container's series, with its compose labels; it ends with the container."""
-    return _with_project(f"(\n  {expr}\n)")
+def _within(owner: Owner, expr: str) -> str:
+    """A condition on a container's or pod's series, with its metadata; it ends with its owner."""
+    return owner.attach(f"(\n  {expr}\n)")
 
 
 def _while_served(counter: str, condition: str) -> str:
@@ -156,40 +192,10 @@ def _while_served(counter: str, condition: str) -> str:
     return f"rate({counter}{{{S}}}[{W}]) {condition}\nand {counter}{{{S}}}"
 
 
-def netstat_alerts() -> list:
-    """From the netstat collector (per container namespace, and the host's conntrack table) and
-    the NAT collector's drop counters."""
-    ratio = config.TCP_RETRANSMIT_RATIO
+def host_netstat_alerts() -> list:
+    """From the netstat collector (the host's conntrack table) and the NAT collector's drop
+    counters."""
     return [
-        alert(
-            "DockernetContainerListenOverflows",
-            _in_container(f"{_rate('tcp_listen_overflows')} > 0"),
-            SEVERITY_WARNING,
-            f"{CONTAINER} {ON} overflows a TCP listen queue",
-            f"{CONTAINER_AT} drops {{{{ $value | humanize }}}} connections per second because a "
-            "listener's accept queue is full: the application accepts too slowly, or its backlog "
-            "(listen(2), capped by net.core.somaxconn) is too small.",
-        ),
-        alert(
-            "DockernetContainerTcpRetransmits",
-            _in_container(
-                f"{_rate('tcp_retransmitted_segments')}\n  / {_rate('tcp_segments_sent')} > {ratio}"
-            ),
-            SEVERITY_WARNING,
-            f"{CONTAINER} {ON} retransmits {{{{ $value | humanizePercentage }}}} of its TCP segments",
-            f"{CONTAINER_AT} retransmits {{{{ $value | humanizePercentage }}}} of the TCP segments it "
-            f"sends, above {ratio:.0%} for {config.FOR['DockernetContainerTcpRetransmits']}: packets "
-            "are lost on the way to or from its peers.",
-        ),
-        alert(
-            "DockernetContainerUdpReceiveBufferErrors",
-            _in_container(f"{_rate('udp_receive_buffer_errors')} > 0"),
-            SEVERITY_WARNING,
-            f"{CONTAINER} {ON} drops UDP datagrams ({{{{ $labels.family }}}}): receive buffer full",
-            f"{CONTAINER_AT} drops {{{{ $value | humanize }}}} {{{{ $labels.family }}}} UDP datagrams "
-            "per second because a socket's receive buffer is full: the application reads too slowly, "
-            "or its SO_RCVBUF (capped by net.core.rmem_max) is too small.",
-        ),
         alert(
             "DockernetConntrackTableNearLimit",
             f"dockernet_conntrack_entries{{{S}}}\n  / dockernet_conntrack_entries_limit{{{S}}}"

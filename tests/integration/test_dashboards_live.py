@@ -1,6 +1,7 @@
 """The dashboards and rules against a real Prometheus (Debian's package)
 scraping the real exporter every second, while our own containers exchange
-traffic and publish a port, and three faults are made on purpose: an orphaned
+traffic and publish a port, beside a pod of the real containerd (made through the
+CRI) for the pod dashboard, and three faults are made on purpose: an orphaned
 veth pair on our network's bridge, our published port's DNAT rule deleted,
 our network's MASQUERADE rule deleted.
 
@@ -23,6 +24,7 @@ import pytest
 import requests
 import yaml
 
+from cri_helpers import CRI_SOCKET, CriPods, cri_ready
 from helpers import Containers, ExporterProcess, free_port, sh, unique, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +33,14 @@ DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
 PROMETHEUS = "/usr/bin/prometheus"
 JOB = "dockernet"  # the job name grafana/mixin/config.py selects
 # Grafana's variables as a user who selects "All" sees them.
-VARIABLES = {"$__rate_interval": "10s", "$instance": ".+", "$container": ".*", "$project": ".*"}
+VARIABLES = {
+    "$__rate_interval": "10s",
+    "$instance": ".+",
+    "$container": ".*",
+    "$project": ".*",
+    "$namespace": ".*",
+    "$pod": ".+",
+}
 # Metrics the dashboards and rules use that the exporter does not serve yet: their queries must parse
 # but may return nothing. Empty: every metric of the contracts (issues 2, 3 and 4) is served.
 NOT_LANDED: tuple = ()
@@ -99,19 +108,23 @@ class Prometheus:
 
 class Stack:
     """Our network with a server publishing a port, a client pinging it and a container whose interface
-    is down; the exporter; Prometheus."""
+    is down; a pod; the exporter; Prometheus."""
 
     def __init__(self, docker_client) -> None:
         self.containers = Containers(docker_client)
+        self.pods = CriPods()
         self.exporter = self.prometheus = None
 
     def start(self, workdir: Path) -> None:
         # Our containers, still being set up, are no orphans; the netstat collector feeds the
         # container dashboard's TCP and UDP health row.
-        self.exporter = ExporterProcess("--collector.orphans.grace=5s", "--collector.netstat")
+        self.exporter = ExporterProcess(
+            "--collector.orphans.grace=5s", "--collector.netstat", f"--cri.endpoint={CRI_SOCKET}"
+        )
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
         self.prometheus.wait_ready()
+        self.pod = self.pods.run(namespace=unique("dnxns"))
         net = self.containers.network()
         net.reload()
         self.bridge = "br-" + net.id[:12]
@@ -139,6 +152,7 @@ class Stack:
 
     def stop(self) -> None:
         self.containers.cleanup()
+        self.pods.cleanup()
         for process in (self.prometheus, self.exporter):
             if process is not None:
                 process.stop()
@@ -146,6 +160,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(docker_client, tmp_path_factory):
+    if not cri_ready():
+        pytest.fail(f"no CRI at {CRI_SOCKET}; run `make test-env` (as root) first")
     s = Stack(docker_client)
     try:
         s.start(tmp_path_factory.mktemp("prometheus"))
@@ -251,6 +267,13 @@ def wait_until_healthy_state_is_scraped(stack: Stack) -> None:
         20,
         what="our server's traffic recorded",
     )
+    wait_for(
+        lambda: p.query(
+            f'pod_interface:dockernet_pod_receive_bytes:rate5m{{pod="{stack.pod.name}"}}'
+        ),
+        20,
+        what="our pod's traffic recorded",
+    )
 
 
 def test_fault_alerts_are_active_exactly_while_the_fault_is_present(stack):
@@ -312,6 +335,8 @@ def check_panel_target(p: Prometheus, where: str, panel: dict, target: dict) -> 
         assert "{{container_name}}" in target["legendFormat"], (
             f"{where}: legend does not name the container"
         )
+    if panel["type"] in ("timeseries", "bargauge") and any(s["metric"].get("pod") for s in result):
+        assert "{{pod}}" in target["legendFormat"], f"{where}: legend does not name the pod"
     if panel["type"] == "table":
         columns = panel["transformations"][0]["options"]["include"]["names"]
         missing = [c for c in columns if c != "Value" and not any(c in s["metric"] for s in result)]

@@ -33,8 +33,12 @@ INFO = (
 HEALTHY_MINUTES = 6  # the fault starts at 6m
 
 
+def matchers(labels: dict) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in labels.items())
+
+
 def series(name: str, labels: dict) -> str:
-    return name + "{" + ",".join(f'{k}="{v}"' for k, v in {**HOST, **labels}.items()) + "}"
+    return name + "{" + matchers({**HOST, **labels}) + "}"
 
 
 # alert -> (input series: [(series, healthy value or "_", faulty value)], minutes from the fault's
@@ -227,6 +231,53 @@ CASES = {
 }
 
 
+POD = {"namespace": "shop", "pod": "web-0"}
+POD_INFO = series(
+    "dockernet_pod_info",
+    {**POD, "uid": "u1", "sandbox_id": "s" * 64, "runtime": "containerd", "host_network": "false"},
+)
+
+
+def pod_case(case: tuple) -> tuple:
+    """A container alert's case, made a pod's: its counters under dockernet_pod_ with namespace and
+    pod, dockernet_pod_info for the container's info, and the texts naming the pod."""
+    inputs, delay, labels, summary, description = case
+    pod_inputs = [
+        (
+            POD_INFO
+            if s == INFO
+            else s.replace("dockernet_container_", "dockernet_pod_").replace(
+                matchers(CONTAINER), matchers(POD)
+            ),
+            healthy,
+            faulty,
+        )
+        for s, healthy, faulty in inputs
+    ]
+    kept = {k: v for k, v in labels.items() if k not in COMPOSED}
+    name = "Pod shop/web-0"
+    return (
+        pod_inputs,
+        delay,
+        {**POD, **kept},
+        summary.replace("Container web", name),
+        description.replace(f"Container web ({CID})", name),
+    )
+
+
+CASES.update(
+    {
+        name.replace("Container", "Pod"): pod_case(CASES[name])
+        for name in (
+            "DockernetContainerInterfaceFaults",
+            "DockernetContainerListenOverflows",
+            "DockernetContainerTcpRetransmits",
+            "DockernetContainerUdpReceiveBufferErrors",
+        )
+    }
+)
+
+
 def minutes(duration: str) -> int:
     m = re.fullmatch(r"(\d+)([mh])", duration)
     return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
@@ -255,16 +306,10 @@ def values(healthy: str, faulty: str, faulty_steps: int) -> str:
     return f"{healthy}x{healthy_steps} {faulty}x{faulty_steps} stale"
 
 
-def alert_test(name: str, rule: dict) -> dict:
-    inputs, delay, labels, summary, description = CASES[name]
-    t0 = HEALTHY_MINUTES + delay
-    fire = t0 + minutes(rule["for"])
-    gone = (
-        fire + 2
-    )  # the series end one minute after firing: the first minute with the stale marker
-    # The severity is the file's (tests/unit/test_rules.py holds the file to which alerts page).
-    severity = rule["labels"]["severity"]
-    expected = {
+def firing(name: str, severity: str) -> dict:
+    """The alert as CASES expects it once firing."""
+    _, _, labels, summary, description = CASES[name]
+    return {
         "exp_labels": {**HOST, **labels, "severity": severity},
         "exp_annotations": {
             "summary": summary,
@@ -272,6 +317,18 @@ def alert_test(name: str, rule: dict) -> dict:
             "runbook_url": f"docs/runbook.md#{name.lower()}",
         },
     }
+
+
+def alert_test(name: str, rule: dict) -> dict:
+    inputs, delay, labels, _, _ = CASES[name]
+    t0 = HEALTHY_MINUTES + delay
+    fire = t0 + minutes(rule["for"])
+    gone = (
+        fire + 2
+    )  # the series end one minute after firing: the first minute with the stale marker
+    # The severity is the file's (tests/unit/test_rules.py holds the file to which alerts page).
+    severity = rule["labels"]["severity"]
+    expected = firing(name, severity)
     pending = f'ALERTS{{alertname="{name}", alertstate="pending"}}'
     return {
         "interval": "1m",
@@ -349,6 +406,32 @@ def test_container_restart_counter_reset_fires_nothing(tmp_path):
                         "eval_time": "12m",
                         "exp_samples": [{"labels": "{}", "value": 1}],
                     }
+                ],
+            }
+        ],
+    )
+
+
+def test_pod_alert_clears_once_its_sandbox_is_not_ready(tmp_path):
+    """A sandbox whose pause process died leaves dockernet_pod_info while its counters stay."""
+    name = "DockernetPodListenOverflows"
+    overflows = series("dockernet_pod_tcp_listen_overflows_total", POD)
+    promtool_test(
+        tmp_path,
+        [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": overflows, "values": "0+6000x40"},
+                    {"series": POD_INFO, "values": "1x20 stale"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "alertname": name,
+                        "eval_time": "20m",
+                        "exp_alerts": [firing(name, "warning")],
+                    },
+                    {"alertname": name, "eval_time": "22m", "exp_alerts": []},
                 ],
             }
         ],

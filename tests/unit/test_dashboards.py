@@ -17,6 +17,7 @@ DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
 DS_VAR = "${datasource}"
 # Metrics (raw or recorded) whose series are per container: their legends must name it.
 PER_CONTAINER = re.compile(r"dockernet_container_(?!info)|dockernet_published_port_")
+PER_POD = re.compile(r"dockernet_pod_(?!info)")
 
 
 def load(path: Path) -> dict:
@@ -43,11 +44,11 @@ def test_generated_files_are_up_to_date():
     assert run.returncode == 0, run.stderr
 
 
-def test_four_dashboards_with_unique_uids_and_titles():
+def test_five_dashboards_with_unique_uids_and_titles():
     dashes = [load(p) for p in DASHBOARDS]
-    assert len(dashes) == 4
-    assert len({d["uid"] for d in dashes}) == 4
-    assert len({d["title"] for d in dashes}) == 4
+    assert len(dashes) == 5
+    assert len({d["uid"] for d in dashes}) == 5
+    assert len({d["title"] for d in dashes}) == 5
     assert all(len(d["uid"]) <= 40 for d in dashes)  # Grafana's limit
 
 
@@ -96,6 +97,8 @@ def test_units_and_legends(path):
                 assert t["legendFormat"], p["title"]
                 if PER_CONTAINER.search(t["expr"]):
                     assert "{{container_name}}" in t["legendFormat"], p["title"]
+                if PER_POD.search(t["expr"]):
+                    assert "{{namespace}}/{{pod}}" in t["legendFormat"], p["title"]
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
@@ -108,6 +111,22 @@ def test_every_panel_has_a_description_and_a_doc_section(path):
         assert f"\n### {p['title']}\n" in text, (
             f"{doc.name} has no section for panel {p['title']!r}"
         )
+
+
+def test_pod_dashboard_has_every_panel_of_the_container_one_but_dockers_own():
+    """Same panels, pod variables instead of the container's, every query filtered by both."""
+    pods, containers = (
+        load(ROOT / f"grafana/dashboards/dockernet-{k}-network.json") for k in ("pod", "container")
+    )
+    titles = {p["title"].replace("container", "pod") for p in panels(containers)}
+    assert {p["title"] for p in panels(pods)} == titles - {"Firewall drops"}
+    assert [v["name"] for v in pods["templating"]["list"]][-2:] == ["namespace", "pod"]
+    for p in panels(pods):
+        for t in p["targets"]:
+            per_pod = "dockernet_pod_" in t["expr"] or p["type"] == "table"
+            assert not per_pod or (
+                'namespace=~"$namespace"' in t["expr"] and 'pod=~"$pod"' in t["expr"]
+            ), p["title"]
 
 
 def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasource():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from . import bridges, container_network, health, nat
+from . import bridges, container_network, health, nat, pod_network
 
 # output file name (under grafana/dashboards/) -> builder
 ALL = {
     "dockernet-container-network.json": container_network.build,
+    "dockernet-pod-network.json": pod_network.build,
     "dockernet-bridges.json": bridges.build,
     "dockernet-nat.json": nat.build,
     "dockernet-exporter.json": health.build,
