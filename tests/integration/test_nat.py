@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -346,8 +347,8 @@ def test_masquerade_counter_and_flushed_postrouting(containers, exporter, host_e
             assert c.exec_run(f"ping -c 1 -W 2 {ns_addr}").exit_code == 0
         assert masquerade(p.metrics(), bridge) == (1, before[1] + 4)
 
-        postrouting = [
-            l.split()[1:]
+        postrouting = [  # shlex: other tools' rules carry quoted comments (CNI's pods)
+            shlex.split(l)[1:]
             for l in sh("iptables", "-t", "nat", "-S", "POSTROUTING").splitlines()
             if l.startswith("-A ")
         ]
