@@ -53,9 +53,9 @@ def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:
     """The CRI source: always when its endpoint is given (down until it answers); at the default
     endpoint only when the socket exists and speaks the CRI, so that a node without containerd
     (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
-    if endpoint == "":
+    if endpoint == "" or (endpoint is None and not os.path.exists(DEFAULT_CRI_ENDPOINT)):
         return None
-    from .sources import cri  # grpcio only where a CRI may be
+    from .sources import cri  # the CRI's modules (and grpcio) only where a CRI may be
 
     if endpoint is not None:
         return cri.CriSource(endpoint, timeout)

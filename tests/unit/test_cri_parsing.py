@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -183,9 +185,11 @@ def args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**(base | kw))
 
 
-def test_sources_from_flags(monkeypatch):
-    monkeypatch.setattr(cri, "probe", lambda endpoint: "no socket")
+def test_sources_from_flags(monkeypatch, tmp_path):
+    monkeypatch.setattr(runtimes, "DEFAULT_CRI_ENDPOINT", str(tmp_path / "containerd.sock"))
+    monkeypatch.setattr(cri, "probe", lambda endpoint: pytest.fail("probed a missing socket"))
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
+    (tmp_path / "containerd.sock").touch()
     assert runtimes.from_args(args(docker_host="", cri_endpoint="")) == []
     (given,) = runtimes.from_args(args(docker_host="", cri_endpoint="/run/x.sock"))
     assert (given.runtime, given.address) == ("containerd", "/run/x.sock")
@@ -195,6 +199,20 @@ def test_sources_from_flags(monkeypatch):
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
     both = runtimes.from_args(args(podman_host="unix:///run/p.sock", cri_endpoint="/run/c.sock"))
     assert [s.runtime for s in both] == ["docker", "podman", "containerd"]
+
+
+def test_no_cri_modules_without_a_socket(tmp_path):
+    """Where the default CRI socket is missing, neither the CRI's modules nor grpcio are loaded."""
+    code = (
+        "import sys\n"
+        "from argparse import Namespace\n"
+        "from exporter import runtimes\n"
+        f"runtimes.DEFAULT_CRI_ENDPOINT = {str(tmp_path / 'containerd.sock')!r}\n"
+        f"assert runtimes.from_args(Namespace(**{args(docker_host='').__dict__!r})) == []\n"
+        "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('exporter.sources.cri')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 CNI_RESULT = {
