@@ -18,12 +18,12 @@ def test_generated_modules_match_the_proto_files(tmp_path: Path) -> None:
     for name in names:
         shutil.copy(PROTO / name, tmp_path / name)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", *names],
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", *names],
         cwd=tmp_path,
         check=True,
     )
     for name in names:
-        module = name.replace(".proto", "_pb2.py")
-        assert (tmp_path / module).read_text() == (PROTO / module).read_text(), (
-            f"{module} differs from its .proto: run `make proto`"
-        )
+        for module in (name.replace(".proto", "_pb2.py"), name.replace(".proto", "_pb2.pyi")):
+            assert (tmp_path / module).read_text() == (PROTO / module).read_text(), (
+                f"{module} differs from its .proto: run `make proto`"
+            )
