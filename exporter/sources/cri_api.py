@@ -1,7 +1,7 @@
 """The few messages of the CRI (``runtime.v1.RuntimeService``) and of containerd's events service
 that the exporter uses, with the field numbers of their upstream definitions, and a small gRPC
-client over a unix socket. The messages are built and read with protowire; grpcio carries raw
-bytes and is imported only when a client is made (start-up of commands that need no CRI).
+client over a unix socket. The messages are the generated classes of proto/*.proto; grpcio
+carries raw bytes and is imported only when a client is made (start-up of commands that need no CRI).
 
 Pure: the ``*_request`` builders and ``parse_*`` readers. ``CriClient`` does the I/O.
 """
@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protowire as pw
+from google.protobuf.message import DecodeError
+
+from .proto import cri_pb2, events_pb2
 
 RUNTIME_SERVICE = "/runtime.v1.RuntimeService/"
 EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
@@ -71,67 +73,70 @@ class Envelope:
 
 
 def version_request() -> bytes:
-    return pw.encode([(1, "v1")])  # VersionRequest.version
+    return cri_pb2.VersionRequest(version="v1").SerializeToString()
 
 
 def list_sandboxes_request() -> bytes:
-    return b""  # ListPodSandboxRequest with no filter
+    return cri_pb2.ListPodSandboxRequest().SerializeToString()  # no filter
 
 
 def sandbox_status_request(sandbox_id: str, verbose: bool = True) -> bytes:
-    return pw.encode([(1, sandbox_id), (2, verbose)])  # pod_sandbox_id, verbose
+    msg = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=verbose)
+    return msg.SerializeToString()
 
 
 def list_containers_request(
     sandbox_id: str = "", container_id: str = "", running: bool = True
 ) -> bytes:
-    # ContainerFilter: id = 1, state = 2 (ContainerStateValue.state = 1), pod_sandbox_id = 3
-    state = [(1, CONTAINER_RUNNING)] if running else []
-    return pw.encode([(1, [(1, container_id), (2, state), (3, sandbox_id)])])
+    f = cri_pb2.ContainerFilter(id=container_id, pod_sandbox_id=sandbox_id)
+    if running:
+        f.state.state = cri_pb2.CONTAINER_RUNNING
+    return cri_pb2.ListContainersRequest(filter=f).SerializeToString()
 
 
 def subscribe_request(filters: list[str]) -> bytes:
-    return pw.encode([(1, f) for f in filters])  # SubscribeRequest.filters
+    return events_pb2.SubscribeRequest(filters=filters).SerializeToString()
 
 
 # -- responses -----------------------------------------------------------------------------------
 
 
-def _sandbox(msg: pw.Decoded, ready: int, labels: int, **status: Any) -> Sandbox:
-    """A Sandbox from a PodSandbox or PodSandboxStatus: id = 1, metadata = 2 (PodSandboxMetadata:
-    name = 1, uid = 2, namespace = 3), the state and labels at the numbers given."""
-    meta = pw.message(msg, 2)
+def _parse(cls: Any, data: bytes) -> Any:
+    try:
+        return cls.FromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"not a {cls.__name__}: {exc}") from None
+
+
+def _sandbox(msg: Any, **status: Any) -> Sandbox:
+    """A Sandbox from a PodSandbox or a PodSandboxStatus."""
     return Sandbox(
-        id=pw.string(msg, 1),
-        name=pw.string(meta, 1),
-        uid=pw.string(meta, 2),
-        namespace=pw.string(meta, 3),
-        ready=pw.integer(msg, ready) == SANDBOX_READY,
-        labels=pw.string_map(msg, labels),
+        id=msg.id,
+        name=msg.metadata.name,
+        uid=msg.metadata.uid,
+        namespace=msg.metadata.namespace,
+        ready=msg.state == SANDBOX_READY,
+        labels=dict(msg.labels),
         **status,
     )
 
 
 def parse_version(data: bytes) -> str:
-    msg = pw.decode(data)  # VersionResponse: runtime_name = 2, runtime_version = 3
-    return f"{pw.string(msg, 2)} {pw.string(msg, 3)}".strip()
+    msg = _parse(cri_pb2.VersionResponse, data)
+    return f"{msg.runtime_name} {msg.runtime_version}".strip()
 
 
 def parse_sandboxes(data: bytes) -> list[Sandbox]:
-    # ListPodSandboxResponse.items = 1; PodSandbox: state = 3, labels = 5
-    return [_sandbox(item, 3, 5) for item in pw.messages(pw.decode(data), 1)]
+    return [_sandbox(item) for item in _parse(cri_pb2.ListPodSandboxResponse, data).items]
 
 
 def parse_sandbox_status(data: bytes) -> Sandbox:
-    """PodSandboxStatusResponse: status = 1, info = 2 (map; its "info" entry is JSON)."""
-    msg = pw.decode(data)
-    status = pw.message(msg, 1)
-    # PodSandboxStatus: state = 3, linux = 6, labels = 7; LinuxPodSandboxStatus.namespaces = 1,
-    # Namespace.options = 2, NamespaceOption.network = 1
-    options = pw.message(pw.message(pw.message(status, 6), 1), 2)
-    pid, netns_path = parse_info(pw.string_map(msg, 2).get("info", ""))
-    host_network = pw.integer(options, 1) == NAMESPACE_NODE
-    return _sandbox(status, 3, 7, host_network=host_network, pid=pid, netns_path=netns_path)
+    """A verbose PodSandboxStatusResponse: its info map's "info" entry is JSON."""
+    msg = _parse(cri_pb2.PodSandboxStatusResponse, data)
+    status = msg.status
+    pid, netns_path = parse_info(msg.info.get("info", ""))
+    host_network = status.linux.namespaces.options.network == NAMESPACE_NODE
+    return _sandbox(status, host_network=host_network, pid=pid, netns_path=netns_path)
 
 
 def parse_info(text: str) -> tuple[int, str]:
@@ -152,32 +157,27 @@ def parse_info(text: str) -> tuple[int, str]:
 
 
 def parse_containers(data: bytes) -> list[CriContainer]:
-    # ListContainersResponse.containers = 1; Container: id = 1, pod_sandbox_id = 2,
-    # metadata = 3 (ContainerMetadata.name = 1), image = 4 (ImageSpec.image = 1), state = 6
     return [
         CriContainer(
-            id=pw.string(c, 1),
-            sandbox_id=pw.string(c, 2),
-            name=pw.string(pw.message(c, 3), 1),
-            image=pw.string(pw.message(c, 4), 1),
-            running=pw.integer(c, 6) == CONTAINER_RUNNING,
+            id=c.id,
+            sandbox_id=c.pod_sandbox_id,
+            name=c.metadata.name,
+            image=c.image.image,
+            running=c.state == CONTAINER_RUNNING,
         )
-        for c in pw.messages(pw.decode(data), 1)
+        for c in _parse(cri_pb2.ListContainersResponse, data).containers
     ]
 
 
 def parse_envelope(data: bytes) -> Envelope:
-    # Envelope: timestamp = 1 (seconds = 1, nanos = 2), namespace = 2, topic = 3,
-    # event = 4 (Any: type_url = 1, value = 2). TaskStart, TaskExit and ContainerDelete all
-    # carry the container id as field 1.
-    msg = pw.decode(data)
-    stamp = pw.message(msg, 1)
-    event = pw.decode(pw.message(msg, 4).get(2, [b""])[-1])
+    """TaskStart, TaskExit and ContainerDelete all carry the container id first (EventId)."""
+    msg = _parse(events_pb2.Envelope, data)
+    event = _parse(events_pb2.EventId, msg.event.value)
     return Envelope(
-        time=pw.integer(stamp, 1) + pw.integer(stamp, 2) / 1e9,
-        namespace=pw.string(msg, 2),
-        topic=pw.string(msg, 3),
-        container_id=pw.string(event, 1),
+        time=msg.timestamp.seconds + msg.timestamp.nanos / 1e9,
+        namespace=msg.namespace,
+        topic=msg.topic,
+        container_id=event.id,
     )
 
 
