@@ -117,12 +117,12 @@ def test_published_port_and_masquerade_in_netavarks_chains(exporter, podman):
     (binding,) = c.attrs["NetworkSettings"]["Ports"]["80/tcp"]
     host_port = binding["HostPort"]
 
-    def rule_present():
+    def judged_and_mapped():
         m = e.metrics()
         got = m.select("dockernet_published_port_rule_present", container_id=c.id)
-        return got and m
+        return got and veths_of(m, c) and m
 
-    m = wait_for(rule_present, what="the Podman binding judged")
+    m = wait_for(judged_and_mapped, what="the Podman binding judged and its veth mapped")
     (port,) = m.select("dockernet_published_port_rule_present", container_id=c.id)
     assert port[0]["host_port"] == host_port and port[1] == 1
     (veth,) = veths_of(m, c)
