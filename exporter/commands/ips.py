@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..collectors.addresses import container_addresses
+from ..collectors.addresses import workload_addresses
 from .base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
@@ -36,5 +36,5 @@ def rows(snap: Snapshot) -> list[dict]:
             "network": i.network,
             "mac": i.mac,
         }
-        for i, a in container_addresses(snap)
+        for i, a in workload_addresses(snap)
     ]

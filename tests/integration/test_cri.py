@@ -60,6 +60,18 @@ def mapped(e, *wanted: Pod):
     return wait_for(check, what="the pods mapped")
 
 
+def pod_addresses(m, pod: Pod) -> set[tuple[str, str, str]]:
+    got = m.select("dockernet_pod_address_info", namespace=pod.namespace, pod=pod.name)
+    assert all(l["network"] == "dockernet-pods" for l, _ in got)
+    return {(l["interface"], l["address"], l["prefix_length"]) for l, _ in got}
+
+
+def kernel_addresses(netns_path: str) -> set[tuple[str, str, str]]:
+    """eth0's addresses (link-local included), as `ip -n` reads them in the pod's namespace."""
+    (eth0,) = json.loads(sh("ip", "-n", os.path.basename(netns_path), "-j", "addr", "show", "eth0"))
+    return {("eth0", a["local"], str(a["prefixlen"])) for a in eth0["addr_info"]}
+
+
 def test_two_pods_map_exactly_with_their_info(exporter, pods):
     e = exporter(CRI)
     web = pods.run(namespace="shop", containers=("app", "side"))
@@ -87,6 +99,8 @@ def test_two_pods_map_exactly_with_their_info(exporter, pods):
         for counter in ("receive_bytes", "transmit_packets", "receive_dropped"):
             name = f"dockernet_pod_{counter}_total"
             assert m.select(name, namespace=pod.namespace, pod=pod.name, interface="eth0")
+        assert pod_addresses(m, pod) == kernel_addresses(status.netns_path)
+        assert not m.select("dockernet_container_address_info", container_id=status.id)
     assert m.get_value("dockernet_runtime_up", runtime="containerd") == 1
     assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
     # The CNI bridge serves the network the CNI cache names, in the pods' range.
