@@ -196,10 +196,16 @@ def _container(c: dict) -> str:
             f'<span class="project" title="compose project">'
             f"{_e(c['compose_project'])}{service}</span> "
         )
+    pod = ""
+    if c["pod"]:
+        pod = (
+            f'<span class="pod" title="pod">'
+            f"{_e(c['pod']['namespace'])}/{_e(c['pod']['name'])}</span> "
+        )
     return (
         f'<div class="container" data-name="{_e(c["name"])}" data-id="{_e(c["id"])}">'
         f'<span class="cname">{_e(c["name"])}</span> '
-        f'<span class="image">{_e(c["image"])}</span> {project}'
+        f'<span class="image">{_e(c["image"])}</span> {pod}{project}'
         f'<span class="cid">{_e(c["id"][:12])}</span>{_ports(c["ports"])}</div>'
     )
 
@@ -366,7 +372,7 @@ details.bridge>summary{cursor:pointer;padding:.4em .6em;background:#e4edf7}
 .ns{border:1px solid #8a9bb0;border-radius:4px;padding:.2em .5em;background:#fbfcfe;flex:1}
 .iface{font-family:monospace}.ifname{font-weight:600}
 .container{margin:.1em 0}.cname{font-weight:bold}.image,.cid{color:#666;font-size:.9em}
-.project{background:#eef;border-radius:3px;padding:0 .3em}
+.project,.pod{background:#eef;border-radius:3px;padding:0 .3em}
 .shared{font-size:.85em;color:#462}.addr{font-family:monospace;margin-right:.4em}
 .ports{margin:.1em 0;padding-left:1.2em}
 .dnat-missing .dnat,.masq-missing{color:#b00;font-weight:bold}

@@ -145,9 +145,9 @@ def _namespaces(look: _Lookups) -> tuple[list[dict], list[dict], list[dict]]:
     host_network, no_network = [], []
     for view in look.snap.containers:
         if view.network_mode == "host":
-            host_network.append(_container(look, view))
+            host_network.extend(_workloads(look, view))
         elif view.network_mode == "none":
-            no_network.append(_container(look, view))
+            no_network.extend(_workloads(look, view))
         else:
             members.setdefault(view.netns_owner or view.container.id, []).append(view)
     interfaces: dict[str, list[dict]] = {}
@@ -158,13 +158,26 @@ def _namespaces(look: _Lookups) -> tuple[list[dict], list[dict], list[dict]]:
     namespaces = [
         {
             "id": owner,
-            "shared": len(views) > 1,
-            "containers": [_container(look, v) for v in views],
+            "shared": len(containers) > 1,
+            "pod": _pod(views[0].container),
+            "containers": containers,
             "interfaces": interfaces.get(owner, []),
         }
         for owner, views in sorted(members.items(), key=lambda kv: (kv[1][0].container.name, kv[0]))
+        for containers in ([w for v in views for w in _workloads(look, v)],)
     ]
     return namespaces, host_network, no_network
+
+
+def _workloads(look: _Lookups, view: ContainerView) -> list[dict]:
+    """A container; or a pod's running containers, each naming its pod (the sandbox itself while
+    none runs)."""
+    c = view.container
+    if not c.members:
+        return [_container(look, view)]
+    return [
+        _container(look, view) | {"id": m.id, "name": m.name, "image": m.image} for m in c.members
+    ]
 
 
 def _container(look: _Lookups, view: ContainerView) -> dict:
@@ -177,8 +190,15 @@ def _container(look: _Lookups, view: ContainerView) -> dict:
         "network_mode": view.network_mode,
         "compose_project": c.compose_project,
         "compose_service": c.compose_service,
+        "pod": _pod(c),
         "ports": [_published(look, c, b) for b in c.ports],
     }
+
+
+def _pod(c: Container) -> dict | None:
+    if not c.is_pod:
+        return None
+    return {"namespace": c.pod_namespace, "name": c.pod_name, "uid": c.pod_uid, "sandbox_id": c.id}
 
 
 def _published(look: _Lookups, c: Container, b: PortBinding) -> dict:

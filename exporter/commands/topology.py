@@ -84,6 +84,8 @@ def _addresses(addresses: list[dict]) -> str:
 
 def _container(c: dict) -> str:
     parts = [c["name"], f"({c['image']})" if c["image"] else ""]
+    if c["pod"]:
+        parts.append(f"pod={c['pod']['namespace']}/{c['pod']['name']}")
     if c["compose_project"]:
         parts.append(f"project={c['compose_project']}")
     for p in c["ports"]:

@@ -103,3 +103,20 @@ def test_ips_and_bridges_show_podman_containers(podman):  # noqa: F811
     veth = next(l["ifname"] for l in ip_json("link") if l["ifindex"] == host_ifindex(c))
     (port,) = [p for br in cli_json("bridges", PODMAN) for p in br["ports"] if p["port"] == veth]
     assert (port["container_id"], port["container_name"]) == (c.id, c.name)
+
+
+def test_topology_draws_each_pod_as_one_namespace_of_its_containers(pods):  # noqa: F811
+    web = pods.run(namespace="shop", containers=("app", "side"))
+    doc = cli_json("topology", CRI)
+    sandbox = pods.status(web).id
+    (ns,) = [n for n in doc["namespaces"] if n["id"] == sandbox]
+    assert (ns["pod"]["namespace"], ns["pod"]["name"], ns["pod"]["uid"]) == (
+        web.namespace,
+        web.name,
+        web.uid,
+    )
+    assert {c["name"]: c["id"] for c in ns["containers"]} == web.containers
+    (veth,) = [v for b in doc["bridges"] for v in b["veths"] if v["namespace"] == sandbox]
+    assert (veth["name"], veth["bridge"]) == (host_veth(pods, web), "dncni0")
+    text = cli("topology", CRI).stdout
+    assert f"app (dockernet.test/busybox:1) pod={web.namespace}/{web.name}" in text

@@ -4,7 +4,10 @@ hostNetwork pod has no interface; orphans of cni-* namespaces are the runtime's.
 
 from __future__ import annotations
 
-from exporter import orphan_rules, topology
+import dataclasses
+
+from exporter import orphan_rules, topology, topology_page, topology_view
+from exporter.commands.topology import tree
 from exporter.model import Container, HostState, Link, PodMember
 
 BRIDGE = Link(5, "cni0", kind="bridge")
@@ -80,3 +83,21 @@ def test_leaked_cni_namespace_is_the_runtime_s_orphan():
     (s,) = topology.build(state(links=[veth(7, 3)], files=named)).suspects
     assert not s.docker
     assert orphan_rules.netns_kinds(files) == {3: "cni"}
+
+
+def test_topology_draws_a_pod_as_one_namespace_of_its_containers():
+    members = (PodMember("c1", "app", "busybox"), PodMember("c2", "side", "pause"))
+    web = dataclasses.replace(pod("web", nsid=0, inode=1001), members=members)
+    host = pod("node", nsid=None, inode=1, mode="host")
+    snap = topology.build(state(web, host, links=[veth(7, 0)], netns={0: [EOF0]}))
+    doc = topology_view.document(snap, 0.0)
+    (ns,) = doc["namespaces"]
+    assert ns["pod"] == {"namespace": "shop", "name": "web", "uid": "", "sandbox_id": web.id}
+    assert ns["shared"] and [c["name"] for c in ns["containers"]] == ["app", "side"]
+    assert {c["id"] for c in ns["containers"]} == {"c1", "c2"}
+    assert all(c["pod"] == ns["pod"] for c in ns["containers"])
+    (h,) = doc["host_network"]
+    assert (h["name"], h["pod"]["name"]) == ("app", "node")
+    page = topology_page.render_main(doc)
+    assert page.count('<span class="pod" title="pod">shop/web</span>') == 2
+    assert "app (busybox) pod=shop/web" in tree(doc)
