@@ -66,8 +66,9 @@ def render(snap: Snapshot, port_blocks: LabelCache) -> list[Family]:
     info = Family(
         "dockernet_bridge_info",
         "gauge",
-        "Each Linux bridge of the host namespace, one series per subnet of its Docker network "
-        "(network is empty for bridges Docker does not manage); value is always 1.",
+        "Each Linux bridge of the host namespace, one series per subnet of its network (Docker, "
+        "Podman or CNI; network is empty for bridges no followed runtime manages); value is "
+        "always 1.",
         static=True,
     )
     up = Family(

@@ -216,13 +216,15 @@ class NatCollector(Collector):
         info = Family(
             "dockernet_published_port_info",
             "gauge",
-            "Each port binding Docker reports for a running container; value is always 1.",
+            "Each port binding the runtime (Docker or Podman) reports for a running container; value is "
+            "always 1.",
         )
         present = Family(
             "dockernet_published_port_rule_present",
             "gauge",
-            "Whether the DNAT rule that makes this binding work exists (1) or not (0); only for "
-            "bindings Docker backs with a DNAT rule here (not IPv6 bindings served by docker-proxy).",
+            "Whether the DNAT rule that makes this binding work exists (1) or not (0), in Docker's or "
+            "netavark's chains; only for bindings backed by a DNAT rule here (not IPv6 bindings "
+            "served by docker-proxy).",
         )
         connections = Family(
             "dockernet_published_port_connections_total", "counter", CONNECTIONS_HELP
@@ -248,8 +250,8 @@ class NatCollector(Collector):
         present = Family(
             "dockernet_masquerade_rule_present",
             "gauge",
-            "Whether the MASQUERADE rule of each subnet of a Docker bridge network that should "
-            "masquerade (masquerade enabled, not internal) exists (1) or not (0).",
+            "Whether the MASQUERADE rule of each subnet of a Docker or Podman bridge network that "
+            "should masquerade (masquerade enabled, not internal) exists (1) or not (0).",
         )
         connections = Family("dockernet_masquerade_connections_total", "counter", MASQUERADE_HELP)
         for m in statuses:
