@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import uuid
@@ -44,24 +45,35 @@ def children_cpu() -> tuple:
     return r.ru_utime + r.ru_stime, r.ru_maxrss * 1024
 
 
+def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`python -m bench` in its own process group. On timeout the group gets SIGTERM first, so
+    that the bench removes the load and the exporters it started before it is killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        pytest.fail(f"the tiny bench took over {timeout:.0f} s:\n{out}{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     prefix = f"dnxb-{uuid.uuid4().hex[:4]}"
     cpu_before, _ = children_cpu()
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--tiny",
-            "--no-lock",
-            "--prefix",
-            prefix,
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    run = run_bench(
+        ["--tiny", "--no-lock", "--prefix", prefix, "--out", str(tmp_path)],
         timeout=300,  # a loaded host takes minutes over the tiny run
     )
     cpu_tree, peak_rss_tree = children_cpu()
