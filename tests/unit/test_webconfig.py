@@ -84,6 +84,33 @@ def test_mistakes_are_one_line_errors(text, message):
     assert "secret" not in str(err.value)
 
 
+GOOD_HASH = "$2b$04$BLEnN6Ab.Ri8wBWuo0Haa.5OdDzaAyYUNKx6LFirof5pdxNz7RFPm"  # of "x"
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        GOOD_HASH[:-1],  # cut
+        GOOD_HASH[:-5] + "!!!!!",  # outside bcrypt's alphabet: every check would say no
+        GOOD_HASH.replace("$04$", "$99$"),  # no such cost
+        GOOD_HASH[:28] + "b" + GOOD_HASH[29:],  # salt's last character with its unused bits set
+        GOOD_HASH[:-1] + "n",  # hash's last character with its unused bits set
+        "$2x$" + GOOD_HASH[4:],  # no such variant
+    ],
+)
+def test_a_damaged_bcrypt_hash_is_refused_at_load(damaged):
+    with pytest.raises(WebConfigError) as err:
+        parse(f"basic_auth_users: {{u: '{damaged}'}}")
+    assert "basic_auth_users.u: not a bcrypt hash" in str(err.value)
+
+
+def test_every_variant_of_a_good_hash_loads_and_checks():
+    for variant in ("$2a$", "$2b$", "$2y$"):
+        hashed = variant + GOOD_HASH[4:]
+        assert parse(f"basic_auth_users: {{u: '{hashed}'}}").users == {"u": hashed}
+        assert BasicAuth({"u": hashed}).check(basic("u", "x")) == "u"
+
+
 def test_basic_auth():
     auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()})
     assert auth.check(basic("prometheus", "pw")) == "prometheus"
