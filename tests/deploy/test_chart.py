@@ -175,6 +175,18 @@ def test_secure_values_mount_the_web_config_and_scrape_https():
     assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] and endpoint["basicAuth"]
 
 
+def test_probes_live_on_the_port_and_ready_on_healthz_where_it_is_open():
+    def probes(values: dict) -> tuple:
+        (c,) = one(render(values), "DaemonSet")["spec"]["template"]["spec"]["containers"]
+        return c["livenessProbe"], c["readinessProbe"]
+
+    live, ready = probes({})
+    assert live["tcpSocket"] == {"port": "metrics"}  # a failed render is no reason to restart
+    assert ready["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    live, ready = probes({"webConfig": {"secretName": "web"}})
+    assert live["tcpSocket"] == ready["tcpSocket"] == {"port": "metrics"}
+
+
 def test_opt_ins_are_off_by_default():
     assert {d["kind"] for d in render({})} == {"DaemonSet", "Service", "ServiceAccount"}
 
