@@ -253,8 +253,8 @@ class Daemon:
 
     def _reload_networks(self, source: WorkloadSource) -> bool:
         networks = {n.id: n for n in source.networks()}
-        kept = {i: n for i, n in self._state.networks.items() if i not in networks}
-        fresh = kept | networks  # networks of other runtimes stay
+        others = {i: n for i, n in self._state.networks.items() if n.runtime != source.runtime}
+        fresh = others | networks  # this runtime's removed networks go at once
         changed, self._state.networks = fresh != self._state.networks, fresh
         return changed
 

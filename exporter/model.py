@@ -109,7 +109,7 @@ class Container:
 
 @dataclass(frozen=True)
 class Network:
-    """A bridge network of a Docker-like runtime (Docker, Podman)."""
+    """A network of a runtime: Docker's or Podman's, or a CNI network of the CRI's pods."""
 
     id: str
     name: str
@@ -118,7 +118,7 @@ class Network:
     subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway)
     internal: bool = False
     masquerade: bool = True
-    runtime: str = "docker"  # docker | podman: whose NAT rules serve it
+    runtime: str = "docker"  # docker | podman | containerd: whose it is, whose NAT rules serve it
 
 
 @dataclass

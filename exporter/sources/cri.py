@@ -120,6 +120,7 @@ def cni_networks(attachments: Iterable[CniAttachment]) -> list[Network]:
             bridge=bridge,
             subnets=tuple(sorted(subnets)),
             masquerade=False,
+            runtime=CriSource.runtime,
         )
         for name, (bridge, subnets) in sorted(by_name.items())
     ]

@@ -366,6 +366,30 @@ def test_masquerade_counter_and_flushed_postrouting(containers, exporter, host_e
         sh("ip", "netns", "del", ns, check=False)
 
 
+def test_removed_network_is_no_longer_judged(containers, exporter):
+    """A network removed from Docker leaves the state at its event: no masquerade expected of
+    it (a stale network would read as a missing rule until the next full resync)."""
+    keep, gone = containers.network(), containers.network()
+    p = exporter()
+    bridges = {n: "br-" + n.id[:12] for n in (keep, gone)}
+    for net in (keep, gone):
+        containers.run(network=net.name).remove(force=True)  # the bridge exists once used
+    wait_for(
+        lambda: all(masquerade(p.metrics(), b)[0] == 1 for b in bridges.values()),
+        what="both networks judged",
+    )
+    gone.remove()
+    containers.networks.remove(gone)
+    wait_for(
+        lambda: (
+            (m := p.metrics()).get_value("dockernet_masquerade_rule_present", bridge=bridges[gone])
+            is None
+            and masquerade(m, bridges[keep])[0] == 1
+        ),
+        what="the removed network no longer judged, the other still",
+    )
+
+
 # -- Docker 29's nftables layout, loaded in a namespace of our own --------------------------------
 
 
