@@ -6,9 +6,8 @@ answers; a stop removes the veth before it returns): such a latency is negative.
 
 from __future__ import annotations
 
-from .checks import check
 from .cri_pods import CriPods
-from .freshness import percentiles, while_polling
+from .freshness import latency_report, while_polling
 
 TARGET_MS = 150.0
 NAMESPACE = "dnxb"
@@ -45,30 +44,9 @@ def run(ours, prefix: str, n: int) -> dict:
         cycles = [one_cycle(pods, ours, prefix, i) for i in range(n)]
     finally:
         pods.cleanup()
-    appear, vanish = [c[0] for c in cycles], [c[1] for c in cycles]
-    figures = percentiles(appear, vanish)
-    how = f"upper bound: first scrape showing it; {n} pods"
-    return {
-        "pods": n,
-        **figures,
-        "appear_ms": appear,
-        "vanish_ms": vanish,
-        "checks": [
-            check(
-                "pods: RunPodSandbox -> series, p99",
-                figures["appear_p99_ms"],
-                "ms",
-                f"<= {TARGET_MS:g} ms",
-                figures["appear_p99_ms"] <= TARGET_MS,
-                how,
-            ),
-            check(
-                "pods: StopPodSandbox -> gone, p99",
-                figures["vanish_p99_ms"],
-                "ms",
-                f"<= {TARGET_MS:g} ms",
-                figures["vanish_p99_ms"] <= TARGET_MS,
-                how,
-            ),
-        ],
-    }
+    return latency_report(
+        cycles,
+        ("pods: RunPodSandbox -> series, p99", "pods: StopPodSandbox -> gone, p99"),
+        TARGET_MS,
+        f"upper bound: first scrape showing it; {n} pods",
+    ) | {"pods": n}
