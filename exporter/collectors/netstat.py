@@ -4,7 +4,7 @@ statistics of each container's own network namespace, and the host's conntrack t
 Each namespace is read through its owner's pid (``/proc/<pid>/net/...``): a namespace shared
 by several containers is read once and reported under its owner, host-network containers get no
 series (they would repeat the host's numbers), and a namespace that goes away mid-read is
-skipped. The kernel's own cost of these files is about 200 µs per namespace, so by default a
+skipped. The kernel's own cost of these files is about 180 µs per namespace, so by default a
 sampler thread reads every namespace each ``--collector.netstat.interval`` and the scrape serves
 its latest sample, for the owners of the scrape's snapshot only (interval 0: read during the
 scrape). The host's conntrack table (three small files) is read during the scrape.
