@@ -95,6 +95,8 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
     server.serve_in_background()
     daemon.start()
+    for c in enabled:
+        c.start(lambda: daemon.snapshot)
     log.info(
         "listening",
         url=server.url,
@@ -106,5 +108,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     log.info("stopping")
     server.shutdown()
     server.server_close()
+    for c in enabled:
+        c.stop()
     daemon.stop()
     return 0

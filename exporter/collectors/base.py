@@ -9,6 +9,8 @@ only its own options, as keyword arguments named like the options.
 
 ``collect`` may read fresh data (counters, firewall rules) but never changes
 the snapshot; what it renders once per snapshot goes through ``snap.memo``.
+A collector that reads in the background (the netstat collector's sampler)
+does so between ``start`` and ``stop``, which the daemon's wiring calls.
 """
 
 from __future__ import annotations
@@ -53,3 +55,10 @@ class Collector(ABC):
     @abstractmethod
     def collect(self, snap: Snapshot) -> list[Family]:
         """The families of this scrape; raising marks the collector failed for this scrape only."""
+
+    def start(self, snapshot: Callable[[], Snapshot]) -> None:  # noqa: B027 (optional hook)
+        """Start the collector's own background work, if it has any, once the daemon runs;
+        ``snapshot()`` is the current snapshot."""
+
+    def stop(self) -> None:  # noqa: B027 (optional hook)
+        """Stop that work, within a fraction of a second: the daemon is shutting down."""

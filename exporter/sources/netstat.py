@@ -4,15 +4,23 @@ The files of ``/proc/<pid>/net`` that describe the namespace of ``<pid>``: ``snm
 (Ip, Tcp, Udp), ``netstat`` (TcpExt, IpExt), ``snmp6``, ``sockstat``, ``sockstat6``
 and ``stat/nf_conntrack``. Their size does not depend on the number of sockets
 (unlike ``/proc/<pid>/net/tcp``). The parsers are pure, keep the kernel's field
-names and pick only the fields asked for; ``NamespaceReader`` does the I/O.
+names and pick only the fields asked for; ``NamespaceReader`` does the I/O, and ``Sampler``
+does it in a thread of its own, off the scrape's path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from .. import logs
+
+log = logs.get_logger()
 
 SNMP, NETSTAT, SNMP6 = "snmp", "netstat", "snmp6"
 SOCKSTAT, SOCKSTAT6, CONNTRACK = "sockstat", "sockstat6", "stat/nf_conntrack"
@@ -193,6 +201,117 @@ class NamespaceReader:
         finally:
             os.close(fd)
         return bytes(self._view[:size])
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The latest reading of each namespace (None: it was gone when read), and what the latest
+    pass over every namespace cost."""
+
+    readings: Mapping[Hashable, Reading | None] = field(default_factory=dict)
+    started: float | None = None  # monotonic start of the latest full pass; None before the first
+    seconds: float = 0.0  # its wall time
+    cpu_seconds: float = 0.0  # the sampling thread's CPU time in it
+    namespaces: int = 0  # the namespaces it read
+
+
+def refreshed(
+    previous: Mapping[Hashable, Reading | None],
+    fresh: Mapping[Hashable, Reading | None],
+    wanted: Mapping[Hashable, int],
+) -> dict[Hashable, Reading | None]:
+    """The readings of the wanted namespaces: the fresh one where there is one, else the previous
+    one. A namespace no longer wanted is dropped, so the readings never outgrow the topology."""
+    return {
+        k: fresh[k] if k in fresh else previous[k] for k in wanted if k in fresh or k in previous
+    }
+
+
+def unread(
+    readings: Mapping[Hashable, Reading | None], wanted: Mapping[Hashable, int]
+) -> dict[Hashable, int]:
+    """The wanted namespaces that have no reading yet (one that was gone when read has one)."""
+    return {k: pid for k, pid in wanted.items() if k not in readings}
+
+
+# How often the sampler looks for namespaces that appeared since its latest pass, in seconds.
+NEW_CHECK = 1.0
+
+
+class Sampler:
+    """Reads every wanted namespace in a thread of its own, every ``interval`` seconds, and a
+    namespace that appeared since within NEW_CHECK seconds. ``wanted()`` gives the namespaces of
+    the current topology, {key: pid}; ``latest`` is the result, replaced whole, so readers take
+    it without a lock. A reading of a namespace is replaced only by a later one of the same
+    namespace, in this one thread: its counters never go back. An exception is logged once and
+    the next pass goes on."""
+
+    def __init__(
+        self,
+        reader: NamespaceReader,
+        wanted: Callable[[], Mapping[Hashable, int]],
+        interval: float,
+        new_check: float = NEW_CHECK,
+    ) -> None:
+        self.reader = reader  # used by the sampling thread alone (its buffer is not shared)
+        self.wanted = wanted
+        self.interval = interval
+        self.new_check = new_check
+        self.latest = Sample()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._errors: set[str] = set()
+        self._checked: object = None  # the wanted namespaces the latest look found nothing new in
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="netstat-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 0.5) -> None:
+        """Ends the thread, within a namespace's read of a pass in progress."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        next_pass = time.monotonic()
+        while True:
+            full = time.monotonic() >= next_pass
+            if full:
+                next_pass = time.monotonic() + self.interval
+            try:
+                self.sample(full)
+            except Exception as exc:  # the thread goes on; the next pass may succeed
+                self._failed(exc)
+            wait = min(next_pass - time.monotonic(), self.new_check)
+            if self._stopping.wait(max(0.0, wait)):
+                return
+
+    def sample(self, full: bool) -> None:
+        """One pass: every wanted namespace, or (not full) those not read yet."""
+        wanted, latest = self.wanted(), self.latest
+        if not full and wanted is self._checked:
+            return
+        todo = dict(wanted) if full else unread(latest.readings, wanted)
+        started, cpu = time.monotonic(), time.thread_time()
+        fresh = {}
+        for key, pid in todo.items():
+            if self._stopping.is_set():
+                return
+            fresh[key] = self.reader.read(pid)
+        readings = refreshed(latest.readings, fresh, wanted)
+        if full:
+            seconds, cpu = time.monotonic() - started, time.thread_time() - cpu
+            self.latest = Sample(readings, started, seconds, cpu, len(todo))
+        else:
+            self.latest = dataclasses.replace(latest, readings=readings)
+        self._checked = wanted
+
+    def _failed(self, exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        if what not in self._errors and len(self._errors) < 16:
+            self._errors.add(what)
+            log.exception("netstat_sample_failed", error=what)
 
 
 def read_host_conntrack(root: str) -> tuple[int | None, int | None, Values]:

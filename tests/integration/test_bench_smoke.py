@@ -166,7 +166,10 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert [row["namespaces"] for row in netstat["namespaces"]] == [4]  # --tiny: 4 containers
     assert all(v > 0 for k, v in netstat["namespaces"][0].items() if k.endswith("_us"))
     assert [row["sockets"] for row in netstat["sockets"]] == [11, 201]
-    assert netstat["scrape"]["on_ms"] > 0 and netstat["scrape"]["off_ms"] > 0
+    scrape = netstat["scrape"]
+    assert scrape["off_ms"] > 0 and scrape["now_ms"] > 0 and scrape["sampled_ms"] > 0
+    assert scrape["daemon_pass"]["namespaces"] == scrape["containers"]
+    assert netstat["sampler"]["cpu_per_namespace_us"] > 0
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "table.md").read_text().startswith("| figure |")

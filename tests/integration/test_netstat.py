@@ -1,18 +1,23 @@
 """Per-namespace network health against real containers: each counter family moves by what
-the test did in that namespace and equals the namespace's own files read in the same moment;
-a shared namespace is counted once, a host-network container not at all; Docker's isolation
-rule counts the packets it dropped. Sockets the busybox image cannot make are made by the
-host's Python inside the container's namespace (nsenter --net)."""
+the test did in that namespace and equals the namespace's own files read in the same moment
+(read during the scrape: interval 0); a shared namespace is counted once, a host-network
+container not at all; Docker's isolation rule counts the packets it dropped. With the sampler,
+the series are those of its latest sample, for the containers that exist now. Sockets the
+busybox image cannot make are made by the host's Python inside the container's namespace
+(nsenter --net)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 from helpers import wait_for
 
-NETSTAT = "--collector.netstat"
+NETSTAT = ("--collector.netstat", "--collector.netstat.interval=0s")
+FAILS = "dockernet_container_tcp_attempt_fails_total"
 
 
 def pid_of(container) -> int:
@@ -91,7 +96,7 @@ CONNECT_CLOSED = """
 
 def test_refused_connects_move_attempt_fails_and_resets_sent_by_exactly_n(containers, exporter):
     net, client, server = two_on_a_network(containers)
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     fails = "dockernet_container_tcp_attempt_fails_total"
     resets = "dockernet_container_tcp_resets_sent_total"
     before = wait_value(e, fails, client), wait_value(e, resets, server)
@@ -146,7 +151,7 @@ LISTEN_ZERO = """
 
 def test_an_overfilled_listen_queue_moves_listen_overflows_and_drops(containers, exporter):
     c = containers.run()
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     overflows = "dockernet_container_tcp_listen_overflows_total"
     drops = "dockernet_container_tcp_listen_drops_total"
     before = wait_value(e, overflows, c), wait_value(e, drops, c)
@@ -181,7 +186,7 @@ UDP_FLOOD = """
 
 def test_udp_to_a_closed_port_and_a_full_receive_buffer(containers, exporter):
     net, sender, receiver = two_on_a_network(containers)
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     no_ports = "dockernet_container_udp_no_ports_total"
     sent = "dockernet_container_udp_datagrams_sent_total"
     before = (
@@ -209,7 +214,7 @@ def test_shared_namespace_once_host_network_never_and_sockets(containers, export
     owner = containers.run()
     guest = containers.run(network_mode=f"container:{owner.id}")
     host = containers.run(network_mode="host")
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     wait_value(e, "dockernet_container_tcp_active_opens_total", owner)
     mine = [
         line
@@ -262,7 +267,7 @@ def test_shared_namespace_once_host_network_never_and_sockets(containers, export
 
 def test_time_wait_sockets_are_counted_per_namespace(containers, exporter):
     c = containers.run()
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     wait_value(e, "dockernet_container_sockets", c, protocol="tcp", state="tw")
     in_netns(
         c,
@@ -303,7 +308,7 @@ def test_conntrack_entries_of_a_namespace_with_its_own_rules_and_of_a_plain_one(
         ],
         check=True,
     )
-    e = exporter(NETSTAT)
+    e = exporter(*NETSTAT)
     entries = "dockernet_container_conntrack_entries"
     assert wait_value(e, entries, plain) == 0
     in_netns(tracked, UDP_TO.format(n=3, ip=ip_of(plain, "bridge")))
@@ -334,3 +339,57 @@ def test_pings_across_two_networks_count_as_isolation_drops(containers, exporter
     ping = a.exec_run(f"ping -c {n} -i 0.1 -W 1 {ip_of(b, b_net.name)}")
     assert ping.exit_code != 0  # nothing came back
     assert e.metrics().get_value(dropped, **labels) - before == n
+
+
+def test_sampled_series_are_the_latest_samples_of_the_containers_there_now(containers, exporter):
+    e = exporter("--collector.netstat", "--collector.netstat.interval=1h")
+    c = containers.run()  # new since the sampler's pass at start: read within a second
+    before = wait_value(e, FAILS, c)
+    assert before == own_snmp(c)[("Tcp", "AttemptFails")]
+    in_netns(c, CONNECT_CLOSED.format(n=5, ip="127.0.0.1"))
+    assert own_snmp(c)[("Tcp", "AttemptFails")] == before + 5
+    time.sleep(2.5)  # more than the check for new namespaces: it reads each once
+    m = e.metrics()
+    assert m.get_value(FAILS, container_id=c.id) == before  # no pass within the hour
+    assert m.get_value("dockernet_netstat_sample_age_seconds") >= 2.5
+    assert m.get_value("dockernet_netstat_sample_duration_seconds") > 0
+    c.remove(force=True)  # still in the sample until the next pass, gone from /metrics at once
+    wait_for(lambda: c.id not in e.text(), what=f"the series of {c.name} gone")
+
+
+def test_the_sampler_follows_counters_and_survives_namespaces_vanishing(containers, exporter):
+    e = exporter("--collector.netstat", "--collector.netstat.interval=20ms")
+    c = containers.run()
+    before = wait_value(e, FAILS, c)
+    in_netns(c, CONNECT_CLOSED.format(n=5, ip="127.0.0.1"))
+    wait_for(lambda: value(e, FAILS, c) == before + 5, what="the sample of the refused connects")
+    # Ten containers removed at once while the sampler reads every namespace every 20 ms: some
+    # go in the middle of a pass, some in the middle of their own read.
+    doomed = [containers.run() for _ in range(10)]
+    for d in doomed:
+        wait_value(e, FAILS, d)
+    seen: list[float] = []
+    watching = threading.Event()
+
+    def watch():
+        while not watching.is_set():
+            seen.append(value(e, FAILS, c))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    removers = [threading.Thread(target=d.remove, kwargs={"force": True}) for d in doomed]
+    for r in removers:
+        r.start()
+    for r in removers:
+        r.join()
+    watching.set()
+    watcher.join()
+    assert seen and set(seen) == {before + 5}  # the survivor's series never went, nor moved
+    late = containers.run()  # the sampler still runs: a new container is read
+    wait_value(e, FAILS, late)
+    m = e.metrics()
+    assert m.get_value("dockernet_netstat_sample_age_seconds") < 1
+    assert m.get_value("dockernet_scrape_collector_success", collector="netstat") == 1
+    assert not [d for d in doomed if d.id in e.text()]
+    assert e.stop() == 0
+    assert "netstat_sample_failed" not in e.log() and "Traceback" not in e.log()
