@@ -7,8 +7,8 @@ A pod is one workload: its sandbox, whose namespace is the file its verbose stat
 (``/var/run/netns/cni-<uuid>``), and whose running containers are its members. A hostNetwork
 pod (namespace mode NODE) has the host's namespace, hence no veth.
 
-``parse_pod``, ``pod_members`` and ``parse_event`` are pure (and cri_events); ``CriSource`` makes
-the calls.
+``parse_pod``, ``pod_members`` and ``parse_event`` are pure, as is cri_events; ``CriSource``
+makes the calls.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and co
 EFFECTS = cri_events.CONTAINERD_EFFECTS
 PING_TIMEOUT = 5.0
 POLL_INTERVAL = 1.0  # seconds between two listings in poll mode
-PROBE_WAIT = 0.2  # seconds an event stream may take to say UNIMPLEMENTED (auto; about 1 ms here)
+PROBE_WAIT = 0.2  # seconds an event stream may take to end at once (auto; about 1 ms here)
+# How a stream that serves no events ends at once: containerd 1.6's GetContainerEvents and CRI-O's
+# Subscribe are UNIMPLEMENTED; CRI-O's GetContainerEvents returns OK with enable_pod_events off.
+UNSERVED = ("UNIMPLEMENTED", "OK")
 STREAMS = {CONTAINERD: "containerd's events", CRI: "the CRI's events", POLL: "the CRI's listing"}
 START_WAIT, START_RETRY = 0.5, 0.005  # seconds; see CriSource.workload
 
@@ -197,6 +200,7 @@ class CriSource:
         self.events_mode = ""  # the mode in use, once a subscription chose it
         self.poll_interval = poll_interval
         self.event_actions = cri_events.actions(events)
+        self._skipped: list[str] = []  # the modes the last subscription found unserved, and how
         self._client = CriClient(endpoint, timeout)
         self._stream: Any = None
         self._lock = threading.Lock()
@@ -309,6 +313,8 @@ class CriSource:
             return
         self.events_mode = mode
         said = {"endpoint": self.address, "mode": mode, "asked": self.events_wanted}
+        if self._skipped:
+            said["unserved"] = ",".join(self._skipped)
         if mode == POLL:
             said["interval"] = f"{self.poll_interval:g}s"
         if self.events_wanted in (AUTO, mode):
@@ -319,12 +325,15 @@ class CriSource:
             )
 
     def _subscribe(self, modes: tuple[str, ...]) -> tuple[str, Any]:
-        """The first of `modes` whose stream does not end at once as not served; the last, poll,
-        works on every CRI runtime."""
+        """The first of `modes` whose stream does not end at once as one serving no events; the
+        last, poll, works on every CRI runtime. Which were skipped, and how, is logged."""
+        self._skipped = []
         for mode in modes[:-1]:
             stream = self._open(mode)
-            if not cri_api.unserved(stream, PROBE_WAIT):
+            code = cri_api.ended_at_once(stream, PROBE_WAIT)
+            if code not in UNSERVED:
                 return mode, stream
+            self._skipped.append(f"{mode}:{code}")
         return modes[-1], self._open(modes[-1])
 
     def _open(self, mode: str) -> Any:

@@ -282,13 +282,13 @@ def _read(stream: Any, parse: Callable[[bytes], Any], method: str) -> Iterator[A
         raise _failure(exc, method) from None
 
 
-def unserved(stream: Any, wait: float) -> bool:
-    """Whether a stream just opened ended within `wait` seconds with UNIMPLEMENTED: a runtime that
-    lacks the method says so at once, one that serves it sends nothing until its first event."""
+def ended_at_once(stream: Any, wait: float) -> str:
+    """The status code's name (UNIMPLEMENTED, OK, ...) of a stream just opened that ended within
+    `wait` seconds, else "": a stream that serves events sends nothing until the first one."""
     ended = threading.Event()
     stream.add_done_callback(lambda _: ended.set())
     ended.wait(wait)
-    return bool(stream.done()) and getattr(stream.code(), "name", "") == "UNIMPLEMENTED"
+    return getattr(stream.code(), "name", "?") if stream.done() else ""
 
 
 def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception:

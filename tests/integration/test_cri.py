@@ -259,6 +259,7 @@ def test_auto_on_containerd_follows_its_events_service(exporter, pods):
     assert events_mode(m) == {"containerd": "containerd"}
     (line,) = cri_events_logged(e)
     assert "mode=containerd" in line and "asked=auto" in line and "level=info" in line
+    assert "unserved" not in line
     later = pods.run()
     mapped(e, later)
     m = e.metrics()
@@ -305,6 +306,7 @@ def test_cri_stream_asked_for_but_not_served_falls_back_to_poll(exporter, pods):
     assert events_mode(m) == {"containerd": "poll"}
     (line,) = cri_events_logged(e)
     assert "level=warning" in line and "asked=cri" in line and "mode=poll" in line
+    assert "unserved=cri:UNIMPLEMENTED" in line
     time.sleep(1.0)  # no flapping: the runtime stays up, the warning is not repeated
     assert e.metrics().get_value("dockernet_runtime_up", runtime="containerd") == 1
     assert len(cri_events_logged(e)) == 1 and "containerd_unreachable" not in e.log()
