@@ -37,10 +37,6 @@ class CallFailed(OSError):
     """The runtime did not answer the call (unreachable, timed out, or not a CRI runtime)."""
 
 
-class Unimplemented(CallFailed):
-    """The runtime answers, but does not serve that method (UNIMPLEMENTED)."""
-
-
 @dataclass(frozen=True)
 class Sandbox:
     """A pod sandbox as ListPodSandbox and PodSandboxStatus report it."""
@@ -292,8 +288,8 @@ def ended_at_once(stream: Any, wait: float) -> str:
 
 
 def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception:
-    """NotFound for an unknown id, Unimplemented for a method not served, CallFailed for everything
-    else a call may meet."""
+    """NotFound for an unknown id, CallFailed for everything else a call may meet (a method not
+    served says so)."""
     code = getattr(exc, "code", None)
     name = getattr(code(), "name", "") if callable(code) else ""
     if name == "NOT_FOUND":
@@ -302,5 +298,5 @@ def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception
     text = (details() if callable(details) else "") or str(exc)
     if name == "UNIMPLEMENTED":
         why = f": {unserved_means}" if unserved_means else ""
-        return Unimplemented(f"{name}: {method} is not served{why} ({text})")
+        return CallFailed(f"{name}: {method} is not served{why} ({text})")
     return CallFailed(f"{name or type(exc).__name__}: {text}".strip())
