@@ -1,8 +1,9 @@
 """Pods made through the CRI exactly as the kubelet makes them (RunPodSandbox with metadata, the
 io.kubernetes.pod.* labels, a log directory, a cgroup parent and namespace options; then
 CreateContainer and StartContainer), against the standalone containerd that
-scripts/cri-env.sh starts. The messages are built with the exporter's protowire; the field
-numbers are runtime.v1's. Used by the pods benchmark and by the tests (tests/cri_helpers.py)."""
+scripts/cri-env.sh starts. The messages are the generated classes of the exporter's CRI subset
+(exporter/sources/proto/cri.proto). Used by the pods benchmark and by the tests
+(tests/cri_helpers.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.sources import cri_api
-from exporter.sources import protowire as pw
+from exporter.sources.proto import cri_pb2 as pb
 
 CRI_SOCKET = os.environ.get("CRI_SOCKET", "/run/dockernet-cri/containerd.sock")
 BUSYBOX = "dockernet.test/busybox:1"
 LOG_ROOT = "/run/dockernet-cri/pods"
-POD, CONTAINER, NODE = 0, 1, 2  # NamespaceMode
 
 
 @dataclass
@@ -27,17 +28,18 @@ class Pod:
     namespace: str
     uid: str
     host_network: bool
-    config: list
+    config: pb.PodSandboxConfig
     containers: dict[str, str] = field(default_factory=dict)  # name -> container id
 
 
-def _namespace_options(host_network: bool) -> list:
-    # NamespaceOption: network = 1, pid = 2, ipc = 3 (the kubelet's defaults: own pid namespace
-    # per container, ipc shared in the pod)
-    return [(1, NODE if host_network else POD), (2, CONTAINER), (3, POD)]
+def _namespace_options(host_network: bool) -> pb.NamespaceOption:
+    # The kubelet's defaults: own pid namespace per container, ipc shared in the pod.
+    return pb.NamespaceOption(
+        network=pb.NODE if host_network else pb.POD, pid=pb.CONTAINER, ipc=pb.POD
+    )
 
 
-def sandbox_config(name: str, namespace: str, uid: str, host_network: bool) -> list:
+def sandbox_config(name: str, namespace: str, uid: str, host_network: bool) -> pb.PodSandboxConfig:
     log_dir = f"{LOG_ROOT}/{namespace}_{name}_{uid}"
     os.makedirs(log_dir, exist_ok=True)
     labels = {
@@ -45,16 +47,19 @@ def sandbox_config(name: str, namespace: str, uid: str, host_network: bool) -> l
         "io.kubernetes.pod.namespace": namespace,
         "io.kubernetes.pod.uid": uid,
     }
-    return [
-        (1, [(1, name), (2, uid), (3, namespace), (4, 0)]),  # PodSandboxMetadata
-        (2, "" if host_network else name),  # hostname (the host's own for hostNetwork)
-        (3, log_dir),  # log_directory
-        (6, labels),
-        (7, {"kubernetes.io/config.source": "api"}),
-        # LinuxPodSandboxConfig: cgroup_parent = 1, security_context = 2
-        # (LinuxSandboxSecurityContext.namespace_options = 1)
-        (8, [(1, f"/kubepods/besteffort/pod{uid}"), (2, [(1, _namespace_options(host_network))])]),
-    ]
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
+        hostname="" if host_network else name,  # the host's own for hostNetwork
+        log_directory=log_dir,
+        labels=labels,
+        annotations={"kubernetes.io/config.source": "api"},
+        linux=pb.LinuxPodSandboxConfig(
+            cgroup_parent=f"/kubepods/besteffort/pod{uid}",
+            security_context=pb.LinuxSandboxSecurityContext(
+                namespace_options=_namespace_options(host_network)
+            ),
+        ),
+    )
 
 
 class CriPods:
@@ -64,8 +69,10 @@ class CriPods:
         self.client = cri_api.CriClient(endpoint, 30.0)
         self.pods: list[Pod] = []
 
-    def call(self, method: str, fields: list) -> pw.Decoded:
-        return pw.decode(self.client.call(method, pw.encode(fields)))
+    def call(self, method: str, request: Any, reply: Any = None) -> Any:
+        """One RuntimeService call; its reply decoded as `reply` (a message class), if given."""
+        data = self.client.call(method, request.SerializeToString())
+        return reply.FromString(data) if reply is not None else None
 
     def run(
         self,
@@ -77,8 +84,10 @@ class CriPods:
         name = name or f"pod-{uuid.uuid4().hex[:8]}"
         uid = str(uuid.uuid4())
         config = sandbox_config(name, namespace, uid, host_network)
-        reply = self.call("RunPodSandbox", [(1, config)])
-        pod = Pod(pw.string(reply, 1), name, namespace, uid, host_network, config)
+        reply = self.call(
+            "RunPodSandbox", pb.RunPodSandboxRequest(config=config), pb.RunPodSandboxResponse
+        )
+        pod = Pod(reply.pod_sandbox_id, name, namespace, uid, host_network, config)
         self.pods.append(pod)
         for c in containers:
             self.start_container(pod, c)
@@ -91,18 +100,25 @@ class CriPods:
             "io.kubernetes.pod.namespace": pod.namespace,
             "io.kubernetes.pod.uid": pod.uid,
         }
-        config = [
-            (1, [(1, name), (2, 0)]),  # ContainerMetadata
-            (2, [(1, BUSYBOX)]),  # ImageSpec
-            *[(3, part) for part in ("/bin/sh", "-c", command)],  # command
-            (9, labels),
-            (11, f"{name}/0.log"),  # log_path, under the sandbox's log directory
-            # LinuxContainerConfig.security_context = 2 (namespace_options = 3)
-            (15, [(2, [(3, _namespace_options(pod.host_network))])]),
-        ]
-        reply = self.call("CreateContainer", [(1, pod.id), (2, config), (3, pod.config)])
-        container_id = pw.string(reply, 1)
-        self.call("StartContainer", [(1, container_id)])
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name, attempt=0),
+            image=pb.ImageSpec(image=BUSYBOX),
+            command=["/bin/sh", "-c", command],
+            labels=labels,
+            log_path=f"{name}/0.log",  # under the sandbox's log directory
+            linux=pb.LinuxContainerConfig(
+                security_context=pb.LinuxContainerSecurityContext(
+                    namespace_options=_namespace_options(pod.host_network)
+                )
+            ),
+        )
+        request = pb.CreateContainerRequest(
+            pod_sandbox_id=pod.id, config=config, sandbox_config=pod.config
+        )
+        container_id = self.call(
+            "CreateContainer", request, pb.CreateContainerResponse
+        ).container_id
+        self.call("StartContainer", pb.StartContainerRequest(container_id=container_id))
         pod.containers[name] = container_id
         return container_id
 
@@ -111,11 +127,11 @@ class CriPods:
         return cri_api.parse_sandbox_status(data)
 
     def stop(self, pod: Pod) -> None:
-        self.call("StopPodSandbox", [(1, pod.id)])
+        self.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
 
     def remove(self, pod: Pod) -> None:
-        self.call("StopPodSandbox", [(1, pod.id)])
-        self.call("RemovePodSandbox", [(1, pod.id)])
+        self.stop(pod)
+        self.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
         shutil.rmtree(sandbox_log_dir(pod), ignore_errors=True)
         self.pods.remove(pod)
 

@@ -15,6 +15,7 @@ from typing import NoReturn
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_CRI_ENDPOINT = "/run/containerd/containerd.sock"
 OUTPUT_FORMATS = ("table", "json")
+CRI_EVENT_MODES = ("auto", "containerd", "cri", "poll")  # exporter.sources.cri_events.MODES
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,6 +33,13 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h")
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
     return float(m.group(1)) * scale
+
+
+def positive_duration(text: str) -> float:
+    seconds = duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be more than 0")
+    return seconds
 
 
 def byte_size(text: str) -> int:
@@ -111,6 +119,23 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         type=duration,
         default=default(10.0),
         help="timeout of each CRI call (default: 10s)",
+    )
+    p.add_argument(
+        "--cri.events",
+        dest="cri_events",
+        choices=CRI_EVENT_MODES,
+        default=default("auto"),
+        help="how pods' lifecycle is followed: containerd's events service, the CRI's event stream "
+        "(GetContainerEvents: containerd 1.7+, CRI-O), or polling the CRI's listing; auto tries "
+        "them in that order, containerd's only where the runtime is containerd (default: auto)",
+    )
+    p.add_argument(
+        "--cri.poll-interval",
+        dest="cri_poll_interval",
+        type=positive_duration,
+        default=default(1.0),
+        help="with --cri.events=poll (or auto on a runtime that serves neither stream), the time "
+        "between two listings of the pods (default: 1s)",
     )
     p.add_argument(
         "--path.procfs",

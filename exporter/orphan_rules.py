@@ -42,8 +42,10 @@ NAMED_NETNS_DIR = "/var/run/netns/"
 # namespaces (Swarm's ingress_sbox, lb_*, overlay 1-*) serve no container.
 DOCKER_VETH_NAME = re.compile(r"veth[0-9a-f]{7}")
 DOCKER_SANDBOX_NAME = re.compile(r"[0-9a-f]{12}")
-# containerd's and CRI-O's pod namespaces: /var/run/netns/cni-<uuid>.
-CNI_NETNS_NAME = re.compile(r"cni-[0-9a-f-]{36}")
+# CRI pods' namespaces: containerd's /var/run/netns/cni-<uuid>, CRI-O's /var/run/netns/<uuid>.
+CNI_NETNS_NAME = re.compile(
+    r"(?:cni-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def reason(link: Link, host: Host) -> str | None:
 
 def in_docker_scope(link: Link, why: str, host: Host) -> bool:
     """Whether a runtime can be blamed: a port of a Docker bridge, a peer in
-    Docker's own namespace or in a CRI pod's ``cni-*`` one, never another
+    Docker's own namespace or in a CRI pod's one (``cni-<uuid>``, ``<uuid>``), never another
     namespace of `ip netns add` nor (but for a pod's) a port of another bridge;
     a pair left in the host counts when either end is on a Docker bridge, or
     when both are unplugged and named as Docker names them."""

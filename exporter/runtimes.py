@@ -27,7 +27,12 @@ def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
         except ValueError as exc:
             raise SourceConfigError(f"--docker.host: {exc}") from None
     podman = podman_source(getattr(args, "podman_host", None), args.docker_timeout)
-    cri = cri_source(getattr(args, "cri_endpoint", None), getattr(args, "cri_timeout", 10.0))
+    cri = cri_source(
+        getattr(args, "cri_endpoint", None),
+        getattr(args, "cri_timeout", 10.0),
+        getattr(args, "cri_events", "auto"),
+        getattr(args, "cri_poll_interval", 1.0),
+    )
     return sources + [s for s in (podman, cri) if s is not None]
 
 
@@ -49,7 +54,9 @@ def podman_source(host: str | None, timeout: float) -> WorkloadSource | None:
     return None
 
 
-def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:
+def cri_source(
+    endpoint: str | None, timeout: float, events: str = "auto", poll_interval: float = 1.0
+) -> WorkloadSource | None:
     """The CRI source: always when its endpoint is given (down until it answers); at the default
     endpoint only when the socket exists and speaks the CRI, so that a node without containerd
     (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
@@ -57,11 +64,14 @@ def cri_source(endpoint: str | None, timeout: float) -> WorkloadSource | None:
         return None
     from .sources import cri  # the CRI's modules (and grpcio) only where a CRI may be
 
+    def source(at: str) -> WorkloadSource:
+        return cri.CriSource(at, timeout, events=events, poll_interval=poll_interval)
+
     if endpoint is not None:
-        return cri.CriSource(endpoint, timeout)
+        return source(endpoint)
     why = cri.probe(DEFAULT_CRI_ENDPOINT)
     if why is None:
-        return cri.CriSource(DEFAULT_CRI_ENDPOINT, timeout)
+        return source(DEFAULT_CRI_ENDPOINT)
     if why != "no socket":
         log.warning(
             "cri_not_used",

@@ -113,6 +113,7 @@ class Scraper:
                 "Whether the Docker API answered on the last attempt (1) or not (0).",
             ).add("", int(snap.runtimes_up.get("docker", False))),
             self._runtimes_up(snap),
+            *self._runtime_events(),
             Family(
                 "dockernet_exporter_build_info",
                 "gauge",
@@ -131,6 +132,19 @@ class Scraper:
         for runtime in sorted(self.daemon.sources):
             fam.add(labels(runtime=runtime), int(snap.runtimes_up.get(runtime, False)))
         return fam
+
+    def _runtime_events(self) -> list[Family]:
+        """None on a host without such a runtime."""
+        fam = Family(
+            "dockernet_runtime_events_info",
+            "gauge",
+            "How a runtime's lifecycle events are followed, where it may be done more than one way "
+            "(the CRI's: containerd, cri or poll), once chosen; value is always 1.",
+        )
+        for runtime, source in sorted(self.daemon.sources.items()):
+            if mode := getattr(source, "events_mode", ""):
+                fam.add(labels(runtime=runtime, mode=mode), 1)
+        return [fam] if fam.samples else []
 
 
 class _Beside(threading.Thread):

@@ -1,11 +1,14 @@
-"""Kubernetes pods through the CRI (``runtime.v1.RuntimeService``, what the kubelet calls), with
-lifecycle events from containerd's events service (CRI v1 on containerd 1.6 has no event stream).
+"""Kubernetes pods through the CRI (``runtime.v1.RuntimeService``, what the kubelet calls) of any
+CRI runtime (containerd, CRI-O), with lifecycle events from containerd's events service, the CRI's
+own event stream, or polling the CRI (see cri_events: which is used is chosen at each
+subscription, and logged when it changes).
 
 A pod is one workload: its sandbox, whose namespace is the file its verbose status names
 (``/var/run/netns/cni-<uuid>``), and whose running containers are its members. A hostNetwork
 pod (namespace mode NODE) has the host's namespace, hence no veth.
 
-``parse_pod``, ``pod_members`` and ``parse_event`` are pure; ``CriSource`` makes the calls.
+``parse_pod``, ``pod_members`` and ``parse_event`` are pure, as is cri_events; ``CriSource``
+makes the calls.
 """
 
 from __future__ import annotations
@@ -15,29 +18,32 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logs
 from ..model import Container, Endpoint, Network, PodMember
-from . import cri_api
+from . import cri_api, cri_events
 from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Sandbox
+from .cri_events import AUTO, CONTAINERD, CRI, POLL
 from .workloads import Effect, SourceUnavailable, WorkloadEvent
+
+log = logs.get_logger()
 
 DEFAULT_ENDPOINT = "/run/containerd/containerd.sock"
 # CNI's cache of each attachment's result: <network>-<sandbox id>-<interface>, JSON.
 CNI_RESULTS = "/var/lib/cni/results"
 CNI_LOOPBACK = "cni-loopback"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and containers
-EFFECTS = {
-    # A sandbox's task starts once CNI has made its veth; a container's, in a running pod.
-    "/tasks/start": Effect.CHANGED,
-    # A sandbox whose process exits is kept (not ready) while its namespace lives; a container
-    # that exits leaves its pod.
-    "/tasks/exit": Effect.CHANGED,
-    "/containers/delete": Effect.GONE,
-}
+EFFECTS = cri_events.CONTAINERD_EFFECTS
 PING_TIMEOUT = 5.0
+POLL_INTERVAL = 1.0  # seconds between two listings in poll mode
+PROBE_WAIT = 0.2  # seconds an event stream may take to end at once (auto; about 1 ms here)
+# How a stream that serves no events ends at once: containerd 1.6's GetContainerEvents and CRI-O's
+# Subscribe are UNIMPLEMENTED; CRI-O's GetContainerEvents returns OK with enable_pod_events off.
+UNSERVED = ("UNIMPLEMENTED", "OK")
+STREAMS = {CONTAINERD: "containerd's events", CRI: "the CRI's events", POLL: "the CRI's listing"}
 START_WAIT, START_RETRY = 0.5, 0.005  # seconds; see CriSource.workload
 
 
@@ -156,21 +162,46 @@ def parse_event(envelope: cri_api.Envelope) -> WorkloadEvent:
     return WorkloadEvent(envelope.topic, effect, envelope.container_id, envelope.time)
 
 
+class _Poll:
+    """Poll mode's stream: the listing when made, then, every interval until cancelled, the events
+    that turn the previous listing into the next."""
+
+    def __init__(self, read: Callable[[], cri_events.Listing], interval: float) -> None:
+        self._read, self.interval = read, interval
+        self._cancelled = threading.Event()
+        self._last = read()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def __iter__(self) -> Iterator[WorkloadEvent]:
+        while not self._cancelled.wait(self.interval):
+            now, listed = time.time(), self._read()
+            events, self._last = cri_events.diff(self._last, listed, now), listed
+            yield from events
+
+
 class CriSource:
     """A CRI runtime's pods; every call may raise SourceUnavailable."""
 
     runtime = "containerd"
-    event_actions = tuple(EFFECTS)
 
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
         timeout: float = 10.0,
         cni_results: str = CNI_RESULTS,
+        events: str = AUTO,
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self.address = endpoint
         self.cni_results = cni_results
         self.timeout = timeout
+        self.events_wanted = events  # one of cri_events.MODES
+        self.events_mode = ""  # the mode in use, once a subscription chose it
+        self.poll_interval = poll_interval
+        self.event_actions = cri_events.actions(events)
+        self._skipped: list[str] = []  # the modes the last subscription found unserved, and how
         self._client = CriClient(endpoint, timeout)
         self._stream: Any = None
         self._lock = threading.Lock()
@@ -264,31 +295,81 @@ class CriSource:
         return tuple(sorted((a.endpoint for a in self._attachments(sandbox_id)), key=str))
 
     def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
-        """containerd's events of the CRI's namespace from now (the service replays nothing: a
-        gap is covered by the resync that follows a reconnect)."""
-        filters = [f'topic=="{topic}",namespace=={CRI_NAMESPACE}' for topic in EFFECTS]
+        """The pods' events from now, by the mode asked for or (auto) the first the runtime serves.
+        Nothing is replayed: a gap is covered by the resync that follows a reconnect."""
         try:
-            self.version()  # the stream itself reports a dead socket only when iterated
-            stream = self._client.subscribe(filters)
+            # The stream itself reports a dead socket only when iterated.
+            name, _ = cri_api.parse_runtime(self._client.call("Version", cri_api.version_request()))
+            mode, stream = self._subscribe(cri_events.candidates(self.events_wanted, name))
         except CallFailed as exc:
             raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+        self._chose(mode)
         with self._lock:
             self._stream = stream
-        return self._decoded(stream)
+        return self._decoded(mode, stream)
 
-    def _decoded(self, stream: Any) -> Iterator[WorkloadEvent]:
+    def _chose(self, mode: str) -> None:
+        """Log the mode when it changes (a warning where it is not the one asked for)."""
+        if mode == self.events_mode:
+            return
+        self.events_mode = mode
+        said = {"endpoint": self.address, "mode": mode, "asked": self.events_wanted}
+        if self._skipped:
+            said["unserved"] = ",".join(self._skipped)
+        if mode == POLL:
+            said["interval"] = f"{self.poll_interval:g}s"
+        if self.events_wanted in (AUTO, mode):
+            log.info("cri_events", **said)
+        else:
+            log.warning(
+                "cri_events", **said, detail="the runtime does not serve the mode asked for"
+            )
+
+    def _subscribe(self, modes: tuple[str, ...]) -> tuple[str, Any]:
+        """The first of `modes` whose stream does not end at once as one serving no events; the
+        last, poll, works on every CRI runtime. Which were skipped, and how, is logged."""
+        self._skipped = []
+        for mode in modes[:-1]:
+            stream = self._open(mode)
+            code = cri_api.ended_at_once(stream, PROBE_WAIT)
+            if code not in UNSERVED:
+                return mode, stream
+            self._skipped.append(f"{mode}:{code}")
+        return modes[-1], self._open(modes[-1])
+
+    def _open(self, mode: str) -> Any:
+        if mode == CONTAINERD:
+            filters = [f'topic=="{topic}",namespace=={CRI_NAMESPACE}' for topic in EFFECTS]
+            return self._client.subscribe(filters)
+        if mode == CRI:
+            return self._client.container_events()
+        return _Poll(self._listing, self.poll_interval)
+
+    def _listing(self) -> cri_events.Listing:
+        """What poll mode compares: two calls, whatever the number of pods."""
+        sandboxes = self._client.call("ListPodSandbox", cri_api.list_sandboxes_request())
+        running = self._client.call("ListContainers", cri_api.list_containers_request())
+        return cri_events.listing(
+            cri_api.parse_sandboxes(sandboxes), cri_api.parse_containers(running)
+        )
+
+    def _decoded(self, mode: str, stream: Any) -> Iterator[WorkloadEvent]:
         try:
-            for envelope in self._client.envelopes(stream):
-                if envelope.topic in ("/tasks/start", "/tasks/exit"):
-                    self._fresh[envelope.container_id] = envelope.topic
-                yield parse_event(envelope)
+            if mode == CONTAINERD:
+                for envelope in self._client.envelopes(stream):
+                    if envelope.topic in ("/tasks/start", "/tasks/exit"):
+                        self._fresh[envelope.container_id] = envelope.topic
+                    yield parse_event(envelope)
+            elif mode == CRI:
+                yield from map(cri_events.from_cri_event, self._client.cri_events(stream))
+            else:
+                yield from stream
         except CallFailed as exc:
             with self._lock:
                 cancelled, self._stream = self._stream is None, None
-            if not cancelled:
-                raise SourceUnavailable(
-                    f"containerd's events ended at {self.address} ({exc})"
-                ) from None
+            if cancelled:
+                return
+            raise SourceUnavailable(f"{STREAMS[mode]} ended at {self.address} ({exc})") from None
 
     def close_events(self) -> None:
         with self._lock:

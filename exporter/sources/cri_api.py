@@ -1,7 +1,8 @@
-"""The few messages of the CRI (``runtime.v1.RuntimeService``) and of containerd's events service
-that the exporter uses, with the field numbers of their upstream definitions, and a small gRPC
-client over a unix socket. The messages are the generated classes of proto/*.proto; grpcio
-carries raw bytes and is imported only when a client is made (start-up of commands that need no CRI).
+"""The few messages of the CRI (``runtime.v1.RuntimeService``, its event stream included) and of
+containerd's events service that the exporter uses, with the field numbers of their upstream
+definitions, and a small gRPC client over a unix socket. The messages are the generated classes of
+proto/*.proto; grpcio carries raw bytes and is imported only when a client is made (start-up of
+commands that need no CRI).
 
 Pure: the ``*_request`` builders and ``parse_*`` readers. ``CriClient`` does the I/O.
 """
@@ -9,7 +10,8 @@ Pure: the ``*_request`` builders and ``parse_*`` readers. ``CriClient`` does the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from .proto import cri_pb2, events_pb2
 
 RUNTIME_SERVICE = "/runtime.v1.RuntimeService/"
 EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
+CONTAINER_EVENTS = RUNTIME_SERVICE + "GetContainerEvents"
 
 # runtime.v1 enums
 SANDBOX_READY = 0  # PodSandboxState
@@ -69,6 +72,18 @@ class Envelope:
     container_id: str
 
 
+@dataclass(frozen=True)
+class CriEvent:
+    """One event of the CRI's own stream: a container's (or a sandbox's: then its id is the
+    sandbox's) creation, start, stop or deletion, and the sandbox it belongs to where the runtime
+    still knows it."""
+
+    kind: str  # the ContainerEventType's name, e.g. CONTAINER_STARTED_EVENT
+    container_id: str
+    sandbox_id: str  # "" when the event carries no sandbox status (a deleted sandbox)
+    time: float
+
+
 # -- requests ------------------------------------------------------------------------------------
 
 
@@ -98,6 +113,10 @@ def subscribe_request(filters: list[str]) -> bytes:
     return events_pb2.SubscribeRequest(filters=filters).SerializeToString()
 
 
+def container_events_request() -> bytes:
+    return cri_pb2.GetEventsRequest().SerializeToString()
+
+
 # -- responses -----------------------------------------------------------------------------------
 
 
@@ -121,9 +140,14 @@ def _sandbox(msg: Any, **status: Any) -> Sandbox:
     )
 
 
-def parse_version(data: bytes) -> str:
+def parse_runtime(data: bytes) -> tuple[str, str]:
+    """(runtime name, its version) from a VersionResponse: ("containerd", "1.6.20")."""
     msg = _parse(cri_pb2.VersionResponse, data)
-    return f"{msg.runtime_name} {msg.runtime_version}".strip()
+    return msg.runtime_name, msg.runtime_version
+
+
+def parse_version(data: bytes) -> str:
+    return " ".join(parse_runtime(data)).strip()
 
 
 def parse_sandboxes(data: bytes) -> list[Sandbox]:
@@ -181,6 +205,17 @@ def parse_envelope(data: bytes) -> Envelope:
     )
 
 
+def parse_container_event(data: bytes) -> CriEvent:
+    msg = _parse(cri_pb2.ContainerEventResponse, data)
+    seconds, nanos = divmod(msg.created_at, 1_000_000_000)  # nanoseconds, as an int64
+    return CriEvent(
+        kind=cri_pb2.ContainerEventType.Name(msg.container_event_type),
+        container_id=msg.container_id,
+        sandbox_id=msg.pod_sandbox_status.id,
+        time=seconds + nanos / 1e9,
+    )
+
+
 # -- the client ----------------------------------------------------------------------------------
 
 
@@ -191,7 +226,7 @@ def target(endpoint: str) -> str:
 
 
 class CriClient:
-    """Unary CRI calls and containerd's event stream over one channel (made on first use)."""
+    """Unary CRI calls and the two event streams over one channel (made on first use)."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
         self.endpoint = endpoint
@@ -211,19 +246,23 @@ class CriClient:
         try:
             return stub(request, timeout=timeout or self.timeout)
         except Exception as exc:
-            raise _failure(exc, method) from None
+            raise _failure(exc, method, "not a CRI v1 runtime") from None
 
     def subscribe(self, filters: list[str]) -> Any:
-        """The event stream: an iterator of raw envelopes with ``cancel()``."""
+        """containerd's event stream: an iterator of raw envelopes with ``cancel()``."""
         channel = self._open()
         return channel.unary_stream(EVENTS_SUBSCRIBE)(subscribe_request(filters))
 
+    def container_events(self) -> Any:
+        """The CRI's event stream: an iterator of raw ContainerEventResponses with ``cancel()``."""
+        channel = self._open()
+        return channel.unary_stream(CONTAINER_EVENTS)(container_events_request())
+
     def envelopes(self, stream: Any) -> Iterator[Envelope]:
-        try:
-            for data in stream:
-                yield parse_envelope(data)
-        except Exception as exc:
-            raise _failure(exc, "Subscribe") from None
+        return _read(stream, parse_envelope, "Subscribe")
+
+    def cri_events(self, stream: Any) -> Iterator[CriEvent]:
+        return _read(stream, parse_container_event, "GetContainerEvents")
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -231,8 +270,26 @@ class CriClient:
             channel.close()
 
 
-def _failure(exc: Exception, method: str) -> Exception:
-    """NotFound for an unknown id, CallFailed for everything else a call may meet."""
+def _read(stream: Any, parse: Callable[[bytes], Any], method: str) -> Iterator[Any]:
+    try:
+        for data in stream:
+            yield parse(data)
+    except Exception as exc:
+        raise _failure(exc, method) from None
+
+
+def ended_at_once(stream: Any, wait: float) -> str:
+    """The status code's name (UNIMPLEMENTED, OK, ...) of a stream just opened that ended within
+    `wait` seconds, else "": a stream that serves events sends nothing until the first one."""
+    ended = threading.Event()
+    stream.add_done_callback(lambda _: ended.set())
+    ended.wait(wait)
+    return getattr(stream.code(), "name", "?") if stream.done() else ""
+
+
+def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception:
+    """NotFound for an unknown id, CallFailed for everything else a call may meet (a method not
+    served says so)."""
     code = getattr(exc, "code", None)
     name = getattr(code(), "name", "") if callable(code) else ""
     if name == "NOT_FOUND":
@@ -240,5 +297,6 @@ def _failure(exc: Exception, method: str) -> Exception:
     details = getattr(exc, "details", None)
     text = (details() if callable(details) else "") or str(exc)
     if name == "UNIMPLEMENTED":
-        text = f"{method} is not served: not a CRI v1 runtime ({text})"
+        why = f": {unserved_means}" if unserved_means else ""
+        return CallFailed(f"{name}: {method} is not served{why} ({text})")
     return CallFailed(f"{name or type(exc).__name__}: {text}".strip())

@@ -65,6 +65,7 @@ def test_ci_values_cover_the_opt_ins():
         "docker-values.yaml",
         "k3s-values.yaml",
         "containerd-and-docker-values.yaml",
+        "crio-values.yaml",
     } <= names
 
 
@@ -91,6 +92,8 @@ def test_schema_rejects_nonsense():
         {"serviceMonitor": {"scheme": "ftp"}},
         {"imagee": {}},
         {"extraArgs": ["no-dashes"]},
+        {"cri": {"events": "inotify"}},
+        {"cri": {"pollInterval": "soon"}},
     ):
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(bad)
@@ -130,6 +133,7 @@ def test_containerd_node_by_default_docker_optional():
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "--cri.endpoint=/host/cri.sock" in c["args"] and "--docker.host=" in c["args"]
+    assert "--cri.events=auto" in c["args"] and "--cri.poll-interval=1s" in c["args"]
     assert "docker-socket" not in mounts
     assert volumes["cri-socket"]["hostPath"] == {
         "path": "/run/containerd/containerd.sock",
@@ -151,6 +155,24 @@ def test_containerd_node_by_default_docker_optional():
     both = one(render(values_of(CHART / "ci" / "containerd-and-docker-values.yaml")), "DaemonSet")
     (c,) = both["spec"]["template"]["spec"]["containers"]
     assert {"docker-socket", "cri-socket", "netns"} <= {m["name"] for m in c["volumeMounts"]}
+
+
+def test_crio_node_reads_its_socket_with_the_same_mounts():
+    pod = one(render(values_of(CHART / "ci" / "crio-values.yaml")), "DaemonSet")["spec"][
+        "template"
+    ]["spec"]
+    (c,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["cri-socket"]["hostPath"] == {
+        "path": "/var/run/crio/crio.sock",
+        "type": "Socket",
+    }
+    assert "--cri.endpoint=/host/cri.sock" in c["args"] and "--cri.events=auto" in c["args"]
+    assert volumes["netns"]["hostPath"]["path"] == "/var/run/netns"
+    assert volumes["cni-cache"]["hostPath"]["path"] == CNI_RESULTS
+    polled = one(render({"cri": {"events": "poll", "pollInterval": "500ms"}}), "DaemonSet")
+    (c,) = polled["spec"]["template"]["spec"]["containers"]
+    assert {"--cri.events=poll", "--cri.poll-interval=500ms"} <= set(c["args"])
 
 
 def test_host_proc_instead_of_host_pid():
@@ -240,3 +262,8 @@ def test_notes_render():
     notes = helm.Chart.load(str(CHART)).render({}, name="dnx", namespace="monitoring")
     text = notes["dockernet-exporter/templates/NOTES.txt"]
     assert "port-forward ds/dnx-dockernet-exporter 9917" in text and 'job="dockernet"' in text
+    assert "through the CRI at /run/containerd/containerd.sock" in text and "Docker's" not in text
+    crio = helm.Chart.load(str(CHART)).render(
+        values_of(CHART / "ci" / "crio-values.yaml"), name="dnx", namespace="monitoring"
+    )["dockernet-exporter/templates/NOTES.txt"]
+    assert "through the CRI at /var/run/crio/crio.sock" in crio

@@ -1,6 +1,8 @@
 """Kubernetes pods on the real containerd (its CRI plugin, CNI bridge plugin, runc), made as the
 kubelet makes them (tests/cri_helpers.py), beside the real dockerd: the exact map, the pod
-metrics, hostNetwork, stop, orphans, a containerd restart, and the `veths` command."""
+metrics, hostNetwork, stop, orphans, a containerd restart, and the `veths` command. Pods'
+lifecycle is followed by containerd's events service (auto, on containerd) and, as on a runtime
+that serves no event stream (CRI-O without one), by polling the CRI (--cri.events=poll)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ from helpers import ROOT, ip_json, sh, unique, wait_for
 
 CRI = f"--cri.endpoint={CRI_SOCKET}"
 GRACE = 3.0
+POLL_INTERVAL = 0.2
+POLL = ("--cri.events=poll", f"--cri.poll-interval={POLL_INTERVAL}s")
+# How pods' lifecycle is followed: auto picks containerd's events service on containerd.
+MODES = pytest.mark.parametrize("mode", [(), POLL], ids=["events", "poll"])
 
 
 @pytest.fixture
@@ -126,8 +132,9 @@ def test_host_network_pod_has_info_and_no_interface(exporter, pods):
     assert [l["container"] for l, _ in members] == ["app"]
 
 
-def test_stopped_pod_drops_its_series(exporter, pods):
-    e = exporter(CRI)
+@MODES
+def test_stopped_pod_drops_its_series(exporter, pods, mode):
+    e = exporter(CRI, *mode)
     keep, stop = pods.run(), pods.run()
     mapped(e, keep, stop)
     pods.stop(stop)
@@ -242,12 +249,81 @@ def test_veths_command_shows_pods(pods):
     assert "NAMESPACE" in table.splitlines()[0] and pod.name in table
 
 
-def test_started_pod_is_seen_within_a_second(exporter, pods):
-    e = exporter(CRI)
+@MODES
+def test_started_pod_is_seen_within_a_second(exporter, pods, mode):
+    e = exporter(CRI, *mode)
     pod = pods.run(containers=())
     started = time.monotonic()
     mapped(e, pod)
     assert time.monotonic() - started < 1.0
+
+
+def events_mode(m) -> dict[str, str]:
+    return {l["runtime"]: l["mode"] for l, _ in m.select("dockernet_runtime_events_info")}
+
+
+def cri_events_logged(e) -> list[str]:
+    return [line for line in e.log().splitlines() if "event=cri_events" in line]
+
+
+def test_auto_on_containerd_follows_its_events_service(exporter, pods):
+    e = exporter(CRI)
+    pod = pods.run()
+    m = mapped(e, pod)
+    assert events_mode(m) == {"containerd": "containerd"}
+    (line,) = cri_events_logged(e)
+    assert "mode=containerd" in line and "asked=auto" in line and "level=info" in line
+    assert "unserved" not in line
+    later = pods.run()
+    mapped(e, later)
+    m = e.metrics()
+    events = {l["action"]: v for l, v in m.select("dockernet_events_total", source="containerd")}
+    assert events["/tasks/start"] >= 2  # at least the later pod's sandbox and container
+    assert events["poll_changed"] == events["CONTAINER_STARTED_EVENT"] == 0
+
+
+def test_poll_mode_follows_pods_without_an_event_stream(exporter, pods):
+    """--cri.events=poll: a pod is on /metrics a poll after RunPodSandbox (plus the lookup), its
+    second container a poll after it starts, and its series are gone a poll after StopPodSandbox;
+    only the poll's events are counted."""
+    e = exporter(CRI, *POLL)
+    bound = POLL_INTERVAL + 0.8
+    pod = pods.run(containers=())
+    started = time.monotonic()
+    mapped(e, pod)
+    seen = time.monotonic() - started
+    pods.start_container(pod, "late")
+    started = time.monotonic()
+    m = mapped(e, pod)
+    joined = time.monotonic() - started
+    assert events_mode(m) == {"containerd": "poll"}
+    (line,) = cri_events_logged(e)
+    assert "mode=poll" in line and "interval=0.2s" in line
+    pods.stop(pod)
+    started = time.monotonic()
+    wait_for(lambda: f'pod="{pod.name}"' not in e.text(), what="the stopped pod's series gone")
+    dropped = time.monotonic() - started
+    assert seen < bound and joined < bound and dropped < bound, (seen, joined, dropped)
+    events = {
+        l["action"]: v for l, v in e.metrics().select("dockernet_events_total", source="containerd")
+    }
+    assert events["poll_changed"] >= 3 and set(events) == {"poll_changed", "poll_gone"}
+    assert e.metrics().get_value("dockernet_runtime_up", runtime="containerd") == 1
+
+
+def test_cri_stream_asked_for_but_not_served_falls_back_to_poll(exporter, pods):
+    """containerd 1.6 answers GetContainerEvents UNIMPLEMENTED: --cri.events=cri says so once and
+    polls, and the runtime stays up."""
+    e = exporter(CRI, "--cri.events=cri", f"--cri.poll-interval={POLL_INTERVAL}s")
+    pod = pods.run()
+    m = mapped(e, pod)
+    assert events_mode(m) == {"containerd": "poll"}
+    (line,) = cri_events_logged(e)
+    assert "level=warning" in line and "asked=cri" in line and "mode=poll" in line
+    assert "unserved=cri:UNIMPLEMENTED" in line
+    time.sleep(1.0)  # no flapping: the runtime stays up, the warning is not repeated
+    assert e.metrics().get_value("dockernet_runtime_up", runtime="containerd") == 1
+    assert len(cri_events_logged(e)) == 1 and "containerd_unreachable" not in e.log()
 
 
 CHURNED = 50
@@ -280,8 +356,9 @@ class PodChurn:
 
 
 @pytest.mark.slow
-def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, pods):
-    e = exporter(CRI, "--collector.orphans.grace=2s")
+@MODES
+def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, pods, mode):
+    e = exporter(CRI, "--collector.orphans.grace=2s", *mode)
     churn = PodChurn(pods)
     seen: set[str] = set()
     problems: list[str] = []

@@ -239,10 +239,17 @@ def test_netns_kinds_from_files():
         "/var/run/netns/web": (1, 4),  # `netns visible` links a Docker namespace: still Docker's
         "/var/run/docker/netns/ingress_sbox": (6, 6),
         "/var/run/docker/netns/default": (7, 7),
+        # CRI pods': containerd's cni-<uuid>, CRI-O's bare uuid (pinns); not a uuid-like name.
+        "/var/run/netns/cni-5e1e4e4c-43a8-6b7b-ae7e-d1b2fd3a3c51": (8, 8),
+        "/var/run/netns/0f3c7c66-2b1e-4b8a-9d55-1b0b5d3b9e2a": (9, 9),
+        "/var/run/netns/cni-not-a-uuid": (10, 10),
     }
     assert orphan_rules.netns_kinds(files) == {
         4: "docker",
         5: "named",
         6: "docker_internal",
         7: "docker_internal",
+        8: "cni",
+        9: "cni",
+        10: "named",
     }
