@@ -17,10 +17,10 @@ import requests
 from deployspec import documented_run_line, documented_spec
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
-from helpers import ROOT, TEST_IMAGE, Metrics, free_port, parse_metrics, sh, unique, wait_for
+from helpers import ROOT, Metrics, free_port, parse_metrics, sh, unique, wait_for
+from podman_helpers import PODMAN_SOCKET
 
 BASE_IMAGE = "dockernet-base:bookworm"
-PODMAN_SOCKET = "/run/dockernet-podman/podman.sock"
 # The chart's mounts on a containerd node (docs/kubernetes.md), and Podman's socket likewise.
 RUNTIME_MOUNTS = (
     *("-v", f"{CRI_SOCKET}:/host/cri.sock:ro"),
@@ -181,19 +181,15 @@ def test_host_proc_mount_instead_of_host_pid(image, scene):
 
 
 @pytest.fixture
-def runtimes_scene(host_lock, exporter, hand):
+def runtimes_scene(exporter, hand, podman):
     """A CRI pod, a Podman container and a leaked cni-* namespace's veth, and the exporter run from
     the checkout following containerd and Podman: the reference for the packaged run."""
-    import docker
-
     if not cri_ready():
         pytest.fail(f"no CRI at {CRI_SOCKET}; run `make test-env` (as root) first")
     pods = CriPods()
-    podman = docker.DockerClient(base_url=f"unix://{PODMAN_SOCKET}", version="1.41", timeout=60)
-    workload = None
     try:
         pod = pods.run(containers=())
-        workload = podman.containers.run(TEST_IMAGE, "sleep 3600", name=unique("dnxp"), detach=True)
+        workload = podman.run()
         netns = f"cni-{uuid.uuid4()}"
         hand.named_netns(netns)
         leaked = hand.pair(unique("vl"), "eth0", netns=netns, master="dncni0")
@@ -203,9 +199,6 @@ def runtimes_scene(host_lock, exporter, hand):
         )
         yield {"pod": pod.name, "podman": workload.id, "leaked": leaked, "checkout": checkout}
     finally:
-        if workload is not None:
-            workload.remove(force=True)
-        podman.close()
         pods.cleanup()
 
 
