@@ -17,6 +17,7 @@ import os
 import pytest
 
 from helpers import LOCK_PATH, TEST_IMAGE, Containers, ExporterProcess, Hand
+from podman_helpers import PODMAN_SOCKET, PodmanContainers
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,18 @@ def containers(docker_client):
     c = Containers(docker_client)
     yield c
     c.cleanup()
+
+
+@pytest.fixture
+def podman(host_lock):
+    """Containers and networks of the test Podman (scripts/podman-env.sh), removed after the test."""
+    try:
+        p = PodmanContainers()
+        p.client.ping()
+    except Exception as exc:
+        pytest.fail(f"no Podman at {PODMAN_SOCKET} ({exc}); run `make test-env` (as root) first")
+    yield p
+    p.cleanup()
 
 
 @pytest.fixture

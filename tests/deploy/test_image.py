@@ -1,10 +1,14 @@
 """The container image: built on the local debootstrap base from wheels built
-here, run with README's `docker run` line against the local dockerd, and its
-mapping compared with the exporter run from the checkout. The privileges of
-that line are proven minimal by taking each one away."""
+here, run with README's `docker run` line against the local dockerd, with the
+chart's mounts on a containerd node, and as the compose file's exporter service
+(by docker-compose against dockerd, and against rootful Podman's socket with the
+image in Podman's store), and its mapping compared with the exporter run from
+the checkout. The privileges of that line are proven minimal by taking each one
+away."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,10 +21,13 @@ import requests
 from deployspec import documented_run_line, documented_spec
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
-from helpers import ROOT, TEST_IMAGE, Metrics, free_port, parse_metrics, sh, unique, wait_for
+from helpers import ROOT, Metrics, free_port, ip_json, parse_metrics, sh, unique, wait_for
+from podman_helpers import PODMAN_SOCKET, host_ifindex, podman_cli
 
 BASE_IMAGE = "dockernet-base:bookworm"
-PODMAN_SOCKET = "/run/dockernet-podman/podman.sock"
+COMPOSE_DIR = ROOT / "deploy" / "compose"
+# Capability numbers (linux/capability.h) of those that the documented line adds.
+CAP_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19}
 # The chart's mounts on a containerd node (docs/kubernetes.md), and Podman's socket likewise.
 RUNTIME_MOUNTS = (
     *("-v", f"{CRI_SOCKET}:/host/cri.sock:ro"),
@@ -109,6 +116,15 @@ def scene(containers, exporter):
     }
 
 
+def scrape(port: int) -> Metrics | None:
+    """The packaged exporter's /metrics, or None while it does not answer."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    return Metrics(parse_metrics(text))
+
+
 def collector_success(metrics: Metrics) -> dict:
     return {l["collector"]: v for l, v in metrics.get("dockernet_scrape_collector_success", ())}
 
@@ -116,16 +132,8 @@ def collector_success(metrics: Metrics) -> dict:
 def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
     ids, checkout = scene["ids"], scene["checkout"]
 
-    def scrape():
-        try:
-            return Metrics(
-                parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
-            )
-        except requests.RequestException:
-            return None
-
     def both_see_all():
-        m1, m2 = scrape(), checkout.metrics()
+        m1, m2 = scrape(port), checkout.metrics()
         n = len(scene["interfaces"])
         ok = m1 and len(rows(m1, "dockernet_veth_info", ids)) == n == len(
             rows(m2, "dockernet_veth_info", ids)
@@ -181,19 +189,15 @@ def test_host_proc_mount_instead_of_host_pid(image, scene):
 
 
 @pytest.fixture
-def runtimes_scene(host_lock, exporter, hand):
+def runtimes_scene(exporter, hand, podman):
     """A CRI pod, a Podman container and a leaked cni-* namespace's veth, and the exporter run from
     the checkout following containerd and Podman: the reference for the packaged run."""
-    import docker
-
     if not cri_ready():
         pytest.fail(f"no CRI at {CRI_SOCKET}; run `make test-env` (as root) first")
     pods = CriPods()
-    podman = docker.DockerClient(base_url=f"unix://{PODMAN_SOCKET}", version="1.41", timeout=60)
-    workload = None
     try:
         pod = pods.run(containers=())
-        workload = podman.containers.run(TEST_IMAGE, "sleep 3600", name=unique("dnxp"), detach=True)
+        workload = podman.run()
         netns = f"cni-{uuid.uuid4()}"
         hand.named_netns(netns)
         leaked = hand.pair(unique("vl"), "eth0", netns=netns, master="dncni0")
@@ -203,9 +207,6 @@ def runtimes_scene(host_lock, exporter, hand):
         )
         yield {"pod": pod.name, "podman": workload.id, "leaked": leaked, "checkout": checkout}
     finally:
-        if workload is not None:
-            workload.remove(force=True)
-        podman.close()
         pods.cleanup()
 
 
@@ -241,11 +242,9 @@ def test_chart_mounts_map_pods_podman_and_orphans_like_the_checkout(image, runti
     try:
 
         def both_complete():
-            try:
-                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            except requests.RequestException:
+            if (m := scrape(port)) is None:
                 return None
-            got = [runtime_rows(Metrics(parse_metrics(text)), runtimes_scene)]
+            got = [runtime_rows(m, runtimes_scene)]
             got.append(runtime_rows(runtimes_scene["checkout"].metrics(), runtimes_scene))
             complete = all(len(g["veths"]) == 2 and g["pods"] and g["leaked"] for g in got)
             return complete and got
@@ -259,22 +258,177 @@ def test_chart_mounts_map_pods_podman_and_orphans_like_the_checkout(image, runti
         sh("docker", "rm", "-f", name, check=False)
 
 
+def compose(project: str, *files: str) -> list:
+    """docker-compose on the files of deploy/compose (the first overridden by the others)."""
+    paths = [arg for name in files for arg in ("-f", str(COMPOSE_DIR / name))]
+    return ["docker-compose", "-p", project, *paths]
+
+
+def compose_up_exporter(cmd: list, env: dict) -> None:
+    r = subprocess.run(
+        [*cmd, "up", "-d", "--no-build", "exporter"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+
+
 def test_compose_exporter_service_maps_like_the_checkout(image, scene):
     port = free_port()
-    project = unique("dnx-compose")
-    compose = [
-        "docker-compose",
-        "-p",
-        project,
-        "-f",
-        str(ROOT / "deploy" / "compose" / "docker-compose.yml"),
-    ]
+    cmd = compose(unique("dnx-compose"), "docker-compose.yml")
     env = dict(os.environ, DOCKERNET_IMAGE=image, DOCKERNET_LISTEN=f"127.0.0.1:{port}")
     try:
-        sh(*compose, "up", "-d", "--no-build", "exporter", env=env, timeout=60)
+        compose_up_exporter(cmd, env)
         assert_maps_like_the_checkout(port, scene)
     finally:
-        sh(*compose, "down", "--timeout", "2", env=env, check=False, timeout=60)
+        sh(*cmd, "down", "-v", "--timeout", "2", env=env, check=False, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def podman_image(image):
+    """The image in Podman's store under this checkout's tag, loaded (`docker save | podman load`)
+    only when it differs from the one tagged there by an earlier run, which it then replaces."""
+    tag = "localhost/dockernet-test:exporter-" + hashlib.sha1(bytes(ROOT)).hexdigest()[:8]
+    want = json.loads(sh("docker", "image", "inspect", image))[0]["Id"].removeprefix("sha256:")
+    had = podman_cli("image", "inspect", "--format", "{{.Id}}", tag, check=False).strip()
+    if had != want:
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        try:
+            podman_cli("load", stdin=save.stdout, timeout=180)
+        finally:
+            save.stdout.close()
+            assert save.wait(60) == 0
+        podman_cli("tag", want, tag)
+        podman_cli("untag", want, f"localhost/{image}")
+        if had:
+            podman_cli("rmi", had, check=False)  # the earlier run's, unless still in use
+    return tag
+
+
+@pytest.fixture
+def podman_scene(exporter, hand, podman):
+    """Two Podman containers (the default and a user network), on the default network's bridge
+    a leaked namespace's veth and a pair never moved, and the exporter run from the checkout
+    following Podman alone, as the compose service on a Podman host does."""
+    net = podman.network()
+    a, b = podman.run(), podman.run(network=net.name)
+    (link,) = [l for l in ip_json("link", "show") if l["ifindex"] == host_ifindex(a)]
+    bridge = link["master"]
+    base = unique("vp")
+    leaked = hand.pair(base + "n", "eth0", netns=hand.anonymous_netns(base), master=bridge)
+    pair = (hand.pair(base + "a", base + "b", master=bridge), base + "b")
+    checkout = exporter(
+        "--docker.host=", f"--podman.host=unix://{PODMAN_SOCKET}", "--cri.endpoint="
+    )
+    return {
+        "ids": {a.id, b.id},
+        "bridge": bridge,
+        "leaked": leaked,
+        "pair": pair,
+        "checkout": checkout,
+    }
+
+
+def podman_rows(m: Metrics, ids: set, veths: set) -> dict:
+    """What an exporter says of the containers `ids` and the veths `veths`."""
+    return {
+        "veths": sorted(
+            (
+                l
+                for l, _ in m.get("dockernet_veth_info", ())
+                if l["container_id"] in ids or l["veth"] in veths
+            ),
+            key=lambda l: json.dumps(l, sort_keys=True),
+        ),
+        "containers": rows(m, "dockernet_container_info", ids),
+        "orphans": {
+            l["veth"]: (l["reason"], l["bridge"])
+            for l, _ in m.get("dockernet_veth_orphaned", ())
+            if l["veth"] in veths
+        },
+        "up": sorted((l["runtime"], v) for l, v in m.get("dockernet_runtime_up", ())),
+        "collectors": collector_success(m),
+    }
+
+
+def process_status(pid: int) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f)
+
+
+def test_compose_on_podman_maps_like_the_checkout(podman_image, podman_scene, podman):
+    """The compose file with its Podman override, run by docker-compose against Podman's own
+    socket (the image in Podman's store; Podman's mount namespace, the file's mounts and
+    capabilities): the same containers, veths and orphans as the exporter run from the checkout.
+    Both keep the default grace period before an orphan is flagged (30 s)."""
+    port = free_port()
+    project = unique("dnx-podcompose")
+    cmd = compose(project, "docker-compose.yml", "docker-compose.podman.yml")
+    env = dict(
+        os.environ,
+        DOCKER_HOST=f"unix://{PODMAN_SOCKET}",
+        PODMAN_SOCKET=PODMAN_SOCKET,
+        DOCKERNET_IMAGE=podman_image,
+        DOCKERNET_LISTEN=f"127.0.0.1:{port}",
+    )
+    try:
+        compose_up_exporter(cmd, env)
+        label = f"com.docker.compose.project={project}"
+        (service,) = podman.client.containers.list(filters={"label": label})
+        leaked, (a, b), bridge = (podman_scene[k] for k in ("leaked", "pair", "bridge"))
+        ids, veths = podman_scene["ids"] | {service.id}, {leaked, a, b}
+
+        def both_complete():
+            if (m := scrape(port)) is None:
+                return None
+            got = [
+                podman_rows(m, ids, veths),
+                podman_rows(podman_scene["checkout"].metrics(), ids, veths),
+            ]
+            complete = all(
+                len(g["veths"]) == 5 and len(g["containers"]) == 3 and len(g["orphans"]) == 3
+                for g in got
+            )
+            return complete and got
+
+        packaged, reference = wait_for(both_complete, 60, what="the containers and the orphans")
+        assert packaged == reference
+        assert packaged["orphans"] == {
+            leaked: ("netns_without_container", bridge),
+            a: ("peer_in_host", bridge),
+            b: ("peer_in_host", ""),
+        }
+        assert packaged["up"] == [("podman", 1.0)]
+        mapped = {l["container_id"] for l in packaged["veths"]} - {""}
+        assert mapped == podman_scene["ids"]
+        (own,) = [c for c in packaged["containers"] if c["container_id"] == service.id]
+        assert (own["runtime"], own["network_mode"], own["image"]) == (
+            "podman",
+            "host",
+            podman_image,
+        )
+
+        # How Podman runs it: its own mount namespace, the host's network and PID namespaces,
+        # exactly the documented capabilities, no new privileges, the socket read-only.
+        service.reload()
+        pid = service.attrs["State"]["Pid"]
+        assert service.attrs["HostConfig"]["ReadonlyRootfs"] is True
+        for ns in ("net", "pid", "mnt"):
+            same = os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")
+            assert same == (ns != "mnt"), ns
+        status = process_status(pid)
+        caps = sum(1 << CAP_BITS[c] for c in documented_spec().cap_add)
+        assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == caps
+        assert status["NoNewPrivs"] == "1"
+        with open(f"/proc/{pid}/mountinfo") as f:
+            socket = ("/var/run/docker.sock", "/run/docker.sock")  # /var/run is /run in the image
+            (mount,) = [line.split() for line in f if line.split()[4] in socket]
+        assert mount[5].split(",")[0] == "ro", mount
+        assert "Traceback" not in service.logs().decode()
+    finally:
+        sh(*cmd, "down", "-v", "--timeout", "2", env=env, check=False, timeout=60)
 
 
 def foreground(

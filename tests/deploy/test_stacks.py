@@ -17,14 +17,16 @@ from helpers import EXPORTER, ROOT, free_port, wait_for
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
+COMPOSE_PODMAN = DEPLOY / "compose" / "docker-compose.podman.yml"
 SWARM = DEPLOY / "swarm" / "dockernet-exporter.yml"
 UNIT = DEPLOY / "systemd" / "dockernet-exporter.service"
 
 
-def compose_config(path) -> dict:
-    """The file as docker-compose validates and resolves it."""
+def compose_config(*paths) -> dict:
+    """The files (the first overridden by the others) as docker-compose validates and merges them."""
+    files = [arg for path in paths for arg in ("-f", str(path))]
     r = subprocess.run(
-        ["docker-compose", "-f", str(path), "config"],
+        ["docker-compose", *files, "config"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,6 +59,37 @@ def test_compose_exporter_has_the_documented_privileges():
     assert caps(svc) == (spec.cap_add, spec.cap_drop)
     assert any(o.startswith("no-new-privileges") for o in svc["security_opt"])
     assert volume_strings(svc) == spec.volumes
+
+
+def merge_independent(service: dict) -> dict:
+    """A service with the lists a merge of compose files may reorder or reshape made comparable."""
+    out = dict(service, volumes=sorted(volume_strings(service)))
+    for key in ("cap_add", "cap_drop"):
+        if key in service:
+            out[key] = sorted(service[key])
+    hosts = service.get("extra_hosts")
+    if isinstance(hosts, list):
+        out["extra_hosts"] = dict(h.split(":", 1) for h in hosts)
+    return out
+
+
+def test_compose_podman_override_swaps_only_the_socket_and_the_runtime():
+    """Over the base file, the exporter follows Podman's socket (read-only, at the Docker socket's
+    place) with Docker off; its privileges and every other service stay the base file's."""
+    base, podman = compose_config(COMPOSE), compose_config(COMPOSE, COMPOSE_PODMAN)
+    exporter = podman["services"]["exporter"]
+    assert volume_strings(exporter) == {"/run/podman/podman.sock:/var/run/docker.sock:ro"}
+    assert exporter["command"] == [
+        "--web.listen-address=:9917",
+        "--docker.host=",
+        "--podman.host=unix:///var/run/docker.sock",
+    ]
+    assert base["services"]["exporter"]["command"] == ["--web.listen-address=:9917"]
+    for config in (base, podman):
+        config["services"] = {k: merge_independent(v) for k, v in config["services"].items()}
+        for key in ("volumes", "command"):
+            del config["services"]["exporter"][key]
+    assert podman == base
 
 
 def test_compose_provisions_the_files_of_grafana():

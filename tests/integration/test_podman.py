@@ -8,64 +8,10 @@ from __future__ import annotations
 import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
-from helpers import TEST_IMAGE, sh, unique, wait_for
+from helpers import sh, wait_for
+from podman_helpers import PODMAN_SOCKET, host_ifindex
 
-PODMAN_SOCKET = "/run/dockernet-podman/podman.sock"
 PODMAN = f"--podman.host=unix://{PODMAN_SOCKET}"
-
-
-class PodmanContainers:
-    def __init__(self) -> None:
-        import docker
-
-        self.client = docker.DockerClient(
-            base_url=f"unix://{PODMAN_SOCKET}", version="1.41", timeout=60
-        )
-        self.containers: list = []
-        self.networks: list = []
-
-    def run(self, **kw):
-        c = self.client.containers.run(
-            TEST_IMAGE, "sleep 3600", name=unique("dnxp"), detach=True, **kw
-        )
-        self.containers.append(c)
-        return c
-
-    def network(self):
-        net = self.client.networks.create(unique("dnxpnet"))
-        self.networks.append(net)
-        return net
-
-    def cleanup(self) -> None:
-        for c in self.containers:
-            try:
-                c.remove(force=True)
-            except Exception:  # already gone
-                pass
-        for n in self.networks:
-            try:
-                n.remove()
-            except Exception:
-                pass
-        self.client.close()
-
-
-@pytest.fixture
-def podman(host_lock):
-    try:
-        p = PodmanContainers()
-        p.client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Podman at {PODMAN_SOCKET} ({exc}); run `make test-env` (as root) first")
-    yield p
-    p.cleanup()
-
-
-def host_ifindex(c) -> int:
-    """The host end of the container's eth0, from the container's own sysfs."""
-    c.reload()
-    with open(f"/proc/{c.attrs['State']['Pid']}/root/sys/class/net/eth0/iflink") as f:
-        return int(f.read())
 
 
 def veths_of(m, c) -> list[dict]:
