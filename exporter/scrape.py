@@ -107,11 +107,7 @@ class Scraper:
         for (source, reason), n in sorted(self.daemon.resyncs.copy().items()):
             resyncs.add(labels(source=source, reason=reason), n)
         return [
-            Family(
-                "dockernet_docker_up",
-                "gauge",
-                "Whether the Docker API answered on the last attempt (1) or not (0).",
-            ).add("", int(snap.runtimes_up.get("docker", False))),
+            *self._docker_up(snap),
             self._runtimes_up(snap),
             *self._runtime_events(),
             Family(
@@ -122,6 +118,17 @@ class Scraper:
             events,
             resyncs,
         ]
+
+    def _docker_up(self, snap: Snapshot) -> list[Family]:
+        """Only where Docker is followed: a node without it (--docker.host='') has nothing down."""
+        if "docker" not in self.daemon.sources:
+            return []
+        up = Family(
+            "dockernet_docker_up",
+            "gauge",
+            "Whether the Docker API answered on the last attempt (1) or not (0).",
+        )
+        return [up.add("", int(snap.runtimes_up.get("docker", False)))]
 
     def _runtimes_up(self, snap: Snapshot) -> Family:
         fam = Family(

@@ -46,6 +46,7 @@ FIREWALL_DROPS_PER_SECOND = 1
 FOR = {
     "DockernetExporterDown": "5m",
     "DockernetDockerUnreachable": "5m",
+    "DockernetRuntimeUnreachable": "5m",
     "DockernetCollectorFailing": "15m",
     "DockernetOrphanedVeth": "15m",
     "DockernetBridgePortsNearLimit": "15m",

@@ -80,6 +80,16 @@ def alert_rules() -> list:
                 "started since then are not mapped to their veths and published ports are not checked.",
             ),
             alert(
+                "DockernetRuntimeUnreachable",
+                # Docker's own alert above covers it.
+                f'dockernet_runtime_up{{{S}, runtime!="docker"}} == 0',
+                SEVERITY_WARNING,
+                f"{{{{ $labels.runtime }}}} is unreachable from dockernet-exporter {ON}",
+                "The {{ $labels.runtime }} runtime has not answered dockernet-exporter on "
+                "{{ $labels.instance }}: its workloads started since then are not mapped to their "
+                "veths, and their namespaces are not judged orphaned meanwhile.",
+            ),
+            alert(
                 "DockernetCollectorFailing",
                 f"dockernet_scrape_collector_success{{{S}}} == 0",
                 SEVERITY_WARNING,

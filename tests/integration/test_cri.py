@@ -229,6 +229,15 @@ def test_missing_cri_socket_is_down_and_the_rest_works(exporter, containers):
     assert m.get_value("dockernet_runtime_up", runtime="docker") == 1
 
 
+def test_node_without_docker_has_no_docker_series(exporter, pods):
+    """--docker.host='' (the chart on a containerd node): nothing says Docker is down."""
+    e = exporter(CRI, "--docker.host=")
+    pod = pods.run(namespace="shop")
+    m = mapped(e, pod)
+    assert m.get_value("dockernet_docker_up") is None
+    assert {l["runtime"]: v for l, v in m.select("dockernet_runtime_up")} == {"containerd": 1}
+
+
 def test_veths_command_shows_pods(pods):
     pod = pods.run(namespace="shop")
     out = subprocess.run(

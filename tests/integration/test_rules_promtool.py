@@ -69,6 +69,15 @@ CASES = {
         "The Docker API has not answered dockernet-exporter on host1:9917: containers started since then "
         "are not mapped to their veths and published ports are not checked.",
     ),
+    "DockernetRuntimeUnreachable": (
+        [(series("dockernet_runtime_up", {"runtime": "containerd"}), "1", "0")],
+        0,
+        {"runtime": "containerd"},
+        "containerd is unreachable from dockernet-exporter on host1:9917",
+        "The containerd runtime has not answered dockernet-exporter on host1:9917: its workloads "
+        "started since then are not mapped to their veths, and their namespaces are not judged "
+        "orphaned meanwhile.",
+    ),
     "DockernetCollectorFailing": (
         [(series("dockernet_scrape_collector_success", {"collector": "nat"}), "1", "0")],
         0,
