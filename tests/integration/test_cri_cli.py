@@ -9,10 +9,11 @@ import os
 
 from test_cli import cli, cli_json
 from test_cri import CRI, pods  # noqa: F401 (a fixture)
-from test_podman import PODMAN, host_ifindex, podman  # noqa: F401 (a fixture)
+from test_podman import PODMAN
 
 from cri_helpers import CriPods, Pod
 from helpers import ip_json, sh, unique
+from podman_helpers import host_ifindex
 
 
 def netns_name(cri: CriPods, pod: Pod) -> str:
@@ -93,7 +94,7 @@ def test_netns_visible_names_a_pods_namespace_namespace_underscore_pod(pods):  #
         cli("netns", "invisible", name, CRI, check=False)
 
 
-def test_ips_and_bridges_show_podman_containers(podman):  # noqa: F811
+def test_ips_and_bridges_show_podman_containers(podman):
     c = podman.run()
     c.reload()
     ips = [r for r in cli_json("ips", PODMAN) if r["container_id"] == c.id]
