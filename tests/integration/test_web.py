@@ -326,6 +326,11 @@ BAD_CONFIGS = {
         "invalid client_auth_type",
     ),
     "plain-password": ("basic_auth_users:\n  prometheus: hunter2hunter2\n", "not a bcrypt hash"),
+    # Of the right length and prefix, but bcrypt would refuse every password with it.
+    "damaged-hash": (
+        "basic_auth_users:\n  broken: '$2b$10$" + "!" * 53 + "'\n",
+        "not a bcrypt hash",
+    ),
     "top-level-list": ("- a\n- b\n", "must be a mapping"),
 }
 

@@ -67,14 +67,13 @@ def plain(docker_client):
 # -- item 3: bcrypt failures ----------------------------------------------
 
 
-def test_a_password_over_72_bytes_or_a_damaged_hash_gets_401(exporter, tmp_path):
-    damaged = "$2b$10$" + "!" * 53  # passes the config's checks, bcrypt refuses it
+def test_a_password_over_72_bytes_gets_401(exporter, tmp_path):
+    """(A damaged hash no longer loads: test_web.py's malformed configs.)"""
     config = auth_config(tmp_path / "web.yml")
-    config.write_text(config.read_text() + f"  broken: '{damaged}'\n")
     p = exporter(f"--web.config.file={config}", ready=False)
     url = p.url + "/metrics"
     wait_for(lambda: "event=listening" in p.log(), 20, what="the exporter to listen")
-    for user, password in (("prometheus", "x" * 73), ("prometheus", PASSWORD * 4), ("broken", "x")):
+    for user, password in (("prometheus", "x" * 73), ("prometheus", PASSWORD * 4)):
         r = requests.get(url, auth=(user, password), timeout=10)
         assert r.status_code == 401, (user, r.status_code)
     assert requests.get(url, auth=("prometheus", PASSWORD), timeout=10).status_code == 200
