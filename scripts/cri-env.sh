@@ -78,8 +78,18 @@ JSON
 
 ready() { timeout 5 ctr --address "$CRI_SOCKET" version >/dev/null 2>&1; }
 
+# containerd pins each pod's namespace in /run/netns. The first `ip netns add` on a host (the tests
+# run several) bind-mounts that directory onto itself; a pin made before that is hidden under the
+# new mount, and containerd can never remove it (EBUSY). So do iproute2's step first.
+netns_dir() {
+    mkdir -p /run/netns
+    mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+    mount --make-rshared /run/netns
+}
+
 start() {
     write_config
+    netns_dir
     ready && return 0
     log "starting containerd with CRI on $CRI_SOCKET (log: $CRI_LOG)"
     setsid /usr/bin/containerd --config "$CRI_CONF_DIR/config.toml" >>"$CRI_LOG" 2>&1 </dev/null 9>&- &  # without test-env.sh's lock

@@ -25,7 +25,7 @@ from typing import Any
 from .. import logs
 from ..model import Container, Endpoint, Network, PodMember
 from . import cri_api, cri_events
-from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Sandbox
+from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Refused, Sandbox
 from .cri_events import AUTO, CONTAINERD, CRI, POLL
 from .workloads import Effect, SourceUnavailable, WorkloadEvent
 
@@ -207,6 +207,7 @@ class CriSource:
         self._lock = threading.Lock()
         # The latest start or exit event of each container not yet looked up (see pod_members).
         self._fresh: dict[str, str] = {}
+        self._unreadable: set[str] = set()  # sandboxes whose status the runtime refuses, logged
 
     def _call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         try:
@@ -215,7 +216,19 @@ class CriSource:
             raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
 
     def _status(self, sandbox_id: str) -> Sandbox:
-        data = self._call("PodSandboxStatus", cri_api.sandbox_status_request(sandbox_id))
+        """Raises NotFound for a sandbox the runtime does not know, and for one whose status it
+        refuses: that sandbox cannot be mapped, but the runtime and its other pods still can."""
+        request = cri_api.sandbox_status_request(sandbox_id)
+        try:
+            data = self._client.call("PodSandboxStatus", request)
+        except Refused as exc:
+            if sandbox_id not in self._unreadable:
+                self._unreadable.add(sandbox_id)
+                log.warning("cri_sandbox_unreadable", sandbox_id=sandbox_id, error=str(exc))
+            raise NotFound("PodSandboxStatus") from None
+        except CallFailed as exc:
+            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+        self._unreadable.discard(sandbox_id)
         return cri_api.parse_sandbox_status(data)
 
     def _containers(self, sandbox_id: str = "", container_id: str = "") -> list[CriContainer]:
@@ -227,6 +240,7 @@ class CriSource:
 
     def workloads(self) -> list[Container]:
         sandboxes = cri_api.parse_sandboxes(self._call("ListPodSandbox", b""))
+        self._unreadable &= {s.id for s in sandboxes}
         containers = self._containers()
         out = []
         for listed in sandboxes:

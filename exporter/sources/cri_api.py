@@ -37,6 +37,15 @@ class CallFailed(OSError):
     """The runtime did not answer the call (unreachable, timed out, or not a CRI runtime)."""
 
 
+class Refused(CallFailed):
+    """The runtime answered the call with an error of its own about that object (a sandbox whose
+    network namespace it cannot remove answers PodSandboxStatus with UNKNOWN): the runtime is up."""
+
+
+# Codes that say the runtime did not answer; any other code is its answer about the call.
+UNANSWERED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED"})
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """A pod sandbox as ListPodSandbox and PodSandboxStatus report it."""
@@ -288,8 +297,8 @@ def ended_at_once(stream: Any, wait: float) -> str:
 
 
 def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception:
-    """NotFound for an unknown id, CallFailed for everything else a call may meet (a method not
-    served says so)."""
+    """NotFound for an unknown id, Refused for the runtime's own error about the call, CallFailed
+    for everything else a call may meet (a method not served says so)."""
     code = getattr(exc, "code", None)
     name = getattr(code(), "name", "") if callable(code) else ""
     if name == "NOT_FOUND":
@@ -299,4 +308,5 @@ def _failure(exc: Exception, method: str, unserved_means: str = "") -> Exception
     if name == "UNIMPLEMENTED":
         why = f": {unserved_means}" if unserved_means else ""
         return CallFailed(f"{name}: {method} is not served{why} ({text})")
-    return CallFailed(f"{name or type(exc).__name__}: {text}".strip())
+    failed = Refused if name and name not in UNANSWERED else CallFailed
+    return failed(f"{name or type(exc).__name__}: {text}".strip())

@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, Pod, cri_ready, restart_containerd
+from exporter.sources import cri_api
 from helpers import ROOT, ip_json, sh, unique, wait_for
 
 CRI = f"--cri.endpoint={CRI_SOCKET}"
@@ -64,6 +65,16 @@ def mapped(e, *wanted: Pod):
         return all(complete(m, p) for p in wanted) and m
 
     return wait_for(check, what="the pods mapped")
+
+
+def veths_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "veths", *args, CRI],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def pod_addresses(m, pod: Pod) -> set[tuple[str, str, str]]:
@@ -218,6 +229,40 @@ def test_containerd_restarted_runtime_down_then_up_and_new_pod_found(exporter, p
     assert m.get_value("dockernet_resyncs_total", source="containerd", reason="reconnect") >= 1
 
 
+def test_a_pod_whose_status_the_runtime_refuses_leaves_the_runtime_up_and_the_rest_mapped(
+    exporter, pods, tmp_path
+):
+    """A stopped sandbox whose namespace pin containerd could not remove, and which now shows a
+    plain file (a later bind of /run/netns onto itself hides it so), makes PodSandboxStatus answer
+    UNKNOWN for ever. That pod cannot be mapped; every other one still is, at start and later,
+    containerd stays up, and the commands work."""
+    stuck = pods.run(containers=())
+    pin = pods.status(stuck).netns_path
+    plain = tmp_path / "plain"
+    plain.touch()
+    subprocess.run(["mount", "--bind", pin, pin], check=True)  # mounted twice: the stop fails
+    try:
+        with pytest.raises(cri_api.CallFailed):
+            pods.stop(stuck)
+        subprocess.run(["mount", "--bind", str(plain), pin], check=True)
+        with pytest.raises(cri_api.Refused):
+            pods.status(stuck)
+        live = pods.run()
+        e = exporter(CRI)
+        m = mapped(e, live)
+        assert m.get_value("dockernet_runtime_up", runtime="containerd") == 1
+        assert not m.select("dockernet_pod_info", pod=stuck.name)
+        later = pods.run()
+        mapped(e, live, later)
+        assert e.log().count(f"cri_sandbox_unreadable sandbox_id={stuck.id}") == 1, e.log()
+        out = veths_command("-o", "json")
+        assert out.returncode == 0, out.stderr
+        assert {live.name, later.name} <= {r["pod"] for r in json.loads(out.stdout)}
+    finally:
+        for _ in range(2):
+            subprocess.run(["umount", pin], check=False)
+
+
 def test_missing_cri_socket_is_down_and_the_rest_works(exporter, containers):
     e = exporter("--cri.endpoint=/run/dockernet-cri/absent.sock")
     c = containers.run()
@@ -240,21 +285,13 @@ def test_node_without_docker_has_no_docker_series(exporter, pods):
 
 def test_veths_command_shows_pods(pods):
     pod = pods.run(namespace="shop")
-    out = subprocess.run(
-        [sys.executable, "-m", "exporter", "veths", "-o", "json", CRI],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = veths_command("-o", "json")
     assert out.returncode == 0, out.stderr
     (row,) = [r for r in json.loads(out.stdout) if r["pod"] == pod.name]
     assert row["namespace"] == "shop" and row["interface"] == "eth0"
     assert row["sandbox_id"] == pods.status(pod).id
     assert row["veth"] == kernel_view(pods, pod)[0]
-    table = subprocess.run(
-        [sys.executable, "-m", "exporter", "veths", CRI], cwd=ROOT, capture_output=True, text=True
-    ).stdout
+    table = veths_command().stdout
     assert "NAMESPACE" in table.splitlines()[0] and pod.name in table
 
 

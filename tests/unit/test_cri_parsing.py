@@ -259,3 +259,34 @@ def test_cni_cache_loopback_and_bridgeless_plugins():
     ptp["result"]["interfaces"] = CNI_RESULT["result"]["interfaces"][1:]
     a = cri.parse_cni_result(ptp)
     assert a is not None and a.bridge == ""
+
+
+class _RpcError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self._code = code
+
+    def code(self):
+        return type("Code", (), {"name": self._code})()
+
+    def details(self) -> str:
+        return f"{self._code} details"
+
+
+@pytest.mark.parametrize(
+    ("code", "wanted"),
+    [
+        ("NOT_FOUND", cri_api.NotFound),
+        ("UNKNOWN", cri_api.Refused),
+        ("INTERNAL", cri_api.Refused),
+        ("FAILED_PRECONDITION", cri_api.Refused),
+        ("UNAVAILABLE", cri_api.CallFailed),
+        ("DEADLINE_EXCEEDED", cri_api.CallFailed),
+        ("UNIMPLEMENTED", cri_api.CallFailed),
+    ],
+)
+def test_a_call_failure_is_the_runtimes_answer_or_its_silence(code, wanted):
+    """Refused (the runtime's own error about one object) leaves the runtime up; CallFailed not."""
+    failure = cri_api._failure(_RpcError(code), "PodSandboxStatus")
+    assert type(failure) is wanted
+    assert type(cri_api._failure(ValueError("no code"), "Version")) is cri_api.CallFailed
