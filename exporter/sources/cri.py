@@ -213,7 +213,10 @@ class CriSource:
         try:
             return self._client.call(method, request, timeout)
         except CallFailed as exc:
-            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: CallFailed) -> SourceUnavailable:
+        return SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})")
 
     def _status(self, sandbox_id: str) -> Sandbox:
         """Raises NotFound for a sandbox the runtime does not know, and for one whose status it
@@ -227,7 +230,7 @@ class CriSource:
                 log.warning("cri_sandbox_unreadable", sandbox_id=sandbox_id, error=str(exc))
             raise NotFound("PodSandboxStatus") from None
         except CallFailed as exc:
-            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+            raise self._unreachable(exc) from None
         self._unreadable.discard(sandbox_id)
         return cri_api.parse_sandbox_status(data)
 
@@ -316,7 +319,7 @@ class CriSource:
             name, _ = cri_api.parse_runtime(self._client.call("Version", cri_api.version_request()))
             mode, stream = self._subscribe(cri_events.candidates(self.events_wanted, name))
         except CallFailed as exc:
-            raise SourceUnavailable(f"the CRI is unreachable at {self.address} ({exc})") from None
+            raise self._unreachable(exc) from None
         self._chose(mode)
         with self._lock:
             self._stream = stream
