@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import HostState, Link
-from .sources.workloads import WorkloadEvent
+from exporter.model import HostState, Link
+from exporter.sources.workloads import WorkloadEvent
 
 
 @dataclass(frozen=True)

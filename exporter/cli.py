@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from . import __version__, collectors, flags, logs
-from .commands import COMMANDS
+from exporter import __version__, collectors, flags, logs
+from exporter.commands import COMMANDS
 
 PROG = "dockernet-exporter"
 DEFAULT_LISTEN = ":9917"
@@ -87,7 +87,7 @@ def build_parser() -> flags.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
-    from .privileges import missing_privileges
+    from exporter.privileges import missing_privileges
 
     missing = missing_privileges()
     if missing:
@@ -98,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command:
         return run_command(args)
-    from .service import run_daemon
+    from exporter.service import run_daemon
 
     return run_daemon(args)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .commands.base import CommandError
+    from exporter.commands.base import CommandError
 
     try:
         return args.run(args)

@@ -21,8 +21,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from . import logs, topology
-from .changes import (
+from exporter import logs, topology
+from exporter.changes import (
     REPLAYED,
     Change,
     LinkChanged,
@@ -33,13 +33,13 @@ from .changes import (
     RuntimeUp,
     Stop,
 )
-from .model import Container, HostState
-from .sources import exits
-from .sources.follow import Follower
-from .sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
-from .sources.procfs import Procfs
-from .sources.workloads import Effect, SourceUnavailable, WorkloadSource
-from .state import StateReader
+from exporter.model import Container, HostState
+from exporter.sources import exits
+from exporter.sources.follow import Follower
+from exporter.sources.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
+from exporter.sources.procfs import Procfs
+from exporter.sources.workloads import Effect, SourceUnavailable, WorkloadSource
+from exporter.state import StateReader
 
 log = logs.get_logger()
 

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import Container, Link, Network
+from exporter.model import Container, Link, Network
 
 REASONS = ("peer_in_host", "netns_without_container", "no_endpoint")
 SCOPES = ("docker", "all")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import logs
-from .flags import DEFAULT_CRI_ENDPOINT
-from .sources.docker import DockerSource
-from .sources.workloads import WorkloadSource
+from exporter import logs
+from exporter.flags import DEFAULT_CRI_ENDPOINT
+from exporter.sources.docker import DockerSource
+from exporter.sources.workloads import WorkloadSource
 
 log = logs.get_logger()
 
@@ -40,7 +40,7 @@ def podman_source(host: str | None, timeout: float) -> WorkloadSource | None:
     """Podman: always when its socket is given; at the default path when it exists and answers."""
     if host == "":
         return None
-    from .sources.podman import DEFAULT_HOST, PodmanSource
+    from exporter.sources.podman import DEFAULT_HOST, PodmanSource
 
     try:
         source = PodmanSource(host or DEFAULT_HOST, timeout)
@@ -62,7 +62,7 @@ def cri_source(
     (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
     if endpoint == "" or (endpoint is None and not os.path.exists(DEFAULT_CRI_ENDPOINT)):
         return None
-    from .sources import cri  # the CRI's modules (and grpcio) only where a CRI may be
+    from exporter.sources import cri  # the CRI's modules (and grpcio) only where a CRI may be
 
     def source(at: str) -> WorkloadSource:
         return cri.CriSource(at, timeout, events=events, poll_interval=poll_interval)

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import prometheus_client
 
-from . import __version__, logs
-from .collectors import Collector
-from .daemon import Daemon
-from .exposition import Family, labels, render
-from .topology import Snapshot
+from exporter import __version__, logs
+from exporter.collectors import Collector
+from exporter.daemon import Daemon
+from exporter.exposition import Family, labels, render
+from exporter.topology import Snapshot
 
 log = logs.get_logger()
 

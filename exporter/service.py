@@ -11,18 +11,18 @@ import os
 import signal
 import sys
 
-from . import __version__, collectors, logs, runtimes
-from .collectors.base import Context
-from .collectors.nat import NatCollector
-from .collectors.orphans import OrphansCollector
-from .daemon import Daemon
-from .orphan_rules import DEFAULT_GRACE
-from .scrape import Scraper
-from .sources.procfs import Procfs
-from .topology_page import TopologyPage
-from .web import Server
-from .webconfig import WebConfig, WebConfigError
-from .webconfig import load as load_web_config
+from exporter import __version__, collectors, logs, runtimes
+from exporter.collectors.base import Context
+from exporter.collectors.nat import NatCollector
+from exporter.collectors.orphans import OrphansCollector
+from exporter.daemon import Daemon
+from exporter.orphan_rules import DEFAULT_GRACE
+from exporter.scrape import Scraper
+from exporter.sources.procfs import Procfs
+from exporter.topology_page import TopologyPage
+from exporter.web import Server
+from exporter.webconfig import WebConfig, WebConfigError
+from exporter.webconfig import load as load_web_config
 
 log = logs.get_logger()
 PROG = "dockernet-exporter"

@@ -13,11 +13,11 @@ import os
 import time
 from collections.abc import Sequence
 
-from . import logs
-from .model import Container, HostState, Link
-from .sources.netlink import Netlink
-from .sources.procfs import Procfs
-from .sources.workloads import SourceUnavailable, WorkloadSource
+from exporter import logs
+from exporter.model import Container, HostState, Link
+from exporter.sources.netlink import Netlink
+from exporter.sources.procfs import Procfs
+from exporter.sources.workloads import SourceUnavailable, WorkloadSource
 
 log = logs.get_logger()
 

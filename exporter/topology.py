@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import orphan_rules
-from .model import Address, Container, HostState, Link, Network
+from exporter import orphan_rules
+from exporter.model import Address, Container, HostState, Link, Network
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
 

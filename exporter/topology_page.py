@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from . import __version__, orphan_rules, topology_view
-from .model import Address, Counters
-from .topology_view import Options, Rates
+from exporter import __version__, orphan_rules, topology_view
+from exporter.model import Address, Counters
+from exporter.topology_view import Options, Rates
 
 if TYPE_CHECKING:
-    from .collectors.nat import NatCollector
-    from .firewall.rules import Ruleset
-    from .topology import Snapshot
+    from exporter.collectors.nat import NatCollector
+    from exporter.firewall.rules import Ruleset
+    from exporter.topology import Snapshot
 
 REFRESH_SECONDS = 5
 NOSCRIPT_REFRESH_SECONDS = 30
@@ -49,14 +49,14 @@ NO_RATE = "\u2013"  # en dash
 
 
 def read_host_addresses() -> list[Address]:
-    from .sources.netlink import Netlink
+    from exporter.sources.netlink import Netlink
 
     with Netlink() as netlink:
         return netlink.addresses()
 
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    from .collectors.containers import read_link_stats as read
+    from exporter.collectors.containers import read_link_stats as read
 
     return read(ifindexes)
 

@@ -18,12 +18,21 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import orphan_rules
-from .model import RX_BYTES, TX_BYTES, Address, Container, Counters, Link, Network, PortBinding
+from exporter import orphan_rules
+from exporter.model import (
+    RX_BYTES,
+    TX_BYTES,
+    Address,
+    Container,
+    Counters,
+    Link,
+    Network,
+    PortBinding,
+)
 
 if TYPE_CHECKING:
-    from .firewall.rules import Ruleset
-    from .topology import ContainerView, Interface, Snapshot, Veth
+    from exporter.firewall.rules import Ruleset
+    from exporter.topology import ContainerView, Interface, Snapshot, Veth
 
 SCHEMA = 1
 MAX_BRIDGE_PORTS = 1023  # BR_MAX_PORTS port numbers, number 0 reserved: the 1,024th join fails
@@ -70,7 +79,7 @@ class _Lookups:
     """Everything the document looks up by key, built once per document."""
 
     def __init__(self, snap: Snapshot, now: float, options: Options) -> None:
-        from .firewall.attribution import masquerade_statuses, port_statuses
+        from exporter.firewall.attribution import masquerade_statuses, port_statuses
 
         self.snap, self.now, self.options = snap, now, options
         self.ports: dict[tuple[str, PortBinding], str] = {}

@@ -25,10 +25,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from . import __version__, logs
-from .exposition import CONTENT_TYPE
-from .flags import parse_listen_address
-from .webconfig import (
+from exporter import __version__, logs
+from exporter.exposition import CONTENT_TYPE
+from exporter.flags import parse_listen_address
+from exporter.webconfig import (
     AuthBusy,
     BasicAuth,
     ReloadingContext,
@@ -39,7 +39,7 @@ from .webconfig import (
 )
 
 if TYPE_CHECKING:
-    from .topology_page import Response
+    from exporter.topology_page import Response
 
 log = logs.get_logger()
 

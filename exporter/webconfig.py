@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import bcrypt
 import yaml
 
-from . import logs
+from exporter import logs
 
 log = logs.get_logger()
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .addresses import AddressesCollector
-from .base import Collector, Context, Option
-from .bridges import BridgesCollector
-from .containers import ContainersCollector
-from .nat import NatCollector
-from .netstat import NetstatCollector
-from .orphans import OrphansCollector
-from .pods import PodsCollector
-from .veths import VethsCollector
+from exporter.collectors.addresses import AddressesCollector
+from exporter.collectors.base import Collector, Context, Option
+from exporter.collectors.bridges import BridgesCollector
+from exporter.collectors.containers import ContainersCollector
+from exporter.collectors.nat import NatCollector
+from exporter.collectors.netstat import NetstatCollector
+from exporter.collectors.orphans import OrphansCollector
+from exporter.collectors.pods import PodsCollector
+from exporter.collectors.veths import VethsCollector
 
 # Also the order of their families on /metrics.
 ALL: tuple[type[Collector], ...] = (

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, LabelCache, labels
-from ..model import Address
-from .base import Collector, Context
-from .pods import POD_RUNTIMES
+from exporter.collectors.base import Collector, Context
+from exporter.collectors.pods import POD_RUNTIMES
+from exporter.exposition import Family, LabelCache, labels
+from exporter.model import Address
 
 if TYPE_CHECKING:
-    from ..topology import Interface, Snapshot
+    from exporter.topology import Interface, Snapshot
 
 HELP = (
     "Each address of each {0} interface, read from the kernel in the {0}'s namespace; value is "

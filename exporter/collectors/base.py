@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..exposition import Family
-    from ..sources.procfs import Procfs
-    from ..topology import Snapshot
+    from exporter.exposition import Family
+    from exporter.sources.procfs import Procfs
+    from exporter.topology import Snapshot
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, LabelCache, labels
-from ..model import Link
-from .base import Collector, Context
+from exporter.collectors.base import Collector, Context
+from exporter.exposition import Family, LabelCache, labels
+from exporter.model import Link
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot
+    from exporter.topology import Snapshot
 
 # IFLA_BRPORT_STATE values (BR_STATE_*).
 PORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")

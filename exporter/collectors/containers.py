@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, LabelCache, labels
-from ..model import (
+from exporter.collectors.base import Collector, Context
+from exporter.exposition import Family, LabelCache, labels
+from exporter.model import (
     RX_BYTES,
     RX_DROP,
     RX_ERRS,
@@ -18,10 +19,9 @@ from ..model import (
     Container,
     Counters,
 )
-from .base import Collector, Context
 
 if TYPE_CHECKING:
-    from ..topology import ContainerView, Interface, Snapshot
+    from exporter.topology import ContainerView, Interface, Snapshot
 
 # (metric suffix, column read on the host veth, column read inside the namespace).
 # The host end of a veth sees the container's traffic mirrored: what the host
@@ -158,7 +158,7 @@ class ContainersCollector(Collector):
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
     """The host veths' counters; a socket per call, as scrapes run concurrently."""
-    from ..sources.netlink import Netlink  # here: building the flags needs the class alone
+    from exporter.sources.netlink import Netlink  # here: building the flags needs the class alone
 
     with Netlink() as netlink:
         return netlink.link_stats(ifindexes)

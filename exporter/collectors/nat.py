@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, labels
-from ..firewall.attribution import (
+from exporter.collectors.base import Collector, Context, Option
+from exporter.exposition import Family, labels
+from exporter.firewall.attribution import (
     MasqueradeStatus,
     PortStatus,
     chain_counts,
@@ -18,14 +19,13 @@ from ..firewall.attribution import (
     port_statuses,
     wanted_families,
 )
-from ..firewall.rules import NetfilterUnavailable, Ruleset
-from ..flags import duration
-from ..model import Container, Network
-from .base import Collector, Context, Option
+from exporter.firewall.rules import NetfilterUnavailable, Ruleset
+from exporter.flags import duration
+from exporter.model import Container, Network
 
 if TYPE_CHECKING:
-    from ..sources.netfilter import Netfilter
-    from ..topology import Snapshot
+    from exporter.sources.netfilter import Netfilter
+    from exporter.topology import Snapshot
 
 CONNECTIONS_HELP = (
     "Packets counted by the DNAT rule of this binding. Only a connection's first packet passes the "
@@ -116,7 +116,7 @@ class NatCollector(Collector):
         if netfilter is None:
             # Here, not at the top: building the flags (`--help`, every command) needs the class
             # alone, and the commands that read no rules never pay for the reader.
-            from ..sources.netfilter import Netfilter
+            from exporter.sources.netfilter import Netfilter
 
             netfilter = Netfilter(timeout)
         self.netfilter = netfilter

@@ -19,10 +19,11 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import logs
-from ..exposition import Family, LabelCache, labels
-from ..flags import duration
-from ..sources.netstat import (
+from exporter import logs
+from exporter.collectors.base import Collector, Context, Option
+from exporter.exposition import Family, LabelCache, labels
+from exporter.flags import duration
+from exporter.sources.netstat import (
     CONNTRACK,
     FILES,
     NETSTAT,
@@ -36,10 +37,9 @@ from ..sources.netstat import (
     Sampler,
     read_host_conntrack,
 )
-from .base import Collector, Context, Option
 
 if TYPE_CHECKING:
-    from ..topology import ContainerView, Snapshot
+    from exporter.topology import ContainerView, Snapshot
 
 log = logs.get_logger()
 

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import orphan_rules
-from ..exposition import Family, labels
-from ..flags import duration
-from .base import Collector, Context, Option
+from exporter import orphan_rules
+from exporter.collectors.base import Collector, Context, Option
+from exporter.exposition import Family, labels
+from exporter.flags import duration
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot
+    from exporter.topology import Snapshot
 
 
 class OrphansCollector(Collector):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, LabelCache, labels
-from ..model import Container
-from .base import Context
-from .containers import ContainersCollector
+from exporter.collectors.base import Context
+from exporter.collectors.containers import ContainersCollector
+from exporter.exposition import Family, LabelCache, labels
+from exporter.model import Container
 
 if TYPE_CHECKING:
-    from ..topology import ContainerView, Interface, Snapshot
+    from exporter.topology import ContainerView, Interface, Snapshot
 
 POD_RUNTIMES = ("containerd",)  # the runtimes whose workloads are pods
 

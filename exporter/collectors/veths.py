@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..exposition import Family, LabelCache, labels
-from .base import Collector, Context
+from exporter.collectors.base import Collector, Context
+from exporter.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot, Veth
+    from exporter.topology import Snapshot, Veth
 
 
 class VethsCollector(Collector):

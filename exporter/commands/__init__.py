@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Command
-from .bridges import BridgesCommand
-from .ips import IpsCommand
-from .nat import NatCommand
-from .netns import NetnsCommand
-from .orphans import OrphansCommand
-from .topology import TopologyCommand
-from .veths import VethsCommand
+from exporter.commands.base import Command
+from exporter.commands.bridges import BridgesCommand
+from exporter.commands.ips import IpsCommand
+from exporter.commands.nat import NatCommand
+from exporter.commands.netns import NetnsCommand
+from exporter.commands.orphans import OrphansCommand
+from exporter.commands.topology import TopologyCommand
+from exporter.commands.veths import VethsCommand
 
 COMMANDS: tuple[Command, ...] = (
     VethsCommand(),

@@ -16,11 +16,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .. import flags
+from exporter import flags
 
 if TYPE_CHECKING:
-    from ..model import Container
-    from ..topology import Snapshot
+    from exporter.model import Container
+    from exporter.topology import Snapshot
 
 Columns = list[tuple[str, str]]  # (key, title)
 OWNER_COLUMNS: Columns = [
@@ -89,10 +89,10 @@ class SnapshotCommand(Command):
 def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
     """Every source read once and joined."""
     # Loaded here, not at import: `--help` and the commands that read no snapshot never pay.
-    from .. import runtimes, topology
-    from ..sources.netlink import Netlink
-    from ..sources.procfs import Procfs
-    from ..state import StateReader
+    from exporter import runtimes, topology
+    from exporter.sources.netlink import Netlink
+    from exporter.sources.procfs import Procfs
+    from exporter.state import StateReader
 
     try:
         sources = runtimes.from_args(args)

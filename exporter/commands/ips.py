@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..collectors.addresses import workload_addresses
-from .base import OWNER_COLUMNS, SnapshotCommand, owner_fields
+from exporter.collectors.addresses import workload_addresses
+from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot
+    from exporter.topology import Snapshot
 
 COLUMNS = [
     *OWNER_COLUMNS,

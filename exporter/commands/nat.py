@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..firewall.attribution import choose, masquerade_statuses, port_statuses
-from ..firewall.rules import NetfilterUnavailable, Ruleset
-from ..flags import duration
-from .base import Command, CommandError, Report, Table, read_snapshot
+from exporter.commands.base import Command, CommandError, Report, Table, read_snapshot
+from exporter.firewall.attribution import choose, masquerade_statuses, port_statuses
+from exporter.firewall.rules import NetfilterUnavailable, Ruleset
+from exporter.flags import duration
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot
+    from exporter.topology import Snapshot
 
 HELP = (
     "list published ports with their DNAT rule status and connection count, "
@@ -90,7 +90,9 @@ class NatCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from ..sources.netfilter import Netfilter  # here: the daemon builds this command's flags
+        from exporter.sources.netfilter import (
+            Netfilter,  # here: the daemon builds this command's flags
+        )
 
         try:
             rulesets = Netfilter(args.timeout).read()

@@ -12,12 +12,19 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from .. import orphan_rules
-from ..flags import duration
-from .base import OWNER_COLUMNS, Command, Report, Table, owner_fields, read_snapshot
+from exporter import orphan_rules
+from exporter.commands.base import (
+    OWNER_COLUMNS,
+    Command,
+    Report,
+    Table,
+    owner_fields,
+    read_snapshot,
+)
+from exporter.flags import duration
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot
+    from exporter.topology import Snapshot
 
 COLUMNS = [
     ("veth", "VETH"),

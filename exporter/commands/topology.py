@@ -14,12 +14,12 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from .base import Command, Report, read_snapshot, write
-from .orphans import add_scope_flag
+from exporter.commands.base import Command, Report, read_snapshot, write
+from exporter.commands.orphans import add_scope_flag
 
 if TYPE_CHECKING:
-    from ..firewall.rules import Ruleset
-    from ..topology import Snapshot
+    from exporter.firewall.rules import Ruleset
+    from exporter.topology import Snapshot
 
 HELP = (
     "draw the host's container network as a tree: bridges, their veths, the containers and "
@@ -42,8 +42,8 @@ class TopologyCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from .. import topology_view  # here: the daemon's parser builds every command's flags
-        from ..topology_page import read_host_addresses
+        from exporter import topology_view  # here: the daemon's parser builds every command's flags
+        from exporter.topology_page import read_host_addresses
 
         snap = read_snapshot(args)
         options = topology_view.Options(
@@ -65,7 +65,7 @@ class TopologyCommand(Command):
 
 def read_rules(snap: Snapshot) -> Ruleset | None:
     """One read of the firewall, as a scrape of the NAT collector reads it (None: unreadable)."""
-    from ..collectors.nat import NatCollector
+    from exporter.collectors.nat import NatCollector
 
     try:
         return NatCollector().rules(snap, 0.0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import OWNER_COLUMNS, SnapshotCommand, owner_fields
+from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
-    from ..topology import Snapshot, Veth
+    from exporter.topology import Snapshot, Veth
 
 COLUMNS = [
     ("veth", "VETH"),

@@ -14,8 +14,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..model import Container, Network, PortBinding
-from .rules import DNAT, IPV4, IPV6, MASQUERADE, NFT_DOCKER_TABLE, NatRule, Ruleset
+from exporter.firewall.rules import DNAT, IPV4, IPV6, MASQUERADE, NFT_DOCKER_TABLE, NatRule, Ruleset
+from exporter.model import Container, Network, PortBinding
 
 # Chains counted in dockernet_netfilter_rules: Docker's own and the built-in chains it hooks
 # into, of the tables it uses (a host may hold thousands of others).

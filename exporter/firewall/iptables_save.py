@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .rules import (
+from exporter.firewall.rules import (
     DIRECT_ACCESS,
     DNAT,
     IPV4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .rules import (
+from exporter.firewall.rules import (
     DIRECT_ACCESS,
     DNAT,
     MASQUERADE,

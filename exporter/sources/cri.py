@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import logs
-from ..model import Container, Endpoint, Network, PodMember
-from . import cri_api, cri_events
-from .cri_api import CallFailed, CriClient, CriContainer, NotFound, Refused, Sandbox
-from .cri_events import AUTO, CONTAINERD, CRI, POLL
-from .workloads import Effect, SourceUnavailable, WorkloadEvent
+from exporter import logs
+from exporter.model import Container, Endpoint, Network, PodMember
+from exporter.sources import cri_api, cri_events
+from exporter.sources.cri_api import CallFailed, CriClient, CriContainer, NotFound, Refused, Sandbox
+from exporter.sources.cri_events import AUTO, CONTAINERD, CRI, POLL
+from exporter.sources.workloads import Effect, SourceUnavailable, WorkloadEvent
 
 log = logs.get_logger()
 

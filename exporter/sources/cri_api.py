@@ -17,7 +17,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from .proto import cri_pb2, events_pb2
+from exporter.sources.proto import cri_pb2, events_pb2
 
 RUNTIME_SERVICE = "/runtime.v1.RuntimeService/"
 EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .cri_api import CriContainer, CriEvent, Sandbox
-from .proto import cri_pb2
-from .workloads import Effect, WorkloadEvent
+from exporter.sources.cri_api import CriContainer, CriEvent, Sandbox
+from exporter.sources.proto import cri_pb2
+from exporter.sources.workloads import Effect, WorkloadEvent
 
 AUTO, CONTAINERD, CRI, POLL = "auto", "containerd", "cri", "poll"
 MODES = (AUTO, CONTAINERD, CRI, POLL)

@@ -12,10 +12,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..flags import default_docker_host
-from ..model import Container, Endpoint, Network, PortBinding
-from .engine_api import UNREACHABLE, EngineAPI, EngineError, EventStream, NotFound, Unreachable
-from .workloads import Effect, SourceUnavailable, WorkloadEvent
+from exporter.flags import default_docker_host
+from exporter.model import Container, Endpoint, Network, PortBinding
+from exporter.sources.engine_api import (
+    UNREACHABLE,
+    EngineAPI,
+    EngineError,
+    EventStream,
+    NotFound,
+    Unreachable,
+)
+from exporter.sources.workloads import Effect, SourceUnavailable, WorkloadEvent
 
 # What says "Docker does not answer (right now)": unreachable, or an error answer.
 FAILED: tuple[type[Exception], ...] = (Unreachable, EngineError)

@@ -14,7 +14,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from . import Wakeup
+from exporter.sources import Wakeup
 
 
 def usable(procfs_root: str) -> bool:

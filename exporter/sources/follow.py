@@ -9,9 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import logs
-from ..changes import Change, ResyncWanted, RuntimeEvent, RuntimeUp
-from .workloads import SourceUnavailable, WorkloadSource
+from exporter import logs
+from exporter.changes import Change, ResyncWanted, RuntimeEvent, RuntimeUp
+from exporter.sources.workloads import SourceUnavailable, WorkloadSource
 
 log = logs.get_logger()
 

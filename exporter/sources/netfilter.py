@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ..firewall.iptables_save import header_backend, parse_iptables_save
-from ..firewall.nft_json import parse_nft_json
-from ..firewall.rules import (
+from exporter.firewall.iptables_save import header_backend, parse_iptables_save
+from exporter.firewall.nft_json import parse_nft_json
+from exporter.firewall.rules import (
     IPV4,
     IPV6,
     NFT_DOCKER_TABLE,

@@ -15,9 +15,9 @@ import socket
 import struct
 from collections.abc import Callable, Collection, Iterator
 
-from ..model import Address, Counters, Link
-from ..names import interface_name
-from . import Wakeup
+from exporter.model import Address, Counters, Link
+from exporter.names import interface_name
+from exporter.sources import Wakeup
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270

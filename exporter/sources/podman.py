@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..model import Container, Network
-from .docker import DockerSource, parse_container, parse_event
-from .workloads import Effect, WorkloadEvent
+from exporter.model import Container, Network
+from exporter.sources.docker import DockerSource, parse_container, parse_event
+from exporter.sources.workloads import Effect, WorkloadEvent
 
 DEFAULT_HOST = "unix:///run/podman/podman.sock"
 DEFAULT_NETWORK = "podman"

@@ -6,8 +6,8 @@ import os
 from operator import itemgetter
 from typing import cast
 
-from ..model import Counters
-from ..names import interface_name
+from exporter.model import Counters
+from exporter.names import interface_name
 
 # /proc/net/dev columns after the name are 8 receive then 8 transmit fields; a counter row (model.Counters)
 # takes bytes, packets, errs and drop of each.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from ..model import Container, Network
+from exporter.model import Container, Network
 
 
 class SourceUnavailable(OSError):
