@@ -75,7 +75,7 @@ clean:
 bench: test-env install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# exporter/sources/proto/*_pb2.py from the .proto subsets beside them; a test fails when they differ.
+# exporter/sources/runtimes/proto/*_pb2.py from the .proto subsets beside them; a test fails when they differ.
 .PHONY: proto
 proto: install
-	cd exporter/sources/proto && ../../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. cri.proto events.proto
+	cd exporter/sources/runtimes/proto && ../../../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. cri.proto events.proto

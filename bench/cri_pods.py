@@ -2,7 +2,7 @@
 io.kubernetes.pod.* labels, a log directory, a cgroup parent and namespace options; then
 CreateContainer and StartContainer), against the standalone containerd that
 scripts/cri-env.sh starts. The messages are the generated classes of the exporter's CRI subset
-(exporter/sources/proto/cri.proto). Used by the pods benchmark and by the tests
+(exporter/sources/runtimes/proto/cri.proto). Used by the pods benchmark and by the tests
 (tests/cri_helpers.py)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.sources import cri_api
-from exporter.sources.proto import cri_pb2 as pb
+from exporter.sources.runtimes import cri_api
+from exporter.sources.runtimes.proto import cri_pb2 as pb
 
 CRI_SOCKET = os.environ.get("CRI_SOCKET", "/run/dockernet-cri/containerd.sock")
 BUSYBOX = "dockernet.test/busybox:1"

@@ -1,12 +1,12 @@
 """Target 6: parse a 10,000-rule `iptables-save -c` text
-(exporter.firewall.iptables_save.parse_iptables_save): Docker's rules alone, then with
+(exporter.sources.firewall.iptables_save.parse_iptables_save): Docker's rules alone, then with
 kube-proxy's share (bench/nattext.py)."""
 
 from __future__ import annotations
 
 import time
 
-from exporter.firewall.iptables_save import parse_iptables_save
+from exporter.sources.firewall.iptables_save import parse_iptables_save
 
 from .checks import check
 from .nattext import iptables_save

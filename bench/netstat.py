@@ -14,13 +14,13 @@ import sys
 import textwrap
 import time
 
-from exporter.collectors.base import Context
-from exporter.collectors.netstat import DEFAULT_INTERVAL, NetstatCollector
-from exporter.flags import duration
-from exporter.model import Container
-from exporter.sources.netstat import CONNTRACK, FILES, NamespaceReader, Sampler
-from exporter.sources.procfs import Procfs
-from exporter.topology import ContainerView, Snapshot
+from exporter.app.flags import duration
+from exporter.core.model import Container
+from exporter.core.topology import ContainerView, Snapshot
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.netstat import DEFAULT_INTERVAL, NetstatCollector
+from exporter.sources.kernel.netstat import CONNTRACK, FILES, NamespaceReader, Sampler
+from exporter.sources.kernel.procfs import Procfs
 
 from . import procs
 from .checks import check

@@ -13,18 +13,18 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
-from exporter import topology
-from exporter.collectors import (
+from exporter.core import topology
+from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network
+from exporter.metrics.collectors import (
     AddressesCollector,
     BridgesCollector,
     ContainersCollector,
     OrphansCollector,
     VethsCollector,
 )
-from exporter.collectors.base import Context
-from exporter.model import Address, Container, Endpoint, HostState, Link, Network
-from exporter.scrape import Scraper
-from exporter.sources.procfs import Procfs
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.scrape import Scraper
+from exporter.sources.kernel.procfs import Procfs
 from exporter.topology_page import REFRESH_SECONDS, TopologyPage
 
 from .checks import check

@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from exporter import __version__, orphan_rules, topology_view
-from exporter.model import Address, Counters
+from exporter import __version__, topology_view
+from exporter.core import orphan_rules
+from exporter.core.model import Address, Counters
 from exporter.topology_view import Options, Rates
 
 if TYPE_CHECKING:
-    from exporter.collectors.nat import NatCollector
-    from exporter.firewall.rules import Ruleset
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
+    from exporter.metrics.collectors.nat import NatCollector
+    from exporter.sources.firewall.rules import Ruleset
 
 REFRESH_SECONDS = 5
 NOSCRIPT_REFRESH_SECONDS = 30
@@ -49,14 +50,14 @@ NO_RATE = "\u2013"  # en dash
 
 
 def read_host_addresses() -> list[Address]:
-    from exporter.sources.netlink import Netlink
+    from exporter.sources.kernel.netlink import Netlink
 
     with Netlink() as netlink:
         return netlink.addresses()
 
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    from exporter.collectors.containers import read_link_stats as read
+    from exporter.metrics.collectors.containers import read_link_stats as read
 
     return read(ifindexes)
 

@@ -18,8 +18,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter import orphan_rules
-from exporter.model import (
+from exporter.core import orphan_rules
+from exporter.core.model import (
     RX_BYTES,
     TX_BYTES,
     Address,
@@ -31,8 +31,8 @@ from exporter.model import (
 )
 
 if TYPE_CHECKING:
-    from exporter.firewall.rules import Ruleset
-    from exporter.topology import ContainerView, Interface, Snapshot, Veth
+    from exporter.core.topology import ContainerView, Interface, Snapshot, Veth
+    from exporter.sources.firewall.rules import Ruleset
 
 SCHEMA = 1
 MAX_BRIDGE_PORTS = 1023  # BR_MAX_PORTS port numbers, number 0 reserved: the 1,024th join fails
@@ -79,7 +79,7 @@ class _Lookups:
     """Everything the document looks up by key, built once per document."""
 
     def __init__(self, snap: Snapshot, now: float, options: Options) -> None:
-        from exporter.firewall.attribution import masquerade_statuses, port_statuses
+        from exporter.sources.firewall.attribution import masquerade_statuses, port_statuses
 
         self.snap, self.now, self.options = snap, now, options
         self.ports: dict[tuple[str, PortBinding], str] = {}

@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
 from exporter import __version__, logs
-from exporter.exposition import CONTENT_TYPE
-from exporter.flags import parse_listen_address
+from exporter.app.flags import parse_listen_address
+from exporter.metrics.exposition import CONTENT_TYPE
 from exporter.webconfig import (
     AuthBusy,
     BasicAuth,

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from bench.cri_pods import CRI_SOCKET, CriPods, Pod
-from exporter.sources import cri_api
+from exporter.sources.runtimes import cri_api
 from helpers import ROOT
 
 __all__ = ["CRI_SOCKET", "CriPods", "Pod", "cri_ready", "restart_containerd"]

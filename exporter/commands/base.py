@@ -1,5 +1,5 @@
 """What every one-shot command shares: its parser (``--output`` and the
-source flags, declared once in exporter.flags), one snapshot read, and the
+source flags, declared once in exporter.app.flags), one snapshot read, and the
 table and JSON writers.
 
 A command builds a Report: the JSON document, and the tables that show it
@@ -16,11 +16,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from exporter import flags
+from exporter.app import flags
 
 if TYPE_CHECKING:
-    from exporter.model import Container
-    from exporter.topology import Snapshot
+    from exporter.core.model import Container
+    from exporter.core.topology import Snapshot
 
 Columns = list[tuple[str, str]]  # (key, title)
 OWNER_COLUMNS: Columns = [
@@ -89,10 +89,11 @@ class SnapshotCommand(Command):
 def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
     """Every source read once and joined."""
     # Loaded here, not at import: `--help` and the commands that read no snapshot never pay.
-    from exporter import runtimes, topology
-    from exporter.sources.netlink import Netlink
-    from exporter.sources.procfs import Procfs
-    from exporter.state import StateReader
+    from exporter.app import runtimes
+    from exporter.core import topology
+    from exporter.sources.kernel.netlink import Netlink
+    from exporter.sources.kernel.procfs import Procfs
+    from exporter.state.loader import StateReader
 
     try:
         sources = runtimes.from_args(args)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.collectors import bridges as br
 from exporter.commands.base import SnapshotCommand, owner_fields
+from exporter.metrics.collectors import bridges as br
 
 if TYPE_CHECKING:
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
 
 HELP = (
     "list each Linux bridge with its id, STP, state, Docker network and ports with their containers"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.collectors.addresses import workload_addresses
 from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
+from exporter.metrics.collectors.addresses import workload_addresses
 
 if TYPE_CHECKING:
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
 
 COLUMNS = [
     *OWNER_COLUMNS,

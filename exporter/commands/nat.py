@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from exporter.app.flags import duration
 from exporter.commands.base import Command, CommandError, Report, Table, read_snapshot
-from exporter.firewall.attribution import choose, masquerade_statuses, port_statuses
-from exporter.firewall.rules import NetfilterUnavailable, Ruleset
-from exporter.flags import duration
+from exporter.sources.firewall.attribution import choose, masquerade_statuses, port_statuses
+from exporter.sources.firewall.rules import NetfilterUnavailable, Ruleset
 
 if TYPE_CHECKING:
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
 
 HELP = (
     "list published ports with their DNAT rule status and connection count, "
@@ -90,7 +90,7 @@ class NatCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from exporter.sources.netfilter import (
+        from exporter.sources.firewall.netfilter import (
             Netfilter,  # here: the daemon builds this command's flags
         )
 

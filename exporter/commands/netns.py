@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.commands.base import Command, CommandError, Report, Table
-from exporter.model import Container
-from exporter.sources.workloads import SourceUnavailable
+from exporter.core.model import Container
+from exporter.sources.runtimes.workloads import SourceUnavailable
 
 NETNS_DIR = "/var/run/netns"
 RECORD = "/run/dockernet-exporter/netns-links.json"
@@ -80,7 +80,7 @@ def plan(
 def _running(args: argparse.Namespace) -> list[Container]:
     """Every runtime's running workloads; a runtime that does not answer is an error here: the
     links of its containers would be judged gone."""
-    from exporter import runtimes  # loaded when run: `--help` never pays for the sources
+    from exporter.app import runtimes  # loaded when run: `--help` never pays for the sources
 
     try:
         sources = runtimes.from_args(args)

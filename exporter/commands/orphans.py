@@ -1,4 +1,4 @@
-"""`orphans`: veths that no container owns, with the reason (see exporter/orphan_rules.py).
+"""`orphans`: veths that no container owns, with the reason (see exporter/core/orphan_rules.py).
 
 The kernel keeps no creation time for a link, so a one-shot command cannot
 know how long a veth has looked orphaned: when it finds suspects it watches
@@ -12,7 +12,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from exporter import orphan_rules
+from exporter.app.flags import duration
 from exporter.commands.base import (
     OWNER_COLUMNS,
     Command,
@@ -21,10 +21,10 @@ from exporter.commands.base import (
     owner_fields,
     read_snapshot,
 )
-from exporter.flags import duration
+from exporter.core import orphan_rules
 
 if TYPE_CHECKING:
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
 
 COLUMNS = [
     ("veth", "VETH"),

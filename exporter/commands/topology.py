@@ -18,8 +18,8 @@ from exporter.commands.base import Command, Report, read_snapshot, write
 from exporter.commands.orphans import add_scope_flag
 
 if TYPE_CHECKING:
-    from exporter.firewall.rules import Ruleset
-    from exporter.topology import Snapshot
+    from exporter.core.topology import Snapshot
+    from exporter.sources.firewall.rules import Ruleset
 
 HELP = (
     "draw the host's container network as a tree: bridges, their veths, the containers and "
@@ -65,7 +65,7 @@ class TopologyCommand(Command):
 
 def read_rules(snap: Snapshot) -> Ruleset | None:
     """One read of the firewall, as a scrape of the NAT collector reads it (None: unreadable)."""
-    from exporter.collectors.nat import NatCollector
+    from exporter.metrics.collectors.nat import NatCollector
 
     try:
         return NatCollector().rules(snap, 0.0)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
 
 if TYPE_CHECKING:
-    from exporter.topology import Snapshot, Veth
+    from exporter.core.topology import Snapshot, Veth
 
 COLUMNS = [
     ("veth", "VETH"),

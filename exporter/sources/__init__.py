@@ -1,4 +1,4 @@
-"""The sources: each does the I/O of one kind and returns plain data (exporter.model)."""
+"""The sources: each does the I/O of one kind and returns plain data (exporter.core.model)."""
 
 from __future__ import annotations
 

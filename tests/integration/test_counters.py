@@ -89,8 +89,8 @@ def test_series_follow_run_and_rm_without_a_resync(containers, exporter):
 
 def test_netlink_counter_rows_equal_proc_net_dev_for_every_host_link(containers):
     """The scrape reads host veths' counters with one RTM_GETSTATS dump; /proc/net/dev is the reference."""
-    from exporter.sources.netlink import Netlink
-    from exporter.sources.procfs import Procfs
+    from exporter.sources.kernel.netlink import Netlink
+    from exporter.sources.kernel.procfs import Procfs
 
     a, b = containers.run(), containers.run()
     b_ip = b.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]

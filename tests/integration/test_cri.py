@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, Pod, cri_ready, restart_containerd
-from exporter.sources import cri_api
+from exporter.sources.runtimes import cri_api
 from helpers import ROOT, ip_json, sh, unique, wait_for
 
 CRI = f"--cri.endpoint={CRI_SOCKET}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.sources.engine_api import UNREACHABLE, EngineAPI, NotFound
+from exporter.sources.runtimes.engine_api import UNREACHABLE, EngineAPI, NotFound
 from helpers import DockerSocketProxy, start_dockerd, stop_dockerd, unique
 
 

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 import docker.types
 import pytest
 
-from exporter.collectors.nat import NatCollector
+from exporter.app.flags import default_docker_host as default_host
 from exporter.commands.base import read_snapshot
-from exporter.exposition import render
-from exporter.firewall.attribution import wanted_families
-from exporter.firewall.rules import IPV6
-from exporter.flags import default_docker_host as default_host
-from exporter.sources.netfilter import Netfilter
+from exporter.metrics.collectors.nat import NatCollector
+from exporter.metrics.exposition import render
+from exporter.sources.firewall.attribution import wanted_families
+from exporter.sources.firewall.netfilter import Netfilter
+from exporter.sources.firewall.rules import IPV6
 from helpers import EXPORTER, ROOT, TEST_IMAGE, parse_metrics, sh, unique, wait_for
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nat"

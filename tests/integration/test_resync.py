@@ -13,10 +13,10 @@ import weakref
 
 import pytest
 
-from exporter.changes import ResyncWanted
-from exporter.daemon import Daemon
-from exporter.sources.docker import DockerSource
-from exporter.sources.procfs import Procfs
+from exporter.sources.kernel.procfs import Procfs
+from exporter.sources.runtimes.docker import DockerSource
+from exporter.state.changes import ResyncWanted
+from exporter.state.daemon import Daemon
 from helpers import sh, unique, wait_for
 
 

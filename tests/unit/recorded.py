@@ -6,9 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from exporter.model import HostState
-from exporter.sources import netlink as nl
-from exporter.sources.docker import parse_container, parse_network
+from exporter.core.model import HostState
+from exporter.sources.kernel import netlink as nl
+from exporter.sources.runtimes.docker import parse_container, parse_network
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "recorded"
 

@@ -7,13 +7,13 @@ import dataclasses
 
 from recorded import by_name, recorded_state
 
-from exporter import topology
-from exporter.collectors.addresses import AddressesCollector
-from exporter.collectors.bridges import BridgesCollector
 from exporter.commands import bridges as bridges_cmd
 from exporter.commands import ips as ips_cmd
-from exporter.exposition import render
-from exporter.model import Address, Link
+from exporter.core import topology
+from exporter.core.model import Address, Link
+from exporter.metrics.collectors.addresses import AddressesCollector
+from exporter.metrics.collectors.bridges import BridgesCollector
+from exporter.metrics.exposition import render
 
 
 def test_bridge_metrics_of_the_recorded_host():

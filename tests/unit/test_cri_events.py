@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter import flags
-from exporter.sources import cri_api, cri_events
-from exporter.sources.cri_events import AUTO, CONTAINERD, CRI, POLL
-from exporter.sources.proto import cri_pb2 as pb
-from exporter.sources.workloads import Effect
+from exporter.app import flags
+from exporter.sources.runtimes import cri_api, cri_events
+from exporter.sources.runtimes.cri_events import AUTO, CONTAINERD, CRI, POLL
+from exporter.sources.runtimes.proto import cri_pb2 as pb
+from exporter.sources.runtimes.workloads import Effect
 
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "cri"
 STEPS = json.loads((RECORDED / "steps.json").read_text())

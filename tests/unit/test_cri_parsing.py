@@ -12,12 +12,12 @@ import sys
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from exporter import runtimes
-from exporter.model import PodMember
-from exporter.sources import cri, cri_api
-from exporter.sources.proto import cri_pb2 as pb
-from exporter.sources.proto import events_pb2
-from exporter.sources.workloads import Effect
+from exporter.app import runtimes
+from exporter.core.model import PodMember
+from exporter.sources.runtimes import cri, cri_api
+from exporter.sources.runtimes.proto import cri_pb2 as pb
+from exporter.sources.runtimes.proto import events_pb2
+from exporter.sources.runtimes.workloads import Effect
 
 
 def sandbox_status(state=0, network_mode=0, info=None) -> bytes:
@@ -212,10 +212,11 @@ def test_no_cri_modules_without_a_socket(tmp_path):
     code = (
         "import sys\n"
         "from argparse import Namespace\n"
-        "from exporter import runtimes\n"
+        "from exporter.app import runtimes\n"
         f"runtimes.DEFAULT_CRI_ENDPOINT = {str(tmp_path / 'containerd.sock')!r}\n"
         f"assert runtimes.from_args(Namespace(**{args(docker_host='').__dict__!r})) == []\n"
-        "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('exporter.sources.cri')))\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m == 'grpc' or m.startswith('exporter.sources.runtimes.cri')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

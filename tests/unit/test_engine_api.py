@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from exporter.sources.engine_api import (
+from exporter.sources.runtimes.engine_api import (
     UNREACHABLE,
     EngineAPI,
     EngineError,

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from exporter.sources import exits
+from exporter.sources.kernel import exits
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3, Python 3.9)"

@@ -6,8 +6,8 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.exposition import Family, labels, render
-from exporter.sources.procfs import parse_net_dev
+from exporter.metrics.exposition import Family, labels, render
+from exporter.sources.kernel.procfs import parse_net_dev
 
 NET_DEV = (
     b"Inter-|   Receive                                                |  Transmit\n"

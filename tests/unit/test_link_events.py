@@ -6,10 +6,10 @@ from __future__ import annotations
 import socket
 import struct
 
-from exporter.model import HostState, Link
-from exporter.sources import netlink as nl
-from exporter.sources.procfs import Procfs
-from exporter.state import StateReader
+from exporter.core.model import HostState, Link
+from exporter.sources.kernel import netlink as nl
+from exporter.sources.kernel.procfs import Procfs
+from exporter.state.loader import StateReader
 
 
 def message(msg_type: int, family: int, ifindex: int, *attrs: bytes) -> bytes:

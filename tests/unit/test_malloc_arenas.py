@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-CODE = "from exporter.service import limit_malloc_arenas; print(limit_malloc_arenas())"
+CODE = "from exporter.app.service import limit_malloc_arenas; print(limit_malloc_arenas())"
 
 
 def run(env: dict) -> str:

@@ -7,7 +7,7 @@ import re
 import string
 import unicodedata
 
-from exporter.names import interface_name
+from exporter.core.names import interface_name
 
 ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from exporter import topology
-from exporter.collectors.nat import NatCollector, SharedRead
-from exporter.exposition import render
-from exporter.firewall.iptables_save import parse_iptables_save
-from exporter.firewall.nft_json import parse_nft_json
-from exporter.firewall.rules import IPV4, IPV6, Ruleset
-from exporter.model import HostState
-from exporter.sources.docker import parse_container, parse_network
-from exporter.sources.netfilter import NetfilterUnavailable
+from exporter.core import topology
+from exporter.core.model import HostState
+from exporter.metrics.collectors.nat import NatCollector, SharedRead
+from exporter.metrics.exposition import render
+from exporter.sources.firewall.iptables_save import parse_iptables_save
+from exporter.sources.firewall.netfilter import NetfilterUnavailable
+from exporter.sources.firewall.nft_json import parse_nft_json
+from exporter.sources.firewall.rules import IPV4, IPV6, Ruleset
+from exporter.sources.runtimes.docker import parse_container, parse_network
 from helpers import parse_metrics as samples
 from helpers import wait_for
 

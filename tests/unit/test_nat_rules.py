@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from exporter.firewall import iptables_save
-from exporter.firewall.attribution import (
+from exporter.core.model import Container, Endpoint, Network, PortBinding
+from exporter.sources.firewall import iptables_save
+from exporter.sources.firewall.attribution import (
     chain_counts,
     choose,
     masquerade_statuses,
     port_statuses,
     wanted_families,
 )
-from exporter.firewall.iptables_save import header_backend, parse_iptables_save
-from exporter.firewall.nft_json import parse_nft_json
-from exporter.firewall.rules import IPV4, IPV6, Ruleset
-from exporter.model import Container, Endpoint, Network, PortBinding
-from exporter.sources.docker import parse_container, parse_network
+from exporter.sources.firewall.iptables_save import header_backend, parse_iptables_save
+from exporter.sources.firewall.nft_json import parse_nft_json
+from exporter.sources.firewall.rules import IPV4, IPV6, Ruleset
+from exporter.sources.runtimes.docker import parse_container, parse_network
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nat"
 # bench/ runs from the checkout and is not installed: load its rules-text generator by path.

@@ -4,7 +4,7 @@ links of containers that are gone."""
 from __future__ import annotations
 
 from exporter.commands.netns import Entry, matches, plan
-from exporter.model import Container
+from exporter.core.model import Container
 
 
 def c(name: str, pid: int) -> Container:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collectors.base import Context
-from exporter.collectors.netstat import BY_KEY, NetstatCollector, parse_fields, wanted_of
-from exporter.model import Container
-from exporter.sources import netstat
-from exporter.sources.procfs import Procfs
-from exporter.topology import ContainerView, Snapshot
+from exporter.core.model import Container
+from exporter.core.topology import ContainerView, Snapshot
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.netstat import BY_KEY, NetstatCollector, parse_fields, wanted_of
+from exporter.sources.kernel import netstat
+from exporter.sources.kernel.procfs import Procfs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "netstat"
 ON_DISK = {name: name.replace("/", "_") for name in netstat.FILES}  # stat/nf_conntrack

@@ -11,10 +11,10 @@ import time
 from test_netstat_parsers import procfs_tree, recorded, samples, snapshot, view
 
 from exporter import logs
-from exporter.collectors.base import Context
-from exporter.collectors.netstat import NetstatCollector
-from exporter.sources import netstat
-from exporter.sources.procfs import Procfs
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.netstat import NetstatCollector
+from exporter.sources.kernel import netstat
+from exporter.sources.kernel.procfs import Procfs
 
 WANTED = {"snmp": {"Tcp": ["ActiveOpens"]}, "sockstat": {"TCP": ["inuse"]}}
 OPENS = "dockernet_container_tcp_active_opens_total"

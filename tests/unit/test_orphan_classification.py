@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from recorded import recorded_state
 
-from exporter import orphan_rules, topology
-from exporter.collectors.orphans import OrphansCollector
-from exporter.exposition import render
-from exporter.model import Container, Endpoint, HostState, Link, Network
+from exporter.core import orphan_rules, topology
+from exporter.core.model import Container, Endpoint, HostState, Link, Network
+from exporter.metrics.collectors.orphans import OrphansCollector
+from exporter.metrics.exposition import render
 
 DOCKER0 = Link(5, "docker0", kind="bridge")
 OTHER_BR = Link(6, "dnx-br", kind="bridge")

@@ -6,11 +6,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from recorded import by_name
 
-from exporter.exposition import Family, labels, render
-from exporter.flags import duration, parse_listen_address
-from exporter.sources import netlink
-from exporter.sources.docker import parse_container, parse_network
-from exporter.sources.procfs import parse_net_dev
+from exporter.app.flags import duration, parse_listen_address
+from exporter.metrics.exposition import Family, labels, render
+from exporter.sources.kernel import netlink
+from exporter.sources.kernel.procfs import parse_net_dev
+from exporter.sources.runtimes.docker import parse_container, parse_network
 
 
 def test_parse_container_from_inspect():

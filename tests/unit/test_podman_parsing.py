@@ -4,8 +4,8 @@ the remove events."""
 
 from __future__ import annotations
 
-from exporter.sources import podman
-from exporter.sources.workloads import Effect
+from exporter.sources.runtimes import podman
+from exporter.sources.runtimes.workloads import Effect
 
 
 def inspect(networks: dict | None, mode: str = "bridge") -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PROTO = Path(__file__).resolve().parents[2] / "exporter" / "sources" / "proto"
+PROTO = Path(__file__).resolve().parents[2] / "exporter" / "sources" / "runtimes" / "proto"
 
 
 def test_generated_modules_match_the_proto_files(tmp_path: Path) -> None:

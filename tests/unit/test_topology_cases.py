@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter import topology
-from exporter.model import Container, Endpoint, HostState, Link, Network
+from exporter.core import topology
+from exporter.core.model import Container, Endpoint, HostState, Link, Network
 
 
 def host_with(*links: Link, containers=(), netns=None, networks=()) -> HostState:

@@ -8,8 +8,8 @@ import random
 
 from recorded import recorded_state
 
-from exporter import topology
-from exporter.model import HostState, Link, Network
+from exporter.core import topology
+from exporter.core.model import HostState, Link, Network
 
 STEPS = 400
 

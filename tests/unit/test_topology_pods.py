@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter import orphan_rules, topology, topology_page, topology_view
+from exporter import topology_page, topology_view
 from exporter.commands.topology import tree
-from exporter.model import Container, HostState, Link, PodMember
+from exporter.core import orphan_rules, topology
+from exporter.core.model import Container, HostState, Link, PodMember
 
 BRIDGE = Link(5, "cni0", kind="bridge")
 

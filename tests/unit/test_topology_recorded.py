@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from recorded import by_name, recorded_state
 
-from exporter import topology
+from exporter.core import topology
 
 IDS = {name: doc["Id"] for name, doc in by_name().items()}
 

@@ -9,10 +9,11 @@ import hashlib
 import json
 import re
 
-from exporter import topology, topology_page, topology_view
+from exporter import topology_page, topology_view
 from exporter.commands.topology import tree
-from exporter.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
-from exporter.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
+from exporter.core import topology
+from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
+from exporter.sources.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
 from exporter.topology_page import TopologyPage, render, render_main
 from exporter.topology_view import Options, Rates, document, rates_between
 

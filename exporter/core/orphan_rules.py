@@ -1,0 +1,171 @@
+"""Orphaned veths: which host veths no container owns, and why. Pure: the
+caller passes the clock (``now``, monotonic seconds).
+
+A reason is decided for each veth of the host namespace; where several
+apply, the first in REASONS wins:
+
+- ``peer_in_host``: the peer is in the host namespace too (the pair was
+  created and never moved: a crash between the two steps).
+- ``netns_without_container``: the peer's namespace is alive but no running
+  container (or pod sandbox the runtime still lists) owns it: a leaked
+  namespace, Docker's or a CRI runtime's ``cni-*`` one. Needs every runtime's
+  answer.
+- ``no_endpoint``: a port of a Docker-managed bridge whose peer is in a
+  running container's namespace but matches none of the endpoints Docker
+  reports for that network (by network and MAC). Needs Docker's answer.
+
+Scope ``docker`` (the default) keeps a suspect only when a container runtime
+(Docker, or a CRI runtime for its ``/var/run/netns/cni-*`` namespaces) can be
+blamed for it; ``all`` keeps every suspect. See in_docker_scope.
+
+The grace period counts from the moment the veth was first seen as a
+suspect (``track``), so that a veth still being set up, or one whose
+container has just stopped and whose removal is under way, is not flagged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from exporter.core.model import Container, Link, Network
+
+REASONS = ("peer_in_host", "netns_without_container", "no_endpoint")
+SCOPES = ("docker", "all")
+DEFAULT_GRACE = 30.0
+
+DOCKER_NETNS_DIR = "/var/run/docker/netns/"
+NAMED_NETNS_DIR = "/var/run/netns/"
+# libnetwork names both ends of a new pair "veth" + 7 hex digits, and a
+# container's namespace file after 12 hex digits of its sandbox id; its other
+# namespaces (Swarm's ingress_sbox, lb_*, overlay 1-*) serve no container.
+DOCKER_VETH_NAME = re.compile(r"veth[0-9a-f]{7}")
+DOCKER_SANDBOX_NAME = re.compile(r"[0-9a-f]{12}")
+# CRI pods' namespaces: containerd's /var/run/netns/cni-<uuid>, CRI-O's /var/run/netns/<uuid>.
+CNI_NETNS_NAME = re.compile(
+    r"(?:cni-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+
+@dataclass(frozen=True)
+class Suspect:
+    link: Link
+    bridge: str
+    reason: str
+    docker: bool  # kept at scope=docker
+
+
+@dataclass(frozen=True)
+class Orphan:
+    suspect: Suspect
+    age: float
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the classification reads, from one consistent state."""
+
+    links: dict[int, Link]  # host namespace, by ifindex
+    docker_bridges: dict[str, Network]  # Linux bridge name -> Docker network
+    members: dict[int, tuple[Container, ...]]  # nsid -> running containers in that namespace
+    netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
+    netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "cni" | "named"
+    workloads_known: bool  # every runtime answered
+
+
+def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
+    """nsid -> "docker", "docker_internal", "cni" or "named", from the namespace files and their
+    ids."""
+    kinds = {}
+    for path, (_inode, nsid) in files.items():
+        if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
+            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR) :])
+            kinds[nsid] = "docker" if sandbox else "docker_internal"
+        elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
+            cni = CNI_NETNS_NAME.fullmatch(path[len(NAMED_NETNS_DIR) :])
+            kinds.setdefault(nsid, "cni" if cni else "named")
+    return kinds
+
+
+def suspect(link: Link, host: Host) -> Suspect | None:
+    """The veth as a suspect, with its reason and scope, or None when it does not look orphaned."""
+    why = reason(link, host)
+    if why is None:
+        return None
+    return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host))
+
+
+def reason(link: Link, host: Host) -> str | None:
+    if link.peer_netnsid is None:
+        peer = host.links.get(link.peer_ifindex)
+        return "peer_in_host" if peer is not None and peer.kind == "veth" else None
+    if not host.workloads_known:  # without every runtime's answer, nobody owns nothing
+        return None
+    members = host.members.get(link.peer_netnsid)
+    if not members and host.netns_kinds.get(link.peer_netnsid) == "docker_internal":
+        return None  # Docker's own, e.g. Swarm's ingress sandbox on docker_gwbridge
+    if not members:
+        return "netns_without_container"
+    network = host.docker_bridges.get(_bridge_of(link, host.links))
+    peer = host.netns_links.get(link.peer_netnsid, {}).get(link.peer_ifindex)
+    if network is not None and peer is not None and not _has_endpoint(members, network, peer.mac):
+        return "no_endpoint"
+    return None
+
+
+def in_docker_scope(link: Link, why: str, host: Host) -> bool:
+    """Whether a runtime can be blamed: a port of a Docker bridge, a peer in
+    Docker's own namespace or in a CRI pod's one (``cni-<uuid>``, ``<uuid>``), never another
+    namespace of `ip netns add` nor (but for a pod's) a port of another bridge;
+    a pair left in the host counts when either end is on a Docker bridge, or
+    when both are unplugged and named as Docker names them."""
+    kind = host.netns_kinds.get(link.peer_netnsid) if link.peer_netnsid is not None else None
+    if kind in ("named", "cni"):
+        return kind == "cni"
+    ends = [link]
+    if why == "peer_in_host":
+        ends.append(host.links[link.peer_ifindex])
+    bridges = [_bridge_of(end, host.links) for end in ends]
+    if any(b in host.docker_bridges for b in bridges):
+        return True
+    if any(bridges):
+        return False
+    if why == "peer_in_host":
+        return all(DOCKER_VETH_NAME.fullmatch(end.name) for end in ends)
+    return kind == "docker"
+
+
+def track(suspects: Iterable[Suspect], since: dict[int, float], now: float) -> dict[int, float]:
+    """Since when each current suspect has been one (by host ifindex)."""
+    return {s.link.ifindex: since.get(s.link.ifindex, now) for s in suspects}
+
+
+def flagged(
+    suspects: Iterable[Suspect],
+    since: dict[int, float],
+    now: float,
+    scope: str = "docker",
+    grace: float = DEFAULT_GRACE,
+) -> list[Orphan]:
+    """The suspects in scope that have been suspects for at least the grace period."""
+    out = []
+    for s in suspects:
+        age = now - since.get(s.link.ifindex, now)
+        if (scope == "all" or s.docker) and age >= grace:
+            out.append(Orphan(s, age))
+    return out
+
+
+def _bridge_of(link: Link, links: dict[int, Link]) -> str:
+    master = links.get(link.master) if link.master else None
+    return master.name if master is not None and master.kind == "bridge" else ""
+
+
+def _has_endpoint(members: tuple[Container, ...], network: Network, mac: str) -> bool:
+    return any(
+        (ep.network_id == network.id or ep.network == network.name)
+        and (not ep.mac or ep.mac.lower() == mac.lower())
+        for c in members
+        for ep in c.endpoints
+    )

@@ -1,0 +1,98 @@
+"""Every address of every workload interface, as the kernel has it: containers' in
+``dockernet_container_address_info``, pods' (labelled ``namespace``, ``pod``) in
+``dockernet_pod_address_info``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from exporter.core.model import Address
+from exporter.metrics.collectors.base import Collector, Context
+from exporter.metrics.collectors.pods import POD_RUNTIMES
+from exporter.metrics.exposition import Family, LabelCache, labels
+
+if TYPE_CHECKING:
+    from exporter.core.topology import Interface, Snapshot
+
+HELP = (
+    "Each address of each {0} interface, read from the kernel in the {0}'s namespace; value is "
+    "always 1."
+)
+
+
+class AddressesCollector(Collector):
+    name = "addresses"
+    help = (
+        "dockernet_container_address_info and dockernet_pod_address_info: each IPv4 and IPv6 "
+        "address of each container and pod interface"
+    )
+
+    def __init__(self, context: Context | None = None) -> None:
+        self._labels = LabelCache(address_labels)
+        self._pod_labels = LabelCache(pod_address_labels)
+
+    def collect(self, snap: Snapshot) -> list[Family]:
+        return list(snap.memo("address_info", self.address_info))
+
+    def address_info(self, snap: Snapshot) -> tuple[Family, ...]:
+        """The pod family only on a host that follows a pod runtime: elsewhere /metrics stays
+        as it was."""
+        pairs = workload_addresses(snap)
+        containers = self._family("container", self._labels, pairs, pods=False)
+        if not any(r in snap.runtimes_up for r in POD_RUNTIMES):
+            return (containers,)
+        return containers, self._family("pod", self._pod_labels, pairs, pods=True)
+
+    @staticmethod
+    def _family(owner: str, cache: LabelCache, pairs: list, pods: bool) -> Family:
+        fam = Family(f"dockernet_{owner}_address_info", "gauge", HELP.format(owner), static=True)
+        keyed = (
+            ((i.container.id, i.interface, a.address, a.prefix_length), (i, a))
+            for i, a in pairs
+            if i.container.is_pod == pods
+        )
+        fam.samples = [(ls, 1) for ls in cache.rendered(keyed)]
+        return fam
+
+
+def address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
+    i, a = interface_and_address
+    return labels(
+        container_id=i.container.id,
+        container_name=i.container.name,
+        **_address_fields(i, a),
+    )
+
+
+def pod_address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
+    i, a = interface_and_address
+    return labels(
+        namespace=i.container.pod_namespace,
+        pod=i.container.pod_name,
+        **_address_fields(i, a),
+    )
+
+
+def _address_fields(i: Interface, a: Address) -> dict:
+    return {
+        "interface": i.interface,
+        "network": i.network,
+        "family": a.family,
+        "address": a.address,
+        "prefix_length": a.prefix_length,
+        "mac": i.mac,
+    }
+
+
+def workload_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
+    """(interface, address) pairs; the kernel's addresses of the interface's own namespace."""
+    by_ifindex: dict[tuple[int, int], list[Address]] = {}
+    for nsid, addresses in snap.addresses.items():
+        for a in addresses:
+            by_ifindex.setdefault((nsid, a.ifindex), []).append(a)
+    return [
+        (i, a)
+        for i in snap.interfaces
+        if i.container.nsid is not None
+        for a in by_ifindex.get((i.container.nsid, i.ifindex), ())
+    ]

@@ -1,0 +1,113 @@
+"""Linux bridges of the host namespace: Docker network, state, ports and port states."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from exporter.core.model import Link
+from exporter.metrics.collectors.base import Collector, Context
+from exporter.metrics.exposition import Family, LabelCache, labels
+
+if TYPE_CHECKING:
+    from exporter.core.topology import Snapshot
+
+# IFLA_BRPORT_STATE values (BR_STATE_*).
+PORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
+
+
+class BridgesCollector(Collector):
+    name = "bridges"
+    help = "dockernet_bridge_*: each Linux bridge with its Docker network, state, ports and port states"
+
+    def __init__(self, context: Context | None = None) -> None:
+        # Per bridge, kept while its ports are the same objects in the same order (the snapshot's links
+        # keep both while nothing changes).
+        self._port_blocks = LabelCache(port_label_sets)
+
+    def collect(self, snap: Snapshot) -> list[Family]:
+        return snap.memo("bridges", lambda s: render(s, self._port_blocks))
+
+
+def bridges(snap: Snapshot) -> list[Link]:
+    return sorted((l for l in snap.links.values() if l.kind == "bridge"), key=lambda l: l.name)
+
+
+def grouped_ports(snap: Snapshot) -> dict[int, tuple[Link, ...]]:
+    """Bridge ifindex -> its ports, in the snapshot's link order."""
+    out: dict[int, list[Link]] = {}
+    for l in snap.links.values():
+        if l.master:
+            out.setdefault(l.master, []).append(l)
+    return {master: tuple(ports) for master, ports in out.items()}
+
+
+def ports_by_bridge(snap: Snapshot) -> dict[int, list[Link]]:
+    """Bridge ifindex -> its ports, by name."""
+    return {
+        master: sorted(ports, key=lambda l: l.name) for master, ports in grouped_ports(snap).items()
+    }
+
+
+def port_state(link: Link) -> str:
+    if link.port_state is None or link.port_state >= len(PORT_STATES):
+        return "unknown"
+    return PORT_STATES[link.port_state]
+
+
+def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:
+    """The label sets of a bridge's port states, by port name."""
+    return [
+        labels(bridge=bridge, veth=p.name, state=port_state(p))
+        for p in sorted(ports, key=lambda p: p.name)
+    ]
+
+
+def render(snap: Snapshot, port_blocks: LabelCache) -> list[Family]:
+    info = Family(
+        "dockernet_bridge_info",
+        "gauge",
+        "Each Linux bridge of the host namespace, one series per subnet of its network (Docker, "
+        "Podman or CNI; network is empty for bridges no followed runtime manages); value is "
+        "always 1.",
+        static=True,
+    )
+    up = Family(
+        "dockernet_bridge_up",
+        "gauge",
+        "Whether the bridge's operational state is up (1) or not (0).",
+        static=True,
+    )
+    count = Family(
+        "dockernet_bridge_ports",
+        "gauge",
+        "Number of ports of the bridge (a Linux bridge holds at most 1,023).",
+        static=True,
+    )
+    states = Family(
+        "dockernet_bridge_port_state",
+        "gauge",
+        "STP state of each bridge port (disabled, listening, learning, forwarding, blocking); "
+        "value is always 1.",
+        static=True,
+    )
+    by_bridge = {n.bridge: n for n in snap.networks.values() if n.bridge}
+    ports = grouped_ports(snap)
+    members_of = [(br, ports.get(br.ifindex, ())) for br in bridges(snap)]
+    blocks = port_blocks.rendered((br.name, members) for br, members in members_of)
+    for (br, members), block in zip(members_of, blocks, strict=False):
+        net = by_bridge.get(br.name)
+        for subnet, gateway in net.subnets if net and net.subnets else (("", ""),):
+            info.add(
+                labels(
+                    bridge=br.name,
+                    network=net.name if net else "",
+                    driver=net.driver if net else "",
+                    subnet=subnet,
+                    gateway=gateway,
+                ),
+                1,
+            )
+        up.add(labels(bridge=br.name), int(br.operstate == "up"))
+        count.add(labels(bridge=br.name), len(members))
+        states.samples.extend((ls, 1) for ls in block)
+    return [info, up, count, states]

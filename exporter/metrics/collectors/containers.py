@@ -1,0 +1,179 @@
+"""Per-container interface counters and container metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
+
+from exporter.core.model import (
+    RX_BYTES,
+    RX_DROP,
+    RX_ERRS,
+    RX_PACKETS,
+    TX_BYTES,
+    TX_DROP,
+    TX_ERRS,
+    TX_PACKETS,
+    Container,
+    Counters,
+)
+from exporter.metrics.collectors.base import Collector, Context
+from exporter.metrics.exposition import Family, LabelCache, labels
+
+if TYPE_CHECKING:
+    from exporter.core.topology import ContainerView, Interface, Snapshot
+
+# (metric suffix, column read on the host veth, column read inside the namespace).
+# The host end of a veth sees the container's traffic mirrored: what the host
+# end transmits, the container receives.
+COUNTERS = (
+    ("receive_bytes", TX_BYTES, RX_BYTES, "Bytes received by the container on this interface."),
+    (
+        "receive_packets",
+        TX_PACKETS,
+        RX_PACKETS,
+        "Packets received by the container on this interface.",
+    ),
+    ("receive_errors", TX_ERRS, RX_ERRS, "Receive errors of the container on this interface."),
+    (
+        "receive_dropped",
+        TX_DROP,
+        RX_DROP,
+        "Packets dropped on their way into the container on this interface.",
+    ),
+    ("transmit_bytes", RX_BYTES, TX_BYTES, "Bytes transmitted by the container on this interface."),
+    (
+        "transmit_packets",
+        RX_PACKETS,
+        TX_PACKETS,
+        "Packets transmitted by the container on this interface.",
+    ),
+    ("transmit_errors", RX_ERRS, TX_ERRS, "Transmit errors of the container on this interface."),
+    (
+        "transmit_dropped",
+        RX_DROP,
+        TX_DROP,
+        "Packets the container sent on this interface that were dropped.",
+    ),
+)
+
+
+class ContainersCollector(Collector):
+    name = "containers"
+    help = "per-container interface counters and dockernet_container_info"
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        link_stats: Callable[[Collection[int]], dict] | None = None,
+    ) -> None:
+        self.procfs = context.procfs
+        self.link_stats = link_stats or read_link_stats
+        self._info_labels = LabelCache(info_labels)
+        self._counter_labels = LabelCache(self.counter_labels)
+
+    # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
+    # and their label sets.
+    prefix = "dockernet_container"
+    counter_help = "container"
+
+    @staticmethod
+    def selects(c: Container) -> bool:
+        return not c.is_pod
+
+    @staticmethod
+    def counter_labels(_key: tuple, i: Interface) -> str:
+        return labels(
+            container_id=i.container.id, container_name=i.container.name, interface=i.interface
+        )
+
+    def collect(self, snap: Snapshot) -> list[Family]:
+        return self.info(snap) + self._counters(snap)
+
+    def info(self, snap: Snapshot) -> list[Family]:
+        return [snap.memo("container_info", self.container_info)]
+
+    def container_info(self, snap: Snapshot) -> Family:
+        fam = Family(
+            "dockernet_container_info",
+            "gauge",
+            "Metadata of each running container; value is always 1.",
+            static=True,
+        )
+        views = (v for v in snap.containers if self.selects(v.container))
+        fam.samples = [
+            (ls, 1) for ls in self._info_labels.rendered((v.container.id, v) for v in views)
+        ]
+        return fam
+
+    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
+        """(label set, host veth ifindex, pid, interface) of each interface, and the host veths
+        to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
+        interfaces = [i for i in snap.interfaces if self.selects(i.container)]
+        label_sets = self._counter_labels.rendered(
+            ((i.container.id, i.interface), i) for i in interfaces
+        )
+        targets = [
+            (ls, i.veth_ifindex, i.container.pid, i.interface)
+            for ls, i in zip(label_sets, interfaces, strict=True)
+        ]
+        return targets, frozenset(t[1] for t in targets if t[1])
+
+    def _counters(self, snap: Snapshot) -> list:
+        targets, veths = snap.memo(f"{self.name}_counter_targets", self.counter_targets)
+        host = self.link_stats(veths) if veths else {}
+        inside: dict = {}
+        # (label set, counter row, whether the row is the host end's: its columns are mirrored)
+        rows = [
+            (label_set, host.get(veth), True)
+            if veth
+            else (label_set, self._inside(pid, inside).get(interface), False)
+            for label_set, veth, pid, interface in targets
+        ]
+        found = [(ls, row, host_end) for ls, row, host_end in rows if row is not None]
+        return [
+            Family(
+                f"{self.prefix}_{suffix}_total",
+                "counter",
+                text.replace("container", self.counter_help),
+                [
+                    (ls, row[host_column] if host_end else row[inside_column])
+                    for ls, row, host_end in found
+                ],
+            )
+            for suffix, host_column, inside_column, text in COUNTERS
+        ]
+
+    def _inside(self, pid: int, inside: dict) -> dict:
+        """The counters of a container's own namespace (interfaces with no host veth), read once
+        per scrape."""
+        if pid not in inside:
+            try:
+                inside[pid] = self.procfs.net_dev(pid)
+            except OSError:
+                inside[pid] = {}
+        return inside[pid]
+
+
+def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
+    """The host veths' counters; a socket per call, as scrapes run concurrently."""
+    from exporter.sources.kernel.netlink import (
+        Netlink,  # here: building the flags needs the class alone
+    )
+
+    with Netlink() as netlink:
+        return netlink.link_stats(ifindexes)
+
+
+def info_labels(_container_id: str, view: ContainerView) -> str:
+    c = view.container
+    return labels(
+        container_id=c.id,
+        container_name=c.name,
+        runtime=c.runtime,
+        image=c.image,
+        network_mode=view.network_mode,
+        compose_project=c.compose_project,
+        compose_service=c.compose_service,
+    )

@@ -1,0 +1,211 @@
+"""Docker as a workload source: which namespace belongs to which container.
+
+``parse_container``, ``parse_network`` and ``parse_event`` are pure (fed by
+recorded ``docker inspect`` JSON in tests); ``DockerSource`` makes the calls
+through the Engine API client. Rootful Podman's Docker-compatible socket
+answers the same calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from exporter.app.flags import default_docker_host
+from exporter.core.model import Container, Endpoint, Network, PortBinding
+from exporter.sources.runtimes.engine_api import (
+    UNREACHABLE,
+    EngineAPI,
+    EngineError,
+    EventStream,
+    NotFound,
+    Unreachable,
+)
+from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
+
+# What says "Docker does not answer (right now)": unreachable, or an error answer.
+FAILED: tuple[type[Exception], ...] = (Unreachable, EngineError)
+
+WATCHED_EVENTS: dict[str, tuple[str, ...]] = {
+    "container": ("start", "die", "destroy", "rename"),
+    "network": ("create", "destroy", "connect", "disconnect"),
+}
+EFFECTS = {
+    ("container", "start"): Effect.CHANGED,
+    ("container", "rename"): Effect.CHANGED,
+    ("container", "die"): Effect.GONE,
+    ("container", "destroy"): Effect.GONE,
+    # Starting a container connects it before "start", removing one disconnects it after "die":
+    # only a container already running needs another look.
+    ("network", "connect"): Effect.CHANGED_IF_KNOWN,
+    ("network", "disconnect"): Effect.CHANGED_IF_KNOWN,
+    ("network", "create"): Effect.NETWORKS,
+    ("network", "destroy"): Effect.NETWORKS,
+}
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
+PING_TIMEOUT = 5.0
+
+
+def parse_container(data: dict) -> Container:
+    """A Container from one ``docker inspect`` document."""
+    config = data.get("Config") or {}
+    labels = config.get("Labels") or {}
+    settings = data.get("NetworkSettings") or {}
+    state = data.get("State") or {}
+    return Container(
+        id=data["Id"],
+        name=(data.get("Name") or "").lstrip("/"),
+        image=config.get("Image") or data.get("Image", ""),
+        pid=int(state.get("Pid") or 0),
+        network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "",
+        compose_project=labels.get(COMPOSE_PROJECT, ""),
+        compose_service=labels.get(COMPOSE_SERVICE, ""),
+        started_at=state.get("StartedAt", ""),
+        endpoints=tuple(
+            _endpoint(name, ep) for name, ep in sorted((settings.get("Networks") or {}).items())
+        ),
+        ports=tuple(_port_bindings(settings.get("Ports") or {})),
+    )
+
+
+def _endpoint(name: str, ep: dict) -> Endpoint:
+    ep = ep or {}
+    return Endpoint(
+        network=name,
+        network_id=ep.get("NetworkID") or "",
+        mac=ep.get("MacAddress") or "",
+        ipv4=ep.get("IPAddress") or "",
+        ipv4_prefix=int(ep.get("IPPrefixLen") or 0),
+        ipv6=ep.get("GlobalIPv6Address") or "",
+        ipv6_prefix=int(ep.get("GlobalIPv6PrefixLen") or 0),
+    )
+
+
+def _port_bindings(ports: dict) -> Iterator[PortBinding]:
+    for key, bindings in sorted(ports.items()):
+        port, _, protocol = key.partition("/")
+        for b in bindings or ():
+            if b.get("HostPort"):
+                yield PortBinding(
+                    protocol or "tcp", int(port), b.get("HostIp") or "", int(b["HostPort"])
+                )
+
+
+def parse_network(data: dict) -> Network:
+    options = data.get("Options") or {}
+    driver = data.get("Driver") or ""
+    bridge = ""
+    if driver == "bridge":
+        bridge = options.get(BRIDGE_NAME_OPTION) or "br-" + data["Id"][:12]
+    subnets = tuple(
+        (c.get("Subnet", ""), c.get("Gateway", ""))
+        for c in ((data.get("IPAM") or {}).get("Config") or ())
+        if c.get("Subnet")
+    )
+    return Network(
+        id=data["Id"],
+        name=data.get("Name", ""),
+        driver=driver,
+        bridge=bridge,
+        subnets=subnets,
+        internal=bool(data.get("Internal")),
+        masquerade=options.get(MASQUERADE_OPTION, "true") == "true",
+    )
+
+
+def parse_event(data: dict) -> WorkloadEvent:
+    kind, action = data.get("Type", ""), data.get("Action", "")
+    actor = data.get("Actor") or {}
+    effect = EFFECTS.get((kind, action), Effect.NOTHING)
+    workload = actor.get("ID", "")
+    if kind == "network":
+        workload = (actor.get("Attributes") or {}).get("container", "")
+    return WorkloadEvent(action, effect, workload, float(data.get("time") or 0))
+
+
+class DockerSource:
+    """The Docker Engine API; every call may raise SourceUnavailable."""
+
+    runtime = "docker"
+    display = "Docker"
+    watched = WATCHED_EVENTS
+    event_actions = tuple(sorted({a for actions in WATCHED_EVENTS.values() for a in actions}))
+
+    def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
+        self.address = host or default_docker_host()
+        self.timeout = timeout
+        self._api = EngineAPI(self.address, timeout)
+        self._stream: EventStream | None = None
+
+    def _get(self, path: str, params: dict | None = None) -> Any:
+        try:
+            return self._api.get(path, params)
+        except NotFound:
+            raise
+        except FAILED as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> SourceUnavailable:
+        return SourceUnavailable(f"{self.display} is unreachable at {self.address} ({exc})")
+
+    def workloads(self) -> list[Container]:
+        out = []
+        for summary in self._get("/containers/json"):
+            found = self.workload(summary["Id"])
+            if found is not None:
+                out.append(found)
+        return out
+
+    def workload(self, workload_id: str) -> Container | None:
+        try:
+            data = self._get(f"/containers/{workload_id}/json")
+        except NotFound:
+            return None
+        if not (data.get("State") or {}).get("Running"):
+            return None
+        return self.parse_container(data)
+
+    @staticmethod
+    def parse_container(data: dict) -> Container:
+        return parse_container(data)
+
+    @staticmethod
+    def parse_event(data: dict) -> WorkloadEvent:
+        return parse_event(data)
+
+    def networks(self) -> list[Network]:
+        return [parse_network(n) for n in self._get("/networks")]
+
+    def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
+        filters = {"type": list(self.watched), "event": list(self.event_actions)}
+        params: dict[str, Any] = {"filters": json.dumps(filters)}
+        if since is not None:
+            params["since"] = int(since)
+        try:
+            self._stream = self._api.stream("/events", params)
+        except FAILED as exc:
+            raise self._unavailable(exc) from None
+        return self._decoded(self._stream)
+
+    def _decoded(self, stream: EventStream) -> Iterator[WorkloadEvent]:
+        try:
+            for data in stream:
+                yield self.parse_event(data)
+        except UNREACHABLE as exc:
+            raise self._unavailable(exc) from None
+
+    def close_events(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def ping(self) -> bool:
+        return self._api.ping(min(self.timeout, PING_TIMEOUT))
+
+    def close(self) -> None:
+        self._api.close()

@@ -1,0 +1,181 @@
+"""Fills a HostState from the sources: the I/O half of the join.
+
+Used whole by a resync (and by the one-shot CLI) and piece by piece by the
+daemon as events arrive. The workload sources say which workloads run and
+where their namespaces are; the kernel side (links, namespace ids and the
+links inside each namespace) is read here, the same for every runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+
+from exporter import logs
+from exporter.core.model import Container, HostState, Link
+from exporter.sources.kernel.netlink import Netlink
+from exporter.sources.kernel.procfs import Procfs
+from exporter.sources.runtimes.workloads import SourceUnavailable, WorkloadSource
+
+log = logs.get_logger()
+
+# Where Docker and `ip netns add` keep their namespaces, bind-mounted on files.
+NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
+
+
+class StateReader:
+    def __init__(self, netlink: Netlink, sources: Sequence[WorkloadSource], procfs: Procfs) -> None:
+        self.netlink = netlink
+        self.sources = sources
+        self.procfs = procfs
+
+    def full(self, previous: HostState | None = None, runtimes: bool = True) -> HostState:
+        """Everything, read afresh (only the kernel's side without `runtimes`). A runtime that does
+        not answer contributes no workloads."""
+        state = HostState(host_netns_inode=self.procfs.host_netns_inode())
+        self.reload_links(state, previous.first_seen if previous else None)
+        self.reload_netns_files(state, previous.netns_files if previous else None)
+        for source in self.sources if runtimes else ():
+            self.read_runtime(state, source)
+        return state
+
+    def read_runtime(self, state: HostState, source: WorkloadSource) -> None:
+        try:
+            networks = source.networks()
+            workloads = source.workloads()
+        except SourceUnavailable as exc:
+            log.debug("runtime_read_failed", runtime=source.runtime, error=str(exc))
+            state.runtimes_up[source.runtime] = False
+            return
+        state.runtimes_up[source.runtime] = True
+        state.networks.update((n.id, n) for n in networks)
+        for c in workloads:
+            self.add_container(state, c)
+
+    def reload_links(self, state: HostState, first_seen: dict | None = None) -> None:
+        now = time.monotonic()
+        state.links = {l.ifindex: l for l in self.netlink.links()}
+        old = first_seen or {}
+        state.first_seen = {i: old.get(i, now) for i in state.links}
+
+    def add_container(self, state: HostState, c: Container) -> Container:
+        """Record a running container with its namespace identity and links."""
+        self.remove_container(state, c.id)
+        c = self._with_namespace(c)
+        state.containers[c.id] = c
+        if c.nsid is not None:
+            self.load_netns(state, c.nsid)
+        return c
+
+    def remove_container(self, state: HostState, container_id: str) -> bool:
+        """Forget a container; whether it was known."""
+        gone = state.containers.pop(container_id, None)
+        shared = gone is not None and any(c.nsid == gone.nsid for c in state.containers.values())
+        if gone is not None and gone.nsid is not None and not shared:
+            state.netns_links.pop(gone.nsid, None)
+            state.netns_addresses.pop(gone.nsid, None)
+        return gone is not None
+
+    def load_netns(self, state: HostState, nsid: int) -> None:
+        """Dump the links and addresses of one container namespace by its id."""
+        try:
+            state.netns_links[nsid] = {l.ifindex: l for l in self.netlink.links(nsid)}
+            state.netns_addresses[nsid] = tuple(self.netlink.addresses(nsid))
+        except OSError as exc:  # the namespace went away between the event and the dump
+            log.debug("netns_dump_failed", nsid=nsid, error=str(exc))
+            state.netns_links.pop(nsid, None)
+            state.netns_addresses.pop(nsid, None)
+
+    def apply_link(self, state: HostState, action: str, link: Link) -> None:
+        if action == "port":
+            old = state.links.get(link.ifindex)
+            if old is not None and old.master == link.master:
+                state.links[link.ifindex] = dataclasses.replace(old, port_state=link.port_state)
+            return
+        if action == "delete":
+            state.links.pop(link.ifindex, None)
+            state.first_seen.pop(link.ifindex, None)
+            return
+        state.links[link.ifindex] = link
+        state.first_seen.setdefault(link.ifindex, time.monotonic())
+        self._complete_peer(state, link)
+        nsid = link.peer_netnsid
+        if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
+            if link.peer_ifindex not in state.netns_links[nsid]:
+                self.load_netns(
+                    state, nsid
+                )  # a new interface in a known container (network connect)
+        elif (
+            link.kind == "veth"
+            and nsid is not None
+            and nsid not in {n for _, n in state.netns_files.values()}
+        ):
+            self.reload_netns_files(state)  # a namespace not seen yet: whose file is it?
+
+    @staticmethod
+    def _complete_peer(state: HostState, link: Link) -> None:
+        """The first end of a new pair is announced before its peer exists, without IFLA_LINK: fill it in."""
+        if link.kind == "veth" and link.peer_netnsid is None and link.peer_ifindex:
+            peer = state.links.get(link.peer_ifindex)
+            if (
+                peer is not None
+                and peer.kind == "veth"
+                and not peer.peer_ifindex
+                and peer.peer_netnsid is None
+            ):
+                state.links[peer.ifindex] = dataclasses.replace(peer, peer_ifindex=link.ifindex)
+
+    def reload_netns_files(self, state: HostState, known: dict | None = None) -> None:
+        """The namespace files of Docker and of `ip netns`, with the id the host gives each.
+
+        Only files not seen before (same path and inode, with an id) are opened.
+        """
+        known = state.netns_files if known is None else known
+        files = {}
+        for directory in NETNS_DIRS:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = f"{directory}/{name}"
+                try:
+                    inode = os.stat(path).st_ino
+                except OSError:  # a dangling link or a file removed meanwhile
+                    continue
+                old = known.get(path)
+                if old is not None and old[0] == inode and old[1] is not None:
+                    files[path] = old
+                else:
+                    files[path] = (inode, self._namespace(path)[1])
+        state.netns_files = files
+
+    def _with_namespace(self, c: Container) -> Container:
+        path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")
+        if not path:
+            return c
+        inode, nsid = self._namespace(path, assign=True)
+        return c if inode is None else dataclasses.replace(c, netns_inode=inode, nsid=nsid)
+
+    def _namespace(self, path: str, assign: bool = False) -> tuple[int | None, int | None]:
+        """(inode, id the host gives it) of the network namespace bound at `path`: (None, None) when it
+        cannot be opened; no id for the host's own namespace, or when none can be had (with `assign`,
+        one is allocated: a namespace's links are dumped by id)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.debug("netns_open_failed", path=path, error=str(exc))
+            return None, None
+        try:
+            inode = os.fstat(fd).st_ino
+            if inode == self.procfs.host_netns_inode():
+                return inode, None
+            try:
+                return inode, self.netlink.netnsid(fd, assign=assign)
+            except OSError as exc:  # not a namespace (an unmounted leftover file)
+                log.debug("netnsid_failed", path=path, error=str(exc))
+                return inode, None
+        finally:
+            os.close(fd)
