@@ -56,7 +56,7 @@ def read_host_addresses() -> list[Address]:
 
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    from exporter.collectors.containers import read_link_stats as read
+    from exporter.sources.netlink import read_link_stats as read
 
     return read(ifindexes)
 

@@ -66,10 +66,15 @@ class ContainersCollector(Collector):
         self,
         context: Context,
         *,
-        link_stats: Callable[[Collection[int]], dict] | None = None,
+        link_stats: Callable[[Collection[int]], dict[int, Counters]] | None = None,
     ) -> None:
+        if link_stats is None:
+            # Here: building the flags (`--help`, every command) needs the class alone.
+            from exporter.sources.netlink import read_link_stats
+
+            link_stats = read_link_stats
         self.procfs = context.procfs
-        self.link_stats = link_stats or read_link_stats
+        self.link_stats = link_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
 
@@ -154,14 +159,6 @@ class ContainersCollector(Collector):
             except OSError:
                 inside[pid] = {}
         return inside[pid]
-
-
-def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    """The host veths' counters; a socket per call, as scrapes run concurrently."""
-    from exporter.sources.netlink import Netlink  # here: building the flags needs the class alone
-
-    with Netlink() as netlink:
-        return netlink.link_stats(ifindexes)
 
 
 def info_labels(_container_id: str, view: ContainerView) -> str:
