@@ -33,8 +33,8 @@ from exporter.model import Address, Counters
 from exporter.topology_view import Options, Rates
 
 if TYPE_CHECKING:
-    from exporter.collectors.nat import NatCollector
     from exporter.firewall.rules import Ruleset
+    from exporter.sources.firewall_rules import FirewallRules
     from exporter.topology import Snapshot
 
 REFRESH_SECONDS = 5
@@ -75,7 +75,7 @@ class TopologyPage:
     def __init__(
         self,
         snapshot: Callable[[], Snapshot],
-        nat: NatCollector | None = None,
+        nat: FirewallRules | None = None,
         *,
         link_stats: Callable[[Collection[int]], dict[int, Counters]] = read_link_stats,
         host_addresses: Callable[[], Iterable[Address]] = read_host_addresses,

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from exporter import topology
-from exporter.collectors.nat import NatCollector, SharedRead
+from exporter.collectors.nat import NatCollector
 from exporter.exposition import render
 from exporter.firewall.iptables_save import parse_iptables_save
 from exporter.firewall.nft_json import parse_nft_json
 from exporter.firewall.rules import IPV4, IPV6, Ruleset
 from exporter.model import HostState
 from exporter.sources.docker import parse_container, parse_network
+from exporter.sources.firewall_rules import SharedRead
 from exporter.sources.netfilter import NetfilterUnavailable
 from helpers import parse_metrics as samples
 from helpers import wait_for
@@ -178,12 +179,12 @@ def test_every_backend_is_read_again_when_the_choice_may_be_stale():
         recorded_snapshot(skip=1)
     )  # a container with ports gone: Docker may have restarted
     assert [kind for kind, _ in source.log] == ["all", "all"]
-    collector.redetect_seconds = 0  # the periodic check
+    collector.firewall.redetect_seconds = 0  # the periodic check
     collector.collect(recorded_snapshot(skip=1))
     assert [kind for kind, _ in source.log] == ["all", "all", "all"]
 
     # Docker restarted on iptables-legacy: its rules now there, stale ones left in iptables-nft.
-    collector.redetect_seconds = 60
+    collector.firewall.redetect_seconds = 60
     source.rulesets = [
         parse_iptables_save("*nat\n:DOCKER - [0:0]\nCOMMIT\n", IPV4, "iptables-nft"),
         docker20_ruleset("iptables-legacy"),
