@@ -19,6 +19,7 @@ from exporter.model import (
     Container,
     Counters,
 )
+from exporter.queries import owner
 
 if TYPE_CHECKING:
     from exporter.topology import ContainerView, Interface, Snapshot
@@ -79,7 +80,7 @@ class ContainersCollector(Collector):
         self._counter_labels = LabelCache(self.counter_labels)
 
     # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
-    # and their label sets.
+    # and their metadata.
     prefix = "dockernet_container"
     counter_help = "container"
 
@@ -89,9 +90,7 @@ class ContainersCollector(Collector):
 
     @staticmethod
     def counter_labels(_key: tuple, i: Interface) -> str:
-        return labels(
-            container_id=i.container.id, container_name=i.container.name, interface=i.interface
-        )
+        return labels(**owner(i.container), interface=i.interface)
 
     def collect(self, snap: Snapshot) -> list[Family]:
         return self.info(snap) + self._counters(snap)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from exporter.collectors.addresses import workload_addresses
 from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
+from exporter.queries import workload_addresses
 
 if TYPE_CHECKING:
     from exporter.topology import Snapshot
