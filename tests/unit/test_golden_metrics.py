@@ -25,6 +25,8 @@ from golden_scene import GOLDEN, firewall_commands, golden_state, link_stats, pr
 
 from exporter import cli, collectors, runtimes, topology
 from exporter.collectors.base import Collector, Context
+from exporter.collectors.containers import ContainersCollector
+from exporter.collectors.orphans import OrphansCollector
 from exporter.daemon import Daemon
 from exporter.scrape import Scraper
 from exporter.sources.procfs import Procfs
@@ -64,9 +66,9 @@ def enabled(root: Path) -> list[Collector]:
     args = cli.build_parser().parse_args(FLAGS)
     found = collectors.enabled(args, Context(procfs=Procfs(str(root))))
     for c in found:
-        if hasattr(c, "link_stats"):
+        if isinstance(c, ContainersCollector):  # and the pods collector, its subclass
             c.link_stats = link_stats
-        if hasattr(c, "clock"):
+        if isinstance(c, OrphansCollector):
             c.clock = lambda: SUSPECT_FOR
     return found
 
