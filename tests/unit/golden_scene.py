@@ -8,8 +8,10 @@ and a user network), plus:
 - tests/fixtures/golden/scene.json: a Kubernetes pod on a CNI bridge with its veth and namespace
   links, a veth whose namespace nobody holds (an orphan), the addresses of each namespace, and the
   host veths' counters (what one RTM_GETSTATS dump would answer);
-- a procfs tree (``proc_root``) holding tests/fixtures/netstat's files for every workload's pid and
-  the host's conntrack files of tests/fixtures/golden/proc;
+- a procfs tree (``proc_root``): under every workload's pid the files of tests/fixtures/netstat
+  with each number made distinct (tests/fixtures/golden/net: a field read from the wrong column
+  shows), and the host's conntrack files (tests/fixtures/golden/proc, and the same
+  ``stat/nf_conntrack``);
 - the firewall commands (``firewall_commands``): iptables-nft-save answers
   tests/fixtures/nat/docker20.iptables-save, iptables-legacy-save an empty ruleset, and nothing
   else is on PATH (no nft).
@@ -39,7 +41,7 @@ from exporter.sources.netstat import CONNTRACK
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
 NAT = FIXTURES / "nat"
-NETSTAT = FIXTURES / "netstat"
+NETSTAT = GOLDEN / "net"
 
 
 def _scene() -> dict:
