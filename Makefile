@@ -44,6 +44,13 @@ unit: install
 	PATH="$(CURDIR)/$(UNIT_STUBS):$$PATH" DOCKER_HOST=unix:///nonexistent/docker.sock \
 		$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# Regenerate tests/fixtures/golden/metrics.txt: the whole /metrics, rendered without root from
+# recorded state and fixtures, that `make unit` compares byte for byte (tests/README.md). Review
+# `git diff` before committing it.
+.PHONY: golden
+golden: install
+	UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/test_golden_metrics.py -q -rs $(PYTEST_ARGS)
+
 # The container image from wheels built here (offline build). BASE_IMAGE=dockernet-base:bookworm
 # builds on a local debootstrap base (scripts/base-image.sh) where no registry is reachable.
 IMAGE ?= dockernet-exporter

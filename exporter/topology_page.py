@@ -35,7 +35,7 @@ from exporter.topology_view import Options, Rates
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
-    from exporter.metrics.collectors.nat import NatCollector
+    from exporter.sources.firewall.reader import FirewallRules
     from exporter.sources.firewall.rules import Ruleset
 
 REFRESH_SECONDS = 5
@@ -57,7 +57,7 @@ def read_host_addresses() -> list[Address]:
 
 
 def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    from exporter.metrics.collectors.containers import read_link_stats as read
+    from exporter.sources.kernel.netlink import read_link_stats as read
 
     return read(ifindexes)
 
@@ -76,7 +76,7 @@ class TopologyPage:
     def __init__(
         self,
         snapshot: Callable[[], Snapshot],
-        nat: NatCollector | None = None,
+        nat: FirewallRules | None = None,
         *,
         link_stats: Callable[[Collection[int]], dict[int, Counters]] = read_link_stats,
         host_addresses: Callable[[], Iterable[Address]] = read_host_addresses,

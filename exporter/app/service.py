@@ -53,13 +53,13 @@ SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
 
 
 def topology_page(daemon: Daemon, enabled: list[collectors.Collector]) -> TopologyPage:
-    """The page reads the NAT collector's rules and shows orphans as the orphans collector flags
-    them (its defaults when it is off)."""
+    """The page reads the rules through the NAT collector's reader (one cache, one read in flight
+    for both) and shows orphans as the orphans collector flags them (its defaults when it is off)."""
     by_name = {c.name: c for c in enabled}
     nat, orphans = by_name.get("nat"), by_name.get("orphans")
     return TopologyPage(
         lambda: daemon.snapshot,
-        nat if isinstance(nat, NatCollector) else None,
+        nat.firewall if isinstance(nat, NatCollector) else None,
         scope=orphans.scope if isinstance(orphans, OrphansCollector) else "docker",
         grace=orphans.grace if isinstance(orphans, OrphansCollector) else DEFAULT_GRACE,
     )

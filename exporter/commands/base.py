@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.app import flags
+from exporter.core.queries import owner_columns
 
 if TYPE_CHECKING:
     from exporter.core.model import Container
@@ -112,16 +113,9 @@ def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
 
 
 def owner_fields(c: Container | None) -> dict:
-    """Who a row belongs to: a pod names its namespace and pod (and its sandbox id, for JSON), a
-    Docker or Podman container its id and name; nobody leaves them empty."""
-    pod = c is not None and c.is_pod
-    fields = {
-        "container_id": c.id if c and not pod else "",
-        "container_name": c.name if c and not pod else "",
-        "namespace": c.pod_namespace if c else "",
-        "pod": c.pod_name if c else "",
-    }
-    if c is not None and pod:
+    """Who a row belongs to (queries.owner_columns), and a pod's sandbox id for JSON."""
+    fields = owner_columns(c)
+    if c is not None and c.is_pod:
         fields["sandbox_id"] = c.id
     return fields
 

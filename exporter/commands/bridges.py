@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.commands.base import SnapshotCommand, owner_fields
-from exporter.metrics.collectors import bridges as br
+from exporter.core import queries
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
@@ -45,9 +45,9 @@ def rows(snap: Snapshot) -> list[dict]:
     """One entry per bridge with its ports nested (the JSON output)."""
     networks = {n.bridge: n.name for n in snap.networks.values() if n.bridge}
     by_veth = {v.link.ifindex: v for v in snap.veths}
-    ports_of = br.ports_by_bridge(snap)
+    ports_of = queries.ports_by_bridge(snap)
     out = []
-    for bridge in br.bridges(snap):
+    for bridge in queries.bridges(snap):
         ports = []
         for port in ports_of.get(bridge.ifindex, []):
             v = by_veth.get(port.ifindex)
@@ -55,7 +55,7 @@ def rows(snap: Snapshot) -> list[dict]:
             ports.append(
                 {
                     "port": port.name,
-                    "port_state": br.port_state(port),
+                    "port_state": queries.port_state(port),
                     **owner_fields(c),
                     "interface": v.interface if v and c else "",
                 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.commands.base import OWNER_COLUMNS, SnapshotCommand, owner_fields
-from exporter.metrics.collectors.addresses import workload_addresses
+from exporter.core.queries import workload_addresses
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot

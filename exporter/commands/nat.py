@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
 from exporter.commands.base import Command, CommandError, Report, Table, read_snapshot
-from exporter.sources.firewall.attribution import choose, masquerade_statuses, port_statuses
+from exporter.sources.firewall.attribution import masquerade_statuses, port_statuses
 from exporter.sources.firewall.rules import NetfilterUnavailable, Ruleset
 
 if TYPE_CHECKING:
@@ -90,16 +90,13 @@ class NatCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from exporter.sources.firewall.netfilter import (
-            Netfilter,  # here: the daemon builds this command's flags
-        )
+        from exporter.sources.firewall.reader import read_once  # here: the daemon builds the flags
 
+        snap = read_snapshot(args)
         try:
-            rulesets = Netfilter(args.timeout).read()
+            ruleset = read_once(snap, args.timeout)
         except NetfilterUnavailable as exc:
             raise CommandError(f"cannot read the firewall rules: {exc}") from None
-        snap = read_snapshot(args)
-        ruleset = choose(rulesets, (v.container for v in snap.containers), snap.networks.values())
         data = report(snap, ruleset)
         tables = [
             Table(PORT_COLUMNS, data["published_ports"]),

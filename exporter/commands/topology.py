@@ -64,11 +64,11 @@ class TopologyCommand(Command):
 
 
 def read_rules(snap: Snapshot) -> Ruleset | None:
-    """One read of the firewall, as a scrape of the NAT collector reads it (None: unreadable)."""
-    from exporter.metrics.collectors.nat import NatCollector
+    """One read of the firewall, as a scrape reads it (None: unreadable)."""
+    from exporter.sources.firewall.reader import read_once
 
     try:
-        return NatCollector().rules(snap, 0.0)
+        return read_once(snap)
     except (OSError, ValueError):
         return None
 

@@ -12,11 +12,12 @@ import pytest
 
 from exporter.core import topology
 from exporter.core.model import HostState
-from exporter.metrics.collectors.nat import NatCollector, SharedRead
+from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.exposition import render
 from exporter.sources.firewall.iptables_save import parse_iptables_save
 from exporter.sources.firewall.netfilter import NetfilterUnavailable
 from exporter.sources.firewall.nft_json import parse_nft_json
+from exporter.sources.firewall.reader import SharedRead
 from exporter.sources.firewall.rules import IPV4, IPV6, Ruleset
 from exporter.sources.runtimes.docker import parse_container, parse_network
 from helpers import parse_metrics as samples
@@ -178,12 +179,12 @@ def test_every_backend_is_read_again_when_the_choice_may_be_stale():
         recorded_snapshot(skip=1)
     )  # a container with ports gone: Docker may have restarted
     assert [kind for kind, _ in source.log] == ["all", "all"]
-    collector.redetect_seconds = 0  # the periodic check
+    collector.firewall.redetect_seconds = 0  # the periodic check
     collector.collect(recorded_snapshot(skip=1))
     assert [kind for kind, _ in source.log] == ["all", "all", "all"]
 
     # Docker restarted on iptables-legacy: its rules now there, stale ones left in iptables-nft.
-    collector.redetect_seconds = 60
+    collector.firewall.redetect_seconds = 60
     source.rulesets = [
         parse_iptables_save("*nat\n:DOCKER - [0:0]\nCOMMIT\n", IPV4, "iptables-nft"),
         docker20_ruleset("iptables-legacy"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.core.model import Address
+from exporter.core.queries import owner, workload_addresses
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.collectors.pods import POD_RUNTIMES
 from exporter.metrics.exposition import Family, LabelCache, labels
@@ -29,7 +30,7 @@ class AddressesCollector(Collector):
 
     def __init__(self, context: Context | None = None) -> None:
         self._labels = LabelCache(address_labels)
-        self._pod_labels = LabelCache(pod_address_labels)
+        self._pod_labels = LabelCache(address_labels)
 
     def collect(self, snap: Snapshot) -> list[Family]:
         return list(snap.memo("address_info", self.address_info))
@@ -44,8 +45,8 @@ class AddressesCollector(Collector):
         return containers, self._family("pod", self._pod_labels, pairs, pods=True)
 
     @staticmethod
-    def _family(owner: str, cache: LabelCache, pairs: list, pods: bool) -> Family:
-        fam = Family(f"dockernet_{owner}_address_info", "gauge", HELP.format(owner), static=True)
+    def _family(kind: str, cache: LabelCache, pairs: list, pods: bool) -> Family:
+        fam = Family(f"dockernet_{kind}_address_info", "gauge", HELP.format(kind), static=True)
         keyed = (
             ((i.container.id, i.interface, a.address, a.prefix_length), (i, a))
             for i, a in pairs
@@ -57,20 +58,7 @@ class AddressesCollector(Collector):
 
 def address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
     i, a = interface_and_address
-    return labels(
-        container_id=i.container.id,
-        container_name=i.container.name,
-        **_address_fields(i, a),
-    )
-
-
-def pod_address_labels(_key: tuple, interface_and_address: tuple[Interface, Address]) -> str:
-    i, a = interface_and_address
-    return labels(
-        namespace=i.container.pod_namespace,
-        pod=i.container.pod_name,
-        **_address_fields(i, a),
-    )
+    return labels(**owner(i.container), **_address_fields(i, a))
 
 
 def _address_fields(i: Interface, a: Address) -> dict:
@@ -82,17 +70,3 @@ def _address_fields(i: Interface, a: Address) -> dict:
         "prefix_length": a.prefix_length,
         "mac": i.mac,
     }
-
-
-def workload_addresses(snap: Snapshot) -> list[tuple[Interface, Address]]:
-    """(interface, address) pairs; the kernel's addresses of the interface's own namespace."""
-    by_ifindex: dict[tuple[int, int], list[Address]] = {}
-    for nsid, addresses in snap.addresses.items():
-        for a in addresses:
-            by_ifindex.setdefault((nsid, a.ifindex), []).append(a)
-    return [
-        (i, a)
-        for i in snap.interfaces
-        if i.container.nsid is not None
-        for a in by_ifindex.get((i.container.nsid, i.ifindex), ())
-    ]

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.core.model import Link
+from exporter.core.queries import bridges, grouped_ports, port_state
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
-
-# IFLA_BRPORT_STATE values (BR_STATE_*).
-PORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
 
 
 class BridgesCollector(Collector):
@@ -26,32 +24,6 @@ class BridgesCollector(Collector):
 
     def collect(self, snap: Snapshot) -> list[Family]:
         return snap.memo("bridges", lambda s: render(s, self._port_blocks))
-
-
-def bridges(snap: Snapshot) -> list[Link]:
-    return sorted((l for l in snap.links.values() if l.kind == "bridge"), key=lambda l: l.name)
-
-
-def grouped_ports(snap: Snapshot) -> dict[int, tuple[Link, ...]]:
-    """Bridge ifindex -> its ports, in the snapshot's link order."""
-    out: dict[int, list[Link]] = {}
-    for l in snap.links.values():
-        if l.master:
-            out.setdefault(l.master, []).append(l)
-    return {master: tuple(ports) for master, ports in out.items()}
-
-
-def ports_by_bridge(snap: Snapshot) -> dict[int, list[Link]]:
-    """Bridge ifindex -> its ports, by name."""
-    return {
-        master: sorted(ports, key=lambda l: l.name) for master, ports in grouped_ports(snap).items()
-    }
-
-
-def port_state(link: Link) -> str:
-    if link.port_state is None or link.port_state >= len(PORT_STATES):
-        return "unknown"
-    return PORT_STATES[link.port_state]
 
 
 def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:

@@ -17,6 +17,7 @@ from exporter.core.model import (
     Container,
     Counters,
 )
+from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.exposition import Family, LabelCache, labels
 
@@ -66,15 +67,20 @@ class ContainersCollector(Collector):
         self,
         context: Context,
         *,
-        link_stats: Callable[[Collection[int]], dict] | None = None,
+        link_stats: Callable[[Collection[int]], dict[int, Counters]] | None = None,
     ) -> None:
+        if link_stats is None:
+            # Here: building the flags (`--help`, every command) needs the class alone.
+            from exporter.sources.kernel.netlink import read_link_stats
+
+            link_stats = read_link_stats
         self.procfs = context.procfs
-        self.link_stats = link_stats or read_link_stats
+        self.link_stats = link_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
 
     # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
-    # and their label sets.
+    # and their metadata.
     prefix = "dockernet_container"
     counter_help = "container"
 
@@ -84,9 +90,7 @@ class ContainersCollector(Collector):
 
     @staticmethod
     def counter_labels(_key: tuple, i: Interface) -> str:
-        return labels(
-            container_id=i.container.id, container_name=i.container.name, interface=i.interface
-        )
+        return labels(**owner(i.container), interface=i.interface)
 
     def collect(self, snap: Snapshot) -> list[Family]:
         return self.info(snap) + self._counters(snap)
@@ -154,16 +158,6 @@ class ContainersCollector(Collector):
             except OSError:
                 inside[pid] = {}
         return inside[pid]
-
-
-def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
-    """The host veths' counters; a socket per call, as scrapes run concurrently."""
-    from exporter.sources.kernel.netlink import (
-        Netlink,  # here: building the flags needs the class alone
-    )
-
-    with Netlink() as netlink:
-        return netlink.link_stats(ifindexes)
 
 
 def info_labels(_container_id: str, view: ContainerView) -> str:

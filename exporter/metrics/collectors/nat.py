@@ -3,29 +3,25 @@ packets Docker's own drop rules dropped (from the same read of the rules)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
-from exporter.core.model import Container, Network
+from exporter.core.model import Network
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, labels
 from exporter.sources.firewall.attribution import (
     MasqueradeStatus,
     PortStatus,
     chain_counts,
-    choose,
     masquerade_statuses,
     port_statuses,
-    wanted_families,
 )
-from exporter.sources.firewall.rules import NetfilterUnavailable, Ruleset
+from exporter.sources.firewall.reader import FirewallRules
+from exporter.sources.firewall.rules import Ruleset
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
-    from exporter.sources.firewall.netfilter import Netfilter
+    from exporter.sources.firewall.reader import Reader
 
 CONNECTIONS_HELP = (
     "Packets counted by the DNAT rule of this binding. Only a connection's first packet passes the "
@@ -43,48 +39,6 @@ DROPPED_HELP = (
     "not published), direct_access (to a container address from outside its bridge); only the "
     "reasons the firewall backend has. From the rules' own counters."
 )
-
-# How long the backend found to hold Docker's rules is read alone before every backend is read again.
-REDETECT_SECONDS = 60.0
-# How long past its own deadline a scrape waits for the read it shares: time for that read, which
-# started first and ends at its deadline, to kill its commands and hand over its error.
-SHARED_READ_GRACE = 0.25
-
-
-@dataclass(frozen=True)
-class Detection:
-    """The backend chosen by the last read of every backend, and what it was chosen for."""
-
-    at: float
-    intent: tuple[object, ...]  # containers with ports, networks, families: a change means read all
-    backend: str
-    docker_families: frozenset[str]
-
-
-class SharedRead:
-    """One read of the rules in flight, shared by every scrape that arrives while it runs."""
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._result: tuple[Ruleset, int] | None = None
-        self._error: BaseException | None = None
-
-    def finish(
-        self, result: tuple[Ruleset, int] | None = None, error: BaseException | None = None
-    ) -> None:
-        self._result, self._error = result, error
-        self._done.set()
-
-    def wait(self, deadline: float) -> tuple[Ruleset, int]:
-        """Its result, or raise its error; wait at most until ``deadline``."""
-        if not self._done.wait(max(0.0, deadline - time.monotonic())):
-            raise NetfilterUnavailable("the firewall read in flight did not finish in time")
-        if isinstance(self._error, NetfilterUnavailable):
-            raise NetfilterUnavailable(str(self._error))  # one of its own per scrape
-        if self._error is not None:
-            raise RuntimeError(f"the shared firewall read failed: {self._error!r}") from self._error
-        assert self._result is not None
-        return self._result
 
 
 class NatCollector(Collector):
@@ -111,7 +65,7 @@ class NatCollector(Collector):
         *,
         cache: float = 0.0,
         timeout: float = 5.0,
-        netfilter: Netfilter | None = None,
+        netfilter: Reader | None = None,
     ) -> None:
         if netfilter is None:
             # Here, not at the top: building the flags (`--help`, every command) needs the class
@@ -119,18 +73,12 @@ class NatCollector(Collector):
             from exporter.sources.firewall.netfilter import Netfilter
 
             netfilter = Netfilter(timeout)
-        self.netfilter = netfilter
-        self.cache_seconds = cache
-        self.redetect_seconds = REDETECT_SECONDS
-        self._lock = threading.Lock()  # only to look at or swap the cache and the read in flight
-        self._cached: tuple[float, Ruleset] | None = None
-        self._in_flight: SharedRead | None = None
-        self._detection: Detection | None = None  # changed by the read in flight alone
-        self._unparsed_total = 0
+        # The rules of each scrape; the topology page reads them through it too (service.py).
+        self.firewall = FirewallRules(netfilter, cache)
 
     def collect(self, snap: Snapshot) -> list[Family]:
         containers, networks = [v.container for v in snap.containers], list(snap.networks.values())
-        ruleset, unparsed_total = self._read(containers, networks)
+        ruleset, unparsed_total = self.firewall.read(containers, networks)
         ports = port_statuses(containers, ruleset)
         masquerade = masquerade_statuses(networks, ruleset)
         return (
@@ -139,77 +87,6 @@ class NatCollector(Collector):
             + self._ruleset_families(ruleset, unparsed_total)
             + [self._drop_family(ruleset, networks)]
         )
-
-    def rules(self, snap: Snapshot, max_age: float) -> Ruleset:
-        """The rules as the last read found them when it is at most ``max_age`` old (whatever
-        --collector.nat.cache says), else read now as a scrape reads them (raises
-        NetfilterUnavailable likewise). For readers beside the scrapes: the topology page."""
-        containers, networks = [v.container for v in snap.containers], list(snap.networks.values())
-        return self._read(containers, networks, max(max_age, self.cache_seconds))[0]
-
-    def _read(
-        self, containers: list[Container], networks: list[Network], max_age: float | None = None
-    ) -> tuple[Ruleset, int]:
-        """The rules for this scrape: the cached ones while fresh; else those of the read in
-        flight, waited for no longer than this scrape's own timeout (and a grace); else those of
-        a new read, which this scrape runs and the scrapes arriving meanwhile share."""
-        now = time.monotonic()
-        max_age = self.cache_seconds if max_age is None else max_age
-        with self._lock:
-            if self._cached is not None and now - self._cached[0] < max_age:
-                return self._cached[1], self._unparsed_total
-            shared, leads = self._in_flight, self._in_flight is None
-            if shared is None:
-                shared = self._in_flight = SharedRead()
-        if not leads:
-            return shared.wait(now + self.netfilter.timeout + SHARED_READ_GRACE)
-        try:
-            ruleset = self._fresh(now, containers, networks)
-        except BaseException as exc:  # whatever ends the read, the scrapes sharing it must learn
-            with self._lock:
-                self._in_flight = None
-            shared.finish(error=exc)
-            raise
-        result = (ruleset, self._unparsed_total)
-        with self._lock:
-            self._in_flight, self._cached = None, (now, ruleset)
-        shared.finish(result)
-        return result
-
-    def _fresh(self, now: float, containers: list[Container], networks: list[Network]) -> Ruleset:
-        """Docker's rules as they are now: from the backend chosen last time alone (one command per
-        family) while that choice holds, else from every backend."""
-        families = wanted_families(containers, networks)
-        # Only published ports and networks weigh in choose(): a container without ports changes nothing.
-        intent = (tuple(c for c in containers if c.ports), tuple(networks), families)
-        deadline = now + self.netfilter.timeout
-        last = self._detection
-        if last is not None and last.intent == intent and now - last.at < self.redetect_seconds:
-            ruleset = self._read_chosen(last, families, deadline)
-            if ruleset is not None:
-                return ruleset
-        self._detection = None
-        rulesets = self.netfilter.read(families, deadline)
-        self._unparsed_total += sum(r.unparsed for r in rulesets)
-        ruleset = choose(rulesets, containers, networks)
-        self._detection = Detection(
-            now, intent, ruleset.backend, frozenset(ruleset.docker_families)
-        )
-        return ruleset
-
-    def _read_chosen(
-        self, last: Detection, families: frozenset[str], deadline: float
-    ) -> Ruleset | None:
-        """The chosen backend's rules, or None when every backend must be read: the backend fails, or
-        it no longer holds Docker's chains (Docker moved, or someone flushed them)."""
-        # The full read lists only the docker-bridges tables that exist; list the same ones.
-        read = families & last.docker_families if last.backend == "nftables" else families
-        try:
-            ruleset = self.netfilter.read_backend(last.backend, read, deadline)
-        except NetfilterUnavailable:
-            return None
-        self._unparsed_total += ruleset.unparsed
-        return ruleset if ruleset.docker_families >= last.docker_families else None
 
     @staticmethod
     def _port_families(ports: list[PortStatus]) -> list[Family]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from exporter import logs
 from exporter.app.flags import duration
+from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, LabelCache, labels
 from exporter.sources.kernel.netstat import (
@@ -299,10 +300,7 @@ def wanted_of(fields: list[Field]) -> dict[str, dict[str, list[str]]]:
 def owner_labels(view: ContainerView) -> str:
     """The owner of a namespace as label pairs without braces, those of the interface counters:
     namespace and pod for a pod, container_id and container_name for a container."""
-    c = view.container
-    if c.is_pod:
-        return labels(namespace=c.pod_namespace, pod=c.pod_name)[1:-1]
-    return labels(container_id=c.id, container_name=c.name)[1:-1]
+    return labels(**owner(view.container))[1:-1]
 
 
 OWNERS = ("container", "pod")

@@ -12,7 +12,7 @@ from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
-    from exporter.core.topology import ContainerView, Interface, Snapshot
+    from exporter.core.topology import ContainerView, Snapshot
 
 POD_RUNTIMES = ("containerd",)  # the runtimes whose workloads are pods
 
@@ -31,11 +31,6 @@ class PodsCollector(ContainersCollector):
     @staticmethod
     def selects(c: Container) -> bool:
         return c.is_pod
-
-    @staticmethod
-    def counter_labels(_key: tuple, i: Interface) -> str:
-        c = i.container
-        return labels(namespace=c.pod_namespace, pod=c.pod_name, interface=i.interface)
 
     def collect(self, snap: Snapshot) -> list[Family]:
         """Nothing on a host that follows no pod runtime: its /metrics stays as it was."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.core.queries import owner_columns
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.exposition import Family, LabelCache, labels
 
@@ -36,14 +37,10 @@ class VethsCollector(Collector):
 
 
 def veth_labels(_ifindex: int, v: Veth) -> str:
-    c = v.container
     return labels(
         veth=v.link.name,
         ifindex=v.link.ifindex,
-        container_id=c.id if c and not c.is_pod else "",
-        container_name=c.name if c and not c.is_pod else "",
-        namespace=c.pod_namespace if c else "",
-        pod=c.pod_name if c else "",
+        **owner_columns(v.container),
         interface=v.interface,
         bridge=v.bridge,
         network=v.network,

@@ -334,6 +334,13 @@ class Netlink:
         return self.netnsid(netns_fd)
 
 
+def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
+    """The counters of those links of the host namespace (the host ends of the veths); a socket
+    per call, as scrapes and pages read concurrently."""
+    with Netlink() as netlink:
+        return netlink.link_stats(ifindexes)
+
+
 class LinkMonitor:
     """Link notifications (RTM_NEWLINK / RTM_DELLINK) of the host namespace.
 

@@ -1,0 +1,121 @@
+"""The host that the golden /metrics test renders, and the kernel reads it is fed.
+
+The recorded Docker host (tests/fixtures/recorded, see recorded.py: t1..t5, three veths, docker0
+and a user network), plus:
+
+- the two containers with published ports and their network recorded with the firewall rules of
+  tests/fixtures/nat (the same host: its rules name docker0 and the user network's bridge);
+- tests/fixtures/golden/scene.json: a Kubernetes pod on a CNI bridge with its veth and namespace
+  links, a veth whose namespace nobody holds (an orphan), the addresses of each namespace, and the
+  host veths' counters (what one RTM_GETSTATS dump would answer);
+- a procfs tree (``proc_root``): under every workload's pid the files of tests/fixtures/netstat
+  with each number made distinct (tests/fixtures/golden/net: a field read from the wrong column
+  shows), and the host's conntrack files (tests/fixtures/golden/proc, and the same
+  ``stat/nf_conntrack``);
+- the firewall commands (``firewall_commands``): iptables-nft-save answers
+  tests/fixtures/nat/docker20.iptables-save, iptables-legacy-save an empty ruleset, and nothing
+  else is on PATH (no nft).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from recorded import recorded_state
+
+from exporter.core.model import (
+    Address,
+    Container,
+    Counters,
+    Endpoint,
+    HostState,
+    Link,
+    Network,
+    PodMember,
+)
+from exporter.sources.kernel.netstat import CONNTRACK
+from exporter.sources.runtimes.docker import parse_container, parse_network
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+NAT = FIXTURES / "nat"
+NETSTAT = GOLDEN / "net"
+
+
+def _scene() -> dict:
+    return json.loads((GOLDEN / "scene.json").read_text())
+
+
+def _links(docs: list[dict]) -> dict[int, Link]:
+    return {d["ifindex"]: Link(**d) for d in docs}
+
+
+def _pod(doc: dict) -> Container:
+    members = tuple(PodMember(**m) for m in doc["members"])
+    endpoints = tuple(Endpoint(**e) for e in doc["endpoints"])
+    return Container(**dict(doc, members=members, endpoints=endpoints))
+
+
+def golden_state() -> HostState:
+    state, scene = recorded_state(), _scene()
+    state.runtimes_up["containerd"] = True
+    state.links.update(_links(scene["links"]))
+    for nsid, docs in scene["netns_links"].items():
+        state.netns_links[int(nsid)] = _links(docs)
+    for doc in json.loads((NAT / "docker20-containers.json").read_text()):
+        c = parse_container(doc)
+        state.containers[c.id] = c
+    for c in map(_pod, scene["pods"]):
+        state.containers[c.id] = c
+    known = {n.name for n in state.networks.values()}
+    for doc in json.loads((NAT / "docker20-networks.json").read_text()):
+        n = parse_network(doc)
+        if n.name not in known:
+            state.networks[n.id] = n
+    for doc in scene["networks"]:
+        n = Network(**dict(doc, subnets=tuple(map(tuple, doc["subnets"]))))
+        state.networks[n.id] = n
+    state.netns_addresses = {
+        int(nsid): tuple(Address(**a) for a in found) for nsid, found in scene["addresses"].items()
+    }
+    return state
+
+
+def link_stats(ifindexes) -> dict[int, Counters]:
+    """The host veths' counters as the scene has them (the containers and pods collectors' read)."""
+    rows = {int(i): tuple(row) for i, row in _scene()["link_stats"].items()}
+    return {i: rows[i] for i in ifindexes if i in rows}  # type: ignore[misc]
+
+
+def proc_root(state: HostState, root: Path) -> Path:
+    """A procfs tree: the host's conntrack files, and the netstat files under every pid."""
+    shutil.copytree(GOLDEN / "proc", root)
+    conntrack = NETSTAT / CONNTRACK.replace("/", "_")
+    (root / "net" / "stat").mkdir(parents=True)
+    shutil.copy(conntrack, root / "net" / CONNTRACK)
+    for c in state.containers.values():
+        if c.pid > 0:
+            net = root / str(c.pid) / "net"
+            shutil.copytree(NETSTAT, net, ignore=shutil.ignore_patterns(conntrack.name))
+            (net / "stat").mkdir()
+            shutil.copy(conntrack, net / CONNTRACK)
+    return root
+
+
+def firewall_commands(bin_dir: Path) -> Path:
+    """The save commands, answering recorded rules; the directory is the whole PATH."""
+    bin_dir.mkdir()
+    cat = shutil.which("cat")
+    answers = {
+        "iptables-nft-save": NAT / "docker20.iptables-save",
+        "ip6tables-nft-save": NAT / "docker20.ip6tables-save",
+        "iptables-legacy-save": None,
+        "ip6tables-legacy-save": None,
+    }
+    for name, fixture in answers.items():
+        body = f"exec {cat} {fixture}\n" if fixture else "exit 0\n"
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir

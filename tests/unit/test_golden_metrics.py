@@ -1,0 +1,168 @@
+"""The whole /metrics without root: every collector (netstat included) and the Scraper, on the
+scene of golden_scene.py (recorded state, the kernel's reads and the firewall commands answered
+from fixtures), compared byte for byte with tests/fixtures/golden/metrics.txt.
+
+After an intended change of the output, regenerate the file with ``make golden`` (the test then
+rewrites it and skips instead of passing), review ``git diff``, and run ``make unit``.
+
+What is the machine's or the moment's rather than the exporter's is masked, and only that:
+
+- the values of ``dockernet_scrape_collector_duration_seconds`` read ``<duration>``;
+- the ``version`` label of ``dockernet_exporter_build_info`` reads ``<version>``;
+- the samples of prometheus_client's own families (its default registry's ``process_*`` and
+  ``python_*``: this process's numbers and this interpreter) read ``<masked>`` after their name;
+  their HELP and TYPE lines are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from golden_scene import GOLDEN, firewall_commands, golden_state, link_stats, proc_root
+
+from exporter.app import cli, runtimes
+from exporter.core import topology
+from exporter.metrics import collectors
+from exporter.metrics.collectors.base import Collector, Context
+from exporter.metrics.collectors.containers import ContainersCollector
+from exporter.metrics.collectors.orphans import OrphansCollector
+from exporter.metrics.scrape import Scraper
+from exporter.sources.kernel.procfs import Procfs
+from exporter.state.daemon import Daemon
+
+METRICS = GOLDEN / "metrics.txt"
+FLAGS = [
+    "--docker.host=unix:///nonexistent/docker.sock",
+    "--podman.host=",
+    "--cri.endpoint=/nonexistent/containerd.sock",
+    "--collector.netstat",
+    "--collector.netstat.interval=0s",
+]
+# How long the orphan's veth has looked orphaned at the scrape: past the default grace (30s).
+SUSPECT_FOR = 60.0
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (.+)$")
+
+
+def mask(text: str) -> str:
+    """The exposition with what varies between machines and runs masked (see the docstring)."""
+    out = []
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m is not None:
+            name, label_text, _value = m.groups()
+            if not name.startswith("dockernet_"):
+                line = f"{name} <masked>"
+            elif name == "dockernet_scrape_collector_duration_seconds":
+                line = f"{name}{label_text} <duration>"
+            elif name == "dockernet_exporter_build_info":
+                line = re.sub(r'version="[^"]*"', 'version="<version>"', line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def enabled(root: Path) -> list[Collector]:
+    """Every collector, as the flags build them, with the scene's link counters and clock."""
+    args = cli.build_parser().parse_args(FLAGS)
+    found = collectors.enabled(args, Context(procfs=Procfs(str(root))))
+    for c in found:
+        if isinstance(c, ContainersCollector):  # and the pods collector, its subclass
+            c.link_stats = link_stats
+        if isinstance(c, OrphansCollector):
+            c.clock = lambda: SUSPECT_FOR
+    return found
+
+
+def scrape(tmp_path: Path, monkeypatch, failing: str = "", error: Exception | None = None) -> str:
+    """One scrape, masked, by a Scraper of the daemon the flags build (never started) whose
+    snapshot is the scene's; the collector named ``failing`` raises ``error``."""
+    state = golden_state()
+    root = proc_root(state, tmp_path / "proc")
+    monkeypatch.setenv("PATH", str(firewall_commands(tmp_path / "bin")))
+    found = enabled(root)
+    for c in found:
+        if c.name == failing:
+            monkeypatch.setattr(c, "collect", lambda _snap: _raise(error))
+    daemon = Daemon(runtimes.from_args(cli.build_parser().parse_args(FLAGS)), Procfs(str(root)))
+    daemon.snapshot = topology.build(state)
+    daemon.published.set()
+    try:
+        return mask(Scraper(daemon, found).render())
+    finally:
+        daemon.stop()
+
+
+def _raise(error: Exception | None) -> list:
+    raise error or RuntimeError("broken")
+
+
+def test_metrics_match_the_golden_file(tmp_path, monkeypatch):
+    text = scrape(tmp_path, monkeypatch)
+    if os.environ.get("UPDATE_GOLDEN"):  # a rewritten file proves nothing: say so, do not pass
+        METRICS.write_text(text)
+        pytest.skip(f"rewrote {METRICS.name}: review `git diff` and run the test again")
+    assert text == METRICS.read_text()
+
+
+def test_every_collector_and_kernel_read_shows_in_the_golden_file():
+    """The scene reaches every collector's families: a fixture that stopped being read would
+    leave a family empty, and the golden file would still match."""
+    text = METRICS.read_text()
+    for name in (
+        'dockernet_container_receive_bytes_total{container_id="209b',  # link counters
+        "dockernet_pod_transmit_packets_total{",
+        'dockernet_pod_info{namespace="shop",pod="web"',
+        "dockernet_veth_info{",
+        'dockernet_published_port_rule_present{container_id="2bc0',  # firewall commands
+        'dockernet_netfilter_info{backend="iptables-nft"} 1',
+        'dockernet_bridge_info{bridge="cni0"',
+        "dockernet_pod_address_info{",
+        'dockernet_veth_orphaned{veth="vethdead"',
+        "dockernet_container_tcp_active_opens_total{",  # procfs of each namespace
+        "dockernet_conntrack_entries 37",  # the host's conntrack table
+    ):
+        assert name in text
+    success = re.findall(r"dockernet_scrape_collector_success\{collector=\"(\w+)\"\} (\d)", text)
+    assert [c for c, _ in success] == [c.name for c in collectors.ALL]
+    assert {v for _, v in success} == {"1"}
+
+
+# The families of the collectors a test breaks, by the prefixes of their names.
+FAMILIES = {
+    "bridges": ("dockernet_bridge_",),
+    "nat": (
+        "dockernet_published_port_",
+        "dockernet_masquerade_",
+        "dockernet_netfilter_",
+        "dockernet_firewall_",
+    ),
+}
+
+
+def without(text: str, prefixes: tuple[str, ...]) -> str:
+    """The exposition without the families whose names start with one of ``prefixes``."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        name = line.split()[2] if line.startswith("#") else line.split("{")[0].split()[0]
+        if not name.startswith(prefixes):
+            kept.append(line)
+    return "".join(kept)
+
+
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [
+        ("bridges", RuntimeError("a bug")),
+        ("nat", OSError("iptables-nft-save -c did not answer")),  # run beside the others
+    ],
+)
+def test_a_failing_collector_reports_success_0_and_the_rest_is_served(
+    tmp_path, monkeypatch, failing, error
+):
+    text = scrape(tmp_path, monkeypatch, failing, error)
+    success = f'dockernet_scrape_collector_success{{collector="{failing}"}}'
+    expected = without(METRICS.read_text(), FAMILIES[failing])
+    assert f"{success} 1\n" in expected
+    assert text == expected.replace(f"{success} 1\n", f"{success} 0\n")
