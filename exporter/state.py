@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from exporter import logs
 from exporter.model import Container, HostState, Link
+from exporter.orphan_rules import CNI_NETNS_NAME
+from exporter.sources import cni_cache
 from exporter.sources.netlink import Netlink
 from exporter.sources.procfs import Procfs
 from exporter.sources.workloads import SourceUnavailable, WorkloadSource
@@ -151,6 +153,9 @@ class StateReader:
                 else:
                     files[path] = (inode, self._namespace(path)[1])
         state.netns_files = files
+        pods = [p for p in files if CNI_NETNS_NAME.fullmatch(os.path.basename(p))]
+        if any(p not in state.cni_pods for p in pods):  # whose pod? (a leaked one's: the cache)
+            state.cni_pods = cni_cache.read()
 
     def _with_namespace(self, c: Container) -> Container:
         path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from test_cri import CRI, pods  # noqa: F401 (a fixture)
+from test_cri_leaked_pod import leak  # noqa: F401 (a fixture)
 
 from cri_helpers import CriPods, Pod
 from helpers import EXPORTER, ROOT
@@ -116,3 +117,11 @@ def test_netns_links_the_pod_under_its_escaped_name(tenant, hostile_pod, pods): 
     finally:
         lines = [l for l in table("netns", "invisible", sandbox[:12]) if l]
     assert len(lines) == 2 and "removed" in lines[1]
+
+
+def test_orphans_names_a_leaked_pod_on_one_escaped_row(leak):  # noqa: F811
+    ((pod, veth),) = leak(f"p{uuid.uuid4().hex[:6]}-{HOSTILE}")
+    (row,) = [r for r in document("orphans", "--grace", "0s") if r["veth"] == veth]
+    assert (row["namespace"], row["pod"]) == ("shop", pod.name)
+    (line,) = lines_with(table("orphans", "--grace", "0s"), veth)
+    assert pod.name.replace(HOSTILE, SHOWN) in line
