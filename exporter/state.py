@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from exporter import logs
 from exporter.model import Container, HostState, Link
-from exporter.orphan_rules import CNI_NETNS_NAME
 from exporter.sources import cni_cache
 from exporter.sources.netlink import Netlink
 from exporter.sources.procfs import Procfs
@@ -39,6 +38,7 @@ class StateReader:
         state = HostState(host_netns_inode=self.procfs.host_netns_inode())
         self.reload_links(state, previous.first_seen if previous else None)
         self.reload_netns_files(state, previous.netns_files if previous else None)
+        state.cni_pods = cni_cache.read()  # what names a pod whose runtime lost it
         for source in self.sources if runtimes else ():
             self.read_runtime(state, source)
         return state
@@ -153,9 +153,6 @@ class StateReader:
                 else:
                     files[path] = (inode, self._namespace(path)[1])
         state.netns_files = files
-        pods = [p for p in files if CNI_NETNS_NAME.fullmatch(os.path.basename(p))]
-        if any(p not in state.cni_pods for p in pods):  # whose pod? (a leaked one's: the cache)
-            state.cni_pods = cni_cache.read()
 
     def _with_namespace(self, c: Container) -> Container:
         path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")
