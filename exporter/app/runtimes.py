@@ -7,10 +7,13 @@ import os
 
 from exporter import logs
 from exporter.app.flags import DEFAULT_CRI_ENDPOINT
+from exporter.sources.runtimes import grpc_probe
 from exporter.sources.runtimes.docker import DockerSource
 from exporter.sources.runtimes.workloads import WorkloadSource
 
 log = logs.get_logger()
+
+CRI_VERSION = "/runtime.v1.RuntimeService/Version"
 
 
 class SourceConfigError(ValueError):
@@ -58,26 +61,25 @@ def cri_source(
     endpoint: str | None, timeout: float, events: str = "auto", poll_interval: float = 1.0
 ) -> WorkloadSource | None:
     """The CRI source: always when its endpoint is given (down until it answers); at the default
-    endpoint only when the socket exists and speaks the CRI, so that a node without containerd
-    (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up."""
+    endpoint only when the socket exists and answers the CRI's Version, so that a node without
+    containerd (or whose containerd is Docker's, without the CRI plugin) keeps its runtimes all up.
+    That one probe speaks HTTP/2 itself (sources/grpc_probe.py): grpcio and the CRI's modules load
+    only where a CRI answers."""
     if endpoint == "" or (endpoint is None and not os.path.exists(DEFAULT_CRI_ENDPOINT)):
         return None
-    # The CRI's modules (and grpcio) only where a CRI may be.
+    if endpoint is None:
+        why = grpc_probe.call(DEFAULT_CRI_ENDPOINT, CRI_VERSION)
+        if why is not None:
+            log.warning(
+                "cri_not_used",
+                endpoint=DEFAULT_CRI_ENDPOINT,
+                error=why,
+                detail="pods are not named; give --cri.endpoint to follow it anyway",
+            )
+            return None
+    # The CRI's modules (and grpcio) only where a CRI answers.
     from exporter.sources.runtimes import cri
 
-    def source(at: str) -> WorkloadSource:
-        return cri.CriSource(at, timeout, events=events, poll_interval=poll_interval)
-
-    if endpoint is not None:
-        return source(endpoint)
-    why = cri.probe(DEFAULT_CRI_ENDPOINT)
-    if why is None:
-        return source(DEFAULT_CRI_ENDPOINT)
-    if why != "no socket":
-        log.warning(
-            "cri_not_used",
-            endpoint=DEFAULT_CRI_ENDPOINT,
-            error=why,
-            detail="pods are not named; give --cri.endpoint to follow it anyway",
-        )
-    return None
+    return cri.CriSource(
+        endpoint or DEFAULT_CRI_ENDPOINT, timeout, events=events, poll_interval=poll_interval
+    )

@@ -102,6 +102,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     log.info(
         "listening",
         url=server.url,
+        topology=server.url.removesuffix(server.telemetry_path) + "/topology",
         version=__version__,
         collectors=",".join(c.name for c in enabled),
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from exporter.app import flags
+from exporter.core.names import terminal_text
 from exporter.core.queries import owner_columns
 
 if TYPE_CHECKING:
@@ -126,13 +127,19 @@ def write(report: Report, output: str) -> None:
         sys.stdout.write("\n")
         return
     tables = [format_table(t.columns, [_short_id(r) for r in t.rows]) for t in report.tables]
-    sys.stdout.write("\n".join(tables) + (f"\n{report.footer}\n" if report.footer else ""))
+    footer = f"\n{terminal_text(report.footer)}\n" if report.footer else ""
+    sys.stdout.write("\n".join(tables) + footer)
 
 
 def format_table(columns: Columns, rows: list[dict]) -> str:
-    """docker-CLI style: upper-case headers, columns padded with three spaces."""
+    """docker-CLI style: upper-case headers, columns padded with three spaces. A cell's control and
+    bidirectional characters are shown escaped (names.terminal_text): one line per row, whatever
+    a tenant named its objects."""
     cells = [[title for _, title in columns]]
-    cells += [["" if r.get(key) is None else str(r[key]) for key, _ in columns] for r in rows]
+    cells += [
+        ["" if r.get(key) is None else terminal_text(str(r[key])) for key, _ in columns]
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "".join(
         "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"

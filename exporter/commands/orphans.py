@@ -24,6 +24,7 @@ from exporter.commands.base import (
 from exporter.core import orphan_rules
 
 if TYPE_CHECKING:
+    from exporter.core.model import Container
     from exporter.core.topology import Snapshot
 
 COLUMNS = [
@@ -94,7 +95,15 @@ def rows(snap: Snapshot, found: list[orphan_rules.Orphan]) -> list[dict]:
             "reason": o.suspect.reason,
             "age": f"{o.age:.0f}s",
             "age_seconds": round(o.age, 3),
-            **owner_fields(owners.get(o.suspect.link.ifindex)),
+            **_owner(o.suspect, owners.get(o.suspect.link.ifindex)),
         }
         for o in found
     ]
+
+
+def _owner(s: orphan_rules.Suspect, owner: Container | None) -> dict:
+    """The workload whose namespace holds the peer, or else the pod CNI's cache names for it."""
+    fields = owner_fields(owner)
+    if owner is None and s.pod is not None:
+        fields.update(namespace=s.pod.namespace, pod=s.pod.name)
+    return fields

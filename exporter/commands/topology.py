@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from exporter.commands.base import Command, Report, read_snapshot, write
 from exporter.commands.orphans import add_scope_flag
+from exporter.core.names import terminal_text
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
@@ -146,7 +147,8 @@ def _containers(title: str, containers: list[dict]) -> list[str]:
 
 
 def tree(doc: dict) -> str:
-    """The terminal picture: one line per bridge, veth and container."""
+    """The terminal picture: one line per bridge, veth and container, whatever the names hold
+    (each line's control and bidirectional characters are shown escaped)."""
     namespaces = {ns["id"]: ns for ns in doc["namespaces"]}
     lines: list[str] = []
     for b in doc["bridges"]:
@@ -167,4 +169,4 @@ def tree(doc: dict) -> str:
     )
     if not doc["workloads_known"]:
         lines.append("warning: a runtime did not answer; containers may be missing")
-    return "\n".join(lines) + "\n"
+    return "\n".join(terminal_text(line) for line in lines) + "\n"

@@ -69,6 +69,14 @@ class PodMember:
 
 
 @dataclass(frozen=True)
+class PodRef:
+    """A Kubernetes pod by name, as the CNI cache still names one whose runtime forgot it."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Container:
     """A running workload, as its runtime reports it, plus its namespace identity.
 
@@ -138,6 +146,8 @@ class HostState:
     # Whether each workload source answered its last call; a runtime that did not cannot be
     # asked whom a namespace belongs to.
     runtimes_up: dict[str, bool] = field(default_factory=dict)
+    # namespace file -> the pod the CNI cache names for it (sources/cni_cache.py)
+    cni_pods: dict[str, PodRef] = field(default_factory=dict)
 
     @property
     def workloads_known(self) -> bool:

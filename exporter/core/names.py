@@ -12,6 +12,9 @@ import re
 
 # Unicode's control characters (C0, DEL, C1): valid UTF-8, but they move a terminal's cursor.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What a terminal must not receive from a tenant: the control characters, and the bidirectional
+# marks, embeddings, overrides and isolates, which reorder what follows them on the line.
+_TERMINAL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match) -> str:
@@ -29,3 +32,19 @@ def interface_name(raw: bytes) -> str:
     """
     text = raw.replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
     return text if text.isprintable() else _CONTROL.sub(_escape, text)
+
+
+def _code_point(match: re.Match) -> str:
+    c = ord(match.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def terminal_text(text: str) -> str:
+    r"""Text as a table or tree may print it: each control character (C0, DEL, C1) becomes
+    ``\xHH`` and each bidirectional mark, embedding, override or isolate ``\uHHHH``, as Python
+    writes them; everything else stays as it is (JSON output carries the exact text).
+
+    >>> terminal_text("a\x1b[2Jb\n"), terminal_text("\u202eevil"), terminal_text("veth0")
+    ('a\\x1b[2Jb\\x0a', '\\u202eevil', 'veth0')
+    """
+    return text if text.isprintable() else _TERMINAL.sub(_code_point, text)

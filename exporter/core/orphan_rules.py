@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from exporter.core.model import Container, Link, Network
+from exporter.core.model import Container, Link, Network, PodRef
 
 REASONS = ("peer_in_host", "netns_without_container", "no_endpoint")
 SCOPES = ("docker", "all")
@@ -54,6 +54,7 @@ class Suspect:
     bridge: str
     reason: str
     docker: bool  # kept at scope=docker
+    pod: PodRef | None = None  # netns_without_container: the pod the CNI cache names, if any
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Host:
     netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
     netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "cni" | "named"
     workloads_known: bool  # every runtime answered
+    netns_pods: dict[int, PodRef] = field(default_factory=dict)  # nsid -> pod the CNI cache names
 
 
 def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
@@ -88,12 +90,27 @@ def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
     return kinds
 
 
+def netns_pods(
+    files: dict[str, tuple[int, int | None]], pods: dict[str, PodRef]
+) -> dict[int, PodRef]:
+    """nsid -> the pod that CNI's cache names for that namespace file."""
+    return {
+        nsid: pods[path]
+        for path, (_inode, nsid) in files.items()
+        if nsid is not None and path in pods
+    }
+
+
 def suspect(link: Link, host: Host) -> Suspect | None:
-    """The veth as a suspect, with its reason and scope, or None when it does not look orphaned."""
+    """The veth as a suspect, with its reason and scope, or None when it does not look orphaned.
+    A namespace no workload owns names the pod it was made for when CNI's cache still does."""
     why = reason(link, host)
     if why is None:
         return None
-    return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host))
+    pod = None
+    if why == "netns_without_container" and link.peer_netnsid is not None:
+        pod = host.netns_pods.get(link.peer_netnsid)
+    return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host), pod)
 
 
 def reason(link: Link, host: Host) -> str | None:

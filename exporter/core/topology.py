@@ -148,7 +148,8 @@ class Changes(NamedTuple):
 def _netns_contexts(
     state: HostState, owners_by_nsid: dict, host: orphan_rules.Host
 ) -> dict[int, tuple]:
-    """Per peer namespace, everything a verdict reads of it: its links, owner, members and kind."""
+    """Per peer namespace, everything a verdict reads of it: its links, owner, members, kind and the
+    pod the CNI cache names."""
     nsids = (
         state.netns_links.keys()
         | owners_by_nsid.keys()
@@ -161,6 +162,7 @@ def _netns_contexts(
             owners_by_nsid.get(nsid),
             host.members.get(nsid),
             host.netns_kinds.get(nsid),
+            host.netns_pods.get(nsid),
         )
         for nsid in nsids
     }
@@ -234,6 +236,7 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
         netns_links=state.netns_links,
         netns_kinds=orphan_rules.netns_kinds(state.netns_files),
         workloads_known=state.workloads_known,
+        netns_pods=orphan_rules.netns_pods(state.netns_files, state.cni_pods),
     )
 
 

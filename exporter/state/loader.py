@@ -17,6 +17,7 @@ from exporter import logs
 from exporter.core.model import Container, HostState, Link
 from exporter.sources.kernel.netlink import Netlink
 from exporter.sources.kernel.procfs import Procfs
+from exporter.sources.runtimes import cni_cache
 from exporter.sources.runtimes.workloads import SourceUnavailable, WorkloadSource
 
 log = logs.get_logger()
@@ -37,6 +38,7 @@ class StateReader:
         state = HostState(host_netns_inode=self.procfs.host_netns_inode())
         self.reload_links(state, previous.first_seen if previous else None)
         self.reload_netns_files(state, previous.netns_files if previous else None)
+        state.cni_pods = cni_cache.read()  # what names a pod whose runtime lost it
         for source in self.sources if runtimes else ():
             self.read_runtime(state, source)
         return state

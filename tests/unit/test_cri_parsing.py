@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from exporter.app import runtimes
 from exporter.core.model import PodMember
-from exporter.sources.runtimes import cri, cri_api
+from exporter.sources.runtimes import cri, cri_api, grpc_probe
 from exporter.sources.runtimes.proto import cri_pb2 as pb
 from exporter.sources.runtimes.proto import events_pb2
 from exporter.sources.runtimes.workloads import Effect
@@ -193,15 +193,21 @@ def args(**kw) -> argparse.Namespace:
 
 def test_sources_from_flags(monkeypatch, tmp_path):
     monkeypatch.setattr(runtimes, "DEFAULT_CRI_ENDPOINT", str(tmp_path / "containerd.sock"))
-    monkeypatch.setattr(cri, "probe", lambda endpoint: pytest.fail("probed a missing socket"))
+    monkeypatch.setattr(
+        grpc_probe, "call", lambda path, method: pytest.fail("probed a missing socket")
+    )
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
     (tmp_path / "containerd.sock").touch()
     assert runtimes.from_args(args(docker_host="", cri_endpoint="")) == []
     (given,) = runtimes.from_args(args(docker_host="", cri_endpoint="/run/x.sock"))
     assert (given.runtime, given.address) == ("containerd", "/run/x.sock")
-    monkeypatch.setattr(cri, "probe", lambda endpoint: None)  # the default socket answers the CRI
+    monkeypatch.setattr(
+        grpc_probe, "call", lambda path, method: None
+    )  # the default socket answers the CRI
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker", "containerd"]
-    monkeypatch.setattr(cri, "probe", lambda endpoint: "UNIMPLEMENTED: not a CRI v1 runtime")
+    monkeypatch.setattr(
+        grpc_probe, "call", lambda path, method: "UNIMPLEMENTED: not a CRI v1 runtime"
+    )
     assert [s.runtime for s in runtimes.from_args(args())] == ["docker"]
     both = runtimes.from_args(args(podman_host="unix:///run/p.sock", cri_endpoint="/run/c.sock"))
     assert [s.runtime for s in both] == ["docker", "podman", "containerd"]

@@ -66,8 +66,14 @@ class OrphansCollector(Collector):
         counts = dict.fromkeys(orphan_rules.REASONS, 0)
         for o in found:
             s = o.suspect
-            each.add(labels(veth=s.link.name, bridge=s.bridge, reason=s.reason), 1)
+            each.add(labels(veth=s.link.name, bridge=s.bridge, reason=s.reason, **pod_of(s)), 1)
             counts[s.reason] += 1
         for reason, n in counts.items():
             total.add(labels(reason=reason), n)
         return [each, total]
+
+
+def pod_of(s: orphan_rules.Suspect) -> dict[str, str]:
+    """The namespace and pod labels of a leaked namespace that CNI's cache still names (none
+    otherwise: a veth_info of a pod carries the same two)."""
+    return {"namespace": s.pod.namespace, "pod": s.pod.name} if s.pod is not None else {}

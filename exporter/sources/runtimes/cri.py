@@ -410,18 +410,3 @@ class CriSource:
 
     def close(self) -> None:
         self._client.close()
-
-
-def probe(endpoint: str, timeout: float = 2.0) -> str | None:
-    """Why the CRI at `endpoint` cannot be used, or None when it answers (start-up, for the
-    default endpoint: a missing socket is no error, a socket that speaks no CRI is said once)."""
-    if not os.path.exists(endpoint.removeprefix("unix://")):
-        return "no socket"
-    source = CriSource(endpoint, timeout)
-    try:
-        source.version()
-        return None
-    except SourceUnavailable as exc:
-        return str(exc)
-    finally:
-        source.close()
