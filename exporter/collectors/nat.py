@@ -17,7 +17,6 @@ from exporter.firewall.attribution import (
 from exporter.firewall.rules import Ruleset
 from exporter.flags import duration
 from exporter.model import Network
-from exporter.sources.firewall_rules import FirewallRules
 
 if TYPE_CHECKING:
     from exporter.sources.firewall_rules import Reader
@@ -67,9 +66,11 @@ class NatCollector(Collector):
         timeout: float = 5.0,
         netfilter: Reader | None = None,
     ) -> None:
+        # Here, not at the top: building the flags (`--help`, every command) needs the class
+        # alone, and the commands that read no rules never pay for the reader.
+        from exporter.sources.firewall_rules import FirewallRules
+
         if netfilter is None:
-            # Here, not at the top: building the flags (`--help`, every command) needs the class
-            # alone, and the commands that read no rules never pay for the reader.
             from exporter.sources.netfilter import Netfilter
 
             netfilter = Netfilter(timeout)
