@@ -16,7 +16,6 @@ from exporter.sources.firewall.attribution import (
     masquerade_statuses,
     port_statuses,
 )
-from exporter.sources.firewall.reader import FirewallRules
 from exporter.sources.firewall.rules import Ruleset
 
 if TYPE_CHECKING:
@@ -67,9 +66,11 @@ class NatCollector(Collector):
         timeout: float = 5.0,
         netfilter: Reader | None = None,
     ) -> None:
+        # Here, not at the top: building the flags (`--help`, every command) needs the class
+        # alone, and the commands that read no rules never pay for the reader.
+        from exporter.sources.firewall.reader import FirewallRules
+
         if netfilter is None:
-            # Here, not at the top: building the flags (`--help`, every command) needs the class
-            # alone, and the commands that read no rules never pay for the reader.
             from exporter.sources.firewall.netfilter import Netfilter
 
             netfilter = Netfilter(timeout)
