@@ -19,7 +19,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 COMPOSE_PODMAN = DEPLOY / "compose" / "docker-compose.podman.yml"
 SWARM = DEPLOY / "swarm" / "dockernet-exporter.yml"
-UNIT = DEPLOY / "systemd" / "dockernet-exporter.app.service"
+UNIT = DEPLOY / "systemd" / "dockernet-exporter.service"
 
 
 def compose_config(*paths) -> dict:
