@@ -20,8 +20,6 @@ from exporter.topology import Snapshot
 
 log = logs.get_logger()
 
-FIRST_SNAPSHOT_WAIT = 10.0
-
 
 class Scraper:
     def __init__(self, daemon: Daemon, collectors: list[Collector]) -> None:
@@ -32,9 +30,10 @@ class Scraper:
         self._concurrent = [c for c in collectors if c.concurrent]
 
     def render(self) -> str:
-        # The server listens before the first read of the kernel (milliseconds): a scrape in that
-        # gap waits for it rather than reporting an empty host.
-        self.daemon.published.wait(FIRST_SNAPSHOT_WAIT)
+        # The server listens at once: a scrape before the first read of the kernel and of every
+        # runtime waits for it (bounded: --web.first-scrape-wait) rather than reporting a host
+        # whose workloads all vanish and come back at each restart.
+        self.daemon.wait_first_read()
         snap = self.daemon.snapshot
         success = Family(
             "dockernet_scrape_collector_success",
@@ -120,24 +119,29 @@ class Scraper:
         ]
 
     def _docker_up(self, snap: Snapshot) -> list[Family]:
-        """Only where Docker is followed: a node without it (--docker.host='') has nothing down."""
-        if "docker" not in self.daemon.sources:
+        """Only where Docker is followed (a node without it, --docker.host='', has nothing down),
+        and once it answered or failed (before, nothing is known: no false 0 at each start)."""
+        if "docker" not in self.daemon.sources or "docker" not in snap.runtimes_up:
             return []
         up = Family(
             "dockernet_docker_up",
             "gauge",
-            "Whether the Docker API answered on the last attempt (1) or not (0).",
+            "Whether Docker is up: its last listing succeeded while its events were followed (1), "
+            "or a call, its event stream or a ping failed since (0).",
         )
-        return [up.add("", int(snap.runtimes_up.get("docker", False)))]
+        return [up.add("", int(snap.runtimes_up["docker"]))]
 
     def _runtimes_up(self, snap: Snapshot) -> Family:
         fam = Family(
             "dockernet_runtime_up",
             "gauge",
-            "Whether each followed runtime answered on the last attempt (1) or not (0).",
+            "Whether each runtime is up: its last listing succeeded while its events were followed "
+            "(1), or a call, its event stream or a ping failed since (0); absent before its first "
+            "answer.",
         )
         for runtime in sorted(self.daemon.sources):
-            fam.add(labels(runtime=runtime), int(snap.runtimes_up.get(runtime, False)))
+            if runtime in snap.runtimes_up:
+                fam.add(labels(runtime=runtime), int(snap.runtimes_up[runtime]))
         return fam
 
     def _runtime_events(self) -> list[Family]:
