@@ -161,7 +161,6 @@ class Daemon:
         # The kernel's side first: served at once, whatever the runtimes take to answer.
         self._state = self._reader.full(runtimes=False)
         self._publish()
-        self._first_listed("")
         next_resync = time.monotonic() + self.resync_interval
         while True:
             try:
@@ -293,17 +292,7 @@ class Daemon:
             workloads=len(item.workloads),
             up=int(self._state.runtimes_up.get(item.runtime, False)),
         )
-        self._first_listed(item.runtime)
-
-    def _first_listed(self, runtime: str) -> None:
-        """Once every runtime answered its first listing (or failed it), the first read is done."""
-        if self.started.is_set():
-            return
-        self._first_pending.discard(runtime)
-        if not self._first_pending:
-            self.resyncs[("all", "start")] += 1
-            _settle_heap()
-            self.started.set()
+        self._first_pending.discard(item.runtime)  # `started` once its snapshot is published
 
     def _still_live(self, c: Container) -> bool:
         return bool(
@@ -403,6 +392,10 @@ class Daemon:
     def _publish(self) -> None:
         self.snapshot = topology.build(self._state, self.snapshot, time.monotonic())
         self.published.set()
+        if not self._first_pending and not self.started.is_set():
+            self.resyncs[("all", "start")] += 1
+            _settle_heap()
+            self.started.set()
         if self._exits is not None:
             self._exits.sync(
                 {

@@ -1,6 +1,7 @@
 """A runtime that vanishes briefly, hangs, or never answers, against the real
 exporter and the real dockerd behind a proxy socket that the test controls
-(helpers.DockerSocketProxy: the real dockerd goes on serving every other test)."""
+(helpers.DockerSocketProxy: the real dockerd goes on serving every other test),
+and the real test containerd stopped for outages of several lengths."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ import time
 
 import pytest
 import requests
+import test_cri
 
+from cri_helpers import CRI_SOCKET, restart_containerd
 from helpers import DockerSocketProxy, ExporterProcess, wait_for
+
+pods = test_cri.pods  # the fixture: the test containerd's pods of one test
+CRI = f"--cri.endpoint={CRI_SOCKET}"
 
 
 @pytest.fixture
@@ -21,6 +27,10 @@ def proxy(tmp_path):
     p.start()
     yield p
     p.stop()
+
+
+def runtime_up(e, runtime: str) -> float | None:
+    return e.metrics().get_value("dockernet_runtime_up", runtime=runtime)
 
 
 def interfaces_of(metrics, container) -> list:
@@ -136,3 +146,21 @@ def test_a_silent_runtime_at_start_neither_delays_listening_nor_sigterm(
         waiting.join()
     finally:
         p.stop()
+
+
+# The event stream's retries after it ends at 0 (backoff 0.5 s, doubled): 0.5, 1.5, 3.5, 7.5 s.
+# Each outage ends just after one of them failed, when the next is a whole backoff away.
+@pytest.mark.parametrize("down_for", [1.7, 3.7, 7.7])
+def test_a_runtime_back_up_is_followed_before_it_is_called_up(exporter, pods, down_for):
+    e = exporter(CRI, "--collector.orphans.scope=all", "--collector.orphans.grace=5s")
+    wait_for(lambda: runtime_up(e, "containerd") == 1, what="containerd up")
+    restart_containerd(down_for)
+    wait_for(lambda: runtime_up(e, "containerd") == 1, timeout=40, what="containerd up again")
+    pod = pods.run()  # as soon as it is called up
+    made = time.monotonic()
+    while not (m := e.metrics()).select("dockernet_pod_info", pod=pod.name):
+        assert time.monotonic() - made < 3, "pod unserved 3 s after containerd was called up"
+        flagged = m.select("dockernet_veth_orphaned")
+        assert not flagged, f"a veth flagged orphaned while the pod was unserved: {flagged}"
+        time.sleep(0.1)
+    assert not m.select("dockernet_veth_orphaned")
