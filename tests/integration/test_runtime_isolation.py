@@ -226,3 +226,36 @@ def test_a_hung_sandbox_status_delays_no_docker_container(containers, exporter, 
         assert time.monotonic() - started < 3
     assert runtime_up(e.metrics(), "docker") == 1
     assert healthy(e)
+
+
+@pytest.fixture
+def listing_hung_cri(tmp_path):
+    """A CRI that answers Version, keeps its event stream open, and never answers a listing."""
+    released = threading.Event()
+
+    def quiet():
+        released.wait(120)
+        yield from ()
+
+    def hang(_request: bytes) -> bytes:
+        released.wait(120)
+        return b""
+
+    answers = {"Version": lambda _r: version_answer(), "ListPodSandbox": hang}
+    cri = FakeCri(str(tmp_path / "cri.sock"), answers, {SUBSCRIBE: quiet}).start()
+    yield cri
+    released.set()
+    cri.stop()
+
+
+def test_a_cri_that_hangs_on_its_listings_is_never_up(containers, exporter, listing_hung_cri):
+    c = containers.run()
+    e = exporter(f"--cri.endpoint=unix://{listing_hung_cri.path}", "--cri.timeout=2s")
+    seen = set()
+    deadline = time.monotonic() + 8  # the first listing times out after 2 s, pings answer
+    while time.monotonic() < deadline:
+        m = e.metrics()
+        seen.add(runtime_up(m, "containerd"))
+        assert m.select("dockernet_container_info", container_id=c.id)
+        time.sleep(0.1)
+    assert 1 not in seen and 0 in seen, seen
