@@ -86,6 +86,11 @@ class Daemon:
         self._reader = StateReader(self._netlink, sources, procfs)
         self._followers = {s.runtime: Follower(s, self._queue.put) for s in sources}
         self._first_pending = set(self.sources)  # runtimes whose first listing is not in yet
+        # Whether each runtime is up, as published with the snapshot: only the runtimes that
+        # answered (or failed) at least once. Before, a runtime counts as down in the state (no
+        # namespace is judged unowned) but has no runtime_up sample, rather than a false 0.
+        self.runtimes_up: dict[str, bool] = {}
+        self._answered: set[str] = set()
         self._monitor = LinkMonitor(
             lambda action, link: self._queue.put(LinkChanged(action, link)),
             lambda: self._queue.put(ResyncWanted("netlink", "overflow")),
@@ -160,6 +165,7 @@ class Daemon:
     def _follow_changes(self) -> None:
         # The kernel's side first: served at once, whatever the runtimes take to answer.
         self._state = self._reader.full(runtimes=False)
+        self._state.runtimes_up = dict.fromkeys(self.sources, False)
         self._publish()
         next_resync = time.monotonic() + self.resync_interval
         while True:
@@ -282,10 +288,11 @@ class Daemon:
         return True
 
     def _listed(self, item: RuntimeListed) -> None:
+        """Count and log a listing (a failed one at debug: its runtime's warning said it once)."""
         key = (item.runtime, item.reason)
-        if key in self.resyncs:
+        if key in self.resyncs and not item.error:
             self.resyncs[key] += 1
-        log.info(
+        (log.debug if item.error else log.info)(
             "runtime_listed",
             runtime=item.runtime,
             reason=item.reason,
@@ -314,8 +321,9 @@ class Daemon:
     def _set_up(self, runtime: str, up: bool, error: str, replaying: bool) -> bool:
         """Record a runtime's health; log its changes (once each: a runtime failing the same way
         again and again says so once)."""
-        was = self._state.runtimes_up.get(runtime)
+        was = self._state.runtimes_up.get(runtime) if runtime in self._answered else None
         self._state.runtimes_up[runtime] = up
+        self._answered.add(runtime)
         if replaying or was == up:
             return was != up
         source = self.sources[runtime]
@@ -391,6 +399,8 @@ class Daemon:
 
     def _publish(self) -> None:
         self.snapshot = topology.build(self._state, self.snapshot, time.monotonic())
+        up = self._state.runtimes_up
+        self.runtimes_up = {r: up[r] for r in sorted(self._answered) if r in up}
         self.published.set()
         if not self._first_pending and not self.started.is_set():
             self.resyncs[("all", "start")] += 1

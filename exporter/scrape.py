@@ -106,8 +106,8 @@ class Scraper:
         for (source, reason), n in sorted(self.daemon.resyncs.copy().items()):
             resyncs.add(labels(source=source, reason=reason), n)
         return [
-            *self._docker_up(snap),
-            self._runtimes_up(snap),
+            *self._docker_up(),
+            self._runtimes_up(),
             *self._runtime_events(),
             Family(
                 "dockernet_exporter_build_info",
@@ -118,10 +118,11 @@ class Scraper:
             resyncs,
         ]
 
-    def _docker_up(self, snap: Snapshot) -> list[Family]:
+    def _docker_up(self) -> list[Family]:
         """Only where Docker is followed (a node without it, --docker.host='', has nothing down),
         and once it answered or failed (before, nothing is known: no false 0 at each start)."""
-        if "docker" not in self.daemon.sources or "docker" not in snap.runtimes_up:
+        up_now = self.daemon.runtimes_up
+        if "docker" not in up_now:
             return []
         up = Family(
             "dockernet_docker_up",
@@ -129,9 +130,9 @@ class Scraper:
             "Whether Docker is up: its last listing succeeded while its events were followed (1), "
             "or a call, its event stream or a ping failed since (0).",
         )
-        return [up.add("", int(snap.runtimes_up["docker"]))]
+        return [up.add("", int(up_now["docker"]))]
 
-    def _runtimes_up(self, snap: Snapshot) -> Family:
+    def _runtimes_up(self) -> Family:
         fam = Family(
             "dockernet_runtime_up",
             "gauge",
@@ -139,9 +140,8 @@ class Scraper:
             "(1), or a call, its event stream or a ping failed since (0); absent before its first "
             "answer.",
         )
-        for runtime in sorted(self.daemon.sources):
-            if runtime in snap.runtimes_up:
-                fam.add(labels(runtime=runtime), int(snap.runtimes_up[runtime]))
+        for runtime, up in self.daemon.runtimes_up.items():
+            fam.add(labels(runtime=runtime), int(up))
         return fam
 
     def _runtime_events(self) -> list[Family]:
