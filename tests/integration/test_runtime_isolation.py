@@ -259,3 +259,18 @@ def test_a_cri_that_hangs_on_its_listings_is_never_up(containers, exporter, list
         assert m.select("dockernet_container_info", container_id=c.id)
         time.sleep(0.1)
     assert 1 not in seen and 0 in seen, seen
+
+
+def test_resyncs_go_on_while_a_runtime_reports_an_object_badly(containers, exporter, bad_podman):
+    engine, _ = bad_podman
+    e = exporter(f"--podman.host=unix://{engine.path}", "--resync.interval=1s")
+    resyncs = 'dockernet_resyncs_total{source="all",reason="periodic"}'
+
+    def periodic(m) -> float:
+        return m.get_value("dockernet_resyncs_total", source="all", reason="periodic") or 0
+
+    wait_for(lambda: periodic(e.metrics()) >= 3, timeout=10, what=f"{resyncs} >= 3")
+    c = containers.run()
+    m = wait_for(lambda: served(e, c), timeout=5, what="a container started meanwhile")
+    assert runtime_up(m, "docker") == runtime_up(m, "podman") == 1
+    assert e.log().count("podman_container_unreadable container_id=badpid") == 1, e.log()
