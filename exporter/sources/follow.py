@@ -69,10 +69,6 @@ class Follower:
     def runtime(self) -> str:
         return self.source.runtime
 
-    @property
-    def followed(self) -> bool:
-        return self._followed
-
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
