@@ -129,6 +129,7 @@ class Server(ThreadingHTTPServer):
         self.topology = topology  # (path, query) -> the answer; None: no topology page
         self.state = WebState.of(config or WebConfig())
         self.scrape_error: str | None = None
+        self.failure: Callable[[], str] = str  # why the daemon cannot go on ("": it can)
         self.unauthorized = Throttled("http_unauthorized")
         self._refused = Throttled("http_connection_limit", level="warning")
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -291,7 +292,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         error = self.server.scrape_error
-        if error:
+        if failure := self.server.failure():
+            self._send(503, TEXT, f"the state loop died ({failure}); see the log\n".encode())
+        elif error:
             self._send(503, TEXT, f"the last scrape failed ({error}); see the log\n".encode())
         else:
             self._send(200, TEXT, b"ok\n")

@@ -49,6 +49,7 @@ def build_parser() -> flags.Parser:
         default="",
         help="exporter-toolkit web config (TLS, basic auth); empty: plain HTTP without auth",
     )
+    flags.add_first_scrape_flag(p)
     flags.add_source_flags(p)
     p.add_argument(
         "--resync.interval",

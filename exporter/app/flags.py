@@ -78,6 +78,17 @@ def default_docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
+def add_first_scrape_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--web.first-scrape-wait",
+        dest="first_scrape_wait",
+        type=duration,
+        default="5s",
+        help="how long a scrape that arrives before the first read of every runtime waits for it, "
+        "then answers with what is known (the server listens at once; default: 5s)",
+    )
+
+
 def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) -> None:
     """The workload sources' flags. After a command's name they repeat the global ones: their
     default is then SUPPRESS, so that a value given before the name is kept."""

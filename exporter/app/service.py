@@ -80,7 +80,9 @@ def run_daemon(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{PROG}: error: {where}{exc}\n")
         return 1
     procfs = Procfs(args.procfs)
-    daemon = Daemon(sources, procfs, args.resync_interval, args.netlink_rcvbuf)
+    daemon = Daemon(
+        sources, procfs, args.resync_interval, args.netlink_rcvbuf, args.first_scrape_wait
+    )
     enabled = collectors.enabled(args, Context(procfs=procfs))
     try:
         server = Server(
@@ -95,6 +97,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             f"{PROG}: error: cannot listen on {args.listen_address}: {exc.strerror or exc}\n"
         )
         return 1
+    server.failure = lambda: daemon.failure
     server.serve_in_background()
     daemon.start()
     for c in enabled:

@@ -20,8 +20,6 @@ from exporter.state.daemon import Daemon
 
 log = logs.get_logger()
 
-FIRST_SNAPSHOT_WAIT = 10.0
-
 
 class Scraper:
     def __init__(self, daemon: Daemon, collectors: list[Collector]) -> None:
@@ -32,9 +30,10 @@ class Scraper:
         self._concurrent = [c for c in collectors if c.concurrent]
 
     def render(self) -> str:
-        # The server listens before the first read of the kernel (milliseconds): a scrape in that
-        # gap waits for it rather than reporting an empty host.
-        self.daemon.published.wait(FIRST_SNAPSHOT_WAIT)
+        # The server listens at once: a scrape before the first read of the kernel and of every
+        # runtime waits for it (bounded: --web.first-scrape-wait) rather than reporting a host
+        # whose workloads all vanish and come back at each restart.
+        self.daemon.wait_first_read()
         snap = self.daemon.snapshot
         success = Family(
             "dockernet_scrape_collector_success",
@@ -107,8 +106,8 @@ class Scraper:
         for (source, reason), n in sorted(self.daemon.resyncs.copy().items()):
             resyncs.add(labels(source=source, reason=reason), n)
         return [
-            *self._docker_up(snap),
-            self._runtimes_up(snap),
+            *self._docker_up(),
+            self._runtimes_up(),
             *self._runtime_events(),
             Family(
                 "dockernet_exporter_build_info",
@@ -119,25 +118,30 @@ class Scraper:
             resyncs,
         ]
 
-    def _docker_up(self, snap: Snapshot) -> list[Family]:
-        """Only where Docker is followed: a node without it (--docker.host='') has nothing down."""
-        if "docker" not in self.daemon.sources:
+    def _docker_up(self) -> list[Family]:
+        """Only where Docker is followed (a node without it, --docker.host='', has nothing down),
+        and once it answered or failed (before, nothing is known: no false 0 at each start)."""
+        up_now = self.daemon.runtimes_up
+        if "docker" not in up_now:
             return []
         up = Family(
             "dockernet_docker_up",
             "gauge",
-            "Whether the Docker API answered on the last attempt (1) or not (0).",
+            "Whether Docker is up: its last listing succeeded while its events were followed (1), "
+            "or a call, its event stream or a ping failed since (0).",
         )
-        return [up.add("", int(snap.runtimes_up.get("docker", False)))]
+        return [up.add("", int(up_now["docker"]))]
 
-    def _runtimes_up(self, snap: Snapshot) -> Family:
+    def _runtimes_up(self) -> Family:
         fam = Family(
             "dockernet_runtime_up",
             "gauge",
-            "Whether each followed runtime answered on the last attempt (1) or not (0).",
+            "Whether each runtime is up: its last listing succeeded while its events were followed "
+            "(1), or a call, its event stream or a ping failed since (0); absent before its first "
+            "answer.",
         )
-        for runtime in sorted(self.daemon.sources):
-            fam.add(labels(runtime=runtime), int(snap.runtimes_up.get(runtime, False)))
+        for runtime, up in self.daemon.runtimes_up.items():
+            fam.add(labels(runtime=runtime), int(up))
         return fam
 
     def _runtime_events(self) -> list[Family]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.core.model import HostState, Link
+from exporter.core.model import Container, HostState, Link, Network
 from exporter.sources.runtimes.workloads import WorkloadEvent
 
 
@@ -17,8 +17,25 @@ class LinkChanged:
 
 @dataclass(frozen=True)
 class RuntimeEvent:
+    """A lifecycle event with what its runtime answered when asked about it (sources/follow.py's
+    look-up worker makes the calls, off the state loop)."""
+
     runtime: str
     event: WorkloadEvent
+    workload: Container | None = None  # the workload as looked up; None: it does not run
+    networks: tuple[Network, ...] | None = None  # the runtime's networks, where read again
+
+
+@dataclass(frozen=True)
+class RuntimeListed:
+    """One runtime's full listing, or why it failed (then `error` says what, in one line)."""
+
+    runtime: str
+    reason: str  # start | periodic | reconnect | overflow
+    networks: tuple[Network, ...] = ()
+    workloads: tuple[Container, ...] = ()
+    followed: bool = False  # its events were followed when the listing ended: it is up
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,9 +45,12 @@ class ProcessExited:
 
 
 @dataclass(frozen=True)
-class RuntimeUp:
+class RuntimeDown:
+    """A runtime's stream, ping or look-up failed (`error` says what, in one line). It is up again
+    only after a listing made while its events are followed (RuntimeListed)."""
+
     runtime: str
-    up: bool
+    error: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,15 @@ class Stop:
     pass
 
 
-Change = LinkChanged | RuntimeEvent | ProcessExited | RuntimeUp | ResyncWanted | Resynced | Stop
+Change = (
+    LinkChanged
+    | RuntimeEvent
+    | RuntimeListed
+    | ProcessExited
+    | RuntimeDown
+    | ResyncWanted
+    | Resynced
+    | Stop
+)
 # What a resync's result gets applied again: the changes made while it read.
-REPLAYED = (LinkChanged, RuntimeEvent, ProcessExited, RuntimeUp)
+REPLAYED = (LinkChanged, RuntimeEvent, RuntimeListed, ProcessExited, RuntimeDown)

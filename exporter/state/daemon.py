@@ -3,12 +3,13 @@ notifications and the exits of workloads' processes, keeps a HostState, and
 publishes a fresh immutable Snapshot after each batch of changes. Scrapes read
 ``daemon.snapshot`` (one reference) and never lock against this loop.
 
-Threads: per workload source an event follower and a health ping, one for link
-notifications and one for process exits (they only enqueue typed items, see
-exporter.state.changes), one state loop (the only writer of the state; it does the
-follow-up I/O such as looking a started workload up), and while a resync runs,
-one that reads everything afresh: at 200 containers that takes half a second,
-which events do not wait for.
+Threads: per workload source an event follower, a health ping and a worker that
+makes that runtime's calls (look-ups, listings: a hung runtime stalls nothing
+but its own worker), one for link notifications and one for process exits (they
+only enqueue typed items, see exporter.state.changes), one state loop (the only
+writer of the state; its follow-up I/O is the kernel's: a new namespace's
+links), and while a resync runs, one that reads the kernel's side afresh: at
+200 containers that takes half a second, which events do not wait for.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from exporter.sources.kernel import exits
 from exporter.sources.kernel.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
 from exporter.sources.kernel.procfs import Procfs
 from exporter.sources.runtimes.follow import Follower
-from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadSource
+from exporter.sources.runtimes.workloads import Effect, WorkloadSource
 from exporter.state.changes import (
     REPLAYED,
     Change,
@@ -36,8 +37,9 @@ from exporter.state.changes import (
     ProcessExited,
     Resynced,
     ResyncWanted,
+    RuntimeDown,
     RuntimeEvent,
-    RuntimeUp,
+    RuntimeListed,
     Stop,
 )
 from exporter.state.loader import StateReader
@@ -46,7 +48,6 @@ log = logs.get_logger()
 
 MAX_BATCH = 20000
 QUIET, COALESCE_MAX = 0.002, 0.1  # seconds; see Daemon._coalesce
-SUBSCRIBE_WAIT = 2.0
 
 
 class Daemon:
@@ -56,13 +57,19 @@ class Daemon:
         procfs: Procfs,
         resync_interval: float = 300.0,
         netlink_rcvbuf: int = RCVBUF_BYTES,
+        first_read_wait: float = 5.0,
     ) -> None:
         self.sources = {s.runtime: s for s in sources}
         self.procfs = procfs
         self.resync_interval = resync_interval
+        # Scrapes wait for the first full read until this long after the start, not beyond.
+        self.first_read_wait = first_read_wait
+        self._first_read_deadline = time.monotonic() + first_read_wait
         self.snapshot = topology.empty()
         self.published = threading.Event()  # the kernel's side is published: scrapes may start
-        self.started = threading.Event()  # the first full read is published
+        # Every runtime answered its first listing (or failed it), or the daemon stops.
+        self.started = threading.Event()
+        self.failure = ""  # why the state loop died, if it ever does (/healthz says so)
         self.events = Counter(
             {("netlink", a): 0 for a in ("add", "delete", "port")} | {("process", "exit"): 0}
         )
@@ -70,7 +77,7 @@ class Daemon:
         # Resync (source, reason) pairs, exported from the start at 0.
         self.resyncs = Counter(
             {("all", "start"): 0, ("all", "periodic"): 0, ("netlink", "overflow"): 0}
-            | {(s.runtime, "reconnect"): 0 for s in sources}
+            | {(s.runtime, r): 0 for s in sources for r in ("reconnect", "overflow")}
         )
         self._queue: queue.Queue[Change] = queue.Queue()
         self._stopping = threading.Event()
@@ -79,6 +86,12 @@ class Daemon:
         self._netlink = Netlink()
         self._reader = StateReader(self._netlink, sources, procfs)
         self._followers = {s.runtime: Follower(s, self._queue.put) for s in sources}
+        self._first_pending = set(self.sources)  # runtimes whose first listing is not in yet
+        # Whether each runtime is up, as published with the snapshot: only the runtimes that
+        # answered (or failed) at least once. Before, a runtime counts as down in the state (no
+        # namespace is judged unowned) but has no runtime_up sample, rather than a false 0.
+        self.runtimes_up: dict[str, bool] = {}
+        self._answered: set[str] = set()
         self._monitor = LinkMonitor(
             lambda action, link: self._queue.put(LinkChanged(action, link)),
             lambda: self._queue.put(ResyncWanted("netlink", "overflow")),
@@ -97,18 +110,22 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        """Follow every source; the state loop reads everything once, then follows changes.
-        Returns at once: a source that does not answer delays nothing but its own part."""
+        """Follow every source; the state loop reads the kernel once, then follows changes while
+        each runtime's worker makes its first listing. Returns at once: a source that does not
+        answer delays nothing but its own part."""
+        self._first_read_deadline = time.monotonic() + self.first_read_wait
         self._spawn("netlink-events", self._monitor.run)
         if self._exits is not None:
             self._spawn("process-exits", self._exits.run)
         for runtime, follower in self._followers.items():
             self._spawn(f"{runtime}-events", follower.run_events)
             self._spawn(f"{runtime}-health", follower.run_health)
+            self._spawn(f"{runtime}-calls", follower.run_lookups)
         self._spawn("state", self._run_state)
 
     def stop(self, timeout: float = 1.5) -> None:
         self._stopping.set()
+        self.started.set()  # a scrape waiting for the first read answers now
         self._monitor.stop()
         if self._exits is not None:
             self._exits.stop()
@@ -123,6 +140,12 @@ class Daemon:
         for source in self.sources.values():
             source.close()
 
+    def wait_first_read(self) -> None:
+        """For a scrape: wait until every runtime answered once, at most until first_read_wait
+        after the start (a runtime that does not answer delays the first scrapes only)."""
+        self.published.wait(max(0.0, self._first_read_deadline - time.monotonic()))
+        self.started.wait(max(0.0, self._first_read_deadline - time.monotonic()))
+
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
@@ -131,18 +154,20 @@ class Daemon:
     # -- the state loop ----------------------------------------------------
 
     def _run_state(self) -> None:
-        started = time.monotonic()
+        """The state loop; it does not end but on stop. Should it die anyway, the failure is
+        logged and kept for /healthz."""
+        try:
+            self._follow_changes()
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("state_loop_died", error=self.failure, exc_info=exc)
+            self.started.set()
+
+    def _follow_changes(self) -> None:
         # The kernel's side first: served at once, whatever the runtimes take to answer.
         self._state = self._reader.full(runtimes=False)
+        self._state.runtimes_up = dict.fromkeys(self.sources, False)
         self._publish()
-        # Subscribe before the first read of the runtimes so that nothing between the two is
-        # missed; a subscription still pending after a while resyncs once it succeeds.
-        for follower in self._followers.values():
-            if not follower.attempted.wait(SUBSCRIBE_WAIT):
-                follower.missed()
-        first = self._reader.full(self._state)
-        self._install(Resynced(ResyncWanted("all", "start"), first, started))
-        self.started.set()
         next_resync = time.monotonic() + self.resync_interval
         while True:
             try:
@@ -201,11 +226,13 @@ class Daemon:
                 case RuntimeEvent(runtime, event):
                     self._count(runtime, event.action, replaying)
                     changed = self._apply_event(item) or changed
+                case RuntimeListed():
+                    changed = self._install_listing(item, replaying) or changed
                 case ProcessExited(workload_id, pid):
                     self._count("process", "exit", replaying)
                     changed = self._process_exited(workload_id, pid) or changed
-                case RuntimeUp(runtime, up):
-                    changed = self._set_runtime_up(runtime, up) or changed
+                case RuntimeDown(runtime, error):
+                    changed = self._set_up(runtime, False, error, replaying) or changed
                 case ResyncWanted():
                     resync = resync or item
                 case Resynced():
@@ -218,46 +245,67 @@ class Daemon:
             self.events[(source, action)] += 1
 
     def _apply_event(self, item: RuntimeEvent) -> bool:
-        """Follow one lifecycle event; whether the state may have changed."""
-        source, event = self.sources[item.runtime], item.event
-        try:
-            match event.effect:
-                case Effect.GONE:
-                    return self._reader.remove_container(self._state, event.workload_id)
-                case Effect.CHANGED:
-                    return self._refresh(source, event.workload_id)
-                case Effect.CHANGED_IF_KNOWN if event.workload_id in self._state.containers:
-                    return self._refresh(source, event.workload_id)
-                case Effect.NETWORKS:
-                    return self._reload_networks(source)
-        except SourceUnavailable as exc:
-            # What this event told is lost until the runtime is read again: say it is down, so that
-            # no namespace of its counts as unowned meanwhile, and resync once it answers.
-            self._followers[item.runtime].unreachable(str(exc))
-        return False
+        """Follow one lifecycle event, with what its runtime answered about it; whether the state
+        may have changed."""
+        event, found = item.event, item.workload
+        changed = item.networks is not None and self._set_networks(item.runtime, item.networks)
+        if found is not None and event.effect in (Effect.CHANGED, Effect.CHANGED_IF_KNOWN):
+            self._reader.add_container(self._state, found)
+            return True
+        if event.effect in (Effect.GONE, Effect.CHANGED):
+            return self._reader.remove_container(self._state, event.workload_id) or changed
+        return changed
 
-    def _refresh(self, source: WorkloadSource, workload_id: str) -> bool:
-        if not workload_id:
-            return False
-        found = source.workload(workload_id)
-        if found is None:
-            return self._reader.remove_container(self._state, workload_id)
-        self._reader.add_container(self._state, found)
-        if not self._knows_networks(found):  # a runtime that tells no network's creation (Podman)
-            self._reload_networks(source)
-        return True
-
-    def _knows_networks(self, c: Container) -> bool:
-        networks = self._state.networks.values()
-        known = {n.id for n in networks} | {n.name for n in networks}
-        return all(ep.network_id in known or ep.network in known for ep in c.endpoints)
-
-    def _reload_networks(self, source: WorkloadSource) -> bool:
-        networks = {n.id: n for n in source.networks()}
-        others = {i: n for i, n in self._state.networks.items() if n.runtime != source.runtime}
-        fresh = others | networks  # this runtime's removed networks go at once
+    def _set_networks(self, runtime: str, networks: tuple) -> bool:
+        """Replace one runtime's networks (its removed networks go at once)."""
+        others = {i: n for i, n in self._state.networks.items() if n.runtime != runtime}
+        fresh = others | {n.id: n for n in networks}
         changed, self._state.networks = fresh != self._state.networks, fresh
         return changed
+
+    def _install_listing(self, item: RuntimeListed, replaying: bool) -> bool:
+        """One runtime's listing replaces its part of the state. A failed one keeps, of its
+        workloads, those whose process still holds the same namespace (a runtime that does not
+        answer tells nothing of them; the others are gone or cannot be told apart from leaks)."""
+        runtime, state = item.runtime, self._state
+        mine = [c for c in state.containers.values() if c.runtime == runtime]
+        if item.error:
+            for c in mine:
+                if not self._still_live(c):
+                    self._reader.remove_container(state, c.id)
+            self._set_up(runtime, False, item.error, replaying)
+        else:
+            listed = {c.id: c for c in item.workloads}
+            for c in mine:
+                if c.id not in listed:
+                    self._reader.remove_container(state, c.id)
+            for c in item.workloads:
+                if not _same(state.containers.get(c.id), c):
+                    self._reader.add_container(state, c)
+            self._set_networks(runtime, item.networks)
+            self._set_up(runtime, item.followed, "", replaying)
+        if not replaying:
+            self._listed(item)
+        return True
+
+    def _listed(self, item: RuntimeListed) -> None:
+        """Count and log a listing (a failed one at debug: its runtime's warning said it once)."""
+        key = (item.runtime, item.reason)
+        if key in self.resyncs and not item.error:
+            self.resyncs[key] += 1
+        (log.debug if item.error else log.info)(
+            "runtime_listed",
+            runtime=item.runtime,
+            reason=item.reason,
+            workloads=len(item.workloads),
+            up=int(self._state.runtimes_up.get(item.runtime, False)),
+        )
+        self._first_pending.discard(item.runtime)  # `started` once its snapshot is published
+
+    def _still_live(self, c: Container) -> bool:
+        return bool(
+            c.pid and c.netns_inode is not None and self.procfs.netns_inode(c.pid) == c.netns_inode
+        )
 
     def _process_exited(self, workload_id: str, pid: int) -> bool:
         """A workload's main process exited: it no longer runs, whatever its runtime says next. A
@@ -271,22 +319,44 @@ class Daemon:
             return True
         return self._reader.remove_container(self._state, workload_id)
 
-    def _set_runtime_up(self, runtime: str, up: bool) -> bool:
-        changed = self._state.runtimes_up.get(runtime) != up
+    def _set_up(self, runtime: str, up: bool, error: str, replaying: bool) -> bool:
+        """Record a runtime's health; log its changes (once each: a runtime failing the same way
+        again and again says so once)."""
+        was = self._state.runtimes_up.get(runtime) if runtime in self._answered else None
         self._state.runtimes_up[runtime] = up
-        return changed
+        self._answered.add(runtime)
+        if replaying or was == up:
+            return was != up
+        source = self.sources[runtime]
+        if not up and error:
+            log.warning(
+                f"{runtime}_unreachable",
+                address=source.address,
+                error=error,
+                detail="retrying with backoff; its veths are served without workload names",
+            )
+        elif up and was is False:
+            log.info(f"{runtime}_reachable", address=source.address)
+        return True
 
     def _resync(self, wanted: ResyncWanted) -> None:
-        """Read everything afresh in another thread (one read at a time; a resync asked for
-        meanwhile follows it). The state loop goes on applying events, and applies them again on
-        the result."""
+        """Read the kernel's side afresh in another thread (one read at a time; a resync asked for
+        meanwhile follows it) and, for `all`, every runtime in its worker. The state loop goes on
+        applying events, and applies them again on the result."""
+        if wanted.source == "all":
+            for follower in self._followers.values():
+                follower.resync(wanted.reason)
         if self._replay is not None:
             self._resync_wanted = self._resync_wanted or wanted
             return
         self._replay = []
         # The read reuses what is known of links' ages and namespace files; it gets copies.
         known = HostState(
-            first_seen=dict(self._state.first_seen), netns_files=dict(self._state.netns_files)
+            containers=dict(self._state.containers),
+            networks=dict(self._state.networks),
+            runtimes_up=dict(self._state.runtimes_up),
+            first_seen=dict(self._state.first_seen),
+            netns_files=dict(self._state.netns_files),
         )
         threading.Thread(
             target=self._read_all, args=(wanted, known), name="resync", daemon=True
@@ -296,18 +366,17 @@ class Daemon:
         started, state = time.monotonic(), None
         try:
             with Netlink() as netlink:
-                state = StateReader(netlink, list(self.sources.values()), self.procfs).full(known)
+                state = StateReader(netlink, (), self.procfs).reread(known)
         except Exception:  # the state stays as it was; the next resync tries again
             log.exception("resync_failed", source=wanted.source, reason=wanted.reason)
         self._queue.put(Resynced(wanted, state, started))
 
     def _install(self, done: Resynced) -> None:
-        """Make a full read the state, with the changes applied since it began applied again, and
-        publish it."""
+        """Make a full read of the kernel's side the state, with the changes applied since it began
+        applied again, and publish it."""
         replay, self._replay = self._replay or [], None
         state, wanted = done.state, done.wanted
         if state is not None:
-            self._keep_live_workloads(state, self._state)
             self._state = state
             self._apply(replay, replaying=True)
             self._publish()
@@ -329,22 +398,15 @@ class Daemon:
             again, self._resync_wanted = self._resync_wanted, None
             self._resync(again)
 
-    def _keep_live_workloads(self, state: HostState, previous: HostState) -> None:
-        """For a runtime that did not answer, keep its workloads whose process still holds the same
-        namespace."""
-        for c in previous.containers.values():
-            if state.runtimes_up.get(c.runtime, True):
-                continue
-            if (
-                c.pid
-                and c.netns_inode is not None
-                and self.procfs.netns_inode(c.pid) == c.netns_inode
-            ):
-                self._reader.add_container(state, c)
-
     def _publish(self) -> None:
         self.snapshot = topology.build(self._state, self.snapshot, time.monotonic())
+        up = self._state.runtimes_up
+        self.runtimes_up = {r: up[r] for r in sorted(self._answered) if r in up}
         self.published.set()
+        if not self._first_pending and not self.started.is_set():
+            self.resyncs[("all", "start")] += 1
+            _settle_heap()
+            self.started.set()
         if self._exits is not None:
             self._exits.sync(
                 {
@@ -353,6 +415,11 @@ class Daemon:
                     if c.pid and c.netns_inode is not None
                 }
             )
+
+
+def _same(known: Container | None, listed: Container) -> bool:
+    """Whether a listed workload is the one known (whose namespace identity is already resolved)."""
+    return known is not None and (dataclasses.replace(known, netns_inode=None, nsid=None) == listed)
 
 
 def _settle_heap() -> None:

@@ -18,7 +18,11 @@ from exporter.core.model import Container, HostState, Link
 from exporter.sources.kernel.netlink import Netlink
 from exporter.sources.kernel.procfs import Procfs
 from exporter.sources.runtimes import cni_cache
-from exporter.sources.runtimes.workloads import SourceUnavailable, WorkloadSource
+from exporter.sources.runtimes.workloads import (
+    EXPECTED,
+    WorkloadSource,
+    describe,
+)
 
 log = logs.get_logger()
 
@@ -43,12 +47,28 @@ class StateReader:
             self.read_runtime(state, source)
         return state
 
+    def reread(self, known: HostState) -> HostState:
+        """The kernel's side afresh, with the workloads, networks and runtimes' health `known` (each
+        runtime's own listing replaces its part), their namespaces looked up again."""
+        state = self.full(known, runtimes=False)
+        state.networks, state.runtimes_up = dict(known.networks), dict(known.runtimes_up)
+        for c in known.containers.values():
+            self.add_container(state, c)
+        return state
+
     def read_runtime(self, state: HostState, source: WorkloadSource) -> None:
+        """One runtime's listing into `state`; an error of any kind is that runtime's alone."""
         try:
             networks = source.networks()
             workloads = source.workloads()
-        except SourceUnavailable as exc:
-            log.debug("runtime_read_failed", runtime=source.runtime, error=str(exc))
+        except EXPECTED as exc:
+            log.debug("runtime_read_failed", runtime=source.runtime, error=describe(exc))
+            state.runtimes_up[source.runtime] = False
+            return
+        except Exception as exc:
+            log.error(
+                "runtime_read_failed", runtime=source.runtime, error=describe(exc), exc_info=exc
+            )
             state.runtimes_up[source.runtime] = False
             return
         state.runtimes_up[source.runtime] = True

@@ -1,6 +1,7 @@
 """A runtime that vanishes briefly, hangs, or never answers, against the real
 exporter and the real dockerd behind a proxy socket that the test controls
-(helpers.DockerSocketProxy: the real dockerd goes on serving every other test)."""
+(helpers.DockerSocketProxy: the real dockerd goes on serving every other test),
+and the real test containerd stopped for outages of several lengths."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ import time
 
 import pytest
 import requests
+import test_cri
 
+from cri_helpers import CRI_SOCKET, restart_containerd
 from helpers import DockerSocketProxy, ExporterProcess, wait_for
+
+pods = test_cri.pods  # the fixture: the test containerd's pods of one test
+CRI = f"--cri.endpoint={CRI_SOCKET}"
 
 
 @pytest.fixture
@@ -21,6 +27,10 @@ def proxy(tmp_path):
     p.start()
     yield p
     p.stop()
+
+
+def runtime_up(e, runtime: str) -> float | None:
+    return e.metrics().get_value("dockernet_runtime_up", runtime=runtime)
 
 
 def interfaces_of(metrics, container) -> list:
@@ -105,25 +115,54 @@ def silent_engine(tmp_path):
 def test_a_silent_runtime_at_start_neither_delays_listening_nor_sigterm(
     docker_client, silent_engine
 ):
+    """The first scrape waits for the first read at most --web.first-scrape-wait, then answers what
+    is known (the kernel's view); SIGTERM ends the process within 2 s, a scrape still waiting."""
     started = time.monotonic()
-    p = ExporterProcess(f"--docker.host=unix://{silent_engine}", "--docker.timeout=30s")
+    p = ExporterProcess(
+        f"--docker.host=unix://{silent_engine}",
+        "--docker.timeout=30s",
+        "--web.first-scrape-wait=1s",
+    )
     try:
 
-        def metrics_served() -> bool:
+        def metrics_served() -> str:
             try:
-                r = requests.get(p.url + "/metrics", timeout=1)
-            except requests.RequestException:
-                return False
-            return r.status_code == 200 and "dockernet_veth_info" in r.text
+                r = requests.get(p.url + "/metrics", timeout=3)
+            except requests.ConnectionError:
+                return ""
+            return r.text if r.status_code == 200 and "dockernet_veth_info" in r.text else ""
 
-        wait_for(metrics_served, timeout=5, interval=0.05, what="/metrics with a silent Docker")
+        text = wait_for(metrics_served, timeout=6, interval=0.05, what="/metrics, Docker silent")
         served_after = time.monotonic() - started
-        assert served_after < 5
-        assert "dockernet_docker_up 0" in requests.get(p.url + "/metrics", timeout=2).text
+        assert served_after < 6
+        # No answer yet (the first ping fails 10 s after the start): no false 0 either.
+        assert "\ndockernet_docker_up " not in text
+        assert 'dockernet_runtime_up{runtime="docker"}' not in text
+        waiting = threading.Thread(target=metrics_served)  # a scrape in flight at SIGTERM
+        waiting.start()
         p.proc.send_signal(signal.SIGTERM)
         stop_started = time.monotonic()
         p.proc.wait(timeout=5)
         assert time.monotonic() - stop_started < 2, "SIGTERM took 2 s or more with Docker silent"
         assert p.proc.returncode == 0
+        waiting.join()
     finally:
         p.stop()
+
+
+# The event stream's retries after it ends at 0 (backoff 0.5 s, doubled): 0.5, 1.5, 3.5, 7.5 s.
+# Each outage ends just after one of them failed, when the next is a whole backoff away.
+@pytest.mark.parametrize("down_for", [1.7, 3.7, 7.7])
+def test_a_runtime_back_up_is_followed_before_it_is_called_up(exporter, pods, down_for):
+    e = exporter(CRI, "--collector.orphans.scope=all", "--collector.orphans.grace=5s")
+    wait_for(lambda: runtime_up(e, "containerd") == 1, what="containerd up")
+    restart_containerd(down_for)
+    wait_for(lambda: runtime_up(e, "containerd") == 1, timeout=40, what="containerd up again")
+    pod = pods.run()  # as soon as it is called up
+    made = time.monotonic()
+    while not (m := e.metrics()).select("dockernet_pod_info", pod=pod.name):
+        assert time.monotonic() - made < 3, "pod unserved 3 s after containerd was called up"
+        flagged = m.select("dockernet_veth_orphaned")
+        assert not flagged, f"a veth flagged orphaned while the pod was unserved: {flagged}"
+        time.sleep(0.1)
+    assert not m.select("dockernet_veth_orphaned")

@@ -87,6 +87,7 @@ def scrape(tmp_path: Path, monkeypatch, failing: str = "", error: Exception | No
             monkeypatch.setattr(c, "collect", lambda _snap: _raise(error))
     daemon = Daemon(runtimes.from_args(cli.build_parser().parse_args(FLAGS)), Procfs(str(root)))
     daemon.snapshot = topology.build(state)
+    daemon.runtimes_up = dict(sorted(state.runtimes_up.items()))  # as the daemon publishes them
     daemon.published.set()
     try:
         return mask(Scraper(daemon, found).render())

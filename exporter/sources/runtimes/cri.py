@@ -34,7 +34,7 @@ from exporter.sources.runtimes.cri_api import (
     Sandbox,
 )
 from exporter.sources.runtimes.cri_events import AUTO, CONTAINERD, CRI, POLL
-from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
+from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, Unreadable, WorkloadEvent
 
 log = logs.get_logger()
 
@@ -214,7 +214,8 @@ class CriSource:
         self._lock = threading.Lock()
         # The latest start or exit event of each container not yet looked up (see pod_members).
         self._fresh: dict[str, str] = {}
-        self._unreadable: set[str] = set()  # sandboxes whose status the runtime refuses, logged
+        # Sandboxes whose status the runtime refuses or that cannot be decoded, each logged once.
+        self._unreadable = Unreadable("cri_sandbox_unreadable", "sandbox_id")
 
     def _call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         try:
@@ -232,25 +233,32 @@ class CriSource:
         try:
             data = self._client.call("PodSandboxStatus", request)
         except Refused as exc:
-            if sandbox_id not in self._unreadable:
-                self._unreadable.add(sandbox_id)
-                log.warning("cri_sandbox_unreadable", sandbox_id=sandbox_id, error=str(exc))
+            self._unreadable.left_out(sandbox_id, str(exc))
             raise NotFound("PodSandboxStatus") from None
         except CallFailed as exc:
             raise self._unreachable(exc) from None
-        self._unreadable.discard(sandbox_id)
-        return cri_api.parse_sandbox_status(data)
+        sandbox = self._unreadable.attempt(sandbox_id, lambda: cri_api.parse_sandbox_status(data))
+        if sandbox is None:
+            raise NotFound("PodSandboxStatus")
+        return sandbox
 
     def _containers(self, sandbox_id: str = "", container_id: str = "") -> list[CriContainer]:
         request = cri_api.list_containers_request(sandbox_id, container_id, running=False)
-        return cri_api.parse_containers(self._call("ListContainers", request))
+        return cri_api.parse_containers(self._call("ListContainers", request), self._left_out)
+
+    def _sandboxes(self) -> list[Sandbox]:
+        return cri_api.parse_sandboxes(self._call("ListPodSandbox", b""), self._left_out)
+
+    def _left_out(self, error: str) -> None:
+        """An item of a listing that cannot be decoded (it has no id that can be read)."""
+        self._unreadable.left_out("(undecodable)", error)
 
     def version(self) -> str:
         return cri_api.parse_version(self._call("Version", cri_api.version_request()))
 
     def workloads(self) -> list[Container]:
-        sandboxes = cri_api.parse_sandboxes(self._call("ListPodSandbox", b""))
-        self._unreadable &= {s.id for s in sandboxes}
+        sandboxes = self._sandboxes()
+        self._unreadable.keep({s.id for s in sandboxes} | {"(undecodable)"})
         containers = self._containers()
         out = []
         for listed in sandboxes:
@@ -374,7 +382,8 @@ class CriSource:
         sandboxes = self._client.call("ListPodSandbox", cri_api.list_sandboxes_request())
         running = self._client.call("ListContainers", cri_api.list_containers_request())
         return cri_events.listing(
-            cri_api.parse_sandboxes(sandboxes), cri_api.parse_containers(running)
+            cri_api.parse_sandboxes(sandboxes, self._left_out),
+            cri_api.parse_containers(running, self._left_out),
         )
 
     def _decoded(self, mode: str, stream: Any) -> Iterator[WorkloadEvent]:

@@ -159,8 +159,67 @@ def parse_version(data: bytes) -> str:
     return " ".join(parse_runtime(data)).strip()
 
 
-def parse_sandboxes(data: bytes) -> list[Sandbox]:
-    return [_sandbox(item) for item in _parse(cri_pb2.ListPodSandboxResponse, data).items]
+def _ignore(error: str) -> None:
+    pass
+
+
+def parse_sandboxes(data: bytes, left_out: Callable[[str], None] = _ignore) -> list[Sandbox]:
+    """The sandboxes of a ListPodSandboxResponse. One that cannot be decoded (a label that is not
+    UTF-8: containerd takes one through a raw call) is left out alone, and said to `left_out`."""
+    return _each(cri_pb2.ListPodSandboxResponse, cri_pb2.PodSandbox, data, _sandbox, left_out)
+
+
+def _each(
+    cls: Any, item: Any, data: bytes, read: Callable[[Any], Any], left_out: Callable[[str], None]
+) -> list:
+    """Each item of a list response's field 1 (`repeated item`), decoded one at a time."""
+    try:
+        chunks = list(repeated_field(data, 1))
+    except ValueError as exc:
+        raise ValueError(f"not a {cls.__name__}: {exc}") from None
+    out = []
+    for chunk in chunks:
+        try:
+            out.append(read(_parse(item, chunk)))
+        except ValueError as exc:
+            left_out(str(exc))
+    return out
+
+
+def repeated_field(data: bytes, number: int) -> Iterator[bytes]:
+    """The raw occurrences of one length-delimited field of a message, in order (protobuf's wire
+    format: varint keys, then a varint, 8 bytes, a length and bytes, or 4 bytes)."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end")
+            if key >> 3 == number:
+                yield data[pos : pos + size]
+            pos += size
+        else:
+            raise ValueError(f"wire type {wire}")
+    if pos > len(data):
+        raise ValueError("it ends inside a field")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("a truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
 
 
 def parse_sandbox_status(data: bytes) -> Sandbox:
@@ -189,17 +248,19 @@ def parse_info(text: str) -> tuple[int, str]:
     return int(info.get("pid") or 0), path
 
 
-def parse_containers(data: bytes) -> list[CriContainer]:
-    return [
-        CriContainer(
-            id=c.id,
-            sandbox_id=c.pod_sandbox_id,
-            name=c.metadata.name,
-            image=c.image.image,
-            running=c.state == CONTAINER_RUNNING,
-        )
-        for c in _parse(cri_pb2.ListContainersResponse, data).containers
-    ]
+def parse_containers(data: bytes, left_out: Callable[[str], None] = _ignore) -> list[CriContainer]:
+    """The containers of a ListContainersResponse; one that cannot be decoded is left out alone."""
+    return _each(cri_pb2.ListContainersResponse, cri_pb2.Container, data, _container, left_out)
+
+
+def _container(c: Any) -> CriContainer:
+    return CriContainer(
+        id=c.id,
+        sandbox_id=c.pod_sandbox_id,
+        name=c.metadata.name,
+        image=c.image.image,
+        running=c.state == CONTAINER_RUNNING,
+    )
 
 
 def parse_envelope(data: bytes) -> Envelope:

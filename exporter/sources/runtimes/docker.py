@@ -22,7 +22,7 @@ from exporter.sources.runtimes.engine_api import (
     NotFound,
     Unreachable,
 )
-from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
+from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, Unreadable, WorkloadEvent
 
 # What says "Docker does not answer (right now)": unreachable, or an error answer.
 FAILED: tuple[type[Exception], ...] = (Unreachable, EngineError)
@@ -141,6 +141,8 @@ class DockerSource:
         self.timeout = timeout
         self._api = EngineAPI(self.address, timeout)
         self._stream: EventStream | None = None
+        # Containers whose inspect cannot be read, each logged once.
+        self._unreadable = Unreadable(f"{self.runtime}_container_unreadable", "container_id")
 
     def _get(self, path: str, params: dict | None = None) -> Any:
         try:
@@ -154,21 +156,21 @@ class DockerSource:
         return SourceUnavailable(f"{self.display} is unreachable at {self.address} ({exc})")
 
     def workloads(self) -> list[Container]:
-        out = []
-        for summary in self._get("/containers/json"):
-            found = self.workload(summary["Id"])
-            if found is not None:
-                out.append(found)
-        return out
+        """The running containers; one whose inspect cannot be read is left out alone."""
+        ids = [summary["Id"] for summary in self._get("/containers/json")]
+        self._unreadable.keep(set(ids))
+        return [c for c in map(self.workload, ids) if c is not None]
 
     def workload(self, workload_id: str) -> Container | None:
+        """None also for a container whose inspect cannot be read (logged once)."""
         try:
             data = self._get(f"/containers/{workload_id}/json")
         except NotFound:
             return None
-        if not (data.get("State") or {}).get("Running"):
-            return None
-        return self.parse_container(data)
+        return self._unreadable.attempt(workload_id, lambda: self._running(data))
+
+    def _running(self, data: Any) -> Container | None:
+        return self.parse_container(data) if (data.get("State") or {}).get("Running") else None
 
     @staticmethod
     def parse_container(data: dict) -> Container:

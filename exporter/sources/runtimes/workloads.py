@@ -7,21 +7,84 @@ kernel side (links, namespace ids, process exits) is shared by all of them and
 lives in the state, never in a source.
 
 Every call may raise ``SourceUnavailable``: the runtime is not reachable right
-now (socket missing, refused, timed out, restarting). Anything else is a bug.
+now (socket missing, refused, timed out, restarting), or ``MALFORMED`` errors:
+it answered something that cannot be read. Either is that runtime's failure
+alone (the daemon's workers catch every error of a source's calls, see
+sources/follow.py); an object that a runtime reports badly among good ones is
+left out of a listing alone, and logged once (``Unreadable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from exporter import logs
 from exporter.core.model import Container, Network
+
+log = logs.get_logger()
+T = TypeVar("T")
 
 
 class SourceUnavailable(OSError):
     """The runtime did not answer; the message says where and why, in one line."""
+
+
+# What an answer that cannot be read raises (json's and protobuf's errors included, see cri_api):
+# an expected failure of a runtime, logged in one line without a traceback.
+MALFORMED: tuple[type[Exception], ...] = (
+    ValueError,  # UnicodeDecodeError, json.JSONDecodeError, cri_api's undecodable message
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+)
+EXPECTED: tuple[type[Exception], ...] = (SourceUnavailable, *MALFORMED)
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what failed: a SourceUnavailable's own message, else the error's kind and
+    text."""
+    if isinstance(exc, SourceUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class Unreadable:
+    """The objects one runtime reports badly (a pod whose status it refuses or that cannot be
+    decoded, a container whose inspect cannot be read): each is left out, and logged once while it
+    stays so."""
+
+    def __init__(self, event: str, key: str) -> None:
+        self.event, self.key = event, key  # the log line's name and its object's id field
+        self._ids: set[str] = set()
+
+    def left_out(self, object_id: str, error: str) -> None:
+        if object_id not in self._ids:
+            self._ids.add(object_id)
+            log.warning(self.event, **{self.key: object_id}, error=error)
+
+    def read(self, object_id: str) -> None:
+        self._ids.discard(object_id)
+
+    def attempt(self, object_id: str, read: Callable[[], T]) -> T | None:
+        """read(), or None (the object left out) when what the runtime said cannot be read."""
+        try:
+            found = read()
+        except MALFORMED as exc:
+            self.left_out(object_id, describe(exc))
+            return None
+        self.read(object_id)
+        return found
+
+    def keep(self, listed: set[str]) -> None:
+        """Forget the objects no longer listed (logged again if they come back unreadable)."""
+        self._ids &= listed
+
+    def __contains__(self, object_id: str) -> bool:
+        return object_id in self._ids
 
 
 class Effect(Enum):
