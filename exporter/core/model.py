@@ -109,6 +109,7 @@ class Container:
     pod_uid: str = ""
     ready: bool = True
     members: tuple[PodMember, ...] = ()
+    nat_chains: str = "docker"  # whose chains hold its DNAT rules: docker | netavark
 
     @property
     def is_pod(self) -> bool:
@@ -126,7 +127,8 @@ class Network:
     subnets: tuple[tuple[str, str], ...] = ()  # (subnet, gateway)
     internal: bool = False
     masquerade: bool = True
-    runtime: str = "docker"  # docker | podman | containerd: whose it is, whose NAT rules serve it
+    runtime: str = "docker"  # whose it is, as the runtime names itself
+    nat_chains: str = "docker"  # whose chains hold its MASQUERADE rules: docker | netavark
 
 
 @dataclass
@@ -146,6 +148,7 @@ class HostState:
     # Whether each workload source answered its last call; a runtime that did not cannot be
     # asked whom a namespace belongs to.
     runtimes_up: dict[str, bool] = field(default_factory=dict)
+    pod_runtimes: frozenset[str] = frozenset()  # the followed runtimes whose workloads are pods
     # namespace file -> the pod the CNI cache names for it (sources/cni_cache.py)
     cni_pods: dict[str, PodRef] = field(default_factory=dict)
 

@@ -71,6 +71,7 @@ class Snapshot:
     links: dict[int, Link]
     networks: dict[str, Network]
     runtimes_up: dict[str, bool]
+    pod_runtimes: frozenset[str] = frozenset()  # the followed runtimes whose workloads are pods
     addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
     suspects: tuple[orphan_rules.Suspect, ...] = ()
     # Host ifindex -> since when (monotonic) the veth has been a suspect.
@@ -129,6 +130,7 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
         links=dict(state.links),
         networks=dict(state.networks),
         runtimes_up=dict(state.runtimes_up),
+        pod_runtimes=state.pod_runtimes,
         addresses=dict(state.netns_addresses),
         suspects=suspects,
         suspect_since=orphan_rules.track(suspects, since, now),

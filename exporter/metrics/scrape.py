@@ -153,7 +153,7 @@ class Scraper:
             "(the CRI's: containerd, cri or poll), once chosen; value is always 1.",
         )
         for runtime, source in sorted(self.daemon.sources.items()):
-            if mode := getattr(source, "events_mode", ""):
+            if mode := source.events_mode:
                 fam.add(labels(runtime=runtime, mode=mode), 1)
         return [fam] if fam.samples else []
 

@@ -39,7 +39,10 @@ class StateReader:
     def full(self, previous: HostState | None = None, runtimes: bool = True) -> HostState:
         """Everything, read afresh (only the kernel's side without `runtimes`). A runtime that does
         not answer contributes no workloads."""
-        state = HostState(host_netns_inode=self.procfs.host_netns_inode())
+        state = HostState(
+            host_netns_inode=self.procfs.host_netns_inode(),
+            pod_runtimes=frozenset(s.runtime for s in self.sources if s.has_pods),
+        )
         self.reload_links(state, previous.first_seen if previous else None)
         self.reload_netns_files(state, previous.netns_files if previous else None)
         state.cni_pods = cni_cache.read()  # what names a pod whose runtime lost it

@@ -61,6 +61,7 @@ def _pod(doc: dict) -> Container:
 def golden_state() -> HostState:
     state, scene = recorded_state(), _scene()
     state.runtimes_up["containerd"] = True
+    state.pod_runtimes = frozenset({"containerd"})  # the CRI source says its workloads are pods
     state.links.update(_links(scene["links"]))
     for nsid, docs in scene["netns_links"].items():
         state.netns_links[int(nsid)] = _links(docs)

@@ -514,6 +514,7 @@ def podman_on_default_network() -> tuple[Ruleset, Container, Network]:
         id="p" * 64,
         name="web",
         runtime="podman",
+        nat_chains="netavark",
         endpoints=(Endpoint("podman", "podman", ipv4="198.18.160.60", ipv4_prefix=24),),
         ports=(PortBinding("tcp", 80, "", 18080),),
     )
@@ -524,6 +525,7 @@ def podman_on_default_network() -> tuple[Ruleset, Container, Network]:
         bridge="podman0",
         subnets=(("198.18.160.0/24", "198.18.160.1"),),
         runtime="podman",
+        nat_chains="netavark",
     )
     return ruleset, container, network
 
@@ -555,5 +557,5 @@ def test_netavark_rules_deleted_or_of_another_subnet_are_missing():
     other = dataclasses.replace(network, bridge="podman1", subnets=(("198.18.0.0/24", ""),))
     assert not masquerade_statuses([other], ruleset)[0].present
     # A Docker container is not served by netavark's chains, nor judged where Docker has none.
-    docker_one = dataclasses.replace(container, runtime="docker")
+    docker_one = dataclasses.replace(container, runtime="docker", nat_chains="docker")
     assert not port_statuses([docker_one], ruleset)[0].expected

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from exporter.core.model import Address
 from exporter.core.queries import owner, workload_addresses
 from exporter.metrics.collectors.base import Collector, Context
-from exporter.metrics.collectors.pods import POD_RUNTIMES
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class AddressesCollector(Collector):
         as it was."""
         pairs = workload_addresses(snap)
         containers = self._family("container", self._labels, pairs, pods=False)
-        if not any(r in snap.runtimes_up for r in POD_RUNTIMES):
+        if not snap.pod_runtimes:
             return (containers,)
         return containers, self._family("pod", self._pod_labels, pairs, pods=True)
 

@@ -14,8 +14,6 @@ from exporter.metrics.exposition import Family, LabelCache, labels
 if TYPE_CHECKING:
     from exporter.core.topology import ContainerView, Snapshot
 
-POD_RUNTIMES = ("containerd",)  # the runtimes whose workloads are pods
-
 
 class PodsCollector(ContainersCollector):
     name = "pods"
@@ -34,7 +32,7 @@ class PodsCollector(ContainersCollector):
 
     def collect(self, snap: Snapshot) -> list[Family]:
         """Nothing on a host that follows no pod runtime: its /metrics stays as it was."""
-        if not any(r in snap.runtimes_up for r in POD_RUNTIMES):
+        if not snap.pod_runtimes:
             return []
         return super().collect(snap)
 

@@ -102,7 +102,7 @@ def port_statuses(containers: Iterable[Container], ruleset: Ruleset) -> list[Por
         for b in c.ports:
             family = IPV6 if ":" in b.host_ip else IPV4
             addrs = {ep.ipv6 if family == IPV6 else ep.ipv4 for ep in c.endpoints} - {""}
-            expected = family in _runtime_families(ruleset, c.runtime) and bool(addrs)
+            expected = family in _chain_families(ruleset, c.nat_chains) and bool(addrs)
             matches = (
                 [
                     r
@@ -116,9 +116,9 @@ def port_statuses(containers: Iterable[Container], ruleset: Ruleset) -> list[Por
     return out
 
 
-def _runtime_families(ruleset: Ruleset, runtime: str) -> set[str]:
-    """The families in which the runtime's NAT chains are found in this ruleset."""
-    return ruleset.netavark_families if runtime == "podman" else ruleset.docker_families
+def _chain_families(ruleset: Ruleset, nat_chains: str) -> set[str]:
+    """The families in which these NAT chains (a runtime's: docker or netavark) are found."""
+    return ruleset.netavark_families if nat_chains == "netavark" else ruleset.docker_families
 
 
 def _dnat_index(rules: list[NatRule]) -> dict[tuple[str, str, int], list[NatRule]]:
@@ -163,7 +163,7 @@ def masquerade_statuses(networks: Iterable[Network], ruleset: Ruleset) -> list[M
                     n,
                     n.bridge,
                     subnet,
-                    family in _runtime_families(ruleset, n.runtime),
+                    family in _chain_families(ruleset, n.nat_chains),
                     bool(matches),
                     sum(r.packets for r in matches),
                 )
@@ -173,7 +173,7 @@ def masquerade_statuses(networks: Iterable[Network], ruleset: Ruleset) -> list[M
 
 def _masquerades(rule: NatRule, network: Network) -> bool:
     """Whether the rule has the shape of the network's runtime's masquerade of its subnet."""
-    if network.runtime == "podman":
+    if network.nat_chains == "netavark":
         return rule.dst_negated and rule.dst == MULTICAST[rule.family] and not rule.out_iface
     return not rule.dst and rule.out_iface == network.bridge and rule.out_negated
 

@@ -45,6 +45,9 @@ CNI_LOOPBACK = "cni-loopback"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and containers
 EFFECTS = cri_events.CONTAINERD_EFFECTS
 PING_TIMEOUT = 5.0
+# The runtime's own name (Version.runtime_name) where it cannot be asked yet, by its socket's path.
+CONTAINERD_NAME, CRIO_NAME = "containerd", "cri-o"
+NAME_TIMEOUT = 0.5  # a Version call at start may delay the exporter's start by this much at most
 POLL_INTERVAL = 1.0  # seconds between two listings in poll mode
 PROBE_WAIT = 0.2  # seconds an event stream may take to end at once (auto; about 1 ms here)
 # How a stream that serves no events ends at once: containerd 1.6's GetContainerEvents and CRI-O's
@@ -116,7 +119,9 @@ def cni_network_id(name: str) -> str:
     return f"cni:{name}"
 
 
-def cni_networks(attachments: Iterable[CniAttachment]) -> list[Network]:
+def cni_networks(
+    attachments: Iterable[CniAttachment], runtime: str = CONTAINERD_NAME
+) -> list[Network]:
     """The CNI networks the cached results show, with their bridges. Their NAT (the bridge
     plugin's ipMasq chains) is not attributed: no MASQUERADE rule is expected of them."""
     by_name: dict[str, tuple[str, set]] = {}
@@ -133,7 +138,7 @@ def cni_networks(attachments: Iterable[CniAttachment]) -> list[Network]:
             bridge=bridge,
             subnets=tuple(sorted(subnets)),
             masquerade=False,
-            runtime=CriSource.runtime,
+            runtime=runtime,
         )
         for name, (bridge, subnets) in sorted(by_name.items())
     ]
@@ -143,6 +148,7 @@ def parse_pod(
     sandbox: Sandbox,
     members: tuple[PodMember, ...] = (),
     endpoints: tuple[Endpoint, ...] = (),
+    runtime: str = CONTAINERD_NAME,
 ) -> Container | None:
     """A pod from its verbose sandbox status, or None when it holds no namespace any more (a
     stopped sandbox). A sandbox whose process died is kept, not ready, while its namespace lives."""
@@ -151,7 +157,7 @@ def parse_pod(
     return Container(
         id=sandbox.id,
         name=f"{sandbox.namespace}_{sandbox.name}",
-        runtime="containerd",
+        runtime=runtime,
         pid=sandbox.pid if sandbox.ready else 0,
         netns_path=sandbox.netns_path,
         network_mode="host" if sandbox.host_network else "pod",
@@ -191,7 +197,7 @@ class _Poll:
 class CriSource:
     """A CRI runtime's pods; every call may raise SourceUnavailable."""
 
-    runtime = "containerd"
+    has_pods = True
 
     def __init__(
         self,
@@ -210,6 +216,7 @@ class CriSource:
         self.event_actions = cri_events.actions(events)
         self._skipped: list[str] = []  # the modes the last subscription found unserved, and how
         self._client = CriClient(endpoint, timeout)
+        self.runtime = self._name()
         self._stream: Any = None
         self._lock = threading.Lock()
         # The latest start or exit event of each container not yet looked up (see pod_members).
@@ -253,6 +260,16 @@ class CriSource:
         """An item of a listing that cannot be decoded (it has no id that can be read)."""
         self._unreadable.left_out("(undecodable)", error)
 
+    def _name(self) -> str:
+        """The runtime's name as it reports itself (containerd, cri-o), for its labels and logs;
+        where it does not answer yet, the one its socket's conventional path implies."""
+        try:
+            request = cri_api.version_request()
+            name, _ = cri_api.parse_runtime(self._client.call("Version", request, NAME_TIMEOUT))
+        except (CallFailed, ValueError):
+            name = ""
+        return name or (CRIO_NAME if "crio" in self.address else CONTAINERD_NAME)
+
     def version(self) -> str:
         return cri_api.parse_version(self._call("Version", cri_api.version_request()))
 
@@ -267,7 +284,7 @@ class CriSource:
             except NotFound:  # removed meanwhile
                 continue
             members = pod_members(containers, sandbox.id)
-            pod = parse_pod(sandbox, members, self._endpoints(sandbox.id))
+            pod = parse_pod(sandbox, members, self._endpoints(sandbox.id), self.runtime)
             if pod is not None:
                 out.append(pod)
         return out
@@ -287,7 +304,7 @@ class CriSource:
             return None
         sandbox, sandbox_id = found, found.id
         members = pod_members(self._containers(sandbox_id=sandbox_id), sandbox_id, started, exited)
-        return parse_pod(sandbox, members, self._endpoints(sandbox_id))
+        return parse_pod(sandbox, members, self._endpoints(sandbox_id), self.runtime)
 
     def _lookup(self, workload_id: str) -> Sandbox | None:
         """The sandbox of that id, or of the container of that id."""
@@ -302,7 +319,7 @@ class CriSource:
             return None
 
     def networks(self) -> list[Network]:
-        return cni_networks(self._attachments())
+        return cni_networks(self._attachments(), self.runtime)
 
     def _attachments(self, sandbox_id: str = "") -> list[CniAttachment]:
         """The cached CNI results (of one sandbox); none where the cache cannot be read."""

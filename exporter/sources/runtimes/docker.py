@@ -132,6 +132,8 @@ class DockerSource:
     """The Docker Engine API; every call may raise SourceUnavailable."""
 
     runtime = "docker"
+    has_pods = False
+    events_mode = ""  # one event stream, one way
     display = "Docker"
     watched = WATCHED_EVENTS
     event_actions = tuple(sorted({a for actions in WATCHED_EVENTS.values() for a in actions}))

@@ -29,7 +29,7 @@ WATCHED_EVENTS = {
 
 
 def parse_podman_container(data: dict) -> Container:
-    c = dataclasses.replace(parse_container(data), runtime="podman")
+    c = dataclasses.replace(parse_container(data), runtime="podman", nat_chains="netavark")
     user = [ep.network for ep in c.endpoints if ep.network != DEFAULT_NETWORK]
     if c.network_mode == "bridge" and user:
         return dataclasses.replace(c, network_mode=user[0])
@@ -51,6 +51,7 @@ def parse_libpod_network(data: dict) -> Network:
         subnets=subnets,
         internal=bool(data.get("internal")),
         runtime="podman",
+        nat_chains="netavark",
     )
 
 

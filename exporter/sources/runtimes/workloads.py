@@ -106,10 +106,14 @@ class WorkloadEvent:
 
 
 class WorkloadSource(Protocol):
-    runtime: str  # the `source` label of its events and the name in its logs
+    # What the rest of the exporter knows of a runtime, it learns here: adding one touches
+    # sources/ and its flags only.
+    runtime: str  # its name as it reports itself: `runtime` labels, events' `source`, logs
     address: str  # where it is reached, for logs and errors
     timeout: float  # bound on each call
     event_actions: tuple[str, ...]  # every action `events` may report
+    has_pods: bool  # its workloads are Kubernetes pods (the pods collector's families)
+    events_mode: str  # how its events are followed where that can be done more than one way
 
     def workloads(self) -> list[Container]:
         """The running workloads, each with its namespace identity."""
