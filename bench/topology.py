@@ -25,7 +25,7 @@ from exporter.collectors.base import Context
 from exporter.model import Address, Container, Endpoint, HostState, Link, Network
 from exporter.scrape import Scraper
 from exporter.sources.procfs import Procfs
-from exporter.topology_page import REFRESH_SECONDS, TopologyPage
+from exporter.views.page import REFRESH_SECONDS, TopologyPage
 
 from .checks import check
 from .stats import median, percentile

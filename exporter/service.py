@@ -19,10 +19,10 @@ from exporter.daemon import Daemon
 from exporter.orphan_rules import DEFAULT_GRACE
 from exporter.scrape import Scraper
 from exporter.sources.procfs import Procfs
-from exporter.topology_page import TopologyPage
-from exporter.web import Server
-from exporter.webconfig import WebConfig, WebConfigError
-from exporter.webconfig import load as load_web_config
+from exporter.views.page import TopologyPage
+from exporter.web.config import WebConfig, WebConfigError
+from exporter.web.config import load as load_web_config
+from exporter.web.server import Server
 
 log = logs.get_logger()
 PROG = "dockernet-exporter"

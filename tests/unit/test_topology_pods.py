@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter import orphan_rules, topology, topology_page, topology_view
+from exporter import orphan_rules, topology
 from exporter.commands.topology import tree
 from exporter.model import Container, HostState, Link, PodMember
+from exporter.views import document as topology_view
+from exporter.views import page as topology_page
 
 BRIDGE = Link(5, "cni0", kind="bridge")
 

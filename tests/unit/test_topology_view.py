@@ -9,12 +9,14 @@ import hashlib
 import json
 import re
 
-from exporter import topology, topology_page, topology_view
+from exporter import topology
 from exporter.commands.topology import tree
 from exporter.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
 from exporter.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
-from exporter.topology_page import TopologyPage, render, render_main
-from exporter.topology_view import Options, Rates, document, rates_between
+from exporter.views import document as topology_view
+from exporter.views import page as topology_page
+from exporter.views.document import Options, Rates, document, rates_between
+from exporter.views.page import TopologyPage, render, render_main
 
 XSS = "<img src=x onerror=alert(1)>"
 WEB_PORT = PortBinding("tcp", 80, "0.0.0.0", 8080)

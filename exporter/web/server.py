@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from exporter import __version__, logs
 from exporter.exposition import CONTENT_TYPE
 from exporter.flags import parse_listen_address
-from exporter.webconfig import (
+from exporter.web.config import (
     AuthBusy,
     BasicAuth,
     ReloadingContext,
@@ -39,7 +39,7 @@ from exporter.webconfig import (
 )
 
 if TYPE_CHECKING:
-    from exporter.topology_page import Response
+    from exporter.views.page import Response
 
 log = logs.get_logger()
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from exporter import __version__, orphan_rules, topology_view
+from exporter import __version__, orphan_rules
 from exporter.model import Address, Counters
-from exporter.topology_view import Options, Rates
+from exporter.views import document as topology_view
+from exporter.views.document import Options, Rates
 
 if TYPE_CHECKING:
     from exporter.collectors.nat import NatCollector
