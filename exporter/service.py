@@ -86,7 +86,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             args.telemetry_path,
             Scraper(daemon, enabled).render,
             web_config,
-            topology_page(daemon, enabled).respond,
+            pages=topology_page(daemon, enabled).routes(),
         )
     except OSError as exc:
         sys.stderr.write(

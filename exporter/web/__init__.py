@@ -1,1 +1,2 @@
-"""The HTTP server (server.py) and its TLS and basic-auth configuration (config.py)."""
+"""The HTTP server (server.py), its routes table (routes.py) and its TLS and basic-auth
+configuration (config.py)."""

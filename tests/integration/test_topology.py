@@ -5,7 +5,11 @@ hostile compose label."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
+import re
 import subprocess
 import tempfile
 
@@ -189,6 +193,42 @@ def test_command_json_and_tree_match_the_kernel_and_docker(scene):
     assert any(
         l.endswith(scene["containers"]["hostnet"].name + " (dockernet-test:busybox)") for l in lines
     )
+
+
+def raw_get(exporter: ExporterProcess, path: str, encoding: str) -> tuple[requests.Response, bytes]:
+    """The answer, and its body as the server sent it (not decoded by the client)."""
+    r = requests.get(
+        exporter.url + path, headers={"Accept-Encoding": encoding}, timeout=10, stream=True
+    )
+    return r, r.raw.read(decode_content=False)
+
+
+def inline_hashes(page: str) -> set[str]:
+    found = re.findall(r"<script>(.*?)</script>", page, re.S)
+    found += re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert len(found) == 2
+    return {
+        "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        for text in found
+    }
+
+
+def test_the_policy_admits_exactly_the_inline_assets_served_and_gzip_is_served_when_asked(scene):
+    exporter = scene["exporter"]
+    plain, sent = raw_get(exporter, "/topology", "identity")
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    policy = plain.headers["Content-Security-Policy"]
+    allowed = set(re.findall(r"'(sha256-[^']+)'", policy))
+    assert inline_hashes(sent.decode()) == allowed and "unsafe-inline" not in policy
+    for path in ("/topology", "/topology?fragment=1", "/topology.json"):
+        packed, sent = raw_get(exporter, path, "gzip")
+        assert packed.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(sent)
+        assert len(sent) < len(body)
+        if path == "/topology":
+            assert inline_hashes(body.decode()) == allowed
+        if path.endswith(".json"):
+            assert json.loads(body)["schema"] == 1
 
 
 # -- the browser ---------------------------------------------------------------------------

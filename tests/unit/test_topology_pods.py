@@ -10,7 +10,7 @@ from exporter import orphan_rules, topology
 from exporter.commands.topology import tree
 from exporter.model import Container, HostState, Link, PodMember
 from exporter.views import document as topology_view
-from exporter.views import page as topology_page
+from exporter.views import render as topology_page
 
 BRIDGE = Link(5, "cni0", kind="bridge")
 
