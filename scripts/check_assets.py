@@ -53,12 +53,12 @@ def _errors(rules: list) -> list:
 
 def template_errors() -> list[str]:
     """Each template compiled in the page's own environment (its filters and autoescaping)."""
-    from exporter.views.render import ENV
+    from exporter.views.render import environment
 
-    errors = []
-    for name in ENV.list_templates(extensions=["html"]):
+    env, errors = environment(), []
+    for name in env.list_templates(extensions=["html"]):
         try:
-            ENV.get_template(name)
+            env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
             errors.append(f"{name}:{exc.lineno}: {exc.message}")
     return errors

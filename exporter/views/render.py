@@ -10,13 +10,15 @@ script copies the server's text of each rate in place."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from importlib import resources
-
-import jinja2
-from markupsafe import Markup
+from typing import TYPE_CHECKING
 
 from exporter import __version__
+
+if TYPE_CHECKING:
+    import jinja2
 
 REFRESH_SECONDS = 5
 NOSCRIPT_REFRESH_SECONDS = 30
@@ -71,37 +73,44 @@ CSP = (
     "frame-ancestors 'none'"
 )
 
-ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("exporter.views", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    finalize=lambda value: "" if value is None else value,
-    undefined=jinja2.StrictUndefined,
-)
-ENV.filters["rate"] = rate
-ENV.globals.update(
-    version=__version__,
-    refresh=REFRESH_SECONDS,
-    noscript_refresh=NOSCRIPT_REFRESH_SECONDS,
-    collapse_at=COLLAPSE_AT,
-    style=Markup(STYLE),  # noqa: S704 (our own file, hashed into the policy above)
-    script=Markup(SCRIPT),  # noqa: S704
-    counts=counts,
-    alone=alone,
-)
-PAGE = ENV.get_template("topology.html")
-MAIN = ENV.get_template("main.html")
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The templates' environment, made at the first page drawn (Jinja2 loads then, not when the
+    `topology` command imports the page's model)."""
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("exporter.views", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=lambda value: "" if value is None else value,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["rate"] = rate
+    env.globals.update(
+        version=__version__,
+        refresh=REFRESH_SECONDS,
+        noscript_refresh=NOSCRIPT_REFRESH_SECONDS,
+        collapse_at=COLLAPSE_AT,
+        style=Markup(STYLE),  # noqa: S704 (our own file, hashed into the policy above)
+        script=Markup(SCRIPT),  # noqa: S704
+        counts=counts,
+        alone=alone,
+    )
+    return env
 
 
 def render(doc: dict) -> str:
     """The whole page."""
-    return PAGE.render(doc=doc, namespaces=_by_id(doc))
+    return environment().get_template("topology.html").render(doc=doc, namespaces=_by_id(doc))
 
 
 def render_main(doc: dict) -> str:
     """The <main> element: what the script swaps in when the revision changes."""
-    return MAIN.render(doc=doc, namespaces=_by_id(doc))
+    return environment().get_template("main.html").render(doc=doc, namespaces=_by_id(doc))
 
 
 def _by_id(doc: dict) -> dict[str, dict]:
