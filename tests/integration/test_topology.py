@@ -297,14 +297,20 @@ def test_page_draws_every_container_beside_its_veth(scene, browser):
     assert console_errors(browser) == []
 
 
-def visible_pairs(driver) -> set:
-    from selenium.webdriver.common.by import By
+def drawn_now(driver, selector: str) -> tuple[int, list[str]]:
+    """How many elements match, and the data-veth of those drawn: read in one script run, so that
+    the page's refresh cannot swap its body between two reads (other tests' veths on this host
+    change the revision at any time)."""
+    return driver.execute_script(
+        "const all = Array.from(document.querySelectorAll(arguments[0]));"
+        "return [all.length, all.filter(e => e.getClientRects().length > 0)"
+        ".map(e => e.dataset.veth || '')];",
+        selector,
+    )
 
-    return {
-        p.get_attribute("data-veth")
-        for p in driver.find_elements(By.CSS_SELECTOR, ".pair")
-        if p.is_displayed()
-    }
+
+def visible_pairs(driver) -> set:
+    return set(drawn_now(driver, ".pair")[1])
 
 
 def test_the_filter_keeps_what_matches_any_word_and_lives_in_the_url(scene, browser):
@@ -375,8 +381,8 @@ def test_print_drops_the_controls_and_rates_and_makes_a_pdf(scene, browser):
     browser.get(scene["exporter"].url + "/topology")
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
     assert not browser.find_element(By.ID, "filter").is_displayed()
-    rates = browser.find_elements(By.CSS_SELECTOR, ".rates")
-    assert rates and not any(r.is_displayed() for r in rates)
+    rates, drawn = drawn_now(browser, ".rates")
+    assert rates and not drawn
     assert scene["containers"]["web"].name in browser.find_element(By.TAG_NAME, "main").text
     pdf = browser.execute_cdp_cmd("Page.printToPDF", {})
     assert base64.b64decode(pdf["data"])[:5] == b"%PDF-"
