@@ -27,11 +27,13 @@ test: test-env install
 test-env:
 	bash scripts/test-env.sh
 
-# The quality gate, without root: style and bug patterns (ruff), formatting, types (mypy).
+# The quality gate, without root: style and bug patterns (ruff), formatting, types (mypy); the
+# page's assets (scripts/check_assets.py): script and style parse and are formatted, templates compile.
 lint: install
-	$(BIN)/ruff check exporter tests bench grafana
-	$(BIN)/ruff format --check exporter tests bench grafana
+	$(BIN)/ruff check exporter tests bench grafana scripts/check_assets.py
+	$(BIN)/ruff format --check exporter tests bench grafana scripts/check_assets.py
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_assets.py
 
 # Only the tests that need neither root, nor Docker, nor promtool (pure, or on recorded fixtures; the
 # promtool rule tests are in tests/integration). To keep it so, they run without a Docker socket and

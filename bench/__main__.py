@@ -19,6 +19,7 @@ from . import (
     freshness,
     natparse,
     netstat,
+    pageload,
     pods,
     podscrape,
     procs,
@@ -43,6 +44,7 @@ SCENARIOS = (
     "podscrape",
     "curve",
     "topology",
+    "pageload",
     "steady",
     "freshness",
     "pods",
@@ -63,6 +65,7 @@ TINY = {
     "storm": 20,
     "nat_rules": 500,
     "topology_seconds": 2.0,
+    "pageload_seconds": 2.0,
 }
 
 
@@ -130,6 +133,12 @@ def build_parser() -> Parser:
         type=float,
         default=20.0,
         help="seconds of /metrics scrapes alone, then as long with the topology page open",
+    )
+    p.add_argument(
+        "--pageload-seconds",
+        type=float,
+        default=20.0,
+        help="seconds of /metrics scrapes idle, then as long while visitors reload /topology",
     )
     p.add_argument(
         "--only",
@@ -224,6 +233,9 @@ def scenarios(args, client, load, ours, node) -> dict:
             args.topology_veths // 10,
             args.repeats,
             args.topology_seconds,
+        ),
+        "pageload": lambda: pageload.run(
+            load, ours, max(args.veths), args.containers, args.pageload_seconds
         ),
         "netstat": lambda: netstat.run(
             client, load, ours, args.out, args.containers, args.repeats, args.tiny

@@ -2,8 +2,8 @@
 snapshot of 2,000 veths and 200 containers, against the /metrics text of the same snapshot
 rendered by the collectors that need no firewall, in the same run. Then live: /metrics scraped
 alone and while a page is open on the exporter under test (a client that loads /topology, then
-polls /topology.json and fetches the fragment as the page's script does, at its interval or
-faster, so that a short window holds five refreshes)."""
+fetches the fragment as the page's script does, at its interval or faster, so that a short window
+holds five refreshes)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from exporter.metrics.collectors import (
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.scrape import Scraper
 from exporter.sources.kernel.procfs import Procfs
-from exporter.topology_page import REFRESH_SECONDS, TopologyPage
+from exporter.views.page import TopologyPage
+from exporter.views.render import REFRESH_SECONDS
 
 from .checks import check
 from .stats import median, percentile
@@ -150,8 +151,8 @@ def render_costs(veths: int, containers: int, repeats: int) -> dict:
 
 
 class OpenPage(threading.Thread):
-    """A browser with /topology open: the page, then topology.json every REFRESH_SECONDS (and the
-    fragment when the revision changed), each on a new connection."""
+    """A browser with /topology open: the page, then the fragment every REFRESH_SECONDS, each on
+    a new connection."""
 
     def __init__(self, port: int, interval: float = REFRESH_SECONDS) -> None:
         super().__init__(name="open-page", daemon=True)
@@ -173,15 +174,9 @@ class OpenPage(threading.Thread):
             conn.close()
 
     def run(self) -> None:
-        import json
-
-        revision = None
         self.get("/topology")
         while not self.stopping.wait(self.interval):
-            doc = json.loads(self.get("/topology.json"))
-            if doc["revision"] != revision:
-                revision = doc["revision"]
-                self.get("/topology?fragment=1")
+            self.get("/topology?fragment=1")
 
 
 def scrapes(ours, seconds: float) -> list[float]:

@@ -21,10 +21,10 @@ from exporter.metrics.collectors.orphans import OrphansCollector
 from exporter.metrics.scrape import Scraper
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.daemon import Daemon
-from exporter.topology_page import TopologyPage
-from exporter.web import Server
-from exporter.webconfig import WebConfig, WebConfigError
-from exporter.webconfig import load as load_web_config
+from exporter.views.page import TopologyPage
+from exporter.web.config import WebConfig, WebConfigError
+from exporter.web.config import load as load_web_config
+from exporter.web.server import Server
 
 log = logs.get_logger()
 PROG = "dockernet-exporter"
@@ -90,7 +90,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             args.telemetry_path,
             Scraper(daemon, enabled).render,
             web_config,
-            topology_page(daemon, enabled).respond,
+            pages=topology_page(daemon, enabled).routes(),
         )
     except OSError as exc:
         sys.stderr.write(

@@ -43,8 +43,9 @@ class TopologyCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from exporter import topology_view  # here: the daemon's parser builds every command's flags
-        from exporter.topology_page import read_host_addresses
+        # here: the daemon's parser builds every command's flags
+        from exporter.views import document as topology_view
+        from exporter.views.page import read_host_addresses
 
         snap = read_snapshot(args)
         options = topology_view.Options(

@@ -5,7 +5,11 @@ hostile compose label."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
+import re
 import subprocess
 import tempfile
 
@@ -191,6 +195,42 @@ def test_command_json_and_tree_match_the_kernel_and_docker(scene):
     )
 
 
+def raw_get(exporter: ExporterProcess, path: str, encoding: str) -> tuple[requests.Response, bytes]:
+    """The answer, and its body as the server sent it (not decoded by the client)."""
+    r = requests.get(
+        exporter.url + path, headers={"Accept-Encoding": encoding}, timeout=10, stream=True
+    )
+    return r, r.raw.read(decode_content=False)
+
+
+def inline_hashes(page: str) -> set[str]:
+    found = re.findall(r"<script>(.*?)</script>", page, re.S)
+    found += re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert len(found) == 2
+    return {
+        "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        for text in found
+    }
+
+
+def test_the_policy_admits_exactly_the_inline_assets_served_and_gzip_is_served_when_asked(scene):
+    exporter = scene["exporter"]
+    plain, sent = raw_get(exporter, "/topology", "identity")
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    policy = plain.headers["Content-Security-Policy"]
+    allowed = set(re.findall(r"'(sha256-[^']+)'", policy))
+    assert inline_hashes(sent.decode()) == allowed and "unsafe-inline" not in policy
+    for path in ("/topology", "/topology?fragment=1", "/topology.json"):
+        packed, sent = raw_get(exporter, path, "gzip")
+        assert packed.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(sent)
+        assert len(sent) < len(body)
+        if path == "/topology":
+            assert inline_hashes(body.decode()) == allowed
+        if path.endswith(".json"):
+            assert json.loads(body)["schema"] == 1
+
+
 # -- the browser ---------------------------------------------------------------------------
 
 
@@ -257,14 +297,20 @@ def test_page_draws_every_container_beside_its_veth(scene, browser):
     assert console_errors(browser) == []
 
 
-def visible_pairs(driver) -> set:
-    from selenium.webdriver.common.by import By
+def drawn_now(driver, selector: str) -> tuple[int, list[str]]:
+    """How many elements match, and the data-veth of those drawn: read in one script run, so that
+    the page's refresh cannot swap its body between two reads (other tests' veths on this host
+    change the revision at any time)."""
+    return driver.execute_script(
+        "const all = Array.from(document.querySelectorAll(arguments[0]));"
+        "return [all.length, all.filter(e => e.getClientRects().length > 0)"
+        ".map(e => e.dataset.veth || '')];",
+        selector,
+    )
 
-    return {
-        p.get_attribute("data-veth")
-        for p in driver.find_elements(By.CSS_SELECTOR, ".pair")
-        if p.is_displayed()
-    }
+
+def visible_pairs(driver) -> set:
+    return set(drawn_now(driver, ".pair")[1])
 
 
 def test_the_filter_keeps_what_matches_any_word_and_lives_in_the_url(scene, browser):
@@ -335,8 +381,8 @@ def test_print_drops_the_controls_and_rates_and_makes_a_pdf(scene, browser):
     browser.get(scene["exporter"].url + "/topology")
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
     assert not browser.find_element(By.ID, "filter").is_displayed()
-    rates = browser.find_elements(By.CSS_SELECTOR, ".rates")
-    assert rates and not any(r.is_displayed() for r in rates)
+    rates, drawn = drawn_now(browser, ".rates")
+    assert rates and not drawn
     assert scene["containers"]["web"].name in browser.find_element(By.TAG_NAME, "main").text
     pdf = browser.execute_cdp_cmd("Page.printToPDF", {})
     assert base64.b64decode(pdf["data"])[:5] == b"%PDF-"

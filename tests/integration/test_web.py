@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.web import HEAD_TIMEOUT
+from exporter.web.server import HEAD_TIMEOUT
 from helpers import EXPORTER, ROOT, ExporterProcess, free_port, sh, wait_for
 
 PASSWORD = "correct-horse-battery-staple"

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from exporter import __version__
-from exporter.web import HEAD_TIMEOUT, MAX_CONNECTIONS, Server
+from exporter.web.server import HEAD_TIMEOUT, MAX_CONNECTIONS, Server
 from helpers import ExporterProcess, free_port, wait_for
 
 PASSWORD = "correct-horse-battery-staple"

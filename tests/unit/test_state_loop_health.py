@@ -12,7 +12,7 @@ import pytest
 from exporter import logs
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.daemon import Daemon
-from exporter.web import Server
+from exporter.web.server import Server
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter import topology_page, topology_view
 from exporter.commands.topology import tree
 from exporter.core import orphan_rules, topology
 from exporter.core.model import Container, HostState, Link, PodMember
+from exporter.views import document as topology_view
+from exporter.views import render as topology_page
 
 BRIDGE = Link(5, "cni0", kind="bridge")
 

@@ -5,17 +5,20 @@ their DNAT rule, an orphan, and a hostile compose label."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import re
 
-from exporter import topology_page, topology_view
 from exporter.commands.topology import tree
 from exporter.core import topology
 from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
 from exporter.sources.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
-from exporter.topology_page import TopologyPage, render, render_main
-from exporter.topology_view import Options, Rates, document, rates_between
+from exporter.views import document as topology_view
+from exporter.views import render as topology_page
+from exporter.views.document import Options, Rates, document, rates_between
+from exporter.views.page import TopologyPage
+from exporter.views.render import render, render_main
 
 XSS = "<img src=x onerror=alert(1)>"
 WEB_PORT = PortBinding("tcp", 80, "0.0.0.0", 8080)
@@ -223,11 +226,12 @@ def test_rates_between_two_reads_as_the_container_sees_them():
 
 
 def pairs(html: str) -> dict[str, str]:
-    """veth name -> the HTML of its pair (host end, wire, far end)."""
-    return {
-        m.group(1): m.group(0)
-        for m in re.finditer(r'<div class="pair[^"]*" data-veth="([^"]+)">.*?</div></div>', html)
-    }
+    """veth name -> the HTML of its pair (host end, wire, far end): up to the next pair or the end
+    of its bridge or section."""
+    pair = (
+        r'<div class="pair[^"]*" data-veth="([^"]+)">.*?(?=<div class="pair|</details>|</section>)'
+    )
+    return {m.group(1): m.group(0) for m in re.finditer(pair, html, re.S)}
 
 
 def test_page_escapes_every_value_and_draws_each_veth_beside_its_container():
@@ -248,8 +252,8 @@ def test_hostile_names_stay_text_in_every_attribute():
         evil, None, 1, mode="host", image=f"'{evil}", compose_project="p", compose_service=evil
     )
     html = render_main(doc_of(host((odd,))))
-    assert "<script>" not in html and "&quot;&gt;&lt;script&gt;" in html
-    assert "&#x27;" in html
+    assert "<script>" not in html and "&#34;&gt;&lt;script&gt;" in html
+    assert "&#39;" in html
 
 
 def test_big_bridges_start_closed_and_the_policy_allows_only_the_page_own_script_and_style():
@@ -333,3 +337,35 @@ def test_rate_units():
         "3.0 GB/s",
     ]
     assert topology_view.SCHEMA == 1
+
+
+class CountingPage(TopologyPage):
+    """A page that counts the documents it builds."""
+
+    built = 0
+
+    def _document(self, snap, now):
+        self.built += 1
+        return super()._document(snap, now)
+
+
+def test_each_form_is_drawn_once_per_snapshot_and_rate_interval_and_served_to_every_visitor():
+    now, snaps = [0.0], [topology.build(host())]
+    page = CountingPage(lambda: snaps[0], None, link_stats=Counting(), clock=lambda: now[0])
+    first = [page.respond("/topology") for _ in range(20)]
+    assert page.built == 1 and all(r.body is first[0].body for r in first)
+    packed = page.respond("/topology", gzip=True)
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed.body) == first[0].body
+    assert "Content-Encoding" not in first[0].headers
+    assert (
+        page.respond("/topology.json").body
+        == json.dumps(page.document(), ensure_ascii=False).encode()
+    )
+    assert page.built == 2  # the call of document() above, not the JSON form
+    now[0] = 0.9
+    assert page.respond("/topology").body is first[0].body and page.built == 2
+    now[0] = 1.0  # the rates interval is over: rates and ages drawn anew
+    assert page.respond("/topology").body is not first[0].body and page.built == 3
+    snaps[0] = topology.build(host((ctr("late", None, 1, mode="host"),)))  # a new snapshot
+    assert b"late" in page.respond("/topology", "fragment=1").body and page.built == 4

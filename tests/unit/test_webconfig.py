@@ -9,8 +9,8 @@ import time
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.webconfig import AuthBusy, BasicAuth, TLSConfig, WebConfigError, parse, peer_allowed
+from exporter.web import config as webconfig
+from exporter.web.config import AuthBusy, BasicAuth, TLSConfig, WebConfigError, parse, peer_allowed
 
 
 def basic(user: str, password: str) -> str:

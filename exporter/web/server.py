@@ -1,6 +1,7 @@
-"""HTTP: /metrics (gzip when asked), a landing page at /, /healthz, and the topology page
-(/topology and /topology.json); TLS and basic auth from --web.config.file, for every path,
-re-read on reload_config (SIGHUP).
+"""HTTP: /metrics (gzip when asked), /healthz, the pages passed in as routes (web/routes.py; the
+daemon passes the topology page's /topology and /topology.json) and a landing page at / that links
+them all; TLS and basic auth from --web.config.file, for every path, re-read on reload_config
+(SIGHUP).
 
 One thread per connection and one request per connection, at most
 MAX_CONNECTIONS at once: beyond that a new connection is closed at once. A
@@ -13,22 +14,20 @@ http.server (414/431); bodies are never read."""
 from __future__ import annotations
 
 import gzip
-import html
 import io
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 
 from exporter import __version__, logs
 from exporter.app.flags import parse_listen_address
 from exporter.metrics.exposition import CONTENT_TYPE
-from exporter.webconfig import (
+from exporter.web.config import (
     AuthBusy,
     BasicAuth,
     ReloadingContext,
@@ -37,17 +36,13 @@ from exporter.webconfig import (
     load,
     peer_allowed,
 )
-
-if TYPE_CHECKING:
-    from exporter.topology_page import Response
+from exporter.web.routes import TEXT, Request, Response, Route, landing
 
 log = logs.get_logger()
 
-TOPOLOGY_PATHS = ("/topology", "/topology.json")
 REQUEST_TIMEOUT = 30.0  # each read or write once the request is in
 HEAD_TIMEOUT = 10.0
 MAX_CONNECTIONS = 512
-TEXT = "text/plain; charset=utf-8"
 
 
 def listen_backlog() -> int:
@@ -116,7 +111,7 @@ class Server(ThreadingHTTPServer):
         telemetry_path: str,
         render: Callable[[], str],
         config: WebConfig | None = None,
-        topology: Callable[[str, str], Response] | None = None,
+        pages: Sequence[Route] = (),
     ) -> None:
         host, port = parse_listen_address(address)
         if host:
@@ -126,7 +121,12 @@ class Server(ThreadingHTTPServer):
             host = "::" if self.address_family == socket.AF_INET6 else "0.0.0.0"
         self.telemetry_path = telemetry_path
         self.render = render
-        self.topology = topology  # (path, query) -> the answer; None: no topology page
+        table = (
+            Route(telemetry_path, "Metrics", self.metrics),
+            *pages,
+            Route("/healthz", "Health", self.health),
+        )
+        self.routes = {r.path: r for r in (Route("/", "", lambda _: landing(table)), *table)}
         self.state = WebState.of(config or WebConfig())
         self.scrape_error: str | None = None
         self.failure: Callable[[], str] = str  # why the daemon cannot go on ("": it can)
@@ -134,6 +134,27 @@ class Server(ThreadingHTTPServer):
         self._refused = Throttled("http_connection_limit", level="warning")
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), Handler)
+
+    def metrics(self, request: Request) -> Response:
+        try:
+            body = self.render().encode()
+        except Exception as exc:
+            self.scrape_error = type(exc).__name__
+            log.exception("scrape_failed")
+            return Response(500, TEXT, b"scrape failed; see the exporter's log\n")
+        self.scrape_error = None
+        if request.gzip:
+            body = gzip.compress(body, compresslevel=1)
+            return Response(200, CONTENT_TYPE, body, {"Content-Encoding": "gzip"})
+        return Response(200, CONTENT_TYPE, body)
+
+    def health(self, request: Request) -> Response:
+        error = self.scrape_error
+        if failure := self.failure():
+            return Response(503, TEXT, f"the state loop died ({failure}); see the log\n".encode())
+        if error:
+            return Response(503, TEXT, f"the last scrape failed ({error}); see the log\n".encode())
+        return Response(200, TEXT, b"ok\n")
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
@@ -263,15 +284,9 @@ class Handler(BaseHTTPRequestHandler):
             "Transfer-Encoding"
         ):
             self._send(413, TEXT, b"a GET carries no body\n")
-        elif path == self.server.telemetry_path:
-            self._metrics()
-        elif path == "/":
-            landing = _landing(self.server.telemetry_path, self.server.topology is not None)
-            self._send(200, "text/html; charset=utf-8", landing.encode())
-        elif path in TOPOLOGY_PATHS and self.server.topology is not None:
-            self._topology(path, query)
-        elif path == "/healthz":
-            self._health()
+        elif path in self.server.routes:
+            gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+            self._answer(self.server.routes[path], Request(path, query, gzipped))
         else:
             self._send(404, TEXT, b"not found\n")
 
@@ -290,45 +305,23 @@ class Handler(BaseHTTPRequestHandler):
         )
         return False
 
-    def _health(self) -> None:
-        error = self.server.scrape_error
-        if failure := self.server.failure():
-            self._send(503, TEXT, f"the state loop died ({failure}); see the log\n".encode())
-        elif error:
-            self._send(503, TEXT, f"the last scrape failed ({error}); see the log\n".encode())
-        else:
-            self._send(200, TEXT, b"ok\n")
-
-    def _metrics(self) -> None:
+    def _answer(self, route: Route, request: Request) -> None:
         try:
-            body = self.server.render().encode()
-        except Exception as exc:
-            self.server.scrape_error = type(exc).__name__
-            log.exception("scrape_failed")
-            self._send(500, TEXT, b"scrape failed; see the exporter's log\n")
-            return
-        self.server.scrape_error = None
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            self._send(200, CONTENT_TYPE, body, {"Content-Encoding": "gzip"})
-        else:
-            self._send(200, CONTENT_TYPE, body)
-
-    def _topology(self, path: str, query: str) -> None:
-        try:
-            r = self.server.topology(path, query)  # type: ignore[misc]
+            r = route.handler(request)
         except Exception:
-            log.exception("topology_failed")
-            self._send(500, TEXT, b"topology failed; see the exporter's log\n")
+            log.exception("page_failed", path=request.path)
+            self._send(500, TEXT, b"the page failed; see the exporter's log\n")
             return
-        self._send(r.status, r.content_type, r.body, {**r.headers, "Cache-Control": "no-store"})
+        self._send(r.status, r.content_type, r.body, r.headers)
 
     def end_headers(self) -> None:
         for k, v in self.web.config.headers.items():
             self.send_header(k, v)
         super().end_headers()
 
-    def _send(self, code: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
+    def _send(
+        self, code: int, content_type: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -341,20 +334,3 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt: str, *args) -> None:
         log.debug("http_request", client=self.client_address[0], request=fmt % args)
-
-
-def _landing(telemetry_path: str, topology: bool) -> str:
-    path = html.escape(telemetry_path)
-    pages = (
-        '<li><a href="/topology">Topology</a> (<a href="/topology.json">JSON</a>)</li>'
-        if topology
-        else ""
-    )
-    return (
-        f"<!doctype html><html><head><title>dockernet-exporter</title></head><body>"
-        f"<h1>dockernet-exporter {__version__}</h1>"
-        f"<p>Docker's host-side networking: which veth belongs to which container, "
-        f"per-container interface counters, bridges and NAT.</p>"
-        f'<ul><li><a href="{path}">Metrics</a></li>{pages}<li><a href="/healthz">Health</a></li></ul>'
-        f"</body></html>\n"
-    )

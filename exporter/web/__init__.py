@@ -1,0 +1,2 @@
+"""The HTTP server (server.py), its routes table (routes.py) and its TLS and basic-auth
+configuration (config.py)."""
