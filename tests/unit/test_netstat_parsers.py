@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from exporter.collectors.base import Context
-from exporter.collectors.netstat import BY_KEY, NetstatCollector, parse_fields, wanted_of
+from exporter.collectors.netstat import NetstatCollector
+from exporter.collectors.netstat_fields import BY_KEY, parse_fields, wanted_of
 from exporter.model import Container
 from exporter.sources import netstat
 from exporter.sources.procfs import Procfs
