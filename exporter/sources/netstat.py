@@ -303,8 +303,13 @@ class Sampler:
         try:
             self._loop()
         finally:
-            if self.open is not None:
-                self.open.close_all()
+            self.close()
+
+    def close(self) -> None:
+        """Closes the files it holds (the thread does, when it ends)."""
+        if self.open is not None:
+            self.open.close_all()
+            self.open = None
 
     def _loop(self) -> None:
         next_pass = self.clock()
