@@ -55,6 +55,7 @@ OWNERS = ("container", "pod")
 Target = tuple[str, int, Hashable, dict[str, str]]  # owner kind, pid, namespace key, label sets
 Found = list[tuple[str, dict[str, str], Reading]]
 DEFAULT_INTERVAL = "15s"
+DEFAULT_FIELDS = "dashboards"
 
 # The sampler's own cost and staleness, served when it runs: (metric, help, Sample attribute).
 SAMPLE_GAUGES = (
@@ -88,9 +89,10 @@ class NetstatCollector(Collector):
         Option(
             "fields",
             parse_fields,
-            "all",
-            "the families to serve, comma-separated (all, or e.g. tcp_listen_overflows,sockets); "
-            "only the files they need are read",
+            DEFAULT_FIELDS,
+            "the families to serve: dashboards (those the dashboards, alerts and runbook read), "
+            "all, or a comma-separated list (e.g. tcp_listen_overflows,sockets); only the files "
+            "they need are read",
         ),
         Option(
             "interval",
@@ -105,7 +107,7 @@ class NetstatCollector(Collector):
         self,
         context: Context,
         *,
-        fields: tuple[str, ...] = tuple(BY_KEY),
+        fields: tuple[str, ...] = parse_fields(DEFAULT_FIELDS),
         interval: float = duration(DEFAULT_INTERVAL),
     ) -> None:
         self.root = context.procfs.root

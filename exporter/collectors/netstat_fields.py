@@ -247,15 +247,37 @@ HOST_CONNTRACK = (
 )
 
 
+# The families the dashboards, the alerts and the runbook read (grafana/mixin, docs/runbook.md):
+# the collector's default. The conntrack keys also bring the host table's families.
+DASHBOARD_FIELDS = (
+    "tcp_attempt_fails",
+    "tcp_estab_resets",
+    "tcp_retransmitted_segments",
+    "tcp_segments_sent",
+    "tcp_resets_sent",
+    "tcp_listen_overflows",
+    "tcp_listen_drops",
+    "udp_no_ports",
+    "udp_receive_buffer_errors",
+    "conntrack_entries",
+    "conntrack_insert_failed",
+    "conntrack_drop",
+    "conntrack_early_drop",
+)
+NAMED_FIELDS = {"all": tuple(BY_KEY), "dashboards": DASHBOARD_FIELDS}
+
+
 def parse_fields(text: str) -> tuple[str, ...]:
-    """--collector.netstat.fields: 'all', or a comma-separated list of field keys."""
+    """--collector.netstat.fields: 'all', 'dashboards', or a comma-separated list of field keys;
+    in the order of FIELDS."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["all"]:
-        return tuple(BY_KEY)
+    if len(names) == 1 and names[0] in NAMED_FIELDS:
+        names = list(NAMED_FIELDS[names[0]])
     unknown = [n for n in names if n not in BY_KEY]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown field {', '.join(unknown) or repr(text)}: use all or some of {','.join(BY_KEY)}"
+            f"unknown field {', '.join(unknown) or repr(text)}: use all, dashboards or some of "
+            f"{','.join(BY_KEY)}"
         )
     return tuple(k for k in BY_KEY if k in names)
 

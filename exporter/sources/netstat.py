@@ -11,6 +11,7 @@ does it in a thread of its own, off the scrape's path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -285,6 +286,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._errors: set[str] = set()
         self._checked: object = None  # the wanted namespaces the latest look found nothing new in
+        self.due = math.inf  # when the next pass over every namespace is due (clock's time)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="netstat-sampler", daemon=True)
@@ -312,11 +314,11 @@ class Sampler:
             self.open = None
 
     def _loop(self) -> None:
-        next_pass = self.clock()
+        self.due = self.clock()
         while not self._stopping.is_set():
-            full = self.clock() >= next_pass
+            full = self.clock() >= self.due
             if full:
-                next_pass = self.clock() + self.interval
+                self.due = self.clock() + self.interval
             try:
                 self.sample(full)
                 # Namespaces that appeared during that pass are read at once.
@@ -324,7 +326,7 @@ class Sampler:
             except Exception as exc:  # the thread goes on; the next pass may succeed
                 self._failed(exc)
                 again = False
-            if not again and self.wait(min(next_pass - self.clock(), self.new_check)):
+            if not again and self.wait(min(self.due - self.clock(), self.new_check)):
                 return
 
     def wait(self, seconds: float) -> bool:
@@ -340,14 +342,20 @@ class Sampler:
             self.open.keep(wanted)
         if not full and wanted is self._checked:
             return
-        todo = dict(wanted) if full else unread(latest.readings, wanted)
+        new = unread(latest.readings, wanted)
+        todo = {**new, **wanted} if full else new  # the new ones first
         started, cpu = self.clock(), time.thread_time()
         fresh = {}
         for key, pid in todo.items():
             if self._stopping.is_set():
                 return
+            if not full and self.clock() >= self.due:
+                break  # the pass due reads the rest: a check never holds it up
             opened = self.open.files(key, pid) if self.open is not None else None
             fresh[key] = self.reader.read(pid, opened)
+            if full and key in new:  # a first reading is served at once, not after the pass
+                first = {**self.latest.readings, key: fresh[key]}
+                self.latest = dataclasses.replace(self.latest, readings=first)
         readings = refreshed(latest.readings, fresh, wanted)
         if full:
             seconds, cpu = self.clock() - started, time.thread_time() - cpu

@@ -71,7 +71,8 @@ NETSTAT_SERIES = re.compile(r"^dockernet_container_(tcp|udp|ip|sockets|conntrack
 def sampled(text: str, *owners) -> bool:
     """Whether the netstat collector's sampler has read the namespaces of these containers."""
     return all(
-        f'dockernet_container_tcp_active_opens_total{{container_id="{c.id}"' in text for c in owners
+        f'dockernet_container_tcp_attempt_fails_total{{container_id="{c.id}"' in text
+        for c in owners
     )
 
 

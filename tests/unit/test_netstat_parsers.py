@@ -12,7 +12,7 @@ import pytest
 
 from exporter.collectors.base import Context
 from exporter.collectors.netstat import NetstatCollector
-from exporter.collectors.netstat_fields import BY_KEY, parse_fields, wanted_of
+from exporter.collectors.netstat_fields import BY_KEY, DASHBOARD_FIELDS, parse_fields, wanted_of
 from exporter.model import Container
 from exporter.sources import netstat
 from exporter.sources.procfs import Procfs
@@ -20,6 +20,8 @@ from exporter.topology import ContainerView, Snapshot
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "netstat"
 ON_DISK = {name: name.replace("/", "_") for name in netstat.FILES}  # stat/nf_conntrack
+
+ALL = tuple(BY_KEY)  # every family
 
 
 def recorded(name: str) -> bytes:
@@ -113,7 +115,9 @@ def test_collector_one_series_per_namespace_owner(tmp_path):
     owner, joined = view("alpha", 10), view("beta", 20, "container:" + "a" * 64, "a" * 64)
     host = view("gamma", 30, "host")
     got = samples(
-        NetstatCollector(Context(Procfs(str(tmp_path)))).collect(snapshot(owner, joined, host))
+        NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL).collect(
+            snapshot(owner, joined, host)
+        )
     )
     alpha = 'container_id="' + "a" * 64 + '",container_name="alpha"'
     assert got["dockernet_container_tcp_active_opens_total", "{" + alpha + "}"] == 0
@@ -144,7 +148,7 @@ def test_collector_on_odd_files_leaves_series_out_and_logs_once(tmp_path, capsys
         "stat/nf_conntrack": b"entries drop\n0000000",  # truncated
     }
     procfs_tree(tmp_path, 10, odd)
-    c = NetstatCollector(Context(Procfs(str(tmp_path))))
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL)
     for _ in range(3):
         got = samples(c.collect(snapshot(view("alpha", 10))))
     assert (
@@ -166,7 +170,7 @@ def test_collector_on_odd_files_leaves_series_out_and_logs_once(tmp_path, capsys
 def test_a_namespace_gone_mid_scrape_is_skipped(tmp_path):
     procfs_tree(tmp_path, 10)
     got = samples(
-        NetstatCollector(Context(Procfs(str(tmp_path)))).collect(
+        NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL).collect(
             snapshot(view("alpha", 10), view("omega", 99))
         )
     )
@@ -175,6 +179,11 @@ def test_a_namespace_gone_mid_scrape_is_skipped(tmp_path):
 
 def test_fields_flag():
     assert parse_fields("all") == tuple(BY_KEY)
+    assert (
+        parse_fields("dashboards")
+        == DASHBOARD_FIELDS
+        == NetstatCollector.options[0].type(NetstatCollector.options[0].default)
+    )
     assert parse_fields("sockets, tcp_timeouts") == ("tcp_timeouts", "sockets")
     with pytest.raises(argparse.ArgumentTypeError, match="unknown field nope"):
         parse_fields("nope,sockets")

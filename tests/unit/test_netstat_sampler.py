@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 
-from test_netstat_parsers import procfs_tree, recorded, samples, snapshot, view
+from test_netstat_parsers import ALL, procfs_tree, recorded, samples, snapshot, view
 
 from exporter import logs
 from exporter.collectors.base import Context
@@ -124,7 +124,7 @@ def test_the_collector_serves_the_sample_for_the_snapshot_owners_only(tmp_path):
     opens(tmp_path, 10, 3)
     alpha, beta = view("alpha", 10), view("beta", 20)
     current = snapshot(alpha, beta)
-    c = NetstatCollector(Context(Procfs(str(tmp_path))), interval=3600)
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL, interval=3600)
     c.start(lambda: current)
     try:
         wait_until(lambda: c.sampler is not None and c.sampler.latest.started is not None)
@@ -147,7 +147,7 @@ def test_the_collector_serves_the_sample_for_the_snapshot_owners_only(tmp_path):
 def test_without_a_sampler_the_collector_reads_during_the_scrape(tmp_path):
     procfs_tree(tmp_path, 10)
     current = snapshot(view("alpha", 10))
-    c = NetstatCollector(Context(Procfs(str(tmp_path))), interval=0)
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL, interval=0)
     c.start(lambda: current)
     opens(tmp_path, 10, 1)
     one = samples(c.collect(current))
