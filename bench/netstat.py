@@ -308,6 +308,7 @@ def scrapes(load, ours, out, veths: int, containers: int, repeats: int) -> dict:
             duration(DEFAULT_INTERVAL) + 30,
         )
         daemon_pass = sample_gauges(sampled.text())
+        netstat_ms = collector_ms(sampled.text()).get("netstat")
         first = first_samples(load, sampled, NEW_CONTAINERS if repeats > 3 else 2)
     finally:
         for e in started:
@@ -322,7 +323,7 @@ def scrapes(load, ours, out, veths: int, containers: int, repeats: int) -> dict:
         "off_bytes": figures["netstat-off_plain_bytes"],
         "all_fields_ms": figures["netstat-all_plain_ms"],
         "all_fields_bytes": figures["netstat-all_plain_bytes"],
-        "collector_ms": collector_ms(sampled.text()).get("netstat"),
+        "collector_ms": netstat_ms,
         "interval_seconds": duration(DEFAULT_INTERVAL),
         "first_sample_seconds": first,
         "daemon_pass": {
