@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from exporter.collectors.base import Context
 from exporter.collectors.netstat import NetstatCollector
-from exporter.collectors.netstat_fields import BY_KEY, DASHBOARD_FIELDS, parse_fields, wanted_of
+from exporter.collectors.netstat_fields import (
+    BY_KEY,
+    DASHBOARD_FIELDS,
+    HOST_CONNTRACK,
+    parse_fields,
+    wanted_of,
+)
 from exporter.model import Container
 from exporter.sources import netstat
 from exporter.sources.procfs import Procfs
@@ -200,3 +207,20 @@ def test_reader_reads_this_process_namespace():
     reading = reader.read(os.getpid())
     assert reading is not None and ("Tcp", "ActiveOpens") in reading.values["snmp"]
     assert reader.read(2**22 + 12345) is None
+
+
+def test_the_default_fields_are_every_netstat_family_the_dashboards_and_alerts_read():
+    """The generated dashboards and rules, and the runbook: each netstat family they name is
+    served by default (the host's conntrack families come with the field of the same key), and
+    the default serves nothing else."""
+    root = Path(__file__).resolve().parents[2]
+    texts = [p.read_text() for p in (root / "grafana").rglob("*") if p.suffix in (".json", ".yml")]
+    text = "".join(texts) + (root / "docs" / "runbook.md").read_text()
+    per_namespace = set(re.findall(r"dockernet_(?:container|pod)_([a-z_]+?)(?:_total)?\b", text))
+    host = set(re.findall(r"(dockernet_conntrack_[a-z_]+)", text))
+    # the runbook names the host's early drops beside its drops as "`_early_drop_total`"
+    host |= {"dockernet_conntrack_early_drop_total"} if "`_early_drop_total`" in text else set()
+    wanted = (per_namespace & set(BY_KEY)) | {
+        key for key, metric, *_ in HOST_CONNTRACK if metric in host
+    }
+    assert set(DASHBOARD_FIELDS) == wanted
