@@ -296,8 +296,9 @@ class Sampler:
         """Ends the thread, within a namespace's read of a pass in progress; the thread closes
         the files it holds."""
         self._stopping.set()
-        if self.open is not None:
-            self.open.wake()
+        held = self.open  # None once the thread has closed it
+        if held is not None:
+            held.wake()
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -14,6 +14,7 @@ import fcntl
 import os
 import resource
 import select
+import threading
 from collections.abc import Hashable, Mapping, Sequence
 
 # Descriptors held here are moved to numbers at or above this, so that the lower ones stay free
@@ -49,6 +50,8 @@ class OpenNamespaces:
         self._poll = select.epoll()
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._poll.register(self._wakeup, select.EPOLLIN)
+        self._closing = threading.Lock()  # a wake never writes to a descriptor closed since
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._held)
@@ -101,7 +104,9 @@ class OpenNamespaces:
 
     def wake(self) -> None:
         """Ends a ``wait`` now, and every later one at once (any thread)."""
-        os.eventfd_write(self._wakeup, 1)
+        with self._closing:
+            if not self._closed:
+                os.eventfd_write(self._wakeup, 1)
 
     def close(self, key: Hashable) -> None:
         pidfd, fds = self._held.pop(key)
@@ -112,8 +117,10 @@ class OpenNamespaces:
     def close_all(self) -> None:
         for key in list(self._held):
             self.close(key)
-        self._poll.close()
-        os.close(self._wakeup)
+        with self._closing:
+            self._closed = True
+            self._poll.close()
+            os.close(self._wakeup)
 
 
 def _high(fd: int) -> int:

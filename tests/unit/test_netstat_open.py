@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -132,3 +133,22 @@ def test_the_sampler_holds_files_only_for_the_exporters_own_pids(tmp_path, child
     finally:
         on_proc.close()
     assert targets(p.pid) == [] and on_proc.open is None
+
+
+def test_a_running_sampler_stops_from_its_wait_and_closes_what_it_holds(child):
+    p = child()
+    wanted = {"snmp": {"Tcp": ["ActiveOpens"]}}
+    s = netstat.Sampler(netstat.NamespaceReader("/proc", wanted), lambda: {"p": p.pid}, 3600)
+    s.start()
+    try:
+        held = []
+        for _ in range(500):  # its first pass: at once, then it waits (an hour, checks aside)
+            if targets(p.pid):
+                held = targets(p.pid)
+                break
+            time.sleep(0.01)
+        assert held == [f"/proc/{p.pid}/net/snmp"]
+    finally:
+        s.stop(timeout=5.0)
+    assert s._thread is not None and not s._thread.is_alive()
+    assert targets(p.pid) == [] and s.open is None
