@@ -439,10 +439,10 @@ def test_pods_churned_while_scraping_none_missed_none_stale_no_orphan(exporter, 
 
 
 def test_pod_network_health_is_the_pod_namespaces_own(exporter, pods):
-    """With --collector.netstat a pod's TCP counters carry namespace and pod, equal its own
-    /proc/net/snmp read in the same moment (during the scrape: interval 0), and no container
-    family names the sandbox."""
-    e = exporter(CRI, "--collector.netstat", "--collector.netstat.interval=0s")
+    """With every family of the netstat collector, a pod's TCP counters carry namespace and pod,
+    equal its own /proc/net/snmp read in the same moment (during the scrape: interval 0), and no
+    container family names the sandbox."""
+    e = exporter(CRI, "--collector.netstat.fields=all", "--collector.netstat.interval=0s")
     pod = pods.run(namespace="health")
     mapped(e, pod)
     netns = pods.status(pod).netns_path

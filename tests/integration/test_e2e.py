@@ -65,6 +65,17 @@ def normalise(text: str, names: dict) -> list:
     return sorted(out)
 
 
+NETSTAT_SERIES = re.compile(r"^dockernet_container_(tcp|udp|ip|sockets|conntrack)[_{].*\n", re.M)
+
+
+def sampled(text: str, *owners) -> bool:
+    """Whether the netstat collector's sampler has read the namespaces of these containers."""
+    return all(
+        f'dockernet_container_tcp_attempt_fails_total{{container_id="{c.id}"' in text
+        for c in owners
+    )
+
+
 def test_metrics_match_golden_output_and_lint(containers, exporter, tmp_path):
     net = containers.network()
     a = containers.run(network=net.name)
@@ -79,7 +90,13 @@ def test_metrics_match_golden_output_and_lint(containers, exporter, tmp_path):
         names[c.name] = f"<name-{role}>"
     e = exporter()
     text = wait_for(
-        lambda: (t := e.text()) and t.count(b.id) >= 2 and t.count(a.id) >= 3 and t,
+        lambda: (
+            (t := e.text())
+            and (mapped := NETSTAT_SERIES.sub("", t)).count(b.id) >= 2
+            and mapped.count(a.id) >= 3
+            and sampled(t, a, b, none)
+            and t
+        ),
         what="all mapped",
     )
     out = tmp_path / "metrics.txt"

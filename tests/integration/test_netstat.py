@@ -8,15 +8,22 @@ busybox image cannot make are made by the host's Python inside the container's n
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 
+import pytest
+
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.netstat import NetstatCollector
+from exporter.sources.kernel import netstat
+from exporter.sources.kernel.procfs import Procfs
 from helpers import wait_for
 
-NETSTAT = ("--collector.netstat", "--collector.netstat.interval=0s")
+NETSTAT = ("--collector.netstat.fields=all", "--collector.netstat.interval=0s")
 FAILS = "dockernet_container_tcp_attempt_fails_total"
 
 
@@ -342,23 +349,28 @@ def test_pings_across_two_networks_count_as_isolation_drops(containers, exporter
 
 
 def test_sampled_series_are_the_latest_samples_of_the_containers_there_now(containers, exporter):
-    e = exporter("--collector.netstat", "--collector.netstat.interval=1h")
-    c = containers.run()  # new since the sampler's pass at start: read within a second
+    e = exporter("--collector.netstat.interval=1h")  # on by default
+    c = containers.run()  # new since the sampler's pass at start: read by a check
     before = wait_value(e, FAILS, c)
+    first_seen = time.monotonic()  # the latest pass over every namespace began before this
     assert before == own_snmp(c)[("Tcp", "AttemptFails")]
     in_netns(c, CONNECT_CLOSED.format(n=5, ip="127.0.0.1"))
     assert own_snmp(c)[("Tcp", "AttemptFails")] == before + 5
-    time.sleep(2.5)  # more than the check for new namespaces: it reads each once
+    # A container started after the change is read by a later check, which reads new
+    # namespaces only: the first keeps its reading until the next pass, within the hour.
+    later = containers.run()
+    wait_value(e, FAILS, later)
+    asked = time.monotonic()
     m = e.metrics()
-    assert m.get_value(FAILS, container_id=c.id) == before  # no pass within the hour
-    assert m.get_value("dockernet_netstat_sample_age_seconds") >= 2.5
+    assert m.get_value(FAILS, container_id=c.id) == before
+    assert m.get_value("dockernet_netstat_sample_age_seconds") >= asked - first_seen
     assert m.get_value("dockernet_netstat_sample_duration_seconds") > 0
     c.remove(force=True)  # still in the sample until the next pass, gone from /metrics at once
     wait_for(lambda: c.id not in e.text(), what=f"the series of {c.name} gone")
 
 
 def test_the_sampler_follows_counters_and_survives_namespaces_vanishing(containers, exporter):
-    e = exporter("--collector.netstat", "--collector.netstat.interval=20ms")
+    e = exporter("--collector.netstat.interval=20ms")
     c = containers.run()
     before = wait_value(e, FAILS, c)
     in_netns(c, CONNECT_CLOSED.format(n=5, ip="127.0.0.1"))
@@ -386,10 +398,147 @@ def test_the_sampler_follows_counters_and_survives_namespaces_vanishing(containe
     watcher.join()
     assert seen and set(seen) == {before + 5}  # the survivor's series never went, nor moved
     late = containers.run()  # the sampler still runs: a new container is read
-    wait_value(e, FAILS, late)
+    first = wait_value(e, FAILS, late)
+    in_netns(late, CONNECT_CLOSED.format(n=3, ip="127.0.0.1"))
+    wait_for(  # and passes over every namespace go on (a check reads only new ones)
+        lambda: value(e, FAILS, late) == first + 3, what="a later pass over the new container"
+    )
     m = e.metrics()
-    assert m.get_value("dockernet_netstat_sample_age_seconds") < 1
     assert m.get_value("dockernet_scrape_collector_success", collector="netstat") == 1
     assert not [d for d in doomed if d.id in e.text()]
     assert e.stop() == 0
     assert "netstat_sample_failed" not in e.log() and "Traceback" not in e.log()
+
+
+def held_files(e, pid: int) -> list[int]:
+    """The exporter's descriptors open on the files of /proc/<pid>/net."""
+    out = []
+    for fd in os.listdir(f"/proc/{e.proc.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{e.proc.pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(f"/proc/{pid}/net/"):
+            out.append(int(fd))
+    return out
+
+
+def test_a_namespace_files_stay_open_until_its_process_exits(containers, exporter):
+    e = exporter()  # on by default, sampled
+    kept, killed = containers.run(), containers.run()
+    pids = {c.id: pid_of(c) for c in (kept, killed)}
+    for c in (kept, killed):
+        wait_value(e, FAILS, c)
+    files = len(NetstatCollector(Context(Procfs())).wanted)  # those the default fields need
+    for c in (kept, killed):  # each open once, above the descriptors select() can wait on
+        fds = held_files(e, pids[c.id])
+        assert len(fds) == files and min(fds) >= 1024, c.name
+    # Between passes (interval 15 s), the process exits and the container stays: its files
+    # must not keep the namespace alive until the next pass, nor until the container goes.
+    killed.kill()
+    wait_for(lambda: not held_files(e, pids[killed.id]) or None, what="the files closed")
+    assert len(held_files(e, pids[kept.id])) == files
+    killed.remove(force=True)
+    kept.remove(force=True)
+    wait_for(lambda: not held_files(e, pids[kept.id]) or None, what="the files closed")
+    assert e.stop() == 0
+
+
+class Forced:
+    """The sampler's clock and its waits, driven by the test: time moves only by each read
+    (`read` seconds) and each wait, and the topology changes at given times, in a wait or in
+    the middle of a pass. Every moment the served readings could change or age, it notes how
+    old each is and when each new namespace's first reading is served."""
+
+    def __init__(self, topology: dict, changes: list, read: float, end: float) -> None:
+        self.now, self.read, self.end = 0.0, read, end
+        self.wanted = dict(topology)
+        self.changes = sorted(changes)  # (time, key, pid or None to drop it)
+        self.added: dict = {}  # key -> when it appeared
+        self.first: dict = {}  # key -> when its first reading was served
+        self.dropped: dict = {}  # key -> when it went
+        self.made: dict = {}  # id(reading) -> (reading, when its read began)
+        self.oldest = 0.0
+        self.sampler: netstat.Sampler | None = None
+
+    def advance(self, seconds: float) -> None:
+        target = self.now + seconds
+        while self.changes and self.changes[0][0] <= target:
+            at, key, pid = self.changes.pop(0)
+            self.wanted = {k: v for k, v in self.wanted.items() if k != key}
+            if pid is None:
+                self.dropped[key] = at
+            else:
+                self.wanted[key], self.added[key] = pid, at
+        self.now = target
+        self.observe()
+
+    def observe(self) -> None:
+        latest = self.sampler.latest.readings
+        for key in self.wanted:
+            if key in latest:
+                self.first.setdefault(key, self.now)
+                _reading, when = self.made[id(latest[key])]
+                self.oldest = max(self.oldest, self.now - when)
+
+
+def forced_sampler(forced: Forced, interval: float) -> netstat.Sampler:
+    fields = NetstatCollector(Context(Procfs())).wanted
+
+    class Reader(netstat.NamespaceReader):
+        def read(self, pid, opened=None):
+            began = forced.now
+            reading = super().read(pid, opened)
+            forced.made[id(reading)] = (reading, began)
+            forced.advance(forced.read)
+            return reading
+
+    class Sampler(netstat.Sampler):
+        def wait(self, seconds):
+            forced.observe()
+            forced.advance(max(0.0, seconds))
+            return forced.now >= forced.end
+
+    s = Sampler(Reader("/proc", fields), lambda: forced.wanted, interval, clock=lambda: forced.now)
+    forced.sampler = s
+    return s
+
+
+EPSILON = 1e-9  # the forced clock's sums of floats
+
+
+@pytest.mark.parametrize(
+    "read", [0.01, 0.4], ids=["passes shorter than the interval", "passes longer"]
+)
+def test_a_value_is_never_older_than_an_interval_and_a_pass(containers, read):
+    """Real namespaces, the sampler's own loop; its clock forced. A namespace appears during a
+    wait and another in the middle of a pass; one goes."""
+    cs = [containers.run() for _ in range(5)]
+    pids = {c.name: pid_of(c) for c in cs}
+    first, appears_waiting, appears_reading = cs[:3], cs[3], cs[4]
+    interval = 1.0
+    pass_start = 3.0  # full passes begin at 0, 1, 2, 3 (back to back when longer)
+    forced = Forced(
+        {c.name: pids[c.name] for c in first},
+        [
+            (2.5 + 0.001, appears_waiting.name, pids[appears_waiting.name]),
+            (pass_start + read * 1.5, appears_reading.name, pids[appears_reading.name]),
+            (5.2, first[1].name, None),
+        ],
+        read,
+        end=9.0,
+    )
+    sampler = forced_sampler(forced, interval)
+    sampler.run()
+    longest = read * 5  # a full pass over every namespace at most
+    # Passes longer than the interval run back to back; a pass that falls due while a new
+    # namespace is read begins after that one read.
+    assert forced.oldest <= max(interval, longest) + longest + read + EPSILON
+    assert forced.made and all(r is not None for r, _ in forced.made.values())
+    for c in (appears_waiting, appears_reading):  # within the check, or after the pass it met
+        waited = forced.first[c.name] - forced.added[c.name]
+        assert waited <= max(netstat.NEW_CHECK, longest) + read + EPSILON, c.name
+        if read * 5 < netstat.NEW_CHECK:
+            assert waited <= 1.0
+    assert first[1].name not in sampler.latest.readings
+    assert sampler.open is None  # the run ended: every file closed

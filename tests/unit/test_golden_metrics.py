@@ -38,7 +38,7 @@ FLAGS = [
     "--docker.host=unix:///nonexistent/docker.sock",
     "--podman.host=",
     "--cri.endpoint=/nonexistent/containerd.sock",
-    "--collector.netstat",
+    "--collector.netstat.fields=all",  # every family, not only the default (the dashboards')
     "--collector.netstat.interval=0s",
 ]
 # How long the orphan's veth has looked orphaned at the scrape: past the default grace (30s).

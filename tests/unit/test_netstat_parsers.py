@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,21 @@ import pytest
 from exporter.core.model import Container
 from exporter.core.topology import ContainerView, Snapshot
 from exporter.metrics.collectors.base import Context
-from exporter.metrics.collectors.netstat import BY_KEY, NetstatCollector, parse_fields, wanted_of
+from exporter.metrics.collectors.netstat import NetstatCollector
+from exporter.metrics.collectors.netstat_fields import (
+    BY_KEY,
+    DASHBOARD_FIELDS,
+    HOST_CONNTRACK,
+    parse_fields,
+    wanted_of,
+)
 from exporter.sources.kernel import netstat
 from exporter.sources.kernel.procfs import Procfs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "netstat"
 ON_DISK = {name: name.replace("/", "_") for name in netstat.FILES}  # stat/nf_conntrack
+
+ALL = tuple(BY_KEY)  # every family
 
 
 def recorded(name: str) -> bytes:
@@ -112,7 +122,9 @@ def test_collector_one_series_per_namespace_owner(tmp_path):
     owner, joined = view("alpha", 10), view("beta", 20, "container:" + "a" * 64, "a" * 64)
     host = view("gamma", 30, "host")
     got = samples(
-        NetstatCollector(Context(Procfs(str(tmp_path)))).collect(snapshot(owner, joined, host))
+        NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL).collect(
+            snapshot(owner, joined, host)
+        )
     )
     alpha = 'container_id="' + "a" * 64 + '",container_name="alpha"'
     assert got["dockernet_container_tcp_active_opens_total", "{" + alpha + "}"] == 0
@@ -143,7 +155,7 @@ def test_collector_on_odd_files_leaves_series_out_and_logs_once(tmp_path, capsys
         "stat/nf_conntrack": b"entries drop\n0000000",  # truncated
     }
     procfs_tree(tmp_path, 10, odd)
-    c = NetstatCollector(Context(Procfs(str(tmp_path))))
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL)
     for _ in range(3):
         got = samples(c.collect(snapshot(view("alpha", 10))))
     assert (
@@ -165,7 +177,7 @@ def test_collector_on_odd_files_leaves_series_out_and_logs_once(tmp_path, capsys
 def test_a_namespace_gone_mid_scrape_is_skipped(tmp_path):
     procfs_tree(tmp_path, 10)
     got = samples(
-        NetstatCollector(Context(Procfs(str(tmp_path)))).collect(
+        NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL).collect(
             snapshot(view("alpha", 10), view("omega", 99))
         )
     )
@@ -174,6 +186,11 @@ def test_a_namespace_gone_mid_scrape_is_skipped(tmp_path):
 
 def test_fields_flag():
     assert parse_fields("all") == tuple(BY_KEY)
+    assert (
+        parse_fields("dashboards")
+        == DASHBOARD_FIELDS
+        == NetstatCollector.options[0].type(NetstatCollector.options[0].default)
+    )
     assert parse_fields("sockets, tcp_timeouts") == ("tcp_timeouts", "sockets")
     with pytest.raises(argparse.ArgumentTypeError, match="unknown field nope"):
         parse_fields("nope,sockets")
@@ -190,3 +207,20 @@ def test_reader_reads_this_process_namespace():
     reading = reader.read(os.getpid())
     assert reading is not None and ("Tcp", "ActiveOpens") in reading.values["snmp"]
     assert reader.read(2**22 + 12345) is None
+
+
+def test_the_default_fields_are_every_netstat_family_the_dashboards_and_alerts_read():
+    """The generated dashboards and rules, and the runbook: each netstat family they name is
+    served by default (the host's conntrack families come with the field of the same key), and
+    the default serves nothing else."""
+    root = Path(__file__).resolve().parents[2]
+    texts = [p.read_text() for p in (root / "grafana").rglob("*") if p.suffix in (".json", ".yml")]
+    text = "".join(texts) + (root / "docs" / "runbook.md").read_text()
+    per_namespace = set(re.findall(r"dockernet_(?:container|pod)_([a-z_]+?)(?:_total)?\b", text))
+    host = set(re.findall(r"(dockernet_conntrack_[a-z_]+)", text))
+    # the runbook names the host's early drops beside its drops as "`_early_drop_total`"
+    host |= {"dockernet_conntrack_early_drop_total"} if "`_early_drop_total`" in text else set()
+    wanted = (per_namespace & set(BY_KEY)) | {
+        key for key, metric, *_ in HOST_CONNTRACK if metric in host
+    }
+    assert set(DASHBOARD_FIELDS) == wanted

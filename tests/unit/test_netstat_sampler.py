@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 
-from test_netstat_parsers import procfs_tree, recorded, samples, snapshot, view
+from test_netstat_parsers import ALL, procfs_tree, recorded, samples, snapshot, view
 
 from exporter import logs
 from exporter.metrics.collectors.base import Context
@@ -89,6 +89,46 @@ def test_a_namespace_vanishing_mid_read_is_left_out_and_the_pass_goes_on(tmp_pat
     assert s.latest.readings["a"] is None and s.latest.readings["b"] is not None
 
 
+def test_a_full_pass_reads_new_namespaces_first_and_serves_each_at_once(tmp_path):
+    for pid in (10, 20, 30):
+        procfs_tree(tmp_path, pid)
+    topology = [{"a": 10, "b": 20}]
+    served: list = []
+
+    class Watching(netstat.NamespaceReader):
+        """Notes, at each read, which pid it is and what the sampler serves."""
+
+        def read(self, pid, opened=None):
+            served.append((pid, set(s.latest.readings)))
+            return super().read(pid, opened)
+
+    s = sampler(tmp_path, topology, reader=Watching(str(tmp_path), WANTED))
+    s.sample(full=True)
+    topology.append({"a": 10, "b": 20, "new": 30})
+    served.clear()
+    s.sample(full=True)
+    # the new one first; served before the known ones are read again
+    assert served == [(30, {"a", "b"}), (10, {"a", "b", "new"}), (20, {"a", "b", "new"})]
+
+
+def test_a_check_stops_when_a_pass_falls_due(tmp_path):
+    for pid in (10, 20):
+        procfs_tree(tmp_path, pid)
+    now = [0.0]
+    s = netstat.Sampler(
+        netstat.NamespaceReader(str(tmp_path), WANTED),
+        lambda: {"a": 10, "b": 20},
+        60.0,
+        clock=lambda: now[0],
+    )
+    s.due = 0.0  # the pass over every namespace is due: the check leaves the reads to it
+    s.sample(full=False)
+    assert s.latest.readings == {}
+    s.due = 1.0
+    s.sample(full=False)
+    assert s.latest.readings.keys() == {"a", "b"}
+
+
 def wait_until(predicate, timeout: float = 5.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -124,7 +164,7 @@ def test_the_collector_serves_the_sample_for_the_snapshot_owners_only(tmp_path):
     opens(tmp_path, 10, 3)
     alpha, beta = view("alpha", 10), view("beta", 20)
     current = snapshot(alpha, beta)
-    c = NetstatCollector(Context(Procfs(str(tmp_path))), interval=3600)
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL, interval=3600)
     c.start(lambda: current)
     try:
         wait_until(lambda: c.sampler is not None and c.sampler.latest.started is not None)
@@ -147,7 +187,7 @@ def test_the_collector_serves_the_sample_for_the_snapshot_owners_only(tmp_path):
 def test_without_a_sampler_the_collector_reads_during_the_scrape(tmp_path):
     procfs_tree(tmp_path, 10)
     current = snapshot(view("alpha", 10))
-    c = NetstatCollector(Context(Procfs(str(tmp_path))), interval=0)
+    c = NetstatCollector(Context(Procfs(str(tmp_path))), fields=ALL, interval=0)
     c.start(lambda: current)
     opens(tmp_path, 10, 1)
     one = samples(c.collect(current))

@@ -4,34 +4,32 @@ statistics of each container's own network namespace, and the host's conntrack t
 Each namespace is read through its owner's pid (``/proc/<pid>/net/...``): a namespace shared
 by several containers is read once and reported under its owner, host-network containers get no
 series (they would repeat the host's numbers), and a namespace that goes away mid-read is
-skipped. The kernel's own cost of these files is about 180 µs per namespace, so by default a
-sampler thread reads every namespace each ``--collector.netstat.interval`` and the scrape serves
-its latest sample, for the owners of the scrape's snapshot only (interval 0: read during the
-scrape). The host's conntrack table (three small files) is read during the scrape.
+skipped. The kernel's own cost of these files is about 200 µs per namespace, so by default a
+sampler thread reads every namespace each ``--collector.netstat.interval``, keeping each one's
+files open between passes, and the scrape serves its latest sample, for the owners of the
+scrape's snapshot only (interval 0: read during the scrape). The host's conntrack table (three
+small files) is read during the scrape. The families are declared in netstat_fields.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter import logs
 from exporter.app.flags import duration
 from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context, Option
+from exporter.metrics.collectors.netstat_fields import (
+    BY_KEY,
+    HOST_CONNTRACK,
+    Field,
+    parse_fields,
+    wanted_of,
+)
 from exporter.metrics.exposition import Family, LabelCache, labels
 from exporter.sources.kernel.netstat import (
-    CONNTRACK,
-    FILES,
-    NETSTAT,
-    SNMP,
-    SNMP6,
-    SOCKSTAT,
-    SOCKSTAT6,
     NamespaceReader,
     Reading,
     Sample,
@@ -44,258 +42,6 @@ if TYPE_CHECKING:
 
 log = logs.get_logger()
 
-IPV4, IPV6 = 'family="ipv4"', 'family="ipv6"'
-
-
-@dataclass(frozen=True)
-class Field:
-    """One family: `key` names it in --collector.netstat.fields and is its name after
-    ``dockernet_container_`` (``dockernet_pod_`` for pods; without ``_total``); each source is
-    (extra label pairs, file, section, kernel field name), the section "" in the files that have
-    none (snmp6, nf_conntrack)."""
-
-    key: str
-    type: str  # counter | gauge
-    help: str
-    sources: tuple[tuple[str, str, str, str], ...]
-
-    def metric(self, owner: str) -> str:
-        """The family's name for an owner kind, `container` or `pod`."""
-        return f"dockernet_{owner}_{self.key}" + ("_total" if self.type == "counter" else "")
-
-
-def _tcp(key: str, section: str, name: str, help_text: str, file: str = SNMP) -> Field:
-    return Field(key, "counter", help_text, (("", file, section, name),))
-
-
-def _dual(key: str, v4: tuple[str, str], v6: str, help_text: str) -> Field:
-    return Field(key, "counter", help_text, ((IPV4, SNMP, v4[0], v4[1]), (IPV6, SNMP6, "", v6)))
-
-
-def _sock(protocol: str, state: str, file: str, section: str) -> tuple[str, str, str, str]:
-    return (f'protocol="{protocol}",state="{state}"', file, section, state)
-
-
-def _kernel_at_least(version: tuple[int, int], release: str | None = None) -> bool:
-    numbers = (release or os.uname().release).split("-")[0].split(".")[:2]
-    return tuple(int(n) for n in numbers if n.isdigit()) >= version
-
-
-# Whether sockstat's TCP `tw` counts the namespace's own time-wait sockets: since the time-wait
-# count moved into each namespace (4.13); before, every namespace showed the host's.
-TW_PER_NAMESPACE = _kernel_at_least((4, 13))
-
-# The conntrack statistics served for each namespace and the host: (column, what it counts).
-CONNTRACK_COUNTERS = (
-    ("insert_failed", "Conntrack entries that could not be inserted"),
-    ("drop", "Packets dropped for want of a conntrack entry"),
-    ("early_drop", "Conntrack entries dropped early to make room"),
-    ("invalid", "Packets conntrack could not track"),
-)
-
-FIELDS: tuple[Field, ...] = (
-    _tcp(
-        "tcp_active_opens",
-        "Tcp",
-        "ActiveOpens",
-        "TCP connections the namespace opened (Tcp ActiveOpens).",
-    ),
-    _tcp(
-        "tcp_passive_opens",
-        "Tcp",
-        "PassiveOpens",
-        "TCP connections the namespace accepted (Tcp PassiveOpens).",
-    ),
-    _tcp(
-        "tcp_attempt_fails",
-        "Tcp",
-        "AttemptFails",
-        "TCP connection attempts that failed (Tcp AttemptFails): refused, timed out, reset while opening.",
-    ),
-    _tcp(
-        "tcp_estab_resets",
-        "Tcp",
-        "EstabResets",
-        "Established TCP connections reset (Tcp EstabResets).",
-    ),
-    _tcp(
-        "tcp_retransmitted_segments",
-        "Tcp",
-        "RetransSegs",
-        "TCP segments retransmitted (Tcp RetransSegs).",
-    ),
-    _tcp("tcp_segments_received", "Tcp", "InSegs", "TCP segments received (Tcp InSegs)."),
-    _tcp("tcp_segments_sent", "Tcp", "OutSegs", "TCP segments sent (Tcp OutSegs)."),
-    _tcp(
-        "tcp_resets_sent",
-        "Tcp",
-        "OutRsts",
-        "TCP resets sent (Tcp OutRsts): connections refused or aborted by this namespace.",
-    ),
-    _tcp("tcp_in_errors", "Tcp", "InErrs", "TCP segments received in error (Tcp InErrs)."),
-    _tcp(
-        "tcp_listen_overflows",
-        "TcpExt",
-        "ListenOverflows",
-        "Connections dropped because a listener's accept queue was full (TcpExt ListenOverflows).",
-        NETSTAT,
-    ),
-    _tcp(
-        "tcp_listen_drops",
-        "TcpExt",
-        "ListenDrops",
-        "Connection requests a listener dropped, overflows included (TcpExt ListenDrops).",
-        NETSTAT,
-    ),
-    _tcp(
-        "tcp_timeouts",
-        "TcpExt",
-        "TCPTimeouts",
-        "TCP retransmission timeouts (TcpExt TCPTimeouts).",
-        NETSTAT,
-    ),
-    _tcp(
-        "tcp_syn_retransmits",
-        "TcpExt",
-        "TCPSynRetrans",
-        "SYN and SYN-ACK retransmissions (TcpExt TCPSynRetrans).",
-        NETSTAT,
-    ),
-    _dual(
-        "udp_datagrams_received",
-        ("Udp", "InDatagrams"),
-        "Udp6InDatagrams",
-        "UDP datagrams delivered to sockets (Udp InDatagrams, Udp6InDatagrams).",
-    ),
-    _dual(
-        "udp_datagrams_sent",
-        ("Udp", "OutDatagrams"),
-        "Udp6OutDatagrams",
-        "UDP datagrams sent (Udp OutDatagrams, Udp6OutDatagrams).",
-    ),
-    _dual(
-        "udp_no_ports",
-        ("Udp", "NoPorts"),
-        "Udp6NoPorts",
-        "UDP datagrams to a port nobody listens on (Udp NoPorts, Udp6NoPorts).",
-    ),
-    _dual(
-        "udp_receive_buffer_errors",
-        ("Udp", "RcvbufErrors"),
-        "Udp6RcvbufErrors",
-        "UDP datagrams dropped because the socket's receive buffer was full "
-        "(Udp RcvbufErrors, Udp6RcvbufErrors).",
-    ),
-    _dual(
-        "udp_in_errors",
-        ("Udp", "InErrors"),
-        "Udp6InErrors",
-        "UDP datagrams received that could not be delivered, buffer errors included "
-        "(Udp InErrors, Udp6InErrors).",
-    ),
-    _dual(
-        "ip_in_discards",
-        ("Ip", "InDiscards"),
-        "Ip6InDiscards",
-        "IP packets received and discarded without an error in them (Ip InDiscards, Ip6InDiscards).",
-    ),
-    _dual(
-        "ip_out_no_routes",
-        ("Ip", "OutNoRoutes"),
-        "Ip6OutNoRoutes",
-        "IP packets dropped for want of a route (Ip OutNoRoutes, Ip6OutNoRoutes).",
-    ),
-    Field(
-        "tcp_connections_established",
-        "gauge",
-        "TCP connections now established or in close-wait (Tcp CurrEstab).",
-        (("", SNMP, "Tcp", "CurrEstab"),),
-    ),
-    Field(
-        "sockets",
-        "gauge",
-        "Sockets of the namespace by protocol and state (sockstat, sockstat6: inuse, and tw where "
-        "the kernel counts time-wait sockets per namespace).",
-        (
-            _sock("tcp", "inuse", SOCKSTAT, "TCP"),
-            *((_sock("tcp", "tw", SOCKSTAT, "TCP"),) if TW_PER_NAMESPACE else ()),
-            _sock("udp", "inuse", SOCKSTAT, "UDP"),
-            _sock("tcp6", "inuse", SOCKSTAT6, "TCP6"),
-            _sock("udp6", "inuse", SOCKSTAT6, "UDP6"),
-        ),
-    ),
-    Field(
-        "conntrack_entries",
-        "gauge",
-        "Conntrack entries of the namespace's own table (0 unless the namespace's own rules use "
-        "conntrack: bridged and published-port flows are in the host's table).",
-        (("", CONNTRACK, "", "entries"),),
-    ),
-    *(
-        Field(
-            f"conntrack_{column}",
-            "counter",
-            f"{what} in the namespace's own table ({column}, summed over CPUs).",
-            (("", CONNTRACK, "", column),),
-        )
-        for column, what in CONNTRACK_COUNTERS
-    ),
-)
-BY_KEY = {f.key: f for f in FIELDS}
-
-# The host's conntrack table, read in the exporter's own (the host's) namespace.
-HOST_CONNTRACK = (
-    # (field whose key asks for it, metric, type, help, what it reads)
-    (
-        "conntrack_entries",
-        "dockernet_conntrack_entries",
-        "gauge",
-        "Entries in the host's conntrack table (nf_conntrack_count).",
-        "count",
-    ),
-    (
-        "conntrack_entries",
-        "dockernet_conntrack_entries_limit",
-        "gauge",
-        "Size limit of the conntrack table, shared by every namespace (nf_conntrack_max).",
-        "limit",
-    ),
-    *(
-        (
-            f"conntrack_{column}",
-            f"dockernet_conntrack_{column}_total",
-            "counter",
-            f"{what} in the host namespace ({column}, summed over CPUs).",
-            column,
-        )
-        for column, what in CONNTRACK_COUNTERS
-    ),
-)
-
-
-def parse_fields(text: str) -> tuple[str, ...]:
-    """--collector.netstat.fields: 'all', or a comma-separated list of field keys."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["all"]:
-        return tuple(BY_KEY)
-    unknown = [n for n in names if n not in BY_KEY]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown field {', '.join(unknown) or repr(text)}: use all or some of {','.join(BY_KEY)}"
-        )
-    return tuple(k for k in BY_KEY if k in names)
-
-
-def wanted_of(fields: list[Field]) -> dict[str, dict[str, list[str]]]:
-    """{file: {section: kernel field names}}: what the fields read, and no other file."""
-    out: dict[str, dict[str, list[str]]] = {}
-    for f in fields:
-        for _extra, file, section, name in f.sources:
-            names = out.setdefault(file, {}).setdefault(section, [])
-            if name not in names:
-                names.append(name)
-    return {file: out[file] for file in FILES if file in out}
-
 
 def owner_labels(view: ContainerView) -> str:
     """The owner of a namespace as label pairs without braces, those of the interface counters:
@@ -307,6 +53,7 @@ OWNERS = ("container", "pod")
 Target = tuple[str, int, Hashable, dict[str, str]]  # owner kind, pid, namespace key, label sets
 Found = list[tuple[str, dict[str, str], Reading]]
 DEFAULT_INTERVAL = "15s"
+DEFAULT_FIELDS = "dashboards"
 
 # The sampler's own cost and staleness, served when it runs: (metric, help, Sample attribute).
 SAMPLE_GAUGES = (
@@ -334,16 +81,16 @@ class NetstatCollector(Collector):
         "TCP/UDP/IP counters, sockets and conntrack of each container namespace, "
         "and the host's conntrack table"
     )
-    # Off: reading every file costs several times the 40 us per namespace that a default
-    # collector may take here (docs/netstat.md has the figures).
-    default = False
+    # On: the sampler reads every namespace off the scrape's path (docs/netstat.md, Cost).
+    default = True
     options = (
         Option(
             "fields",
             parse_fields,
-            "all",
-            "the families to serve, comma-separated (all, or e.g. tcp_listen_overflows,sockets); "
-            "only the files they need are read",
+            DEFAULT_FIELDS,
+            "the families to serve: dashboards (those the dashboards, alerts and runbook read), "
+            "all, or a comma-separated list (e.g. tcp_listen_overflows,sockets); only the files "
+            "they need are read",
         ),
         Option(
             "interval",
@@ -358,7 +105,7 @@ class NetstatCollector(Collector):
         self,
         context: Context,
         *,
-        fields: tuple[str, ...] = tuple(BY_KEY),
+        fields: tuple[str, ...] = parse_fields(DEFAULT_FIELDS),
         interval: float = duration(DEFAULT_INTERVAL),
     ) -> None:
         self.root = context.procfs.root

@@ -11,6 +11,7 @@ does it in a thread of its own, off the scrape's path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from exporter import logs
+from exporter.sources.kernel.netstat_open import OpenNamespaces, usable
 
 log = logs.get_logger()
 
@@ -167,15 +169,21 @@ class NamespaceReader:
         self._buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self._buffer)
 
-    def read(self, pid: int) -> Reading | None:
+    def read(self, pid: int, opened: Mapping[str, int] | None = None) -> Reading | None:
         """The namespace of ``pid``, or None when it went away (the process exited). A file the
         kernel does not have (``stat/nf_conntrack`` without conntrack, ``snmp6`` without IPv6)
-        is left out."""
+        is left out. ``opened``: the namespace's files already open (see netstat_open.py), read
+        from their start instead of opened by path."""
         reading = Reading()
         base = f"{self.root}/{pid}/net/"
         for name, wanted, parse in self.wanted:
             try:
-                data = self.read_file(base + name, name == CONNTRACK)
+                if opened is None:
+                    data = self.read_file(base + name, name == CONNTRACK)
+                elif name in opened:
+                    data = self.read_fd(opened[name], name == CONNTRACK)
+                else:
+                    continue
             except OSError:
                 if not os.path.exists(base + SNMP):  # gone (or a zombie: no namespace left)
                     return None
@@ -192,14 +200,18 @@ class NamespaceReader:
         one per CPU) may take more reads, so it is read to the end."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            size = os.readv(fd, [self._buffer])
-            while records and size < BUFFER_SIZE:
-                more = os.readv(fd, [self._view[size:]])
-                if not more:
-                    break
-                size += more
+            return self.read_fd(fd, records)
         finally:
             os.close(fd)
+
+    def read_fd(self, fd: int, records: bool = False) -> bytes:
+        """An open file, from its start (a seq_file read at offset 0 starts over)."""
+        size = os.preadv(fd, [self._buffer], 0)
+        while records and size < BUFFER_SIZE:
+            more = os.preadv(fd, [self._view[size:]], size)
+            if not more:
+                break
+            size += more
         return bytes(self._view[:size])
 
 
@@ -234,17 +246,20 @@ def unread(
     return {k: pid for k, pid in wanted.items() if k not in readings}
 
 
-# How often the sampler looks for namespaces that appeared since its latest pass, in seconds.
-NEW_CHECK = 1.0
+# How often the sampler looks for namespaces that appeared since its latest pass, in seconds: a
+# new namespace is read within this, or right after the pass it appeared in.
+NEW_CHECK = 0.5
 
 
 class Sampler:
-    """Reads every wanted namespace in a thread of its own, every ``interval`` seconds, and a
-    namespace that appeared since within NEW_CHECK seconds. ``wanted()`` gives the namespaces of
-    the current topology, {key: pid}; ``latest`` is the result, replaced whole, so readers take
-    it without a lock. A reading of a namespace is replaced only by a later one of the same
-    namespace, in this one thread: its counters never go back. An exception is logged once and
-    the next pass goes on."""
+    """Reads every wanted namespace in a thread of its own, every ``interval`` seconds (start to
+    start; when a pass takes longer, the next begins at once), and a namespace that appeared
+    since within NEW_CHECK seconds. ``wanted()`` gives the namespaces of the current topology,
+    {key: pid}; ``latest`` is the result, replaced whole, so readers take it without a lock. A
+    reading of a namespace is replaced only by a later one of the same namespace, in this one
+    thread: its counters never go back. An exception is logged once and the next pass goes on.
+    With ``keep_open`` (and pids that are the exporter's own) each namespace's files stay open
+    between passes, closed when its process exits or it is no longer wanted (netstat_open.py)."""
 
     def __init__(
         self,
@@ -252,56 +267,99 @@ class Sampler:
         wanted: Callable[[], Mapping[Hashable, int]],
         interval: float,
         new_check: float = NEW_CHECK,
+        *,
+        keep_open: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader  # used by the sampling thread alone (its buffer is not shared)
         self.wanted = wanted
         self.interval = interval
         self.new_check = new_check
+        self.clock = clock
         self.latest = Sample()
+        self.open = (
+            OpenNamespaces(reader.root, [name for name, _w, _p in reader.wanted])
+            if keep_open and usable(reader.root)
+            else None
+        )
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors: set[str] = set()
         self._checked: object = None  # the wanted namespaces the latest look found nothing new in
+        self.due = math.inf  # when the next pass over every namespace is due (clock's time)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="netstat-sampler", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 0.5) -> None:
-        """Ends the thread, within a namespace's read of a pass in progress."""
+        """Ends the thread, within a namespace's read of a pass in progress; the thread closes
+        the files it holds."""
         self._stopping.set()
+        held = self.open  # None once the thread has closed it
+        if held is not None:
+            held.wake()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def run(self) -> None:
-        next_pass = time.monotonic()
-        while True:
-            full = time.monotonic() >= next_pass
+        try:
+            self._loop()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Closes the files it holds (the thread does, when it ends)."""
+        if self.open is not None:
+            self.open.close_all()
+            self.open = None
+
+    def _loop(self) -> None:
+        self.due = self.clock()
+        while not self._stopping.is_set():
+            full = self.clock() >= self.due
             if full:
-                next_pass = time.monotonic() + self.interval
+                self.due = self.clock() + self.interval
             try:
                 self.sample(full)
+                # Namespaces that appeared during that pass are read at once.
+                again = self.wanted() is not self._checked
             except Exception as exc:  # the thread goes on; the next pass may succeed
                 self._failed(exc)
-            wait = min(next_pass - time.monotonic(), self.new_check)
-            if self._stopping.wait(max(0.0, wait)):
+                again = False
+            if not again and self.wait(min(self.due - self.clock(), self.new_check)):
                 return
+
+    def wait(self, seconds: float) -> bool:
+        """Waits, closing the files of namespaces whose process exits meanwhile; True: stop."""
+        if self.open is None:
+            return self._stopping.wait(max(0.0, seconds))
+        return self.open.wait(seconds) or self._stopping.is_set()
 
     def sample(self, full: bool) -> None:
         """One pass: every wanted namespace, or (not full) those not read yet."""
         wanted, latest = self.wanted(), self.latest
+        if self.open is not None:
+            self.open.keep(wanted)
         if not full and wanted is self._checked:
             return
-        todo = dict(wanted) if full else unread(latest.readings, wanted)
-        started, cpu = time.monotonic(), time.thread_time()
+        new = unread(latest.readings, wanted)
+        todo = {**new, **wanted} if full else new  # the new ones first
+        started, cpu = self.clock(), time.thread_time()
         fresh = {}
         for key, pid in todo.items():
             if self._stopping.is_set():
                 return
-            fresh[key] = self.reader.read(pid)
+            if not full and self.clock() >= self.due:
+                break  # the pass due reads the rest: a check never holds it up
+            opened = self.open.files(key, pid) if self.open is not None else None
+            fresh[key] = self.reader.read(pid, opened)
+            if full and key in new:  # a first reading is served at once, not after the pass
+                first = {**self.latest.readings, key: fresh[key]}
+                self.latest = dataclasses.replace(self.latest, readings=first)
         readings = refreshed(latest.readings, fresh, wanted)
         if full:
-            seconds, cpu = time.monotonic() - started, time.thread_time() - cpu
+            seconds, cpu = self.clock() - started, time.thread_time() - cpu
             self.latest = Sample(readings, started, seconds, cpu, len(todo))
         else:
             self.latest = dataclasses.replace(latest, readings=readings)

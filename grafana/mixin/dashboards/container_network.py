@@ -106,8 +106,10 @@ def _rates(b: Board, title: str, what: str, counters: dict, legend: str = "") ->
 
 
 def health_row(b: Board) -> list:
+    # Each side whole: the join a side may end in must not bind tighter than the division.
     retransmits = (
-        f"{b.per_namespace('tcp_retransmitted_segments')}\n/ {b.per_namespace('tcp_segments_sent')}"
+        f"(\n{b.per_namespace('tcp_retransmitted_segments')}\n)\n"
+        f"/ (\n{b.per_namespace('tcp_segments_sent')}\n)"
     )
     conntrack = f"dockernet_conntrack_entries{sel()}\n/ dockernet_conntrack_entries_limit{sel()}"
     limit = config.CONNTRACK_WARNING_RATIO
