@@ -9,10 +9,12 @@ compared within the namespace they belong to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
 
 from exporter.core import orphan_rules
+from exporter.core.memo import MemoKey
 from exporter.core.model import Address, Container, HostState, Link, Network
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
@@ -59,6 +61,9 @@ class Verdict(NamedTuple):
     interface: Interface | None  # the container interface it is the host end of
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The host's topology at one moment. Nothing in it changes after build(), except `cache`:
@@ -76,16 +81,16 @@ class Snapshot:
     suspects: tuple[orphan_rules.Suspect, ...] = ()
     # Host ifindex -> since when (monotonic) the veth has been a suspect.
     suspect_since: dict[int, float] = field(default_factory=dict)
-    cache: dict = field(default_factory=dict, compare=False)  # see memo()
+    cache: dict[MemoKey, object] = field(default_factory=dict, compare=False)  # see memo()
     # What the next build() reuses: the verdicts by host ifindex, and what it read of each peer namespace.
     verdicts: dict[int, Verdict] = field(default_factory=dict, compare=False)
     netns_contexts: dict[int, tuple] = field(default_factory=dict, compare=False)
 
-    def memo(self, key: str, build):
+    def memo(self, key: MemoKey[T], build: Callable[[Snapshot], T]) -> T:
         """build(self), computed once per snapshot: for what changes only with the topology."""
         if key not in self.cache:
             self.cache[key] = build(self)
-        return self.cache[key]
+        return cast(T, self.cache[key])
 
     @property
     def workloads_known(self) -> bool:

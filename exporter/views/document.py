@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exporter.core import orphan_rules
+from exporter.core.memo import MemoKey
 from exporter.core.model import (
     RX_BYTES,
     TX_BYTES,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 SCHEMA = 1
 MAX_BRIDGE_PORTS = 1023  # BR_MAX_PORTS port numbers, number 0 reserved: the 1,024th join fails
 _SNAPSHOTS = itertools.count(1)  # a number per snapshot drawn, for the revision
+REVISION: MemoKey[int] = MemoKey("topology revision")
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def revision(look: _Lookups) -> str:
     much as building it)."""
     snap = look.snap
     parts = (
-        snap.memo("topology revision", lambda _snap: next(_SNAPSHOTS)),
+        snap.memo(REVISION, lambda _snap: next(_SNAPSHOTS)),
         look.options.rules is not None,
         [look.ports.get((v.container.id, b)) for v in snap.containers for b in v.container.ports],
         sorted(look.masquerade.items()),

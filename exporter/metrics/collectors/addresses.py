@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.core.memo import MemoKey
 from exporter.core.model import Address
 from exporter.core.queries import owner, workload_addresses
 from exporter.metrics.collectors.base import Collector, Context
@@ -13,6 +14,8 @@ from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot
+
+ADDRESS_INFO: MemoKey[tuple[Family, ...]] = MemoKey("address info")
 
 HELP = (
     "Each address of each {0} interface, read from the kernel in the {0}'s namespace; value is "
@@ -32,7 +35,8 @@ class AddressesCollector(Collector):
         self._pod_labels = LabelCache(address_labels)
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        return list(snap.memo("address_info", self.address_info))
+        found = snap.memo(ADDRESS_INFO, self.address_info)
+        return list(found)
 
     def address_info(self, snap: Snapshot) -> tuple[Family, ...]:
         """The pod family only on a host that follows a pod runtime: elsewhere /metrics stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.core.memo import MemoKey
 from exporter.core.model import Link
 from exporter.core.queries import bridges, grouped_ports, port_state
 from exporter.metrics.collectors.base import Collector, Context
@@ -11,6 +12,8 @@ from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
+
+BRIDGES: MemoKey[list[Family]] = MemoKey("bridges")
 
 
 class BridgesCollector(Collector):
@@ -23,7 +26,7 @@ class BridgesCollector(Collector):
         self._port_blocks = LabelCache(port_label_sets)
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        return snap.memo("bridges", lambda s: render(s, self._port_blocks))
+        return snap.memo(BRIDGES, lambda s: render(s, self._port_blocks))
 
 
 def port_label_sets(bridge: str, ports: tuple[Link, ...]) -> list[str]:

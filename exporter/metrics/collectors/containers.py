@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
+from exporter.core.memo import MemoKey
 from exporter.core.model import (
     RX_BYTES,
     RX_DROP,
@@ -78,6 +79,9 @@ class ContainersCollector(Collector):
         self.link_stats = link_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
+        # Its own keys: the subclass for pods computes other targets from the same snapshot.
+        self._info_key: MemoKey[Family] = MemoKey(f"{self.name} info")
+        self._targets_key: MemoKey[tuple[list, frozenset]] = MemoKey(f"{self.name} targets")
 
     # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
     # and their metadata.
@@ -96,7 +100,7 @@ class ContainersCollector(Collector):
         return self.info(snap) + self._counters(snap)
 
     def info(self, snap: Snapshot) -> list[Family]:
-        return [snap.memo("container_info", self.container_info)]
+        return [snap.memo(self._info_key, self.container_info)]
 
     def container_info(self, snap: Snapshot) -> Family:
         fam = Family(
@@ -125,7 +129,7 @@ class ContainersCollector(Collector):
         return targets, frozenset(t[1] for t in targets if t[1])
 
     def _counters(self, snap: Snapshot) -> list:
-        targets, veths = snap.memo(f"{self.name}_counter_targets", self.counter_targets)
+        targets, veths = snap.memo(self._targets_key, self.counter_targets)
         host = self.link_stats(veths) if veths else {}
         inside: dict = {}
         # (label set, counter row, whether the row is the host end's: its columns are mirrored)

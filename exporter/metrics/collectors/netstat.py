@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from exporter import logs
 from exporter.app.flags import duration
+from exporter.core.memo import MemoKey
 from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.collectors.netstat_fields import (
@@ -39,6 +40,9 @@ from exporter.sources.kernel.netstat import (
 
 if TYPE_CHECKING:
     from exporter.core.topology import ContainerView, Snapshot
+
+TARGETS: MemoKey[list[Target]] = MemoKey("netstat targets")
+NAMESPACES: MemoKey[dict[Hashable, int]] = MemoKey("netstat namespaces")
 
 log = logs.get_logger()
 
@@ -145,13 +149,13 @@ class NetstatCollector(Collector):
 
     def namespaces(self, snap: Snapshot) -> dict[Hashable, int]:
         """{namespace key: pid} of the namespaces to sample."""
-        return {key: pid for _owner, pid, key, _ls in snap.memo("netstat_targets", self.targets)}
+        return {key: pid for _owner, pid, key, _ls in snap.memo(TARGETS, self.targets)}
 
     def start(self, snapshot: Callable[[], Snapshot]) -> None:
         if self.interval > 0:
             self.sampler = Sampler(
                 NamespaceReader(self.root, self.wanted),
-                lambda: snapshot().memo("netstat_namespaces", self.namespaces),
+                lambda: snapshot().memo(NAMESPACES, self.namespaces),
                 self.interval,
             )
             self.sampler.start()
@@ -161,7 +165,7 @@ class NetstatCollector(Collector):
             self.sampler.stop()
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        targets = snap.memo("netstat_targets", self.targets)
+        targets = snap.memo(TARGETS, self.targets)
         if self.sampler is None:
             reader = NamespaceReader(self.root, self.wanted)
             readings = {key: reader.read(pid) for _owner, pid, key, _ls in targets}

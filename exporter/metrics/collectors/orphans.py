@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
 from exporter.core import orphan_rules
+from exporter.core.memo import MemoKey
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
+
+IN_SCOPE: dict[str, MemoKey[list[orphan_rules.Suspect]]] = {
+    scope: MemoKey(f"suspects in scope {scope}") for scope in orphan_rules.SCOPES
+}
 
 
 class OrphansCollector(Collector):
@@ -50,7 +55,7 @@ class OrphansCollector(Collector):
 
     def collect(self, snap: Snapshot) -> list[Family]:
         in_scope = snap.memo(
-            f"suspects in scope {self.scope}",
+            IN_SCOPE[self.scope],
             lambda s: [x for x in s.suspects if self.scope == "all" or x.docker],
         )
         found = orphan_rules.flagged(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.core.memo import MemoKey
 from exporter.core.model import Container
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
@@ -13,6 +14,8 @@ from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import ContainerView, Snapshot
+
+POD_INFO: MemoKey[tuple[Family, Family]] = MemoKey("pod info")
 
 
 class PodsCollector(ContainersCollector):
@@ -37,7 +40,8 @@ class PodsCollector(ContainersCollector):
         return super().collect(snap)
 
     def info(self, snap: Snapshot) -> list[Family]:
-        return list(snap.memo("pod_info", self.pod_info))
+        found = snap.memo(POD_INFO, self.pod_info)
+        return list(found)
 
     def pod_info(self, snap: Snapshot) -> tuple[Family, Family]:
         ready = [v for v in snap.containers if v.container.is_pod and v.container.ready]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.core.memo import MemoKey
 from exporter.core.queries import owner_columns
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot, Veth
+
+VETH_INFO: MemoKey[Family] = MemoKey("veth info")
 
 
 class VethsCollector(Collector):
@@ -20,7 +23,7 @@ class VethsCollector(Collector):
         self._labels = LabelCache(veth_labels)
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        return [snap.memo("veth_info", self.veth_info)]
+        return [snap.memo(VETH_INFO, self.veth_info)]
 
     def veth_info(self, snap: Snapshot) -> Family:
         fam = Family(
