@@ -19,6 +19,8 @@ from exporter.sources.docker import DockerSource
 from exporter.sources.procfs import Procfs
 from helpers import sh, unique, wait_for
 
+GATE_HELD = 60  # seconds a closed gate holds a read at most: beyond every wait of the tests
+
 
 class GatedDocker(DockerSource):
     """The real dockerd, but reading the container list waits while the gate is closed."""
@@ -32,7 +34,7 @@ class GatedDocker(DockerSource):
     def workloads(self):
         if not self.gate.is_set():
             self.waiting.set()
-            self.gate.wait(30)
+            self.gate.wait(GATE_HELD)
         return super().workloads()
 
 
@@ -68,20 +70,18 @@ def test_events_are_followed_during_a_resync_and_kept_after_it(daemon, docker):
     name = unique("dnr")[:15]
     docker.gate.clear()
     daemon._queue.put(ResyncWanted("all", "periodic"))
-    assert docker.waiting.wait(10), "the resync never asked Docker for its containers"
+    assert docker.waiting.wait(30), "the resync never asked Docker for its containers"
     try:
         # The resync has dumped the links already and is stuck on Docker: this pair is not in its read.
         sh("ip", "link", "add", name, "type", "veth", "peer", "name", name[:-1] + "p")
-        wait_for(
-            lambda: name in veth_names(daemon), timeout=5, what="the new veth during the resync"
-        )
+        wait_for(lambda: name in veth_names(daemon), what="the new veth during the resync")
         assert daemon.resyncs[("all", "periodic")] == 0
         docker.gate.set()
         wait_for(lambda: daemon.resyncs[("all", "periodic")] == 1, what="the resync's end")
         assert name in veth_names(daemon), "the resync's older read dropped a veth made during it"
     finally:
         sh("ip", "link", "del", name, check=False)
-    wait_for(lambda: name not in veth_names(daemon), timeout=5, what="the veth gone")
+    wait_for(lambda: name not in veth_names(daemon), what="the veth gone")
 
 
 def test_start_resync_freezes_the_survivors(daemon):

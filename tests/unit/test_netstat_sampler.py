@@ -89,7 +89,7 @@ def test_a_namespace_vanishing_mid_read_is_left_out_and_the_pass_goes_on(tmp_pat
     assert s.latest.readings["a"] is None and s.latest.readings["b"] is not None
 
 
-def wait_until(predicate, timeout: float = 5.0):
+def wait_until(predicate, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
