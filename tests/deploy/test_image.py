@@ -140,7 +140,7 @@ def assert_maps_like_the_checkout(port: int, scene: dict) -> None:
         )
         return ok and (m1, m2)
 
-    packaged, reference = wait_for(both_see_all, 20, what="every interface in both exporters")
+    packaged, reference = wait_for(both_see_all, what="every interface in both exporters")
     for metric in ("dockernet_veth_info", "dockernet_container_info"):
         assert rows(packaged, metric, ids) == rows(reference, metric, ids)
     counters = rows(packaged, "dockernet_container_receive_bytes_total", ids)

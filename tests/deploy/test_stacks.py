@@ -204,9 +204,7 @@ def test_systemd_bounding_set_is_enough_and_each_capability_needed(containers):
                 l for l in text.splitlines() if l.startswith("dockernet_veth_info") and c.id in l
             ]
 
-        (line,) = wait_for(
-            veth_of_container, 20, what="the container's veth under the bounding set"
-        )
+        (line,) = wait_for(veth_of_container, what="the container's veth under the bounding set")
         assert 'interface="eth0"' in line and 'bridge="docker0"' in line
     finally:
         p.terminate()

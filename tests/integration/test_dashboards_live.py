@@ -271,7 +271,6 @@ def wait_until_healthy_state_is_scraped(stack: Stack) -> None:
         lambda: p.query(
             f'pod_interface:dockernet_pod_receive_bytes:rate5m{{pod="{stack.pod.name}"}}'
         ),
-        20,
         what="our pod's traffic recorded",
     )
 
@@ -292,7 +291,7 @@ def test_fault_alerts_are_active_exactly_while_the_fault_is_present(stack):
         )
         (masq,) = active["DockernetMasqueradeRuleMissing"]
         assert masq["labels"]["subnet"] == stack.subnet
-    wait_for(lambda: fault_alerts(stack, peer) == {}, 15, what="the fault alerts cleared")
+    wait_for(lambda: fault_alerts(stack, peer) == {}, what="the fault alerts cleared")
 
 
 def substitute(expr: str) -> str:

@@ -58,7 +58,7 @@ def test_a_host_veth_named_with_a_byte_that_is_not_utf8_is_exported_escaped(expo
     def exported() -> set:
         return {l["veth"] for l, _ in Metrics(parse_metrics(scrape(e))).get("dockernet_veth_info")}
 
-    wait_for(lambda: escaped <= exported(), timeout=15, what=f"veth_info of {escaped}")
+    wait_for(lambda: escaped <= exported(), what=f"veth_info of {escaped}")
     text = scrape(e)
     promtool_check(text)
     assert escaped <= {row["veth"] for row in veth_rows()}
@@ -76,7 +76,7 @@ def test_a_container_renaming_its_eth0_to_a_byte_that_is_not_utf8_is_seen_at_the
         m = Metrics(parse_metrics(scrape(e)))
         return {l["interface"] for l, _ in m.select("dockernet_veth_info", container_id=c.id)}
 
-    wait_for(lambda: interfaces() == {"eth0"}, timeout=15, what="the container's eth0")
+    wait_for(lambda: interfaces() == {"eth0"}, what="the container's eth0")
     # busybox's ip and printf: the new name's bytes are e, 0xff, a backslash (octal 134) and x
     rename = (
         r'n=$(printf "e\377\134x"); ip link set eth0 down; ip link set eth0 name "$n"; '
@@ -87,7 +87,7 @@ def test_a_container_renaming_its_eth0_to_a_byte_that_is_not_utf8_is_seen_at_the
     escaped = r"e\xff\x5cx"
     # The host hears of no rename (only of its veth's carrier going down and up): the periodic
     # resync (1 s here) brings the new name.
-    wait_for(lambda: interfaces() == {escaped}, timeout=15, what=f"interface={escaped}")
+    wait_for(lambda: interfaces() == {escaped}, what=f"interface={escaped}")
     text = scrape(e)
     promtool_check(text)
     m = Metrics(parse_metrics(text))

@@ -42,7 +42,7 @@ def test_each_reason_after_the_grace_period_and_cleared_when_removed(exporter, c
 
     m = wait_for(
         lambda: (m := running.metrics()) and set(flagged(m)) >= mine and m,
-        timeout=GRACE + 10,
+        timeout=GRACE + 30,
         what="the hand-made orphans flagged",
     )
     assert time.monotonic() - created >= GRACE

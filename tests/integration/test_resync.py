@@ -19,6 +19,8 @@ from exporter.state.changes import ResyncWanted
 from exporter.state.daemon import Daemon
 from helpers import sh, unique, wait_for
 
+GATE_HELD = 60  # seconds a closed gate holds a read at most: beyond every wait of the tests
+
 
 class GatedProcfs(Procfs):
     """The real /proc, but the resync's thread, once it has dumped the links, waits while the gate
@@ -49,7 +51,7 @@ class GatedDocker(DockerSource):
     def workloads(self):
         if not self.gate.is_set():
             self.waiting.set()
-            self.gate.wait(30)
+            self.gate.wait(GATE_HELD)
         return super().workloads()
 
 
@@ -97,20 +99,18 @@ def test_events_are_followed_during_a_resync_and_kept_after_it(daemon, procfs, c
     name = unique("dnr")[:15]
     procfs.gate.clear()
     daemon._queue.put(ResyncWanted("all", "periodic"))
-    assert procfs.waiting.wait(10), "the resync never looked a workload's namespace up"
+    assert procfs.waiting.wait(30), "the resync never looked a workload's namespace up"
     try:
         # The resync has dumped the links already and is stuck: this pair is not in its read.
         sh("ip", "link", "add", name, "type", "veth", "peer", "name", name[:-1] + "p")
-        wait_for(
-            lambda: name in veth_names(daemon), timeout=5, what="the new veth during the resync"
-        )
+        wait_for(lambda: name in veth_names(daemon), what="the new veth during the resync")
         assert daemon.resyncs[("all", "periodic")] == 0
         procfs.gate.set()
         wait_for(lambda: daemon.resyncs[("all", "periodic")] == 1, what="the resync's end")
         assert name in veth_names(daemon), "the resync's older read dropped a veth made during it"
     finally:
         sh("ip", "link", "del", name, check=False)
-    wait_for(lambda: name not in veth_names(daemon), timeout=5, what="the veth gone")
+    wait_for(lambda: name not in veth_names(daemon), what="the veth gone")
 
 
 def test_a_runtime_stuck_in_its_listing_delays_no_kernel_resync(daemon, docker):

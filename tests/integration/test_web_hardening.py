@@ -19,7 +19,7 @@ import requests
 
 from exporter import __version__
 from exporter.web.server import HEAD_TIMEOUT, MAX_CONNECTIONS, Server
-from helpers import ExporterProcess, free_port, wait_for
+from helpers import ExporterProcess, free_port, sh, wait_for
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -82,30 +82,35 @@ def test_a_password_over_72_bytes_gets_401(exporter, tmp_path):
 # -- item 5: listen backlog -----------------------------------------------
 
 
+def listen_backlog(port: int) -> int:
+    """The accept queue's length of the socket listening on `port`, as the kernel reports it."""
+    (line,) = sh("ss", "-Hltn", f"sport = :{port}").splitlines()
+    return int(line.split()[2])  # Send-Q of a listening socket: its backlog
+
+
 def test_200_simultaneous_connects_are_all_accepted_at_once(plain):
-    """A full accept queue drops SYNs and the client retries a second later."""
+    """A full accept queue drops SYNs and the client retries a second later: the queue holds 200
+    connects made at once, whatever the time the server takes to accept them, and all are
+    answered."""
+    assert listen_backlog(plain.port) >= 200
     barrier = threading.Barrier(200)
     results: list = []
 
     def client():
-        barrier.wait(10)
-        t0 = time.monotonic()
+        barrier.wait(30)
         try:
-            with socket.create_connection(("127.0.0.1", plain.port), timeout=10) as s:
-                connected = time.monotonic() - t0
+            with socket.create_connection(("127.0.0.1", plain.port), timeout=30) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                results.append((connected, s.recv(100).split(b" ")[1:2] == [b"200"]))
+                results.append(s.recv(100).split(b" ")[1:2] == [b"200"])
         except OSError as exc:
-            results.append((time.monotonic() - t0, repr(exc)))
+            results.append(repr(exc))
 
     threads = [threading.Thread(target=client) for _ in range(200)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(20)
-    assert len(results) == 200 and all(ok is True for _, ok in results), results
-    slowest = max(connected for connected, _ in results)
-    assert slowest < 1.0, f"a connect took {slowest:.2f} s (SYN retransmitted)"
+        t.join(60)
+    assert len(results) == 200 and all(ok is True for ok in results), results
 
 
 # -- item 8: slowloris and the connection limit --------------------------
@@ -135,10 +140,10 @@ def test_slowloris_clients_are_cut_off_and_slow_no_scrape(plain):
     dribbler.start()
     try:
         under = []
-        while time.monotonic() - opened < HEAD_TIMEOUT - 1:
+        while time.monotonic() - opened < HEAD_TIMEOUT / 2:
             under.append(scrape_seconds(url))
             time.sleep(0.2)
-        assert not closed_after, "slow clients were cut off before their time"
+        answered_by = time.monotonic() - opened
 
         def all_cut_off():
             for s in slow:
@@ -146,31 +151,36 @@ def test_slowloris_clients_are_cut_off_and_slow_no_scrape(plain):
                     closed_after[s] = time.monotonic() - opened
             return len(closed_after) == len(slow)
 
-        wait_for(all_cut_off, HEAD_TIMEOUT, interval=0.2, what="the slow clients to be cut off")
+        # A slow client would hold its connection for the 100 s of its request without the cut-off.
+        wait_for(all_cut_off, 3 * HEAD_TIMEOUT, interval=0.2, what="the slow clients cut off")
     finally:
         stop.set()
         dribbler.join(5)
         for s in slow:
             s.close()
     print(
-        f"idle max {max(idle) * 1000:.0f} ms, under 200 slowloris max {max(under) * 1000:.0f} ms;"
+        f"idle p50 {statistics.median(idle) * 1000:.0f} ms, under 200 slowloris p50"
+        f" {statistics.median(under) * 1000:.0f} ms, max {max(under) * 1000:.0f} ms;"
         f" cut off after {min(closed_after.values()):.1f}-{max(closed_after.values()):.1f} s"
     )
-    assert max(under) < 0.5
-    assert max(closed_after.values()) < HEAD_TIMEOUT + 3
+    # Every scrape was answered while all 200 still held their connections (none is cut off before
+    # HEAD_TIMEOUT after it connected), none waited for them to go, and their speed stayed.
+    assert answered_by < HEAD_TIMEOUT
+    assert min(closed_after.values()) > HEAD_TIMEOUT - 0.1, "cut off before their time"
+    assert statistics.median(under) <= 3 * statistics.median(idle)
 
 
 def test_connections_beyond_the_limit_are_closed_at_once(exporter):
     p = exporter()
     held = [socket.create_connection(("127.0.0.1", p.port)) for _ in range(MAX_CONNECTIONS + 8)]
     try:
-        wait_for(lambda: sum(map(closed_by_peer, held)) >= 8, 5, what="8 connections refused")
+        wait_for(lambda: sum(map(closed_by_peer, held)) >= 8, what="8 connections refused")
         time.sleep(0.3)
         assert sum(map(closed_by_peer, held)) <= 16
     finally:
         for s in held:
             s.close()
-    wait_for(lambda: requests.get(p.url + "/healthz", timeout=5).status_code == 200, 5)
+    wait_for(lambda: requests.get(p.url + "/healthz", timeout=5).status_code == 200)
     assert p.log().count("event=http_connection_limit") == 1  # one line per 10 s
 
 
@@ -203,16 +213,20 @@ def test_a_flood_of_wrong_passwords_leaves_scrapes_fast_and_the_log_short(export
         stop.set()
         for t in flooders:
             t.join(30)
+    flooded_for = time.monotonic() - started
     print(
         f"idle p50 {idle * 1000:.1f} ms, under a flood of 20 wrong passwords {flooded * 1000:.1f} ms"
     )
     assert flooded <= 3 * idle
     assert set(answers) <= {401, 429} and 401 in answers
-    # The failures are logged once per 10 s, the next line counting those left out.
-    time.sleep(max(0.0, started + 10.5 - time.monotonic()))
+    # The failures are logged once per 10 s, each line counting those left out since the one
+    # before: 10 s after the last refusal of the flood, one more refusal is logged, and the lines
+    # account for every refusal, however long the flood took.
+    time.sleep(10.5)
     assert requests.get(url, auth=("prometheus", "wrong"), timeout=10).status_code == 401
-    lines = re.findall(r"event=http_unauthorized suppressed=(\d+)", p.log())
-    assert len(lines) == 2 and int(lines[1]) == answers.count(401) - 1, (lines, answers.count(401))
+    lines = [int(n) for n in re.findall(r"event=http_unauthorized suppressed=(\d+)", p.log())]
+    assert 2 <= len(lines) <= 2 + flooded_for // 10, (lines, flooded_for)
+    assert len(lines) + sum(lines) == answers.count(401) + 1, (lines, answers.count(401))
 
 
 # -- item 10: HTTP details and SIGHUP ------------------------------------
@@ -262,14 +276,14 @@ def test_sighup_reloads_the_web_config_and_keeps_it_when_broken(exporter, tmp_pa
         config, "second-password", extra="http_server_config:\n  headers: {X-Reloaded: done}\n"
     )
     p.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "event=web_config_reloaded" in p.log(), 5, what="the reload")
+    wait_for(lambda: "event=web_config_reloaded" in p.log(), what="the reload")
     second = requests.get(url, auth=("prometheus", "second-password"), timeout=10)
     assert second.status_code == 200 and second.headers["X-Reloaded"] == "done"
     assert requests.get(url, auth=("prometheus", "first-password"), timeout=10).status_code == 401
 
     config.write_text("basic_auth_users: [not, a, mapping]\n")
     p.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "event=web_config_reload_failed" in p.log(), 5, what="the failed reload")
+    wait_for(lambda: "event=web_config_reload_failed" in p.log(), what="the failed reload")
     assert requests.get(url, auth=("prometheus", "second-password"), timeout=10).status_code == 200
     assert p.proc.poll() is None
     assert p.log().count("level=error") == 1 and "Traceback" not in p.log()
@@ -285,7 +299,7 @@ def test_an_empty_host_listens_on_ipv4_and_ipv6(exporter):
     p.wait_ready()
     for host in ("127.0.0.1", "[::1]"):
         assert requests.get(f"http://{host}:{port}/healthz", timeout=5).text == "ok\n"
-    wait_for(lambda: f"url=http://[::]:{port}/metrics " in p.log(), 5, what="the logged url")
+    wait_for(lambda: f"url=http://[::]:{port}/metrics " in p.log(), what="the logged url")
 
 
 # -- item 1: /healthz while renders fail ----------------------------------

@@ -106,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         elif path == "/events-hang":
             self.chunk(data[: data.index(b"\n") + 1])
-            self.server.release.wait(10)
+            self.server.release.wait(60)  # until the test ends
         elif path == "/events-hangup":  # dockerd stopping: drops the connection between events
             self.chunk(data)
             self.close_connection = True
@@ -233,28 +233,33 @@ def test_threads_share_one_object_safely(api, engine):
     assert engine.connections == 1
 
 
+# The object's own timeout where a test shows that a call's shorter one (or none at all) applies:
+# a call that took half of it did not end by the bound it was given, however busy the machine.
+LONG = 60.0
+
+
 def test_an_engine_that_never_answers_is_unreachable_within_the_timeout(silent):
-    api = EngineAPI(f"unix://{silent}", timeout=5)
+    api = EngineAPI(f"unix://{silent}", timeout=LONG)
     t0 = time.monotonic()
     with pytest.raises(Unreachable, match="timed out"):
         api.get("/containers/json", timeout=0.3)
-    assert 0.25 < time.monotonic() - t0 < 1.0
+    assert 0.25 < time.monotonic() - t0 < LONG / 2
     t0 = time.monotonic()
     assert api.ping(timeout=0.3) is False
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < LONG / 2
     slow = EngineAPI(f"unix://{silent}", timeout=0.3)
     t0 = time.monotonic()
     with pytest.raises(Unreachable):
         slow.stream("/events")  # the timeout bounds the wait for the response headers
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < LONG / 2  # the silent engine would keep it for ever
 
 
 def test_a_missing_socket_is_unreachable_at_once(tmp_path):
-    api = EngineAPI(f"unix://{tmp_path}/nothing.sock", timeout=5)
+    api = EngineAPI(f"unix://{tmp_path}/nothing.sock", timeout=LONG)
     t0 = time.monotonic()
     with pytest.raises(UNREACHABLE) as exc:
         api.get("/containers/json")
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < LONG / 2  # not retried until the timeout
     assert isinstance(exc.value, OSError)
     assert "nothing.sock" in str(exc.value) and "/containers/json" in str(exc.value)
     assert api.ping() is False
@@ -332,11 +337,9 @@ def test_close_from_another_thread_ends_a_blocked_stream_promptly(api, engine):
     reader.start()
     time.sleep(0.2)
     assert reader.is_alive()
-    t0 = time.monotonic()
     s.close()
-    reader.join(0.5)
+    reader.join(30)  # the server holds the stream for 60 s: only the close can end it sooner
     assert not reader.is_alive(), "close() did not wake the blocked iteration"
-    assert time.monotonic() - t0 < 0.5
     assert got == []
     assert list(s) == []
 

@@ -129,7 +129,7 @@ def test_a_check_stops_when_a_pass_falls_due(tmp_path):
     assert s.latest.readings.keys() == {"a", "b"}
 
 
-def wait_until(predicate, timeout: float = 5.0):
+def wait_until(predicate, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -143,28 +143,33 @@ def test_bcrypt_errors_are_failed_checks():
 
 
 def test_bcrypt_checks_take_turns_and_remembered_users_do_not_wait(monkeypatch):
+    """The one bcrypt slot is held until the test lets it go: a second attempt waits its 0.2 s and
+    is refused while the first still runs, and a remembered user passes meanwhile."""
     auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}, 1, 0.2)
     assert auth.check(basic("prometheus", "pw")) == "prometheus"
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
     real_checkpw = bcrypt.checkpw
 
-    def slow_checkpw(password: bytes, hashed: bytes) -> bool:
+    def held_checkpw(password: bytes, hashed: bytes) -> bool:
         started.set()
-        time.sleep(1)
+        release.wait(30)
         return real_checkpw(password, hashed)
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", slow_checkpw)
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", held_checkpw)
     busy = threading.Thread(target=auth.check, args=(basic("prometheus", "wrong"),))
     busy.start()
-    started.wait(5)
-    t0 = time.monotonic()
-    with pytest.raises(AuthBusy):
-        auth.check(basic("prometheus", "wrong too"))
-    assert 0.15 < time.monotonic() - t0 < 0.9
-    t0 = time.monotonic()
-    assert auth.check(basic("prometheus", "pw")) == "prometheus"
-    assert time.monotonic() - t0 < 0.1
-    busy.join(5)
+    try:
+        assert started.wait(30)
+        t0 = time.monotonic()
+        with pytest.raises(AuthBusy):
+            auth.check(basic("prometheus", "wrong too"))
+        assert time.monotonic() - t0 > 0.15  # it waited its turn (0.2 s) first
+        assert auth.check(basic("prometheus", "pw")) == "prometheus"  # no slot needed
+        assert busy.is_alive() and not release.is_set()  # all of it while the slot was held
+    finally:
+        release.set()
+        busy.join(30)
+    assert not busy.is_alive()
 
 
 def test_client_allowed_sans():
