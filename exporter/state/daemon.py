@@ -14,7 +14,6 @@ links), and while a resync runs, one that reads the kernel's side afresh: at
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import queue
 import threading
@@ -24,12 +23,14 @@ from collections.abc import Callable, Sequence
 
 from exporter import logs
 from exporter.core import topology
-from exporter.core.model import Container, HostState
+from exporter.core.model import HostState
 from exporter.sources.kernel import exits
-from exporter.sources.kernel.netlink import RCVBUF_BYTES, LinkMonitor, Netlink
+from exporter.sources.kernel.link_monitor import LinkMonitor
+from exporter.sources.kernel.netlink import RCVBUF_BYTES, Netlink
 from exporter.sources.kernel.procfs import Procfs
 from exporter.sources.runtimes.follow import Follower
-from exporter.sources.runtimes.workloads import Effect, WorkloadSource
+from exporter.sources.runtimes.workloads import WorkloadSource
+from exporter.state import apply
 from exporter.state.changes import (
     REPLAYED,
     Change,
@@ -225,12 +226,14 @@ class Daemon:
                     changed = True
                 case RuntimeEvent(runtime, event):
                     self._count(runtime, event.action, replaying)
-                    changed = self._apply_event(item) or changed
+                    changed = apply.runtime_event(self._state, self._reader, item) or changed
                 case RuntimeListed():
                     changed = self._install_listing(item, replaying) or changed
                 case ProcessExited(workload_id, pid):
                     self._count("process", "exit", replaying)
-                    changed = self._process_exited(workload_id, pid) or changed
+                    changed = (
+                        apply.process_exited(self._state, self._reader, workload_id, pid) or changed
+                    )
                 case RuntimeDown(runtime, error):
                     changed = self._set_up(runtime, False, error, replaying) or changed
                 case ResyncWanted():
@@ -244,46 +247,9 @@ class Daemon:
         if (source, action) in self.events and not replaying:
             self.events[(source, action)] += 1
 
-    def _apply_event(self, item: RuntimeEvent) -> bool:
-        """Follow one lifecycle event, with what its runtime answered about it; whether the state
-        may have changed."""
-        event, found = item.event, item.workload
-        changed = item.networks is not None and self._set_networks(item.runtime, item.networks)
-        if found is not None and event.effect in (Effect.CHANGED, Effect.CHANGED_IF_KNOWN):
-            self._reader.add_container(self._state, found)
-            return True
-        if event.effect in (Effect.GONE, Effect.CHANGED):
-            return self._reader.remove_container(self._state, event.workload_id) or changed
-        return changed
-
-    def _set_networks(self, runtime: str, networks: tuple) -> bool:
-        """Replace one runtime's networks (its removed networks go at once)."""
-        others = {i: n for i, n in self._state.networks.items() if n.runtime != runtime}
-        fresh = others | {n.id: n for n in networks}
-        changed, self._state.networks = fresh != self._state.networks, fresh
-        return changed
-
     def _install_listing(self, item: RuntimeListed, replaying: bool) -> bool:
-        """One runtime's listing replaces its part of the state. A failed one keeps, of its
-        workloads, those whose process still holds the same namespace (a runtime that does not
-        answer tells nothing of them; the others are gone or cannot be told apart from leaks)."""
-        runtime, state = item.runtime, self._state
-        mine = [c for c in state.containers.values() if c.runtime == runtime]
-        if item.error:
-            for c in mine:
-                if not self._still_live(c):
-                    self._reader.remove_container(state, c.id)
-            self._set_up(runtime, False, item.error, replaying)
-        else:
-            listed = {c.id: c for c in item.workloads}
-            for c in mine:
-                if c.id not in listed:
-                    self._reader.remove_container(state, c.id)
-            for c in item.workloads:
-                if not _same(state.containers.get(c.id), c):
-                    self._reader.add_container(state, c)
-            self._set_networks(runtime, item.networks)
-            self._set_up(runtime, item.followed, "", replaying)
+        apply.install_listing(self._state, self._reader, self.procfs, item)
+        self._set_up(item.runtime, item.followed and not item.error, item.error, replaying)
         if not replaying:
             self._listed(item)
         return True
@@ -301,23 +267,6 @@ class Daemon:
             up=int(self._state.runtimes_up.get(item.runtime, False)),
         )
         self._first_pending.discard(item.runtime)  # `started` once its snapshot is published
-
-    def _still_live(self, c: Container) -> bool:
-        return bool(
-            c.pid and c.netns_inode is not None and self.procfs.netns_inode(c.pid) == c.netns_inode
-        )
-
-    def _process_exited(self, workload_id: str, pid: int) -> bool:
-        """A workload's main process exited: it no longer runs, whatever its runtime says next. A
-        pod sandbox's namespace is held by its file, not by the process: the sandbox stays, not
-        ready, until its runtime stops it."""
-        c = self._state.containers.get(workload_id)
-        if c is None or c.pid != pid:
-            return False
-        if c.is_pod and c.netns_path:
-            self._state.containers[c.id] = dataclasses.replace(c, pid=0, ready=False, members=())
-            return True
-        return self._reader.remove_container(self._state, workload_id)
 
     def _set_up(self, runtime: str, up: bool, error: str, replaying: bool) -> bool:
         """Record a runtime's health; log its changes (once each: a runtime failing the same way
@@ -415,11 +364,6 @@ class Daemon:
                     if c.pid and c.netns_inode is not None
                 }
             )
-
-
-def _same(known: Container | None, listed: Container) -> bool:
-    """Whether a listed workload is the one known (whose namespace identity is already resolved)."""
-    return known is not None and (dataclasses.replace(known, netns_inode=None, nsid=None) == listed)
 
 
 def _settle_heap() -> None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from deployspec import GRAFANA, ROOT, documented_spec
 
-from exporter.sources.runtimes.cri import CNI_RESULTS
+from exporter.sources.runtimes.cni_cache import RESULTS as CNI_RESULTS
 
 CHART = ROOT / "helm" / "dockernet-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))

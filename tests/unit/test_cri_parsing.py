@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from exporter.app import runtimes
 from exporter.core.model import PodMember
-from exporter.sources.runtimes import cri, cri_api, grpc_probe
+from exporter.sources.runtimes import cni_cache, cri, cri_api, grpc_probe
 from exporter.sources.runtimes.proto import cri_pb2 as pb
 from exporter.sources.runtimes.proto import events_pb2
 from exporter.sources.runtimes.workloads import Effect
@@ -245,7 +245,7 @@ CNI_RESULT = {
 
 
 def test_cni_cache_names_the_network_its_bridge_and_the_pod_endpoint():
-    a = cri.parse_cni_result(CNI_RESULT)
+    a = cni_cache.parse_cni_result(CNI_RESULT)
     assert a is not None
     assert (a.sandbox_id, a.network, a.bridge) == ("sb1", "pods", "cni0")
     assert a.subnets == (("198.18.128.0/20", "198.18.128.1"),)
@@ -254,17 +254,17 @@ def test_cni_cache_names_the_network_its_bridge_and_the_pod_endpoint():
         "198.18.129.131",
         20,
     )
-    (net,) = cri.cni_networks([a, a])
+    (net,) = cni_cache.cni_networks([a, a])
     assert (net.id, net.name, net.bridge, net.driver) == ("cni:pods", "pods", "cni0", "bridge")
     assert not net.masquerade
 
 
 def test_cni_cache_loopback_and_bridgeless_plugins():
-    assert cri.parse_cni_result(CNI_RESULT | {"networkName": "cni-loopback"}) is None
-    assert cri.parse_cni_result({"kind": "other"}) is None
+    assert cni_cache.parse_cni_result(CNI_RESULT | {"networkName": "cni-loopback"}) is None
+    assert cni_cache.parse_cni_result({"kind": "other"}) is None
     ptp = dict(CNI_RESULT, result=dict(CNI_RESULT["result"]))
     ptp["result"]["interfaces"] = CNI_RESULT["result"]["interfaces"][1:]
-    a = cri.parse_cni_result(ptp)
+    a = cni_cache.parse_cni_result(ptp)
     assert a is not None and a.bridge == ""
 
 

@@ -7,6 +7,7 @@ import socket
 import struct
 
 from exporter.core.model import HostState, Link
+from exporter.sources.kernel import link_monitor
 from exporter.sources.kernel import netlink as nl
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.loader import StateReader
@@ -32,7 +33,9 @@ def port_state(state: int) -> bytes:
 def received(*messages: bytes) -> list:
     """What LinkMonitor hands on for one datagram carrying these messages."""
     seen = []
-    monitor = nl.LinkMonitor(lambda action, link: seen.append((action, link)), lambda: None)
+    monitor = link_monitor.LinkMonitor(
+        lambda action, link: seen.append((action, link)), lambda: None
+    )
     monitor.sock.close()
     monitor.sock, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     sender.send(b"".join(messages))

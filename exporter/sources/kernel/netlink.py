@@ -1,5 +1,5 @@
 """rtnetlink over a raw socket: link dumps (host or any namespace by nsid),
-namespace ids, link counters, and link notifications.
+namespace ids and link counters; the message parsers that link_monitor.py shares.
 
 Only the handful of attributes the exporter needs are decoded, with
 ``struct`` on the raw buffer: a full dump of 1,000 links parses in a few
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import struct
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 
 from exporter.core.model import Address, Counters, Link
 from exporter.core.names import interface_name
-from exporter.sources import Wakeup
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -339,68 +337,3 @@ def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
     per call, as scrapes and pages read concurrently."""
     with Netlink() as netlink:
         return netlink.link_stats(ifindexes)
-
-
-class LinkMonitor:
-    """Link notifications (RTM_NEWLINK / RTM_DELLINK) of the host namespace.
-
-    ``run`` calls ``on_link(action, link)`` for each one and ``on_overflow()``
-    when the kernel dropped notifications (ENOBUFS): the socket is then rebuilt
-    and the caller must re-dump.
-    """
-
-    def __init__(
-        self,
-        on_link: Callable[[str, Link], None],
-        on_overflow: Callable[[], None],
-        rcvbuf: int = RCVBUF_BYTES,
-    ) -> None:
-        self.on_link = on_link
-        self.on_overflow = on_overflow
-        self.rcvbuf = rcvbuf
-        self._wakeup = Wakeup()
-        self.sock = self._open()
-
-    def _open(self) -> socket.socket:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-        )
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.bind((0, RTMGRP_LINK))
-        return sock
-
-    def stop(self) -> None:
-        self._wakeup.stop()
-
-    def run(self) -> None:
-        try:
-            while not self._wakeup.stopping:
-                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [])
-                if self.sock.fileno() in ready:
-                    self._receive()
-        finally:
-            self.sock.close()
-            self._wakeup.close()
-
-    def _receive(self) -> None:
-        try:
-            data = self.sock.recv(1024 * 1024)
-        except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                raise
-            self.sock.close()
-            self.sock = self._open()
-            self.on_overflow()
-            return
-        for kind, _flags, buf, start, end in iter_messages(data):
-            if kind not in (RTM_NEWLINK, RTM_DELLINK):
-                continue
-            if buf[start] == socket.AF_BRIDGE:
-                # A port's STP state; an AF_BRIDGE RTM_DELLINK means "left the bridge", not "deleted".
-                if kind == RTM_NEWLINK:
-                    self.on_link("port", parse_bridge_port(buf, start, end))
-                continue
-            self.on_link("add" if kind == RTM_NEWLINK else "delete", parse_link(buf, start, end))

@@ -13,18 +13,22 @@ makes the calls.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from exporter import logs
 from exporter.core.model import Container, Endpoint, Network, PodMember
 from exporter.sources.runtimes import cri_api, cri_events
+from exporter.sources.runtimes.cni_cache import (
+    RESULTS as CNI_RESULTS,
+)
+from exporter.sources.runtimes.cni_cache import (
+    CniAttachment,
+    attachments,
+    cni_networks,
+)
 from exporter.sources.runtimes.cri_api import (
     CallFailed,
     CriClient,
@@ -40,8 +44,6 @@ log = logs.get_logger()
 
 DEFAULT_ENDPOINT = "/run/containerd/containerd.sock"
 # CNI's cache of each attachment's result: <network>-<sandbox id>-<interface>, JSON.
-CNI_RESULTS = "/var/lib/cni/results"
-CNI_LOOPBACK = "cni-loopback"
 CRI_NAMESPACE = "k8s.io"  # containerd's namespace of the CRI's sandboxes and containers
 EFFECTS = cri_events.CONTAINERD_EFFECTS
 PING_TIMEOUT = 5.0
@@ -67,81 +69,6 @@ def pod_members(
         for c in sorted(containers, key=lambda c: (c.name, c.id))
         if c.sandbox_id == sandbox_id and c.id != exited and (c.running or c.id == started)
     )
-
-
-@dataclass(frozen=True)
-class CniAttachment:
-    """One cached CNI result: a sandbox's interface on a network, and the host bridge it uses."""
-
-    sandbox_id: str
-    network: str
-    bridge: str
-    subnets: tuple[tuple[str, str], ...]
-    endpoint: Endpoint
-
-
-def parse_cni_result(doc: dict) -> CniAttachment | None:
-    """A cached CNI result (kind cniCacheV1); None for the loopback and for what it cannot read.
-    The host-side interfaces come without a sandbox: with the bridge plugin, the bridge first,
-    then the host veth; a plugin without a bridge (ptp) lists the veth alone."""
-    result = doc.get("result") or {}
-    name, if_name = doc.get("networkName") or "", doc.get("ifName") or ""
-    if doc.get("kind") != "cniCacheV1" or not name or name == CNI_LOOPBACK:
-        return None
-    interfaces = result.get("interfaces") or []
-    host_side = [i.get("name", "") for i in interfaces if not i.get("sandbox")]
-    inside = [i for i in interfaces if i.get("sandbox") and i.get("name") == if_name]
-    subnets, address, prefix = [], "", 0
-    for ip in result.get("ips") or ():
-        try:
-            iface = ipaddress.ip_interface(ip.get("address", ""))
-        except ValueError:
-            continue
-        subnets.append((str(iface.network), ip.get("gateway") or ""))
-        if iface.version == 4 and not address:
-            address, prefix = str(iface.ip), iface.network.prefixlen
-    return CniAttachment(
-        sandbox_id=doc.get("containerId") or "",
-        network=name,
-        bridge=host_side[0] if len(host_side) > 1 else "",
-        subnets=tuple(sorted(set(subnets))),
-        endpoint=Endpoint(
-            network=name,
-            network_id=cni_network_id(name),
-            mac=inside[0].get("mac", "") if inside else "",
-            ipv4=address,
-            ipv4_prefix=prefix,
-        ),
-    )
-
-
-def cni_network_id(name: str) -> str:
-    return f"cni:{name}"
-
-
-def cni_networks(
-    attachments: Iterable[CniAttachment], runtime: str = CONTAINERD_NAME
-) -> list[Network]:
-    """The CNI networks the cached results show, with their bridges. Their NAT (the bridge
-    plugin's ipMasq chains) is not attributed: no MASQUERADE rule is expected of them."""
-    by_name: dict[str, tuple[str, set]] = {}
-    for a in attachments:
-        bridge, subnets = by_name.setdefault(a.network, (a.bridge, set()))
-        subnets.update(a.subnets)
-        if a.bridge and not bridge:
-            by_name[a.network] = (a.bridge, subnets)
-    return [
-        Network(
-            id=cni_network_id(name),
-            name=name,
-            driver="bridge" if bridge else "cni",
-            bridge=bridge,
-            subnets=tuple(sorted(subnets)),
-            masquerade=False,
-            runtime=runtime,
-        )
-        for name, (bridge, subnets) in sorted(by_name.items())
-    ]
 
 
 def parse_pod(
@@ -322,23 +249,7 @@ class CriSource:
         return cni_networks(self._attachments(), self.runtime)
 
     def _attachments(self, sandbox_id: str = "") -> list[CniAttachment]:
-        """The cached CNI results (of one sandbox); none where the cache cannot be read."""
-        try:
-            names = os.listdir(self.cni_results)
-        except OSError:
-            return []
-        out = []
-        for name in names:
-            if sandbox_id and f"-{sandbox_id}-" not in name:
-                continue
-            try:
-                with open(os.path.join(self.cni_results, name)) as f:
-                    found = parse_cni_result(json.load(f))
-            except (OSError, ValueError):
-                continue
-            if found is not None and (not sandbox_id or found.sandbox_id == sandbox_id):
-                out.append(found)
-        return out
+        return attachments(self.cni_results, sandbox_id)
 
     def _endpoints(self, sandbox_id: str) -> tuple[Endpoint, ...]:
         return tuple(sorted((a.endpoint for a in self._attachments(sandbox_id)), key=str))
