@@ -28,7 +28,6 @@ from exporter.sources.kernel import exits
 from exporter.sources.kernel.link_monitor import LinkMonitor
 from exporter.sources.kernel.netlink import RCVBUF_BYTES, Netlink
 from exporter.sources.kernel.procfs import Procfs
-from exporter.sources.runtimes.follow import Follower
 from exporter.sources.runtimes.workloads import WorkloadSource
 from exporter.state import apply
 from exporter.state.changes import (
@@ -43,6 +42,7 @@ from exporter.state.changes import (
     RuntimeListed,
     Stop,
 )
+from exporter.state.follow import Follower
 from exporter.state.loader import StateReader
 
 log = logs.get_logger()

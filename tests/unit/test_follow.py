@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from exporter.core.model import Container
-from exporter.sources.runtimes.follow import BACKOFF_MAX, BACKOFF_MIN, Follower
 from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
 from exporter.state.changes import RuntimeDown, RuntimeEvent, RuntimeListed
+from exporter.state.follow import BACKOFF_MAX, BACKOFF_MIN, Follower
 
 STARTED = WorkloadEvent("start", Effect.CHANGED, "c1")
 
