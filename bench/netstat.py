@@ -16,8 +16,8 @@ import textwrap
 import time
 
 from exporter.app.flags import duration
-from exporter.core.model import Container
-from exporter.core.topology import ContainerView, Snapshot
+from exporter.core.model import Workload
+from exporter.core.topology import Snapshot, WorkloadView
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.netstat import DEFAULT_INTERVAL, NetstatCollector
 from exporter.metrics.collectors.netstat_fields import BY_KEY
@@ -44,8 +44,8 @@ def snapshot(client, ids: list) -> Snapshot:
     views = []
     for container_id in ids:
         c = client.api.inspect_container(container_id)
-        container = Container(id=c["Id"], name=c["Name"][1:], pid=c["State"]["Pid"])
-        views.append(ContainerView(container, "bridge", container.id))
+        container = Workload(id=c["Id"], name=c["Name"][1:], pid=c["State"]["Pid"])
+        views.append(WorkloadView(container, "bridge", container.id))
     return Snapshot(tuple(views), (), (), {}, {}, {"docker": True})
 
 

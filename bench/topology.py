@@ -14,7 +14,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 from exporter.core import topology
-from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network
+from exporter.core.model import Address, Endpoint, HostState, Link, Network, Workload
 from exporter.metrics.collectors import (
     AddressesCollector,
     BridgesCollector,
@@ -80,7 +80,7 @@ def _pair(state: HostState, i: int, containers: int) -> None:
     if own:
         address = f"198.19.{i % 2}.{2 + i // 2}"
         state.netns_addresses[nsid] = (Address(peer, "ipv4", address, 24),)
-        c = Container(
+        c = Workload(
             id=f"{i:064x}",
             name=f"bench-{i}",
             image="busybox",

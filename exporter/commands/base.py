@@ -21,7 +21,7 @@ from exporter.core.names import terminal_text
 from exporter.core.queries import owner_columns
 
 if TYPE_CHECKING:
-    from exporter.core.model import Container
+    from exporter.core.model import Workload
     from exporter.core.topology import Snapshot
 
 Columns = list[tuple[str, str]]  # (key, title)
@@ -95,14 +95,14 @@ def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
     from exporter.core import topology
     from exporter.sources.kernel.netlink import Netlink
     from exporter.sources.kernel.procfs import Procfs
-    from exporter.state.loader import StateReader
+    from exporter.state.loader import StateLoader
 
     try:
         sources = runtimes.from_args(args)
     except runtimes.SourceConfigError as exc:
         raise CommandError(str(exc)) from None
     with Netlink() as netlink:
-        state = StateReader(netlink, sources, Procfs(args.procfs)).full()
+        state = StateLoader(netlink, sources, Procfs(args.procfs)).full()
     for source in sources:
         source.close()
         if warn and not state.runtimes_up.get(source.runtime):
@@ -113,7 +113,7 @@ def read_snapshot(args: argparse.Namespace, warn: bool = True) -> Snapshot:
     return topology.build(state)
 
 
-def owner_fields(c: Container | None) -> dict:
+def owner_fields(c: Workload | None) -> dict:
     """Who a row belongs to (queries.owner_columns), and a pod's sandbox id for JSON."""
     fields = owner_columns(c)
     if c is not None and c.is_pod:

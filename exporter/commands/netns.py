@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.commands.base import Command, CommandError, Report, Table
-from exporter.core.model import Container
+from exporter.core.model import Workload
 from exporter.sources.runtimes.workloads import SourceUnavailable
 
 NETNS_DIR = "/var/run/netns"
@@ -41,13 +41,13 @@ class Entry:
     target: str  # /proc/<pid>/ns/net
 
 
-def target_of(c: Container) -> str:
+def target_of(c: Workload) -> str:
     return f"/proc/{c.pid}/ns/net"
 
 
 def plan(
     record: list[Entry],
-    running: list[Container],
+    running: list[Workload],
     on_disk: dict[str, str | None],
     selected: set | None = None,
 ):
@@ -77,7 +77,7 @@ def plan(
     return remove, keep, create, skipped
 
 
-def _running(args: argparse.Namespace) -> list[Container]:
+def _running(args: argparse.Namespace) -> list[Workload]:
     """Every runtime's running workloads; a runtime that does not answer is an error here: the
     links of its containers would be judged gone."""
     from exporter.app import runtimes  # loaded when run: `--help` never pays for the sources

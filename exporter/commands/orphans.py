@@ -24,7 +24,7 @@ from exporter.commands.base import (
 from exporter.core import orphan_rules
 
 if TYPE_CHECKING:
-    from exporter.core.model import Container
+    from exporter.core.model import Workload
     from exporter.core.topology import Snapshot
 
 COLUMNS = [
@@ -101,7 +101,7 @@ def rows(snap: Snapshot, found: list[orphan_rules.Orphan]) -> list[dict]:
     ]
 
 
-def _owner(s: orphan_rules.Suspect, owner: Container | None) -> dict:
+def _owner(s: orphan_rules.Suspect, owner: Workload | None) -> dict:
     """The workload whose namespace holds the peer, or else the pod CNI's cache names for it."""
     fields = owner_fields(owner)
     if owner is None and s.pod is not None:

@@ -77,7 +77,7 @@ class PodRef:
 
 
 @dataclass(frozen=True)
-class Container:
+class Workload:
     """A running workload, as its runtime reports it, plus its namespace identity.
 
     The namespace is the one of ``pid`` (``/proc/<pid>/ns/net``), or the file at
@@ -139,7 +139,7 @@ class HostState:
     # nsid -> ifindex -> Link, and nsid -> addresses, of the workloads' namespaces
     netns_links: dict[int, dict[int, Link]] = field(default_factory=dict)
     netns_addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)
-    containers: dict[str, Container] = field(default_factory=dict)  # by id
+    containers: dict[str, Workload] = field(default_factory=dict)  # by id
     networks: dict[str, Network] = field(default_factory=dict)  # by id
     first_seen: dict[int, float] = field(default_factory=dict)  # host ifindex -> monotonic time
     # namespace file -> (inode, nsid)

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from exporter.core.model import Container, Link, Network, PodRef
+from exporter.core.model import Link, Network, PodRef, Workload
 
 REASONS = ("peer_in_host", "netns_without_container", "no_endpoint")
 SCOPES = ("docker", "all")
@@ -69,7 +69,7 @@ class Host:
 
     links: dict[int, Link]  # host namespace, by ifindex
     docker_bridges: dict[str, Network]  # Linux bridge name -> Docker network
-    members: dict[int, tuple[Container, ...]]  # nsid -> running containers in that namespace
+    members: dict[int, tuple[Workload, ...]]  # nsid -> running containers in that namespace
     netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
     netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "cni" | "named"
     workloads_known: bool  # every runtime answered
@@ -179,7 +179,7 @@ def _bridge_of(link: Link, links: dict[int, Link]) -> str:
     return master.name if master is not None and master.kind == "bridge" else ""
 
 
-def _has_endpoint(members: tuple[Container, ...], network: Network, mac: str) -> bool:
+def _has_endpoint(members: tuple[Workload, ...], network: Network, mac: str) -> bool:
     return any(
         (ep.network_id == network.id or ep.network == network.name)
         and (not ep.mac or ep.mac.lower() == mac.lower())

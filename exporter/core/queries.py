@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from exporter.core.model import Address, Container, Link
+    from exporter.core.model import Address, Link, Workload
     from exporter.core.topology import Interface, Snapshot
 
 # Who a series or a row belongs to, every key present: a pod's namespace and pod, or a Docker or
@@ -17,14 +17,14 @@ OWNER_KEYS = ("container_id", "container_name", "namespace", "pod")
 PORT_STATES = ("disabled", "listening", "learning", "forwarding", "blocking")
 
 
-def owner(c: Container) -> dict[str, str]:
+def owner(c: Workload) -> dict[str, str]:
     """A pod is its namespace and pod (kube-state-metrics' join keys), a container its id and name."""
     if c.is_pod:
         return {"namespace": c.pod_namespace, "pod": c.pod_name}
     return {"container_id": c.id, "container_name": c.name}
 
 
-def owner_columns(c: Container | None) -> dict[str, str]:
+def owner_columns(c: Workload | None) -> dict[str, str]:
     """Every key of OWNER_KEYS, in that order; those that do not apply, or all of them for no
     workload, empty."""
     found = owner(c) if c is not None else {}

@@ -15,14 +15,14 @@ from typing import NamedTuple, TypeVar, cast
 
 from exporter.core import orphan_rules
 from exporter.core.memo import MemoKey
-from exporter.core.model import Address, Container, HostState, Link, Network
+from exporter.core.model import Address, HostState, Link, Network, Workload
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
 
 
 @dataclass(frozen=True)
-class ContainerView:
-    container: Container
+class WorkloadView:
+    container: Workload
     network_mode: str  # bridge, host, none, container:<owner id>, <network name>
     netns_owner: str | None  # id of the container whose namespace this one uses (itself if its own)
 
@@ -31,7 +31,7 @@ class ContainerView:
 class Interface:
     """One interface of a container, with where it plugs in on the host."""
 
-    container: Container
+    container: Workload
     interface: str  # container-side name: eth0, eth1, ...
     ifindex: int  # container-side ifindex (in the container's namespace)
     kind: str  # veth | macvlan | ipvlan
@@ -47,7 +47,7 @@ class Veth:
     """A veth in the host namespace and what it maps to (container None: unmapped)."""
 
     link: Link
-    container: Container | None
+    container: Workload | None
     interface: str
     bridge: str
     network: str
@@ -70,7 +70,7 @@ class Snapshot:
     what collectors render once per snapshot (see memo). The dicts are the snapshot's own copies;
     nobody writes to them."""
 
-    containers: tuple[ContainerView, ...]
+    containers: tuple[WorkloadView, ...]
     interfaces: tuple[Interface, ...]
     veths: tuple[Veth, ...]
     links: dict[int, Link]
@@ -232,7 +232,7 @@ def _touched(link: Link, links: dict[int, Link], changes: Changes) -> bool:
 
 
 def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
-    members: dict[int, tuple[Container, ...]] = {}
+    members: dict[int, tuple[Workload, ...]] = {}
     for c in state.containers.values():
         if c.nsid is not None:
             members[c.nsid] = members.get(c.nsid, ()) + (c,)
@@ -247,9 +247,9 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
     )
 
 
-def _container_views(state: HostState) -> tuple[ContainerView, ...]:
+def _container_views(state: HostState) -> tuple[WorkloadView, ...]:
     """Decide who owns each namespace; containers sharing one are counted once."""
-    by_inode: dict[int, list[Container]] = {}
+    by_inode: dict[int, list[Workload]] = {}
     for c in state.containers.values():
         if c.netns_inode is not None:
             by_inode.setdefault(c.netns_inode, []).append(c)
@@ -264,11 +264,11 @@ def _container_views(state: HostState) -> tuple[ContainerView, ...]:
     for c in sorted(state.containers.values(), key=lambda c: (c.name, c.id)):
         owner_id = owner_of.get(c.id)
         mode = _network_mode(c, owner_id, state.host_netns_inode)
-        views.append(ContainerView(c, mode, owner_id))
+        views.append(WorkloadView(c, mode, owner_id))
     return tuple(views)
 
 
-def _network_mode(c: Container, owner: str | None, host_inode: int | None) -> str:
+def _network_mode(c: Workload, owner: str | None, host_inode: int | None) -> str:
     if c.network_mode == "host" or (host_inode is not None and c.netns_inode == host_inode):
         return "host"
     if owner is not None and owner != c.id:
@@ -295,7 +295,7 @@ def _veth(link: Link, state: HostState, owners_by_nsid: dict, bridge_networks: d
     return Veth(link, owner, peer.name if peer else "", bridge, network)
 
 
-def _veth_interface(v: Veth, container: Container, state: HostState) -> Interface:
+def _veth_interface(v: Veth, container: Workload, state: HostState) -> Interface:
     nsid = v.link.peer_netnsid
     peer = state.netns_links.get(nsid, {}).get(v.link.peer_ifindex) if nsid is not None else None
     return Interface(
@@ -311,7 +311,7 @@ def _veth_interface(v: Veth, container: Container, state: HostState) -> Interfac
     )
 
 
-def _container_side_interfaces(owner: Container, links: dict[int, Link]) -> list[Interface]:
+def _container_side_interfaces(owner: Workload, links: dict[int, Link]) -> list[Interface]:
     """Interfaces with no host veth (macvlan, ipvlan): counted from inside the namespace."""
     out = []
     for link in links.values():
@@ -329,7 +329,7 @@ def _container_side_interfaces(owner: Container, links: dict[int, Link]) -> list
     return out
 
 
-def _network_by_mac(c: Container, mac: str) -> str:
+def _network_by_mac(c: Workload, mac: str) -> str:
     for ep in c.endpoints:
         if mac and ep.mac.lower() == mac.lower():
             return ep.network

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter.core.model import Container, HostState
+from exporter.core.model import HostState, Workload
 from exporter.sources.kernel.procfs import Procfs
 from exporter.sources.runtimes.workloads import Effect
 from exporter.state.changes import RuntimeEvent, RuntimeListed
-from exporter.state.loader import StateReader
+from exporter.state.loader import StateLoader
 
 
-def runtime_event(state: HostState, reader: StateReader, item: RuntimeEvent) -> bool:
+def runtime_event(state: HostState, reader: StateLoader, item: RuntimeEvent) -> bool:
     """Follow one lifecycle event, with what its runtime answered about it; whether the state
     may have changed."""
     event, found = item.event, item.workload
@@ -35,7 +35,7 @@ def set_networks(state: HostState, runtime: str, networks: tuple) -> bool:
 
 
 def install_listing(
-    state: HostState, reader: StateReader, procfs: Procfs, item: RuntimeListed
+    state: HostState, reader: StateLoader, procfs: Procfs, item: RuntimeListed
 ) -> None:
     """One runtime's listing replaces its part of the state. A failed one keeps, of its
     workloads, those whose process still holds the same namespace (a runtime that does not
@@ -56,7 +56,7 @@ def install_listing(
     set_networks(state, item.runtime, item.networks)
 
 
-def process_exited(state: HostState, reader: StateReader, workload_id: str, pid: int) -> bool:
+def process_exited(state: HostState, reader: StateLoader, workload_id: str, pid: int) -> bool:
     """A workload's main process exited: it no longer runs, whatever its runtime says next. A
     pod sandbox's namespace is held by its file, not by the process: the sandbox stays, not
     ready, until its runtime stops it."""
@@ -69,10 +69,10 @@ def process_exited(state: HostState, reader: StateReader, workload_id: str, pid:
     return reader.remove_container(state, workload_id)
 
 
-def _still_live(procfs: Procfs, c: Container) -> bool:
+def _still_live(procfs: Procfs, c: Workload) -> bool:
     return bool(c.pid and c.netns_inode is not None and procfs.netns_inode(c.pid) == c.netns_inode)
 
 
-def _same(known: Container | None, listed: Container) -> bool:
+def _same(known: Workload | None, listed: Workload) -> bool:
     """Whether a listed workload is the one known (whose namespace identity is already resolved)."""
     return known is not None and (dataclasses.replace(known, netns_inode=None, nsid=None) == listed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.core.model import Container, HostState, Link, Network
+from exporter.core.model import HostState, Link, Network, Workload
 from exporter.sources.runtimes.workloads import WorkloadEvent
 
 
@@ -22,7 +22,7 @@ class RuntimeEvent:
 
     runtime: str
     event: WorkloadEvent
-    workload: Container | None = None  # the workload as looked up; None: it does not run
+    workload: Workload | None = None  # the workload as looked up; None: it does not run
     networks: tuple[Network, ...] | None = None  # the runtime's networks, where read again
 
 
@@ -33,7 +33,7 @@ class RuntimeListed:
     runtime: str
     reason: str  # start | periodic | reconnect | overflow
     networks: tuple[Network, ...] = ()
-    workloads: tuple[Container, ...] = ()
+    workloads: tuple[Workload, ...] = ()
     followed: bool = False  # its events were followed when the listing ended: it is up
     error: str = ""
 

@@ -43,7 +43,7 @@ from exporter.state.changes import (
     Stop,
 )
 from exporter.state.follow import Follower
-from exporter.state.loader import StateReader
+from exporter.state.loader import StateLoader
 
 log = logs.get_logger()
 
@@ -85,7 +85,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._state = HostState()
         self._netlink = Netlink()
-        self._reader = StateReader(self._netlink, sources, procfs)
+        self._reader = StateLoader(self._netlink, sources, procfs)
         self._followers = {s.runtime: Follower(s, self._queue.put) for s in sources}
         self._first_pending = set(self.sources)  # runtimes whose first listing is not in yet
         # Whether each runtime is up, as published with the snapshot: only the runtimes that
@@ -315,7 +315,7 @@ class Daemon:
         started, state = time.monotonic(), None
         try:
             with Netlink() as netlink:
-                state = StateReader(netlink, (), self.procfs).reread(known)
+                state = StateLoader(netlink, (), self.procfs).reread(known)
         except Exception:  # the state stays as it was; the next resync tries again
             log.exception("resync_failed", source=wanted.source, reason=wanted.reason)
         self._queue.put(Resynced(wanted, state, started))

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from exporter import logs
-from exporter.core.model import Container, Network
+from exporter.core.model import Network, Workload
 from exporter.sources.runtimes.workloads import (
     EXPECTED,
     Effect,
@@ -243,7 +243,7 @@ class Follower:
         wanted = event.effect == Effect.CHANGED or (
             event.effect == Effect.CHANGED_IF_KNOWN and event.workload_id in self._running
         )
-        found: Container | None = None
+        found: Workload | None = None
         networks: tuple[Network, ...] | None = None
         if wanted and event.workload_id:
             found = self.source.workload(event.workload_id)
@@ -258,7 +258,7 @@ class Follower:
             self._networks = _names(networks)
         return RuntimeEvent(self.runtime, event, found, networks)
 
-    def _knows(self, c: Container) -> bool:
+    def _knows(self, c: Workload) -> bool:
         return all(
             ep.network_id in self._networks or ep.network in self._networks for ep in c.endpoints
         )

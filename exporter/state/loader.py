@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from exporter import logs
-from exporter.core.model import Container, HostState, Link
+from exporter.core.model import HostState, Link, Workload
 from exporter.sources.kernel.netlink import Netlink
 from exporter.sources.kernel.procfs import Procfs
 from exporter.sources.runtimes import cni_cache
@@ -30,7 +30,7 @@ log = logs.get_logger()
 NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
 
 
-class StateReader:
+class StateLoader:
     def __init__(self, netlink: Netlink, sources: Sequence[WorkloadSource], procfs: Procfs) -> None:
         self.netlink = netlink
         self.sources = sources
@@ -85,7 +85,7 @@ class StateReader:
         old = first_seen or {}
         state.first_seen = {i: old.get(i, now) for i in state.links}
 
-    def add_container(self, state: HostState, c: Container) -> Container:
+    def add_container(self, state: HostState, c: Workload) -> Workload:
         """Record a running container with its namespace identity and links."""
         self.remove_container(state, c.id)
         c = self._with_namespace(c)
@@ -177,7 +177,7 @@ class StateReader:
                     files[path] = (inode, self._namespace(path)[1])
         state.netns_files = files
 
-    def _with_namespace(self, c: Container) -> Container:
+    def _with_namespace(self, c: Workload) -> Workload:
         path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")
         if not path:
             return c

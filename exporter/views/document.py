@@ -24,15 +24,15 @@ from exporter.core.model import (
     RX_BYTES,
     TX_BYTES,
     Address,
-    Container,
     Counters,
     Link,
     Network,
     PortBinding,
+    Workload,
 )
 
 if TYPE_CHECKING:
-    from exporter.core.topology import ContainerView, Interface, Snapshot, Veth
+    from exporter.core.topology import Interface, Snapshot, Veth, WorkloadView
     from exporter.sources.firewall.rules import Ruleset
 
 SCHEMA = 1
@@ -152,7 +152,7 @@ def revision(look: _Lookups) -> str:
 def _namespaces(look: _Lookups) -> tuple[list[dict], list[dict], list[dict]]:
     """The namespaces of workloads (each with its containers, its owner first, and interfaces),
     and the host-network and no-network containers."""
-    members: dict[str, list[ContainerView]] = {}
+    members: dict[str, list[WorkloadView]] = {}
     host_network, no_network = [], []
     for view in look.snap.containers:
         if view.network_mode == "host":
@@ -180,7 +180,7 @@ def _namespaces(look: _Lookups) -> tuple[list[dict], list[dict], list[dict]]:
     return namespaces, host_network, no_network
 
 
-def _workloads(look: _Lookups, view: ContainerView) -> list[dict]:
+def _workloads(look: _Lookups, view: WorkloadView) -> list[dict]:
     """A container; or a pod's running containers, each naming its pod (the sandbox itself while
     none runs)."""
     c = view.container
@@ -191,7 +191,7 @@ def _workloads(look: _Lookups, view: ContainerView) -> list[dict]:
     ]
 
 
-def _container(look: _Lookups, view: ContainerView) -> dict:
+def _container(look: _Lookups, view: WorkloadView) -> dict:
     c = view.container
     return {
         "id": c.id,
@@ -206,13 +206,13 @@ def _container(look: _Lookups, view: ContainerView) -> dict:
     }
 
 
-def _pod(c: Container) -> dict | None:
+def _pod(c: Workload) -> dict | None:
     if not c.is_pod:
         return None
     return {"namespace": c.pod_namespace, "name": c.pod_name, "uid": c.pod_uid, "sandbox_id": c.id}
 
 
-def _published(look: _Lookups, c: Container, b: PortBinding) -> dict:
+def _published(look: _Lookups, c: Workload, b: PortBinding) -> dict:
     if look.options.rules is None:
         dnat = "unknown"
     else:

@@ -27,13 +27,13 @@ from recorded import recorded_state
 
 from exporter.core.model import (
     Address,
-    Container,
     Counters,
     Endpoint,
     HostState,
     Link,
     Network,
     PodMember,
+    Workload,
 )
 from exporter.sources.kernel.netstat import CONNTRACK
 from exporter.sources.runtimes.docker import parse_container, parse_network
@@ -52,10 +52,10 @@ def _links(docs: list[dict]) -> dict[int, Link]:
     return {d["ifindex"]: Link(**d) for d in docs}
 
 
-def _pod(doc: dict) -> Container:
+def _pod(doc: dict) -> Workload:
     members = tuple(PodMember(**m) for m in doc["members"])
     endpoints = tuple(Endpoint(**e) for e in doc["endpoints"])
-    return Container(**dict(doc, members=members, endpoints=endpoints))
+    return Workload(**dict(doc, members=members, endpoints=endpoints))
 
 
 def golden_state() -> HostState:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.core.model import Container
+from exporter.core.model import Workload
 from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
 from exporter.state.changes import RuntimeDown, RuntimeEvent, RuntimeListed
 from exporter.state.follow import BACKOFF_MAX, BACKOFF_MIN, Follower
@@ -119,7 +119,7 @@ def test_the_queue_overflows_into_one_listing():
 
 
 def test_a_listing_is_up_only_while_followed():
-    pod = Container(id="c1", name="n")
+    pod = Workload(id="c1", name="n")
     emitted: list = []
     f = Follower(Scripted(workloads=[pod]), emitted.append)
     f._list("start")
@@ -149,7 +149,7 @@ def test_a_failed_look_up_is_the_runtime_down_and_the_event_applied_as_nothing()
 
 
 def test_a_look_up_carries_the_workload():
-    pod = Container(id="c1", name="n")
+    pod = Workload(id="c1", name="n")
     emitted: list = []
     Follower(Scripted(lookup=pod), emitted.append)._look_up(STARTED)
     assert emitted == [RuntimeEvent("fake", STARTED, pod, None)]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.model import Container, Endpoint, Network, PortBinding
+from exporter.core.model import Endpoint, Network, PortBinding, Workload
 from exporter.sources.firewall import iptables_save
 from exporter.sources.firewall.attribution import (
     chain_counts,
@@ -39,7 +39,7 @@ def text(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def docker20() -> tuple[Ruleset, list[Container], list[Network]]:
+def docker20() -> tuple[Ruleset, list[Workload], list[Network]]:
     ruleset = parse_iptables_save(text("docker20.iptables-save"), IPV4, "iptables-nft")
     ruleset.merge(parse_iptables_save(text("docker20.ip6tables-save"), IPV6, "iptables-nft"))
     containers = [parse_container(d) for d in json.loads(text("docker20-containers.json"))]
@@ -54,12 +54,12 @@ def statuses(containers, ruleset) -> dict:
     }
 
 
-def c1(ipv6: bool = True) -> Container:
+def c1(ipv6: bool = True) -> Workload:
     """Docker's documented example: c1 on bridge1 publishing 8080->80/tcp (and 8081->81/udp on 127.0.0.1)."""
     ports = [PortBinding("tcp", 80, "0.0.0.0", 8080), PortBinding("udp", 81, "127.0.0.1", 8081)]
     if ipv6:
         ports.append(PortBinding("tcp", 80, "::", 8080))
-    return Container(
+    return Workload(
         id="c" * 64,
         name="c1",
         ports=tuple(ports),
@@ -290,7 +290,7 @@ def test_port_range_rule_serves_each_port_of_the_range():
         "[6:0] -A DOCKER ! -i bridge1 -p tcp -m tcp --dport 9000:9002 "
         "-j DNAT --to-destination 198.19.7.2:90-92"
     )
-    c = Container(
+    c = Workload(
         id="r" * 64,
         name="r",
         endpoints=(Endpoint("bridge1", "n", ipv4="198.19.7.2"),),
@@ -413,7 +413,7 @@ def test_specific_host_address_bindings(family, line):
     endpoint = (
         Endpoint("bridge", "b", ipv4=addr) if family == IPV4 else Endpoint("bridge", "b", ipv6=addr)
     )
-    c = Container(
+    c = Workload(
         id="s" * 64, name="s", endpoints=(endpoint,), ports=(PortBinding(proto, 7, host_ip, 7),)
     )
     body = "\n".join(["*nat", ":DOCKER - [0:0]", line, "COMMIT"])
@@ -506,11 +506,11 @@ def test_drops_that_are_not_dockers_are_not_counted():
     assert ruleset.drops == [] and ruleset.unparsed == 0
 
 
-def podman_on_default_network() -> tuple[Ruleset, Container, Network]:
+def podman_on_default_network() -> tuple[Ruleset, Workload, Network]:
     """Recorded: Podman 4.3 with netavark 1.4, one container publishing 18080->80/tcp, beside
     Docker's default bridge."""
     ruleset = parse_iptables_save(text("netavark14.iptables-save"), backend="iptables-nft")
-    container = Container(
+    container = Workload(
         id="p" * 64,
         name="web",
         runtime="podman",

@@ -4,11 +4,11 @@ links of containers that are gone."""
 from __future__ import annotations
 
 from exporter.commands.netns import Entry, matches, plan
-from exporter.core.model import Container
+from exporter.core.model import Workload
 
 
-def c(name: str, pid: int) -> Container:
-    return Container(id=name[0] * 64, name=name, pid=pid)
+def c(name: str, pid: int) -> Workload:
+    return Workload(id=name[0] * 64, name=name, pid=pid)
 
 
 def test_first_run_links_every_container():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.model import Container
-from exporter.core.topology import ContainerView, Snapshot
+from exporter.core.model import Workload
+from exporter.core.topology import Snapshot, WorkloadView
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.netstat import NetstatCollector
 from exporter.metrics.collectors.netstat_fields import (
@@ -103,12 +103,12 @@ def procfs_tree(root: Path, pid: int, files: dict[str, bytes] | None = None) -> 
         (net / name).write_bytes((files or {}).get(name, recorded(name)))
 
 
-def view(name: str, pid: int, mode: str = "bridge", owner: str | None = None) -> ContainerView:
-    c = Container(id=name[0] * 64, name=name, pid=pid)
-    return ContainerView(c, mode, owner or c.id)
+def view(name: str, pid: int, mode: str = "bridge", owner: str | None = None) -> WorkloadView:
+    c = Workload(id=name[0] * 64, name=name, pid=pid)
+    return WorkloadView(c, mode, owner or c.id)
 
 
-def snapshot(*views: ContainerView) -> Snapshot:
+def snapshot(*views: WorkloadView) -> Snapshot:
     return Snapshot(views, (), (), {}, {}, {"docker": True})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from recorded import recorded_state
 
 from exporter.core import orphan_rules, topology
-from exporter.core.model import Container, Endpoint, HostState, Link, Network
+from exporter.core.model import Endpoint, HostState, Link, Network, Workload
 from exporter.metrics.collectors.orphans import OrphansCollector
 from exporter.metrics.exposition import render
 
@@ -31,8 +31,8 @@ def host(*links: Link, containers=(), netns=None, files=None, docker_up: bool = 
     )
 
 
-def container(cid: str, nsid: int, network: Network = BRIDGE_NET, mac: str = MAC) -> Container:
-    return Container(
+def container(cid: str, nsid: int, network: Network = BRIDGE_NET, mac: str = MAC) -> Workload:
+    return Workload(
         id=cid * 64,
         name=cid,
         pid=100,

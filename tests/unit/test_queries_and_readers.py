@@ -12,15 +12,15 @@ from exporter.app import service
 from exporter.commands import nat
 from exporter.commands.base import owner_fields
 from exporter.core import topology
-from exporter.core.model import Container
+from exporter.core.model import Workload
 from exporter.core.queries import owner, owner_columns
 from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.exposition import render
 from exporter.sources.firewall.reader import read_once
 from helpers import parse_metrics
 
-CONTAINER = Container(id="c" * 64, name="web")
-POD = Container(
+CONTAINER = Workload(id="c" * 64, name="web")
+POD = Workload(
     id="s" * 64, name="shop_web", runtime="containerd", pod_namespace="shop", pod_name="web"
 )
 

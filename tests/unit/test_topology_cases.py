@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.core import topology
-from exporter.core.model import Container, Endpoint, HostState, Link, Network
+from exporter.core.model import Endpoint, HostState, Link, Network, Workload
 
 
 def host_with(*links: Link, containers=(), netns=None, networks=()) -> HostState:
@@ -19,8 +19,8 @@ def host_with(*links: Link, containers=(), netns=None, networks=()) -> HostState
 
 def container(
     cid: str, nsid: int, inode: int, mode: str = "bridge", started: str = "2026-01-01"
-) -> Container:
-    return Container(
+) -> Workload:
+    return Workload(
         id=cid * 64,
         name=cid,
         pid=100,
@@ -108,9 +108,7 @@ def test_veth_pair_with_both_ends_in_the_host():
 
 def test_macvlan_interface_is_counted_inside_the_namespace():
     c = container("m", nsid=5, inode=3000, mode="mvnet")
-    c = Container(
-        **{**c.__dict__, "endpoints": (Endpoint("mvnet", "n9", mac="02:42:c6:13:fa:02"),)}
-    )
+    c = Workload(**{**c.__dict__, "endpoints": (Endpoint("mvnet", "n9", mac="02:42:c6:13:fa:02"),)})
     snap = topology.build(
         host_with(
             Link(50, "dnxmv0", kind="bridge"),

@@ -8,17 +8,15 @@ import dataclasses
 
 from exporter.commands.topology import tree
 from exporter.core import orphan_rules, topology
-from exporter.core.model import Container, HostState, Link, PodMember
+from exporter.core.model import HostState, Link, PodMember, Workload
 from exporter.views import document as topology_view
 from exporter.views import render as topology_page
 
 BRIDGE = Link(5, "cni0", kind="bridge")
 
 
-def pod(
-    name: str, nsid: int | None, inode: int, ready: bool = True, mode: str = "pod"
-) -> Container:
-    return Container(
+def pod(name: str, nsid: int | None, inode: int, ready: bool = True, mode: str = "pod") -> Workload:
+    return Workload(
         id=name * 8,
         name=f"shop_{name}",
         runtime="containerd",
@@ -34,7 +32,7 @@ def pod(
     )
 
 
-def state(*containers: Container, links=(), netns=None, files=None) -> HostState:
+def state(*containers: Workload, links=(), netns=None, files=None) -> HostState:
     return HostState(
         links={l.ifindex: l for l in (BRIDGE, *links)},
         containers={c.id: c for c in containers},

@@ -12,7 +12,7 @@ import re
 
 from exporter.commands.topology import tree
 from exporter.core import topology
-from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network, PortBinding
+from exporter.core.model import Address, Endpoint, HostState, Link, Network, PortBinding, Workload
 from exporter.sources.firewall.rules import DNAT, IPV4, MASQUERADE, NatRule, Ruleset
 from exporter.views import document as topology_view
 from exporter.views import render as topology_page
@@ -29,9 +29,9 @@ NETWORKS = (
 )
 
 
-def ctr(name: str, nsid: int | None, inode: int, mode: str = "bridge", **kw) -> Container:
+def ctr(name: str, nsid: int | None, inode: int, mode: str = "bridge", **kw) -> Workload:
     kw.setdefault("image", "busybox")
-    return Container(
+    return Workload(
         id=name * 8,
         name=name,
         pid=100 + inode,
@@ -86,7 +86,7 @@ def inner(ifindex: int, name: str, mac: str, peer: int) -> Link:
     return Link(ifindex, name, kind="veth", mac=mac, peer_ifindex=peer, peer_netnsid=0)
 
 
-def host(extra: tuple[Container, ...] = ()) -> HostState:
+def host(extra: tuple[Workload, ...] = ()) -> HostState:
     links = [
         Link(1, "lo"),
         Link(2, "eth0", operstate="up"),

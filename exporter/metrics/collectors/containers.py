@@ -15,15 +15,15 @@ from exporter.core.model import (
     TX_DROP,
     TX_ERRS,
     TX_PACKETS,
-    Container,
     Counters,
+    Workload,
 )
 from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
-    from exporter.core.topology import ContainerView, Interface, Snapshot
+    from exporter.core.topology import Interface, Snapshot, WorkloadView
 
 # (metric suffix, column read on the host veth, column read inside the namespace).
 # The host end of a veth sees the container's traffic mirrored: what the host
@@ -89,7 +89,7 @@ class ContainersCollector(Collector):
     counter_help = "container"
 
     @staticmethod
-    def selects(c: Container) -> bool:
+    def selects(c: Workload) -> bool:
         return not c.is_pod
 
     @staticmethod
@@ -164,7 +164,7 @@ class ContainersCollector(Collector):
         return inside[pid]
 
 
-def info_labels(_container_id: str, view: ContainerView) -> str:
+def info_labels(_container_id: str, view: WorkloadView) -> str:
     c = view.container
     return labels(
         container_id=c.id,

@@ -39,7 +39,7 @@ from exporter.sources.kernel.netstat import (
 )
 
 if TYPE_CHECKING:
-    from exporter.core.topology import ContainerView, Snapshot
+    from exporter.core.topology import Snapshot, WorkloadView
 
 TARGETS: MemoKey[list[Target]] = MemoKey("netstat targets")
 NAMESPACES: MemoKey[dict[Hashable, int]] = MemoKey("netstat namespaces")
@@ -47,7 +47,7 @@ NAMESPACES: MemoKey[dict[Hashable, int]] = MemoKey("netstat namespaces")
 log = logs.get_logger()
 
 
-def owner_labels(view: ContainerView) -> str:
+def owner_labels(view: WorkloadView) -> str:
     """The owner of a namespace as label pairs without braces, those of the interface counters:
     namespace and pod for a pod, container_id and container_name for a container."""
     return labels(**owner(view.container))[1:-1]
@@ -123,7 +123,7 @@ class NetstatCollector(Collector):
         self._labels = LabelCache(self._render_labels)
         self._reported: set[tuple[str, ...]] = set()  # problems logged once, not per scrape
 
-    def _render_labels(self, _key: str, view: ContainerView) -> dict[str, str]:
+    def _render_labels(self, _key: str, view: WorkloadView) -> dict[str, str]:
         """The label set of each extra label pair (family, protocol and state) of one owner."""
         owner = owner_labels(view)
         return {e: "{" + owner + ("," + e if e else "") + "}" for e in self.extras}

@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.core.memo import MemoKey
-from exporter.core.model import Container
+from exporter.core.model import Workload
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
-    from exporter.core.topology import ContainerView, Snapshot
+    from exporter.core.topology import Snapshot, WorkloadView
 
 POD_INFO: MemoKey[tuple[Family, Family]] = MemoKey("pod info")
 
@@ -30,7 +30,7 @@ class PodsCollector(ContainersCollector):
         self._member_labels = LabelCache(member_labels)
 
     @staticmethod
-    def selects(c: Container) -> bool:
+    def selects(c: Workload) -> bool:
         return c.is_pod
 
     def collect(self, snap: Snapshot) -> list[Family]:
@@ -65,7 +65,7 @@ class PodsCollector(ContainersCollector):
         return pods, members
 
 
-def pod_labels(_sandbox_id: str, view: ContainerView) -> str:
+def pod_labels(_sandbox_id: str, view: WorkloadView) -> str:
     c = view.container
     return labels(
         namespace=c.pod_namespace,

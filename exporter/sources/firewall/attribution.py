@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.core.model import Container, Network, PortBinding
+from exporter.core.model import Network, PortBinding, Workload
 from exporter.sources.firewall.rules import (
     DNAT,
     IPV4,
@@ -35,7 +35,7 @@ MULTICAST = {IPV4: "224.0.0.0/4", IPV6: "ff00::/8"}
 
 @dataclass(frozen=True)
 class PortStatus:
-    container: Container
+    container: Workload
     binding: PortBinding
     expected: bool  # Docker backs this binding with a DNAT rule on this host
     present: bool
@@ -54,7 +54,7 @@ class MasqueradeStatus:
 
 def choose(
     rulesets: Iterable[Ruleset],
-    containers: Iterable[Container] = (),
+    containers: Iterable[Workload] = (),
     networks: Iterable[Network] = (),
 ) -> Ruleset:
     """The ruleset that holds Docker's rules, when more than one backend has rules.
@@ -80,7 +80,7 @@ def choose(
     return max(enumerate(candidates), key=score)[1]
 
 
-def wanted_families(containers: Iterable[Container], networks: Iterable[Network]) -> frozenset[str]:
+def wanted_families(containers: Iterable[Workload], networks: Iterable[Network]) -> frozenset[str]:
     """IPv4, and IPv6 when a Docker network has an IPv6 subnet or a container an IPv6 address: without
     either no binding nor subnet can need an IPv6 rule, and the IPv6 rules need not be read."""
     ipv6 = any(":" in subnet for n in networks for subnet, _ in n.subnets) or any(
@@ -89,7 +89,7 @@ def wanted_families(containers: Iterable[Container], networks: Iterable[Network]
     return frozenset((IPV4, IPV6) if ipv6 else (IPV4,))
 
 
-def port_statuses(containers: Iterable[Container], ruleset: Ruleset) -> list[PortStatus]:
+def port_statuses(containers: Iterable[Workload], ruleset: Ruleset) -> list[PortStatus]:
     """One status per port binding Docker reports.
 
     A binding is expected to have a DNAT rule when Docker manages NAT in its

@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from exporter.core.model import Container, Network
+from exporter.core.model import Network, Workload
 from exporter.sources.firewall.attribution import choose, wanted_families
 from exporter.sources.firewall.rules import NetfilterUnavailable, Ruleset
 
@@ -109,7 +109,7 @@ class FirewallRules:
         return self.read(containers, networks, max(max_age, self.cache_seconds))[0]
 
     def read(
-        self, containers: list[Container], networks: list[Network], max_age: float | None = None
+        self, containers: list[Workload], networks: list[Network], max_age: float | None = None
     ) -> tuple[Ruleset, int]:
         """The rules, and how many rules every read so far could not parse: the cached ones while
         younger than ``max_age`` (None: the cache's age); else those of the read in flight, waited
@@ -138,7 +138,7 @@ class FirewallRules:
         shared.finish(result)
         return result
 
-    def _fresh(self, now: float, containers: list[Container], networks: list[Network]) -> Ruleset:
+    def _fresh(self, now: float, containers: list[Workload], networks: list[Network]) -> Ruleset:
         """Docker's rules as they are now: from the backend chosen last time alone (one command per
         family) while that choice holds, else from every backend."""
         families = wanted_families(containers, networks)

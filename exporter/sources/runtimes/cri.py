@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exporter import logs
-from exporter.core.model import Container, Endpoint, Network, PodMember
+from exporter.core.model import Endpoint, Network, PodMember, Workload
 from exporter.sources.runtimes import cri_api, cri_events
 from exporter.sources.runtimes.cni_cache import (
     RESULTS as CNI_RESULTS,
@@ -76,12 +76,12 @@ def parse_pod(
     members: tuple[PodMember, ...] = (),
     endpoints: tuple[Endpoint, ...] = (),
     runtime: str = CONTAINERD_NAME,
-) -> Container | None:
+) -> Workload | None:
     """A pod from its verbose sandbox status, or None when it holds no namespace any more (a
     stopped sandbox). A sandbox whose process died is kept, not ready, while its namespace lives."""
     if not sandbox.ready and not sandbox.netns_path:
         return None
-    return Container(
+    return Workload(
         id=sandbox.id,
         name=f"{sandbox.namespace}_{sandbox.name}",
         runtime=runtime,
@@ -200,7 +200,7 @@ class CriSource:
     def version(self) -> str:
         return cri_api.parse_version(self._call("Version", cri_api.version_request()))
 
-    def workloads(self) -> list[Container]:
+    def workloads(self) -> list[Workload]:
         sandboxes = self._sandboxes()
         self._unreadable.keep({s.id for s in sandboxes} | {"(undecodable)"})
         containers = self._containers()
@@ -216,7 +216,7 @@ class CriSource:
                 out.append(pod)
         return out
 
-    def workload(self, workload_id: str) -> Container | None:
+    def workload(self, workload_id: str) -> Workload | None:
         """The pod of a sandbox id, or of the id of one of its containers. A sandbox's task starts
         a moment before the CRI records the sandbox: after a start event, an unknown id is asked
         again for up to START_WAIT."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from exporter.app.flags import default_docker_host
-from exporter.core.model import Container, Endpoint, Network, PortBinding
+from exporter.core.model import Endpoint, Network, PortBinding, Workload
 from exporter.sources.runtimes.engine_api import (
     UNREACHABLE,
     EngineAPI,
@@ -51,13 +51,13 @@ MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 PING_TIMEOUT = 5.0
 
 
-def parse_container(data: dict) -> Container:
-    """A Container from one ``docker inspect`` document."""
+def parse_container(data: dict) -> Workload:
+    """A Workload from one ``docker inspect`` document."""
     config = data.get("Config") or {}
     labels = config.get("Labels") or {}
     settings = data.get("NetworkSettings") or {}
     state = data.get("State") or {}
-    return Container(
+    return Workload(
         id=data["Id"],
         name=(data.get("Name") or "").lstrip("/"),
         image=config.get("Image") or data.get("Image", ""),
@@ -157,13 +157,13 @@ class DockerSource:
     def _unavailable(self, exc: BaseException) -> SourceUnavailable:
         return SourceUnavailable(f"{self.display} is unreachable at {self.address} ({exc})")
 
-    def workloads(self) -> list[Container]:
+    def workloads(self) -> list[Workload]:
         """The running containers; one whose inspect cannot be read is left out alone."""
         ids = [summary["Id"] for summary in self._get("/containers/json")]
         self._unreadable.keep(set(ids))
         return [c for c in map(self.workload, ids) if c is not None]
 
-    def workload(self, workload_id: str) -> Container | None:
+    def workload(self, workload_id: str) -> Workload | None:
         """None also for a container whose inspect cannot be read (logged once)."""
         try:
             data = self._get(f"/containers/{workload_id}/json")
@@ -171,11 +171,11 @@ class DockerSource:
             return None
         return self._unreadable.attempt(workload_id, lambda: self._running(data))
 
-    def _running(self, data: Any) -> Container | None:
+    def _running(self, data: Any) -> Workload | None:
         return self.parse_container(data) if (data.get("State") or {}).get("Running") else None
 
     @staticmethod
-    def parse_container(data: dict) -> Container:
+    def parse_container(data: dict) -> Workload:
         return parse_container(data)
 
     @staticmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter.core.model import Container, Network
+from exporter.core.model import Network, Workload
 from exporter.sources.runtimes.docker import DockerSource, parse_container, parse_event
 from exporter.sources.runtimes.workloads import Effect, WorkloadEvent
 
@@ -28,7 +28,7 @@ WATCHED_EVENTS = {
 }
 
 
-def parse_podman_container(data: dict) -> Container:
+def parse_podman_container(data: dict) -> Workload:
     c = dataclasses.replace(parse_container(data), runtime="podman", nat_chains="netavark")
     user = [ep.network for ep in c.endpoints if ep.network != DEFAULT_NETWORK]
     if c.network_mode == "bridge" and user:

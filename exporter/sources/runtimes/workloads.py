@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Protocol, TypeVar
 
 from exporter import logs
-from exporter.core.model import Container, Network
+from exporter.core.model import Network, Workload
 
 log = logs.get_logger()
 T = TypeVar("T")
@@ -115,11 +115,11 @@ class WorkloadSource(Protocol):
     has_pods: bool  # its workloads are Kubernetes pods (the pods collector's families)
     events_mode: str  # how its events are followed where that can be done more than one way
 
-    def workloads(self) -> list[Container]:
+    def workloads(self) -> list[Workload]:
         """The running workloads, each with its namespace identity."""
         ...
 
-    def workload(self, workload_id: str) -> Container | None:
+    def workload(self, workload_id: str) -> Workload | None:
         """One workload if it is running, else None."""
         ...
 
