@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from exporter.core import orphan_rules
+from exporter.core import orphan_rules, overlay
 from exporter.core.model import Address, Container, HostState, Link, Network
 
 CONTAINER_SIDE_KINDS = ("macvlan", "ipvlan")
@@ -33,11 +33,12 @@ class Interface:
     interface: str  # container-side name: eth0, eth1, ...
     ifindex: int  # container-side ifindex (in the container's namespace)
     kind: str  # veth | macvlan | ipvlan
-    veth: str = ""  # host end (veth only)
-    veth_ifindex: int = 0
+    veth: str = ""  # the other end (veth only): in the host, or in `netns`
+    veth_ifindex: int = 0  # the host end's ifindex (0: no host end)
     bridge: str = ""
     network: str = ""
     mac: str = ""
+    netns: str = ""  # the namespace of the veth's other end when not the host's: an overlay's
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Snapshot:
     runtimes_up: dict[str, bool]
     addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
     suspects: tuple[orphan_rules.Suspect, ...] = ()
+    overlays: tuple[overlay.Namespace, ...] = ()  # Docker's overlay namespaces on this node
     # Host ifindex -> since when (monotonic) the veth has been a suspect.
     suspect_since: dict[int, float] = field(default_factory=dict)
     cache: dict = field(default_factory=dict, compare=False)  # see memo()
@@ -119,6 +121,8 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
     interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
+    overlays = overlay.namespaces(state.overlay_netns, state.netns_links, state.networks)
+    interfaces.extend(_overlay_interfaces(overlays, owners_by_nsid, state))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
     suspects = tuple(v.suspect for v in verdicts.values() if v.suspect is not None)
     since = previous.suspect_since if previous is not None else {}
@@ -131,6 +135,7 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
         runtimes_up=dict(state.runtimes_up),
         addresses=dict(state.netns_addresses),
         suspects=suspects,
+        overlays=overlays,
         suspect_since=orphan_rules.track(suspects, since, now),
         verdicts=verdicts,
         netns_contexts=contexts,
@@ -232,7 +237,7 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
         docker_bridges=bridge_networks,
         members=members,
         netns_links=state.netns_links,
-        netns_kinds=orphan_rules.netns_kinds(state.netns_files),
+        netns_kinds=orphan_rules.netns_kinds(state.netns_files, state.docker_netns_dir),
         workloads_known=state.workloads_known,
     )
 
@@ -253,12 +258,14 @@ def _container_views(state: HostState) -> tuple[ContainerView, ...]:
     views = []
     for c in sorted(state.containers.values(), key=lambda c: (c.name, c.id)):
         owner_id = owner_of.get(c.id)
-        mode = _network_mode(c, owner_id, state.host_netns_inode)
+        mode = _network_mode(c, owner_id, state.host_netns_inode, state.networks)
         views.append(ContainerView(c, mode, owner_id))
     return tuple(views)
 
 
-def _network_mode(c: Container, owner: str | None, host_inode: int | None) -> str:
+def _network_mode(
+    c: Container, owner: str | None, host_inode: int | None, networks: dict[str, Network]
+) -> str:
     if c.network_mode == "host" or (host_inode is not None and c.netns_inode == host_inode):
         return "host"
     if owner is not None and owner != c.id:
@@ -266,7 +273,7 @@ def _network_mode(c: Container, owner: str | None, host_inode: int | None) -> st
     if c.network_mode.startswith("container:"):
         return c.network_mode
     if c.network_mode in ("", "default"):
-        return "bridge"
+        return overlay.task_network(c.endpoints, networks) or "bridge"
     return c.network_mode
 
 
@@ -299,6 +306,35 @@ def _veth_interface(v: Veth, container: Container, state: HostState) -> Interfac
         network=v.network,
         mac=peer.mac if peer else "",
     )
+
+
+def _overlay_interfaces(
+    overlays: tuple[overlay.Namespace, ...], owners_by_nsid: dict, state: HostState
+) -> list[Interface]:
+    """Interfaces whose veth's other end is on an overlay's br0: found, as host veths are, by the
+    peer's namespace id and ifindex; counted from inside the container (no host end)."""
+    out = []
+    for ns in overlays:
+        for veth in ns.endpoints:
+            nsid = veth.peer_netnsid
+            owner = owners_by_nsid.get(nsid) if nsid is not None else None
+            peer = state.netns_links.get(owner.nsid, {}).get(veth.peer_ifindex) if owner else None
+            if owner is None or peer is None:
+                continue
+            out.append(
+                Interface(
+                    container=owner,
+                    interface=peer.name,
+                    ifindex=peer.ifindex,
+                    kind="veth",
+                    veth=veth.name,
+                    bridge=ns.bridge.name if ns.bridge else "",
+                    network=ns.network_name or _network_by_mac(owner, peer.mac),
+                    mac=peer.mac,
+                    netns=ns.name,
+                )
+            )
+    return out
 
 
 def _container_side_interfaces(owner: Container, links: dict[int, Link]) -> list[Interface]:

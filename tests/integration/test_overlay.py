@@ -1,0 +1,191 @@
+"""A single-node swarm: Swarm containers and service tasks fully mapped, none of their veths flagged.
+
+The swarm runs on a dockerd of its own, in a network namespace of its own (tests/swarm_helpers.py):
+the shared test dockerd never enters swarm mode, and the swarm, its namespaces and its processes
+are gone when this module ends. The exporter runs in that namespace with the node's exec root."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from swarm_helpers import Cluster, NodeExporter, container_net_dev
+
+from helpers import ip_json, unique, wait_for
+
+OVERLAY_SUBNET = "198.18.232.0/24"
+GRACE = 1.0
+# /proc/net/dev columns read for each counter the exporter exports.
+COLUMNS = {"receive_bytes": 0, "receive_packets": 1, "transmit_bytes": 8, "transmit_packets": 9}
+
+
+@pytest.fixture(scope="module")
+def swarm():
+    """One node, swarm initialised; an attachable overlay `ov` with c1 and c2 on it; a service of
+    two replicas on `ov` publishing a port through the routing mesh."""
+    cluster = Cluster(unique("dnxov"))
+    try:
+        node = cluster.add()
+        cluster.init()
+        node.docker(
+            "network", "create", "-d", "overlay", "--attachable", "--subnet", OVERLAY_SUBNET, "ov"
+        )
+        node.run("c1", "ov")
+        node.run("c2", "ov")
+        node.docker(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "svc",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:80",
+            "--network",
+            "ov",
+            "dockernet-test:busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+        )
+        wait_for(lambda: len(tasks(node)) == 2, 60, interval=0.5, what="two running tasks")
+        yield node
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def node_exporter(swarm):
+    p = NodeExporter(swarm, f"--collector.orphans.grace={GRACE}s").wait_ready()
+    yield p
+    p.stop()
+
+
+def tasks(node) -> list[str]:
+    names = node.docker(
+        "ps", "--filter", "label=com.docker.swarm.service.name=svc", "--format", "{{.Names}}"
+    )
+    return names.split()
+
+
+def interfaces(metrics, name: str) -> set[str]:
+    return {
+        l["interface"]
+        for l, _ in metrics.select("dockernet_container_receive_bytes_total", container_name=name)
+    }
+
+
+def addresses(metrics, name: str) -> dict[str, tuple[str, str]]:
+    """interface -> (network, address) of the container's IPv4 address series."""
+    return {
+        l["interface"]: (l["network"], l["address"])
+        for l, _ in metrics.select(
+            "dockernet_container_address_info", container_name=name, family="ipv4"
+        )
+    }
+
+
+def test_every_gwbridge_veth_is_mapped_and_none_is_flagged(swarm, node_exporter):
+    gwbridge = [
+        l["ifname"]
+        for l in ip_json("-n", swarm.name, "link", "show", "master", "docker_gwbridge")
+        if l["ifname"].startswith("veth")
+    ]
+    # c1, c2, two tasks, and Swarm's own ingress sandbox.
+    assert len(gwbridge) == 5
+
+    def mapped():
+        m = node_exporter.metrics()
+        owners = {
+            l["veth"]: l["container_name"]
+            for l, _ in m.select("dockernet_veth_info", bridge="docker_gwbridge")
+        }
+        return (
+            m
+            if set(owners) == set(gwbridge) and len([o for o in owners.values() if o]) == 4
+            else None
+        )
+
+    m = wait_for(mapped, 20, what="the gwbridge veths in dockernet_veth_info")
+    owners = {
+        l["container_name"] for l, _ in m.select("dockernet_veth_info", bridge="docker_gwbridge")
+    }
+    assert owners == {"c1", "c2", *tasks(swarm), ""}  # "": the ingress sandbox's, no container's
+    time.sleep(GRACE * 2)  # past the grace period: a suspect would be flagged now
+    m = node_exporter.metrics()
+    assert m.get_value("dockernet_orphaned_veths", reason="no_endpoint") == 0
+    assert m.get_value("dockernet_orphaned_veths", reason="netns_without_container") == 0
+    assert not m.get("dockernet_veth_orphaned")
+
+
+def test_overlay_eth0_has_its_own_counters_and_address(swarm, node_exporter):
+    c2 = swarm.inspect("container", "c2")
+    peer = c2["NetworkSettings"]["Networks"]["ov"]["IPAddress"]
+    swarm.exec("c1", "ping", "-c", "5", "-i", "0.2", peer)
+    wait_for(
+        lambda: "eth0" in interfaces(node_exporter.metrics(), "c1"), 20, what="c1's eth0 series"
+    )
+    before = container_net_dev(swarm, "c1")["eth0"]
+    m = node_exporter.metrics()
+    after = container_net_dev(swarm, "c1")["eth0"]
+    for suffix, column in COLUMNS.items():
+        value = m.get_value(
+            f"dockernet_container_{suffix}_total", container_name="c1", interface="eth0"
+        )
+        assert before[column] <= value <= after[column], suffix
+    assert after[COLUMNS["transmit_packets"]] >= 5  # the pings went out on the overlay
+    c1 = swarm.inspect("container", "c1")["NetworkSettings"]["Networks"]["ov"]
+    assert addresses(m, "c1")["eth0"] == ("ov", c1["IPAddress"])
+    assert addresses(m, "c1")["eth1"][0] == "docker_gwbridge"
+
+
+def test_service_task_has_ingress_overlay_and_gateway_interfaces(swarm, node_exporter):
+    def all_three():
+        m = node_exporter.metrics()
+        return m if all(len(addresses(m, t)) == 3 for t in tasks(swarm)) else None
+
+    m = wait_for(all_three, 20, what="three interfaces per task")
+    for task in tasks(swarm):
+        networks = swarm.inspect("container", task)["NetworkSettings"]["Networks"]
+        seen = addresses(m, task)
+        assert sorted(network for network, _ in seen.values()) == [
+            "docker_gwbridge",
+            "ingress",
+            "ov",
+        ]
+        for network, address in seen.values():
+            if network != "docker_gwbridge":
+                assert address == networks[network]["IPAddress"]
+        info = m.select("dockernet_container_info", container_name=task)
+        assert info[0][0]["network_mode"] == "ov"
+    # A container on the overlay alone is in that network's mode, as `docker run --network` says.
+    assert m.select("dockernet_container_info", container_name="c1")[0][0]["network_mode"] == "ov"
+
+
+def test_overlay_interface_names_its_veth_on_br0(swarm, node_exporter):
+    """The veth found by the peer's namespace id and ifindex, checked against the kernel as seen
+    inside both namespaces."""
+    network_id = swarm.inspect("network", "ov")["Id"]
+    netns = swarm.overlay_netns(network_id)
+    links = {
+        l["ifname"]: l for l in json.loads(swarm.nsenter("ip", "-j", "-d", "link", netns=netns))
+    }
+    c1_eth0 = int(swarm.exec("c1", "cat", "/sys/class/net/eth0/ifindex"))
+    c1_iflink = int(swarm.exec("c1", "cat", "/sys/class/net/eth0/iflink"))
+    expected = next(name for name, l in links.items() if l["ifindex"] == c1_iflink)
+    assert links[expected]["link_index"] == c1_eth0
+    assert links[expected]["master"] == "br0"
+    status, body = node_exporter.get("/topology.json")
+    assert status == 200
+    doc = json.loads(body)
+    eth0 = next(
+        i
+        for ns in doc["namespaces"]
+        if any(c["name"] == "c1" for c in ns["containers"])
+        for i in ns["interfaces"]
+        if i["name"] == "eth0"
+    )
+    assert (eth0["veth"], eth0["bridge"], eth0["network"]) == (expected, "br0", "ov")
