@@ -12,10 +12,12 @@ host veths to containers.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.core.model import Endpoint, Link, Network
+from exporter.core.model import Container, Endpoint, Link, Network
 
 # `<sandbox key epoch>-<first 10 characters of the network id>` (swarm ids are base 36).
 NETNS_NAME = re.compile(r"(\d+)-([0-9a-z]{10})")
@@ -32,10 +34,13 @@ class Namespace:
     """One overlay network's namespace on this node, as the state last read it."""
 
     name: str  # the file's name: "1-h2qftybqtz"
+    path: str  # the file: under Docker's exec root's netns/
+    inode: int  # of the namespace bound on it when the state read it
     nsid: int  # the id the host gives it
     network_prefix: str  # the network id's first 10 characters
     network: Network | None  # Docker's network of that id (None: Docker lists none: leaked)
     links: tuple[Link, ...]  # by ifindex
+    sandboxes: int = 0  # endpoints on br0 whose peer is in Swarm's lb_ or ingress sandbox
 
     @property
     def bridge(self) -> Link | None:
@@ -84,26 +89,49 @@ def network_of(prefix: str, networks: dict[str, Network]) -> Network | None:
     return None
 
 
+def sandbox_nsids(files: dict[str, tuple[int, int | None]], docker_dir: str) -> set[int]:
+    """The ids of Swarm's own sandboxes' namespaces (ingress_sbox, lb_<network>)."""
+    docker_dir = docker_dir.rstrip("/") + "/"
+    return {
+        nsid
+        for path, (_inode, nsid) in files.items()
+        if nsid is not None and path.startswith(docker_dir) and is_sandbox(path[len(docker_dir) :])
+    }
+
+
+def is_sandbox(name: str) -> bool:
+    return name == INGRESS_SANDBOX or bool(LB_SANDBOX.fullmatch(name))
+
+
 def namespaces(
-    names: dict[int, str], netns_links: dict[int, dict[int, Link]], networks: dict[str, Network]
+    files: dict[str, tuple[int, int | None]],
+    netns_links: dict[int, dict[int, Link]],
+    networks: dict[str, Network],
+    docker_dir: str,
 ) -> tuple[Namespace, ...]:
-    """The overlay namespaces whose links the state has read, in file name order."""
+    """The overlay namespaces among the namespace files whose links the state has read, in file name
+    order."""
+    docker_dir = docker_dir.rstrip("/") + "/"
+    sandboxes = sandbox_nsids(files, docker_dir)
     out = []
-    for nsid, name in names.items():
-        links = netns_links.get(nsid)
-        prefix = namespace_prefix(name)
-        if links is None or prefix is None:
+    for path, (inode, nsid) in sorted(files.items()):
+        prefix = namespace_prefix(path[len(docker_dir) :]) if path.startswith(docker_dir) else None
+        links = netns_links.get(nsid) if nsid is not None and prefix else None
+        if links is None or prefix is None or nsid is None:
             continue
         out.append(
             Namespace(
-                name=name,
+                name=path[len(docker_dir) :],
+                path=path,
+                inode=inode,
                 nsid=nsid,
                 network_prefix=prefix,
                 network=network_of(prefix, networks),
                 links=tuple(links[i] for i in sorted(links)),
+                sandboxes=sum(1 for l in links.values() if l.peer_netnsid in sandboxes),
             )
         )
-    return tuple(sorted(out, key=lambda n: n.name))
+    return tuple(out)
 
 
 def task_network(endpoints: tuple[Endpoint, ...], networks: dict[str, Network]) -> str:
@@ -115,3 +143,82 @@ def task_network(endpoints: tuple[Endpoint, ...], networks: dict[str, Network]) 
     if not names or not all(name in overlays for name in names):
         return ""
     return next((name for name in names if name != INGRESS_NETWORK), names[0])
+
+
+# -- leaks -----------------------------------------------------------------------------------------
+
+
+def leak_candidates(
+    overlays: Iterable[Namespace], host_links: Iterable[Link], workloads_known: bool
+) -> list[tuple[str, str]]:
+    """(kind, name) of what looks leaked now: an overlay namespace whose network Docker does not
+    list (only when Docker answered), a VXLAN device named as libnetwork names them while they are
+    in the host namespace (they belong in an overlay's namespace)."""
+    out = [
+        ("vxlan_device", l.name)
+        for l in host_links
+        if l.kind == "vxlan" and LEAKED_VXLAN_NAME.fullmatch(l.name)
+    ]
+    if workloads_known:
+        out.extend(("namespace", ns.name) for ns in overlays if ns.network is None)
+    return sorted(out)
+
+
+def track(keys: Iterable[tuple[str, str]], since: dict, now: float) -> dict:
+    """Since when each current candidate has been one."""
+    return {k: since.get(k, now) for k in keys}
+
+
+def flagged(since: dict, now: float, grace: float) -> list[tuple[str, str]]:
+    return sorted(k for k, t in since.items() if now - t >= grace)
+
+
+# -- address use -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddressUse:
+    network: str
+    subnet: str
+    used: int
+    total: int
+
+
+def subnet_size(subnet: str) -> int:
+    """The addresses Docker's IPAM can hand out in a subnet: all but the network's own address (and
+    the broadcast address in IPv4)."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    return max(net.num_addresses - (2 if net.version == 4 else 1), 0)
+
+
+def address_use(
+    networks: Iterable[Network], containers: Iterable[Container], others: dict[str, int]
+) -> list[AddressUse]:
+    """Per network and subnet, the addresses in use as this node knows them: the gateway, its
+    running containers' endpoints, and `others` (network id -> endpoints that are no container's,
+    one address each, counted in the network's first IPv4 subnet)."""
+    containers = list(containers)
+    out = []
+    for n in sorted(networks, key=lambda n: n.name):
+        addresses = {
+            a
+            for c in containers
+            for ep in c.endpoints
+            if ep.network_id == n.id or (not ep.network_id and ep.network == n.name)
+            for a in (ep.ipv4, ep.ipv6)
+            if a
+        }
+        extra = others.get(n.id, 0)
+        for subnet, gateway in n.subnets:
+            net = ipaddress.ip_network(subnet, strict=False)
+            inside = {a for a in addresses | {gateway} if a and ipaddress.ip_address(a) in net}
+            out.append(
+                AddressUse(
+                    n.name,
+                    subnet,
+                    len(inside) + (extra if net.version == 4 else 0),
+                    subnet_size(subnet),
+                )
+            )
+            extra = 0 if net.version == 4 else extra
+    return out

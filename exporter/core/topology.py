@@ -121,7 +121,9 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
     interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
-    overlays = overlay.namespaces(state.overlay_netns, state.netns_links, state.networks)
+    overlays = overlay.namespaces(
+        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir
+    )
     interfaces.extend(_overlay_interfaces(overlays, owners_by_nsid, state))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
     suspects = tuple(v.suspect for v in verdicts.values() if v.suspect is not None)

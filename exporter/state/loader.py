@@ -194,9 +194,10 @@ class StateReader:
                 if old is not None and old[0] == inode and old[1] is not None:
                     files[path] = old
                 else:
-                    # An overlay's links are dumped by its id: one is allocated, as for workloads.
-                    assign = directory == self.docker_netns_dir and bool(
-                        overlay.namespace_prefix(name)
+                    # An overlay's links are dumped by its id, and its endpoints' peers are told
+                    # apart by theirs: ids are allocated, as for workloads.
+                    assign = directory == self.docker_netns_dir and (
+                        bool(overlay.namespace_prefix(name)) or overlay.is_sandbox(name)
                     )
                     files[path] = (inode, self._namespace(path, assign)[1])
         state.netns_files = files

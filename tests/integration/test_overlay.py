@@ -7,6 +7,7 @@ are gone when this module ends. The exporter runs in that namespace with the nod
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -59,7 +60,9 @@ def swarm():
 
 @pytest.fixture(scope="module")
 def node_exporter(swarm):
-    p = NodeExporter(swarm, f"--collector.orphans.grace={GRACE}s").wait_ready()
+    p = NodeExporter(
+        swarm, f"--collector.orphans.grace={GRACE}s", f"--collector.overlay.grace={GRACE}s"
+    ).wait_ready()
     yield p
     p.stop()
 
@@ -189,3 +192,129 @@ def test_overlay_interface_names_its_veth_on_br0(swarm, node_exporter):
         if i["name"] == "eth0"
     )
     assert (eth0["veth"], eth0["bridge"], eth0["network"]) == (expected, "br0", "ov")
+
+
+def test_overlay_network_info_and_endpoints_match_docker_and_the_kernel(swarm, node_exporter):
+    ov = swarm.inspect("network", "ov", "--verbose")
+    links = json.loads(swarm.nsenter("ip", "-j", "-d", "link", netns=swarm.overlay_netns(ov["Id"])))
+    on_br0 = [
+        l
+        for l in links
+        if l.get("master") == "br0" and l.get("linkinfo", {}).get("info_kind") == "veth"
+    ]
+    vxlan = next(l for l in links if l.get("linkinfo", {}).get("info_kind") == "vxlan")
+    m = wait_for(
+        lambda: (
+            (m := node_exporter.metrics()).get_value("dockernet_overlay_endpoints", network="ov")
+            == len(on_br0)
+            and m
+        ),
+        20,
+        what="the overlay's endpoints",
+    )
+    ((labels, _),) = m.select("dockernet_overlay_network_info", network="ov")
+    config = ov["IPAM"]["Config"][0]
+    assert labels == {
+        "network": "ov",
+        "network_id": ov["Id"],
+        "vni": str(vxlan["linkinfo"]["info_data"]["id"]),
+        "subnet": config["Subnet"],
+        "gateway": config["Gateway"],
+        "encrypted": "false",
+    }
+    assert len(on_br0) == len(ov["Containers"])  # c1, c2, two tasks, the lb_ sandbox
+    assert m.get_value("dockernet_overlay_mtu_bytes", network="ov") == vxlan["mtu"]
+    assert m.get_value("dockernet_overlay_peers", network="ov") == 0  # one node: nobody to reach
+
+
+def test_address_use_follows_containers(swarm, node_exporter):
+    def used(m):
+        return m.get_value("dockernet_network_addresses_used", network="ov", subnet=OVERLAY_SUBNET)
+
+    def docker_count():
+        # Docker's own view: every endpoint on the network here, and the gateway.
+        return len(swarm.inspect("network", "ov")["Containers"]) + 1
+
+    wait_for(lambda: used(node_exporter.metrics()) == docker_count(), 20, what="ov's address use")
+    before = docker_count()
+    m = node_exporter.metrics()
+    assert (
+        m.get_value("dockernet_network_addresses_capacity", network="ov", subnet=OVERLAY_SUBNET)
+        == 254
+    )
+    swarm.run("c3", "ov")
+    try:
+        wait_for(
+            lambda: used(node_exporter.metrics()) == before + 1 == docker_count(),
+            20,
+            what="c3 counted",
+        )
+    finally:
+        swarm.docker("rm", "-f", "c3")
+    wait_for(lambda: used(node_exporter.metrics()) == before, 20, what="c3 no longer counted")
+    gw = swarm.inspect("network", "docker_gwbridge")
+    gw_used = node_exporter.metrics().get_value(
+        "dockernet_network_addresses_used",
+        network="docker_gwbridge",
+        subnet=gw["IPAM"]["Config"][0]["Subnet"],
+    )
+    assert gw_used == len(gw["Containers"]) + 1  # the ingress sandbox's endpoint too
+
+
+def test_a_vxlan_device_left_in_the_host_namespace_is_flagged_after_the_grace(swarm, node_exporter):
+    name = "vx-001fff-dnxlk"
+    swarm.nsenter("ip", "link", "add", name, "type", "vxlan", "id", "8191", "dstport", "4789")
+    try:
+        start = time.monotonic()
+
+        def flagged():
+            m = node_exporter.metrics()
+            return (
+                m
+                if any(l["name"] == name for l, _ in m.get("dockernet_overlay_leaked_info", ()))
+                else None
+            )
+
+        m = wait_for(flagged, 20, what="the vx- device flagged")
+        assert time.monotonic() - start >= GRACE
+        assert m.get_value("dockernet_overlay_leaked", kind="vxlan_device") == 1
+    finally:
+        swarm.nsenter("ip", "link", "del", name)
+    wait_for(
+        lambda: (
+            node_exporter.metrics().get_value("dockernet_overlay_leaked", kind="vxlan_device") == 0
+        ),
+        20,
+        what="the flag gone with the device",
+    )
+
+
+def test_overlay_removed_takes_its_series_with_its_namespace(swarm, node_exporter):
+    swarm.docker(
+        "network", "create", "-d", "overlay", "--attachable", "--subnet", "198.18.233.0/24", "ov2"
+    )
+    swarm.run("c4", "ov2")
+    network_id = swarm.inspect("network", "ov2")["Id"]
+    netns = swarm.overlay_netns(network_id)
+    wait_for(
+        lambda: (
+            node_exporter.metrics().get_value("dockernet_overlay_endpoints", network="ov2") == 2
+        ),
+        20,
+        what="ov2's endpoints (c4 and its lb_ sandbox)",
+    )
+    swarm.docker("rm", "-f", "c4")
+    swarm.docker("network", "rm", "ov2")
+    # libnetwork removes the namespace within about a minute; its series go with it.
+    wait_for(
+        lambda: netns not in os.listdir(swarm.exec_root / "netns"),
+        120,
+        interval=1,
+        what="ov2's namespace removed",
+    )
+
+    def gone():
+        text = node_exporter.text()
+        return "ov2" not in text and netns not in text
+
+    wait_for(gone, 20, what="ov2's series gone")
