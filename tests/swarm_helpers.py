@@ -12,7 +12,6 @@ stopped (and what they started killed by pid), their mounts undone, the namespac
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -20,11 +19,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
+from exporter.sources.kernel.overlay import in_namespace
 from helpers import (
     EXPORTER,
     ROOT,
@@ -37,40 +36,14 @@ from helpers import (
     wait_for,
 )
 
-CLONE_NEWNET = 0x40000000
 UNDERLAY = "198.18.250"  # the nodes' link: 198.18.250.<node index + 1>/24
 UNDERLAY_BRIDGE = "dnxunder"  # in the first node's namespace, with its address
 SWARM_POOL = "198.18.224.0/20"  # overlay subnets, cluster-wide (ingress's among them)
 
 
-def in_netns(path: str, make):
-    """make(), run in a thread that entered the network namespace at `path`: a socket made there
-    stays there."""
-    out: dict = {}
-
-    def run() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-            out["value"] = make()
-        except Exception as exc:  # handed to the caller
-            out["error"] = exc
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 def http_get(netns: str, port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:
     """GET http://127.0.0.1:<port><path> in that namespace: (status, body)."""
-    sock = in_netns(netns, lambda: socket.create_connection(("127.0.0.1", port), timeout))
+    sock = in_namespace(netns, lambda: socket.create_connection(("127.0.0.1", port), timeout))
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.sock = sock
     try:
