@@ -18,6 +18,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from exporter import overlay_view
 from exporter.core import orphan_rules
 from exporter.core.model import (
     RX_BYTES,
@@ -122,6 +123,7 @@ def document(snap: Snapshot, now: float, options: Options | None = None) -> dict
         "no_network": no_network,
         "unattached": [v for v in veths if not v["bridge"]],
         "orphans": [_orphan_entry(v) for v in veths if v["orphan"] is not None],
+        "overlays": overlay_view.overlays(snap),
     }
     doc["revision"] = revision(look)
     return doc
@@ -242,6 +244,7 @@ def _interface(look: _Lookups, i: Interface) -> dict:
         else [],
         "veth": i.veth or None,
         "veth_ifindex": i.veth_ifindex or None,
+        "veth_netns": i.netns or None,  # an overlay's namespace: the veth is on its br0
     }
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from exporter import overlay_view
 from exporter.commands.base import Command, Report, read_snapshot, write
 from exporter.commands.orphans import add_scope_flag
 
@@ -161,6 +162,7 @@ def tree(doc: dict) -> str:
     )
     lines += _containers("host network", doc["host_network"])
     lines += _containers("no network", doc["no_network"])
+    lines += _group("overlay networks", overlay_view.tree_lines(doc.get("overlays", [])))
     lines += _group(
         "orphans",
         [[f"  !! {o['veth']} on {o['bridge'] or '-'}: {o['reason']}"] for o in doc["orphans"]],

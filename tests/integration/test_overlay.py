@@ -13,7 +13,7 @@ import time
 import pytest
 from swarm_helpers import Cluster, NodeExporter, container_net_dev
 
-from helpers import ip_json, unique, wait_for
+from helpers import EXPORTER, ip_json, unique, wait_for
 
 OVERLAY_SUBNET = "198.18.232.0/24"
 GRACE = 1.0
@@ -192,6 +192,23 @@ def test_overlay_interface_names_its_veth_on_br0(swarm, node_exporter):
         if i["name"] == "eth0"
     )
     assert (eth0["veth"], eth0["bridge"], eth0["network"]) == (expected, "br0", "ov")
+
+
+def test_topology_command_draws_the_overlay_from_the_nodes_exec_root(swarm):
+    """The one-shot command, run in the node's namespace with the node's dockerd and exec root."""
+    out = swarm.nsenter(
+        *EXPORTER,
+        f"--docker.host={swarm.socket}",
+        f"--docker.exec-root={swarm.exec_root}",
+        "--podman.host=",
+        "--cri.endpoint=",
+        "topology",
+        "--output=json",
+    )
+    doc = json.loads(out)
+    ov = next(o for o in doc["overlays"] if o["network"] == "ov")
+    assert ov["namespace"] == swarm.overlay_netns(swarm.inspect("network", "ov")["Id"])
+    assert {"c1", "c2"} <= {e["container_name"] for e in ov["endpoints"]}
 
 
 def test_overlay_network_info_and_endpoints_match_docker_and_the_kernel(swarm, node_exporter):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from recorded import links_from
 
+from exporter import topology_view
+from exporter.commands.topology import tree
 from exporter.core import orphan_rules, overlay, topology
 from exporter.core.model import Endpoint, HostState
 from exporter.sources.runtimes.docker import (
@@ -130,3 +132,22 @@ def test_task_network_mode_is_its_first_overlay_besides_ingress():
     assert overlay.task_network(endpoints("bridge"), networks) == ""
     assert overlay.task_network(endpoints("ov", "bridge"), networks) == ""
     assert overlay.task_network((), networks) == ""
+
+
+def test_topology_document_and_tree_draw_the_overlays(snap):
+    doc = topology_view.document(snap, now=0.0)
+    ov = next(o for o in doc["overlays"] if o["network"] == "ov")
+    assert (ov["bridge"], ov["vxlan"]["name"], ov["vni"]) == ("br0", "vxlan0", "4097")
+    named = {e["container_name"] for e in ov["endpoints"]}
+    assert {"c1", "c2", None} <= named and len(ov["endpoints"]) == 5
+    eth0 = by_container(snap)["c1"]["eth0"]
+    assert {
+        "veth": eth0.veth,
+        "container_id": eth0.container.id,
+        "container_name": "c1",
+        "interface": "eth0",
+    } in ov["endpoints"]
+    lines = tree(doc).splitlines()
+    at = lines.index("overlay networks")
+    assert any(l.startswith("  ov (overlay, vni 4097): namespace 1-") for l in lines[at:])
+    assert f"    {eth0.veth} -> c1 eth0" in lines
