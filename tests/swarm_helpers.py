@@ -117,10 +117,10 @@ class Node:
     def exec(self, container: str, *cmd: str, check: bool = True) -> str:
         return self.docker("exec", container, *cmd, check=check)
 
-    def nsenter(self, *cmd: str, netns: str | None = None) -> str:
+    def nsenter(self, *cmd: str, netns: str | None = None, **kw) -> str:
         """A command in this node's namespace, or in one of its dockerd's (a file under netns/)."""
         path = f"{self.exec_root}/netns/{netns}" if netns else self.netns
-        return sh("nsenter", f"--net={path}", *cmd)
+        return sh("nsenter", f"--net={path}", *cmd, **kw)
 
     def overlay_netns(self, network_id: str) -> str:
         """The file name of that overlay's namespace on this node."""

@@ -147,7 +147,11 @@ class StateReader:
         state.first_seen.setdefault(link.ifindex, time.monotonic())
         self._complete_peer(state, link)
         nsid = link.peer_netnsid
-        if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
+        if link.kind == "veth" and nsid in state.overlay_netns:
+            # Into an overlay's namespace, or one that has its id now: an overlay's file goes with no
+            # event, and the kernel gives its id again.
+            self.reload_netns_files(state)
+        elif link.kind == "veth" and nsid is not None and nsid in state.netns_links:
             if link.peer_ifindex not in state.netns_links[nsid]:
                 self.load_netns(
                     state, nsid

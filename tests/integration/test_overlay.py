@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
 from swarm_helpers import Cluster, NodeExporter, container_net_dev
 
-from helpers import EXPORTER, ip_json, unique, wait_for
+from helpers import EXPORTER, ip_json, sh, unique, wait_for
 
 OVERLAY_SUBNET = "198.18.232.0/24"
 GRACE = 1.0
@@ -335,3 +336,77 @@ def test_overlay_removed_takes_its_series_with_its_namespace(swarm, node_exporte
         return "ov2" not in text and netns not in text
 
     wait_for(gone, 20, what="ov2's series gone")
+
+
+def test_an_overlay_namespace_docker_does_not_list_is_flagged_after_the_grace(swarm, node_exporter):
+    """A namespace bound where Docker keeps its overlays', named as it names them, with a VXLAN
+    device on a br0 and a veth into it, for a network Docker never made."""
+    name = "9-dnxleak000"
+    path = swarm.exec_root / "netns" / name
+    path.touch()
+    try:
+        subprocess.run(["unshare", f"--net={path}", "true"], check=True)
+        inside = ("nsenter", f"--net={path}", "ip", "link")
+        sh(*inside, "add", "br0", "type", "bridge")
+        sh(*inside, "add", "vxlan0", "type", "vxlan", "id", "8190", "dstport", "4789")
+        sh(*inside, "set", "vxlan0", "master", "br0")
+        # A veth from the node into it: the notification of its host end, once up (with its peer's
+        # namespace id, which no file the exporter knows has), makes it look at the files again.
+        swarm.nsenter("ip", "link", "add", "dnxleak0", "type", "veth", "peer", "name", "dnxleak1")
+        swarm.nsenter("ip", "link", "set", "dnxleak1", "netns", str(path))
+        swarm.nsenter("ip", "link", "set", "dnxleak0", "up")
+        start = time.monotonic()
+
+        def flagged():
+            m = node_exporter.metrics()
+            return m if m.get_value("dockernet_overlay_leaked", kind="namespace") == 1 else None
+
+        m = wait_for(flagged, 20, what="the namespace flagged")
+        assert time.monotonic() - start >= GRACE
+        assert [l["name"] for l, _ in m.get("dockernet_overlay_leaked_info", ())] == [name]
+        ((info, _),) = m.select("dockernet_overlay_network_info", network=name)
+        assert (info["vni"], info["network_id"]) == ("", "dnxleak000")
+    finally:
+        swarm.nsenter("ip", "link", "del", "dnxleak0", check=False)
+        subprocess.run(["umount", str(path)], capture_output=True)
+        path.unlink()
+
+
+def test_macvlan_interfaces_are_mapped(swarm, node_exporter):
+    """Parent: one end of a veth made for the test in the node's namespace, never an uplink. (This
+    machine's kernel has no ipvlan: `ip link add ... type ipvlan` says "Unknown device type".)"""
+    driver, subnet = "macvlan", "198.18.240.0/24"
+    parent, network, name = "dnxmv0", "dnxmacvlan", "cmacvlan"
+    swarm.nsenter("ip", "link", "add", parent, "type", "veth", "peer", "name", "dnxmv1")
+    try:
+        swarm.docker(
+            "network", "create", "-d", driver, "-o", f"parent={parent}", "--subnet", subnet, network
+        )
+        swarm.run(name, network)
+        ip = swarm.inspect("container", name)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+        def mapped():
+            m = node_exporter.metrics()
+            return m if addresses(m, name).get("eth0") == (network, ip) else None
+
+        m = wait_for(mapped, 20, what=f"{name}'s eth0 with its address")
+        before = container_net_dev(swarm, name)["eth0"]
+        assert (
+            m.get_value(
+                "dockernet_container_transmit_bytes_total", container_name=name, interface="eth0"
+            )
+            <= before[8]
+        )
+        assert (
+            m.select("dockernet_container_info", container_name=name)[0][0]["network_mode"]
+            == network
+        )
+        # Docker's own view: its endpoints here, and the gateway where its IPAM config names one.
+        inspect = swarm.inspect("network", network)
+        expected = len(inspect["Containers"]) + bool(inspect["IPAM"]["Config"][0].get("Gateway"))
+        used = m.get_value("dockernet_network_addresses_used", network=network, subnet=subnet)
+        assert used == expected
+    finally:
+        swarm.docker("rm", "-f", name, check=False)
+        swarm.docker("network", "rm", network, check=False)
+        swarm.nsenter("ip", "link", "del", parent, check=False)
