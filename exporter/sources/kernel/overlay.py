@@ -131,6 +131,10 @@ class NamespaceSockets:
             key = (path, os.stat(path).st_ino)
             sock = self._sockets.get(key)
             if sock is None:
+                for old in [
+                    k for k in self._sockets if k[0] == path
+                ]:  # another namespace there now
+                    self._sockets.pop(old).close()
                 sock = self._sockets[key] = self._open(path)
             return sock.fdb_destinations(ifindex)
 
