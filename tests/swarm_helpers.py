@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,23 +129,40 @@ class Node:
         return next(n for n in names if n.partition("-")[2] == network_id[:10])
 
     def close(self) -> None:
-        """Leave the swarm, stop dockerd and whatever it started, undo its mounts, remove all."""
-        with contextlib.suppress(Exception):
-            sh("docker", "-H", self.socket, "swarm", "leave", "--force", check=False, timeout=30)
-            running = sh("docker", "-H", self.socket, "ps", "-aq", check=False, timeout=30).split()
-            if running:
-                sh("docker", "-H", self.socket, "rm", "-f", *running, check=False, timeout=60)
-        self._stop_dockerd()
-        self._kill_leftovers()
+        """Leave the swarm, stop dockerd and whatever it started, undo its mounts, remove all: each
+        step whatever the others did."""
+        for step in (
+            self._leave,
+            self._stop_dockerd,
+            self._kill_leftovers,
+            self._unmount,
+            self._remove,
+        ):
+            try:
+                step()
+            except Exception as exc:  # the next steps still run
+                print(f"cleanup of {self.name}: {step.__name__}: {exc!r}", file=sys.stderr)
+
+    def _leave(self) -> None:
+        sh("docker", "-H", self.socket, "swarm", "leave", "--force", check=False, timeout=30)
+        running = sh("docker", "-H", self.socket, "ps", "-aq", check=False, timeout=30).split()
+        if running:
+            sh("docker", "-H", self.socket, "rm", "-f", *running, check=False, timeout=300)
+
+    def _unmount(self) -> None:
         for mount in _mounts_under(self.exec_root, self.data_root):
             subprocess.run(["umount", "-l", mount], capture_output=True)
+
+    def _remove(self) -> None:
         sh("ip", "netns", "del", self.name, check=False)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.data_root, ignore_errors=True)
-        for cgroup in Path("/sys/fs/cgroup").glob(f"*/{self.name}"):
-            for sub in sorted(cgroup.glob("**/"), key=lambda p: -len(p.parts)):
+        for controller in Path("/sys/fs/cgroup").iterdir():
+            for directory, _subdirs, _files in sorted(
+                os.walk(controller / self.name), key=lambda w: -len(w[0])
+            ):
                 with contextlib.suppress(OSError):
-                    sub.rmdir()
+                    os.rmdir(directory)
 
     def _stop_dockerd(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -170,10 +188,14 @@ class Node:
 
 
 def _pids_in_cgroups(parent: str) -> list[int]:
+    """Every process in the cgroups under `parent`, in every controller (os.walk skips what goes
+    while it walks)."""
     out = []
-    for procs in Path("/sys/fs/cgroup").glob(f"*/{parent}/**/cgroup.procs"):
-        with contextlib.suppress(OSError):
-            out.extend(int(p) for p in procs.read_text().split())
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        for directory, _subdirs, files in os.walk(controller / parent):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError):
+                    out.extend(int(p) for p in Path(directory, "cgroup.procs").read_text().split())
     return out
 
 

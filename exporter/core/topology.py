@@ -39,6 +39,7 @@ class Interface:
     network: str = ""
     mac: str = ""
     netns: str = ""  # the namespace of the veth's other end when not the host's: an overlay's
+    netns_veth: tuple[int, int] | None = None  # that veth as (namespace id, ifindex there)
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,7 @@ def _overlay_interfaces(
                     network=ns.network_name or _network_by_mac(owner, peer.mac),
                     mac=peer.mac,
                     netns=ns.name,
+                    netns_veth=(ns.nsid, veth.ifindex),
                 )
             )
     return out

@@ -9,8 +9,11 @@ from test_overlay_recorded import recorded_state
 
 from exporter.core import overlay, topology
 from exporter.core.model import Link, Network
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.exposition import render
+from exporter.sources.kernel.procfs import Procfs
 
 PEER = "198.18.250.2"
 
@@ -132,3 +135,27 @@ def test_a_recorded_namespace_file_elsewhere_is_no_overlay():
     state = recorded_state()
     state = dataclasses.replace(state, docker_netns_dir="/var/run/docker/netns")
     assert topology.build(state).overlays == ()
+
+
+def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
+    """No /proc read: the veth in the overlay's namespace, from one dump per namespace; what it
+    transmits, the container receives."""
+    snap = topology.build(recorded_state())
+    asked: list = []
+
+    def overlay_stats(veths):
+        asked.append(sorted(veths))
+        return {v: (100 + v[1], 1, 0, 0, 200 + v[1], 2, 0, 0) for v in veths}
+
+    procfs = Procfs("/nonexistent")
+    collector = ContainersCollector(
+        Context(procfs), link_stats=lambda ifindexes: {}, overlay_stats=overlay_stats
+    )
+    text = render(collector.collect(snap))
+    eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
+    _nsid, ifindex = eth0.netns_veth
+    labels = f'container_id="{eth0.container.id}",container_name="c1",interface="eth0"'
+    assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text
+    assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + ifindex}" in text
+    overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
+    assert asked == [sorted(overlay_veths)] and len(overlay_veths) == 6  # c1, c2, two tasks twice

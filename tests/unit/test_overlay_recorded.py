@@ -85,6 +85,7 @@ def test_overlay_interfaces_name_their_veth_on_br0(snap):
     assert (veth.peer_netnsid, veth.peer_ifindex) == (eth0.container.nsid, eth0.ifindex)
     assert veth.master == ov.bridge.ifindex
     assert (eth0.bridge, eth0.network, eth0.netns, eth0.veth_ifindex) == ("br0", "ov", ov.name, 0)
+    assert eth0.netns_veth == (ov.nsid, veth.ifindex)
     assert eth0.mac == next(ep.mac for ep in eth0.container.endpoints if ep.network == "ov")
 
 

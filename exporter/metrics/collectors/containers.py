@@ -67,9 +67,11 @@ class ContainersCollector(Collector):
         context: Context,
         *,
         link_stats: Callable[[Collection[int]], dict] | None = None,
+        overlay_stats: Callable[[Collection[tuple[int, int]]], dict] | None = None,
     ) -> None:
         self.procfs = context.procfs
         self.link_stats = link_stats or read_link_stats
+        self.overlay_stats = overlay_stats or read_overlay_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
 
@@ -114,17 +116,21 @@ class ContainersCollector(Collector):
         label_sets = self._counter_labels.rendered(
             ((i.container.id, i.interface), i) for i in interfaces
         )
+        # An overlay interface's veth is in the overlay's namespace: keyed (nsid, ifindex) there.
         targets = [
-            (ls, i.veth_ifindex, i.container.pid, i.interface)
+            (ls, i.netns_veth or i.veth_ifindex, i.container.pid, i.interface)
             for ls, i in zip(label_sets, interfaces, strict=True)
         ]
         return targets, frozenset(t[1] for t in targets if t[1])
 
     def _counters(self, snap: Snapshot) -> list:
         targets, veths = snap.memo(f"{self.name}_counter_targets", self.counter_targets)
-        host = self.link_stats(veths) if veths else {}
+        in_host = [v for v in veths if isinstance(v, int)]
+        in_overlays = [v for v in veths if isinstance(v, tuple)]
+        host = self.link_stats(in_host) if in_host else {}
+        host.update(self.overlay_stats(in_overlays) if in_overlays else {})
         inside: dict = {}
-        # (label set, counter row, whether the row is the host end's: its columns are mirrored)
+        # (label set, counter row, whether the row is the other end's: its columns are mirrored)
         rows = [
             (label_set, host.get(veth), True)
             if veth
@@ -164,6 +170,13 @@ def read_link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
 
     with Netlink() as netlink:
         return netlink.link_stats(ifindexes)
+
+
+def read_overlay_stats(veths: Collection[tuple[int, int]]) -> dict:
+    """The counters of veths in overlay namespaces, by (nsid, ifindex)."""
+    from exporter.sources.kernel.overlay import overlay_counters
+
+    return overlay_counters(veths)
 
 
 def info_labels(_container_id: str, view: ContainerView) -> str:
