@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from exporter.core.model import Counters, Link
@@ -43,25 +43,25 @@ class OverlayNetlink(nl.Netlink):
         return self
 
     def links_with_stats(self, nsid: int) -> list[tuple[Link, Counters | None]]:
-        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
-        return [
-            (nl.parse_link(buf, start, end), _stats64(buf, start, end))
-            for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body)
-            if kind == nl.RTM_NEWLINK
-        ]
+        """The links of one namespace by its id, with their counters; a Link here has only its
+        index, name, kind, master and MTU (what an overlay's figures need, decoded alone)."""
+        return [_short_link(buf, start, end) for buf, start, end in self._dump(nsid)]
 
     def link_counters(self, nsid: int) -> dict[int, Counters]:
-        """The counter rows of the links of one namespace by ifindex there: only each message's
-        index and IFLA_STATS64 are decoded."""
-        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
+        """The counter rows of the links of one namespace by ifindex there."""
         out = {}
-        for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body):
-            row = _stats64(buf, start, end) if kind == nl.RTM_NEWLINK else None
+        for buf, start, end in self._dump(nsid):
+            row = _stats64(_some_attrs(buf, start, end, (IFLA_STATS64,)))
             if row is not None:
                 out[nl._IFINFOMSG.unpack_from(buf, start)[2]] = row
         return out
+
+    def _dump(self, nsid: int) -> Iterator[tuple[memoryview, int, int]]:
+        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
+        for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body):
+            if kind == nl.RTM_NEWLINK:
+                yield buf, start, end
 
     def route_oif(self, address: str) -> int | None:
         """The ifindex of the host's interface towards `address` (RTM_GETROUTE), None if none."""
@@ -97,8 +97,39 @@ class OverlayNetlink(nl.Netlink):
         return out
 
 
-def _stats64(buf: memoryview, start: int, end: int) -> Counters | None:
-    attrs = nl._attrs(buf, start + nl._IFINFOMSG.size, end)
+_SHORT = (nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_MASTER, nl.IFLA_LINKINFO, IFLA_STATS64)
+
+
+def _some_attrs(buf: memoryview, start: int, end: int, wanted: tuple[int, ...]) -> dict:
+    """Those top-level attributes of one link message: the others are skipped, not sliced (a link
+    has some fifty)."""
+    out = {}
+    offset = start + nl._IFINFOMSG.size
+    while offset + 4 <= end:
+        length, kind = nl._RTATTR.unpack_from(buf, offset)
+        if length < 4:
+            break
+        if kind & 0x3FFF in wanted:
+            out[kind & 0x3FFF] = buf[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _short_link(buf: memoryview, start: int, end: int) -> tuple[Link, Counters | None]:
+    attrs = _some_attrs(buf, start, end, _SHORT)
+    info = attrs.get(nl.IFLA_LINKINFO)
+    kinds = nl._attrs(info, 0, len(info)) if info is not None else {}
+    link = Link(
+        ifindex=nl._IFINFOMSG.unpack_from(buf, start)[2],
+        name=nl._cstr(attrs[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in attrs else "",
+        kind=nl._cstr(kinds[nl.IFLA_INFO_KIND]) if nl.IFLA_INFO_KIND in kinds else "",
+        master=nl._U32.unpack_from(attrs[nl.IFLA_MASTER])[0] if nl.IFLA_MASTER in attrs else 0,
+        mtu=nl._U32.unpack_from(attrs[nl.IFLA_MTU])[0] if nl.IFLA_MTU in attrs else 0,
+    )
+    return link, _stats64(attrs)
+
+
+def _stats64(attrs: dict) -> Counters | None:
     raw = attrs.get(IFLA_STATS64)
     if raw is None or len(raw) < _STATS64.size:
         return None
