@@ -144,7 +144,7 @@ class Node:
                 print(f"cleanup of {self.name}: {step.__name__}: {exc!r}", file=sys.stderr)
 
     def _leave(self) -> None:
-        sh("docker", "-H", self.socket, "swarm", "leave", "--force", check=False, timeout=30)
+        sh("docker", "-H", self.socket, "swarm", "leave", "--force", check=False, timeout=120)
         running = sh("docker", "-H", self.socket, "ps", "-aq", check=False, timeout=30).split()
         if running:
             sh("docker", "-H", self.socket, "rm", "-f", *running, check=False, timeout=300)
