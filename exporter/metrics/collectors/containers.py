@@ -109,9 +109,10 @@ class ContainersCollector(Collector):
         ]
         return fam
 
-    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
-        """(label set, host veth ifindex, pid, interface) of each interface, and the host veths
-        to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
+    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset, frozenset]:
+        """(label set, veth, pid, interface) of each interface, the host veths to read and the
+        veths in overlays' namespaces to read. The veth is a host ifindex, (nsid, ifindex) of one in
+        an overlay's namespace, or 0: an interface with no veth, read inside its namespace."""
         interfaces = [i for i in snap.interfaces if self.selects(i.container)]
         label_sets = self._counter_labels.rendered(
             ((i.container.id, i.interface), i) for i in interfaces
@@ -121,12 +122,17 @@ class ContainersCollector(Collector):
             (ls, i.netns_veth or i.veth_ifindex, i.container.pid, i.interface)
             for ls, i in zip(label_sets, interfaces, strict=True)
         ]
-        return targets, frozenset(t[1] for t in targets if t[1])
+        veths = [t[1] for t in targets if t[1]]
+        return (
+            targets,
+            frozenset(v for v in veths if isinstance(v, int)),
+            frozenset(v for v in veths if isinstance(v, tuple)),
+        )
 
     def _counters(self, snap: Snapshot) -> list:
-        targets, veths = snap.memo(f"{self.name}_counter_targets", self.counter_targets)
-        in_host = [v for v in veths if isinstance(v, int)]
-        in_overlays = [v for v in veths if isinstance(v, tuple)]
+        targets, in_host, in_overlays = snap.memo(
+            f"{self.name}_counter_targets", self.counter_targets
+        )
         host = self.link_stats(in_host) if in_host else {}
         host.update(self.overlay_stats(in_overlays) if in_overlays else {})
         inside: dict = {}

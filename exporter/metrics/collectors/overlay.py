@@ -170,7 +170,10 @@ class OverlayCollector(Collector):
 
     def _leaks(self, snap: Snapshot, live: list[overlay.Namespace]) -> list[Family]:
         now = self.clock()
-        found = overlay.leak_candidates(live, snap.links.values(), snap.workloads_known)
+        vxlan = snap.memo(
+            "vxlan_links", lambda s: [l for l in s.links.values() if l.kind == "vxlan"]
+        )
+        found = overlay.leak_candidates(live, vxlan, snap.workloads_known)
         with self._lock:
             self._since = overlay.track(found, self._since, now)
             leaked = overlay.flagged(self._since, now, self.grace)
