@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_DOCKER_EXEC_ROOT = "/var/run/docker"  # dockerd's own default --exec-root
 DEFAULT_CRI_ENDPOINT = "/run/containerd/containerd.sock"
 OUTPUT_FORMATS = ("table", "json")
 CRI_EVENT_MODES = ("auto", "containerd", "cri", "poll")  # exporter.sources.cri_events.MODES
@@ -102,6 +103,13 @@ def add_source_flags(p: argparse.ArgumentParser, after_command: bool = False) ->
         default=default(default_docker_host()),
         help="Docker Engine API address; '' turns Docker off (default: $DOCKER_HOST, else the "
         "local socket)",
+    )
+    p.add_argument(
+        "--docker.exec-root",
+        dest="docker_exec_root",
+        default=default(DEFAULT_DOCKER_EXEC_ROOT),
+        help="Docker's exec root (dockerd --exec-root): its network namespaces are the files under "
+        f"its netns/ directory (default: {DEFAULT_DOCKER_EXEC_ROOT})",
     )
     p.add_argument(
         "--docker.timeout",

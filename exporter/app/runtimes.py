@@ -6,7 +6,7 @@ import argparse
 import os
 
 from exporter import logs
-from exporter.app.flags import DEFAULT_CRI_ENDPOINT
+from exporter.app.flags import DEFAULT_CRI_ENDPOINT, DEFAULT_DOCKER_EXEC_ROOT
 from exporter.sources.runtimes import grpc_probe
 from exporter.sources.runtimes.docker import DockerSource
 from exporter.sources.runtimes.workloads import WorkloadSource
@@ -26,7 +26,8 @@ def from_args(args: argparse.Namespace) -> list[WorkloadSource]:
     sources: list[WorkloadSource] = []
     if args.docker_host != "":
         try:
-            sources.append(DockerSource(args.docker_host, args.docker_timeout))
+            exec_root = getattr(args, "docker_exec_root", DEFAULT_DOCKER_EXEC_ROOT)
+            sources.append(DockerSource(args.docker_host, args.docker_timeout, exec_root))
         except ValueError as exc:
             raise SourceConfigError(f"--docker.host: {exc}") from None
     podman = podman_source(getattr(args, "podman_host", None), args.docker_timeout)

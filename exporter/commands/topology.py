@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from exporter.commands.base import Command, Report, read_snapshot, write
 from exporter.commands.orphans import add_scope_flag
 from exporter.core.names import terminal_text
+from exporter.views import overlay as overlay_view
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
@@ -164,6 +165,7 @@ def tree(doc: dict) -> str:
     )
     lines += _containers("host network", doc["host_network"])
     lines += _containers("no network", doc["no_network"])
+    lines += _group("overlay networks", overlay_view.tree_lines(doc.get("overlays", [])))
     lines += _group(
         "orphans",
         [[f"  !! {o['veth']} on {o['bridge'] or '-'}: {o['reason']}"] for o in doc["orphans"]],

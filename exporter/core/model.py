@@ -27,6 +27,7 @@ class Link:
     port_state: int | None = None  # bridge port STP state (0 disabled .. 4 blocking)
     stp_state: int | None = None  # bridges only: 0 off, 1 kernel, 2 user
     bridge_id: str = ""  # bridges only: "8000.0242c0a80001"
+    mtu: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Network:
     masquerade: bool = True
     runtime: str = "docker"  # whose it is, as the runtime names itself
     nat_chains: str = "docker"  # whose chains hold its MASQUERADE rules: docker | netavark
+    vni: str = ""  # overlay: the VXLAN ids (Docker's vxlanid_list, comma-separated)
+    encrypted: bool = False  # overlay: IPsec between nodes (--opt encrypted)
 
 
 @dataclass
@@ -145,6 +148,11 @@ class HostState:
     # namespace file -> (inode, nsid)
     netns_files: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     host_netns_inode: int | None = None
+    # Where Docker binds its namespaces: its exec root's netns/ (dockerd --exec-root).
+    docker_netns_dir: str = "/var/run/docker/netns"
+    # nsid -> file name of Docker's overlay namespaces (core/overlay.py); their links and addresses
+    # are in netns_links and netns_addresses beside the workloads' namespaces'.
+    overlay_netns: dict[int, str] = field(default_factory=dict)
     # Whether each workload source answered its last call; a runtime that did not cannot be
     # asked whom a namespace belongs to.
     runtimes_up: dict[str, bool] = field(default_factory=dict)

@@ -76,13 +76,16 @@ class Host:
     netns_pods: dict[int, PodRef] = field(default_factory=dict)  # nsid -> pod the CNI cache names
 
 
-def netns_kinds(files: dict[str, tuple[int, int | None]]) -> dict[int, str]:
+def netns_kinds(
+    files: dict[str, tuple[int, int | None]], docker_dir: str = DOCKER_NETNS_DIR
+) -> dict[int, str]:
     """nsid -> "docker", "docker_internal", "cni" or "named", from the namespace files and their
-    ids."""
+    ids; Docker's are those under `docker_dir` (its exec root's netns/)."""
     kinds = {}
+    docker_dir = docker_dir.rstrip("/") + "/"
     for path, (_inode, nsid) in files.items():
-        if nsid is not None and path.startswith(DOCKER_NETNS_DIR):
-            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(DOCKER_NETNS_DIR) :])
+        if nsid is not None and path.startswith(docker_dir):
+            sandbox = DOCKER_SANDBOX_NAME.fullmatch(path[len(docker_dir) :])
             kinds[nsid] = "docker" if sandbox else "docker_internal"
         elif nsid is not None and path.startswith(NAMED_NETNS_DIR):
             cni = CNI_NETNS_NAME.fullmatch(path[len(NAMED_NETNS_DIR) :])

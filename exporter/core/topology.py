@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar, cast
 
-from exporter.core import orphan_rules
+from exporter.core import orphan_rules, overlay
 from exporter.core.memo import MemoKey
 from exporter.core.model import Address, HostState, Link, Network, Workload
 
@@ -35,11 +35,13 @@ class Interface:
     interface: str  # container-side name: eth0, eth1, ...
     ifindex: int  # container-side ifindex (in the container's namespace)
     kind: str  # veth | macvlan | ipvlan
-    veth: str = ""  # host end (veth only)
-    veth_ifindex: int = 0
+    veth: str = ""  # the other end (veth only): in the host, or in `netns`
+    veth_ifindex: int = 0  # the host end's ifindex (0: no host end)
     bridge: str = ""
     network: str = ""
     mac: str = ""
+    netns: str = ""  # the namespace of the veth's other end when not the host's: an overlay's
+    netns_veth: tuple[int, int] | None = None  # that veth as (namespace id, ifindex there)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Snapshot:
     pod_runtimes: frozenset[str] = frozenset()  # the followed runtimes whose workloads are pods
     addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
     suspects: tuple[orphan_rules.Suspect, ...] = ()
+    overlays: tuple[overlay.Namespace, ...] = ()  # Docker's overlay namespaces on this node
     # Host ifindex -> since when (monotonic) the veth has been a suspect.
     suspect_since: dict[int, float] = field(default_factory=dict)
     cache: dict[MemoKey, object] = field(default_factory=dict, compare=False)  # see memo()
@@ -125,6 +128,10 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
     interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
+    overlays = overlay.namespaces(
+        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir
+    )
+    interfaces.extend(_overlay_interfaces(overlays, owners_by_nsid, state))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
     suspects = tuple(v.suspect for v in verdicts.values() if v.suspect is not None)
     since = previous.suspect_since if previous is not None else {}
@@ -138,6 +145,7 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
         pod_runtimes=state.pod_runtimes,
         addresses=dict(state.netns_addresses),
         suspects=suspects,
+        overlays=overlays,
         suspect_since=orphan_rules.track(suspects, since, now),
         verdicts=verdicts,
         netns_contexts=contexts,
@@ -241,7 +249,7 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
         docker_bridges=bridge_networks,
         members=members,
         netns_links=state.netns_links,
-        netns_kinds=orphan_rules.netns_kinds(state.netns_files),
+        netns_kinds=orphan_rules.netns_kinds(state.netns_files, state.docker_netns_dir),
         workloads_known=state.workloads_known,
         netns_pods=orphan_rules.netns_pods(state.netns_files, state.cni_pods),
     )
@@ -263,12 +271,14 @@ def _container_views(state: HostState) -> tuple[WorkloadView, ...]:
     views = []
     for c in sorted(state.containers.values(), key=lambda c: (c.name, c.id)):
         owner_id = owner_of.get(c.id)
-        mode = _network_mode(c, owner_id, state.host_netns_inode)
+        mode = _network_mode(c, owner_id, state.host_netns_inode, state.networks)
         views.append(WorkloadView(c, mode, owner_id))
     return tuple(views)
 
 
-def _network_mode(c: Workload, owner: str | None, host_inode: int | None) -> str:
+def _network_mode(
+    c: Workload, owner: str | None, host_inode: int | None, networks: dict[str, Network]
+) -> str:
     if c.network_mode == "host" or (host_inode is not None and c.netns_inode == host_inode):
         return "host"
     if owner is not None and owner != c.id:
@@ -276,7 +286,7 @@ def _network_mode(c: Workload, owner: str | None, host_inode: int | None) -> str
     if c.network_mode.startswith("container:"):
         return c.network_mode
     if c.network_mode in ("", "default"):
-        return "bridge"
+        return overlay.task_network(c.endpoints, networks) or "bridge"
     return c.network_mode
 
 
@@ -309,6 +319,36 @@ def _veth_interface(v: Veth, container: Workload, state: HostState) -> Interface
         network=v.network,
         mac=peer.mac if peer else "",
     )
+
+
+def _overlay_interfaces(
+    overlays: tuple[overlay.Namespace, ...], owners_by_nsid: dict, state: HostState
+) -> list[Interface]:
+    """Interfaces whose veth's other end is on an overlay's br0: found, as host veths are, by the
+    peer's namespace id and ifindex; counted from inside the container (no host end)."""
+    out = []
+    for ns in overlays:
+        for veth in ns.endpoints:
+            nsid = veth.peer_netnsid
+            owner = owners_by_nsid.get(nsid) if nsid is not None else None
+            peer = state.netns_links.get(owner.nsid, {}).get(veth.peer_ifindex) if owner else None
+            if owner is None or peer is None:
+                continue
+            out.append(
+                Interface(
+                    container=owner,
+                    interface=peer.name,
+                    ifindex=peer.ifindex,
+                    kind="veth",
+                    veth=veth.name,
+                    bridge=ns.bridge.name if ns.bridge else "",
+                    network=ns.network_name or _network_by_mac(owner, peer.mac),
+                    mac=peer.mac,
+                    netns=ns.name,
+                    netns_veth=(ns.nsid, veth.ifindex),
+                )
+            )
+    return out
 
 
 def _container_side_interfaces(owner: Workload, links: dict[int, Link]) -> list[Interface]:

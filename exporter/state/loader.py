@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 from exporter import logs
+from exporter.core import overlay
 from exporter.core.model import HostState, Link, Workload
 from exporter.sources.kernel.netlink import Netlink
 from exporter.sources.kernel.procfs import Procfs
@@ -26,8 +27,10 @@ from exporter.sources.runtimes.workloads import (
 
 log = logs.get_logger()
 
-# Where Docker and `ip netns add` keep their namespaces, bind-mounted on files.
-NETNS_DIRS = ("/var/run/docker/netns", "/var/run/netns")
+# Where `ip netns add` keeps its namespaces, bind-mounted on files; Docker's are under its exec root
+# (a source's `netns_dir`), by default in DOCKER_NETNS_DIR.
+NAMED_NETNS_DIR = "/var/run/netns"
+DOCKER_NETNS_DIR = HostState.docker_netns_dir
 
 
 class StateLoader:
@@ -35,6 +38,9 @@ class StateLoader:
         self.netlink = netlink
         self.sources = sources
         self.procfs = procfs
+        dirs = [d for s in sources or () if (d := getattr(s, "netns_dir", ""))]
+        self.docker_netns_dir = dirs[0] if dirs else DOCKER_NETNS_DIR
+        self.netns_dirs = (self.docker_netns_dir, NAMED_NETNS_DIR)
 
     def full(self, previous: HostState | None = None, runtimes: bool = True) -> HostState:
         """Everything, read afresh (only the kernel's side without `runtimes`). A runtime that does
@@ -42,6 +48,7 @@ class StateLoader:
         state = HostState(
             host_netns_inode=self.procfs.host_netns_inode(),
             pod_runtimes=frozenset(s.runtime for s in self.sources if s.has_pods),
+            docker_netns_dir=self.docker_netns_dir,
         )
         self.reload_links(state, previous.first_seen if previous else None)
         self.reload_netns_files(state, previous.netns_files if previous else None)
@@ -92,6 +99,7 @@ class StateLoader:
         state.containers[c.id] = c
         if c.nsid is not None:
             self.load_netns(state, c.nsid)
+            self._follow_overlays(state, c.nsid)
         return c
 
     def remove_container(self, state: HostState, container_id: str) -> bool:
@@ -99,9 +107,45 @@ class StateLoader:
         gone = state.containers.pop(container_id, None)
         shared = gone is not None and any(c.nsid == gone.nsid for c in state.containers.values())
         if gone is not None and gone.nsid is not None and not shared:
+            on_overlay = self._overlay_peers(state, gone.nsid) & state.overlay_netns.keys()
             state.netns_links.pop(gone.nsid, None)
             state.netns_addresses.pop(gone.nsid, None)
+            if on_overlay:
+                self.reload_overlays(state)
         return gone is not None
+
+    def _follow_overlays(self, state: HostState, nsid: int) -> None:
+        """A namespace with a veth whose peer is in an overlay namespace (or in one not seen yet):
+        read the overlay namespaces again, their endpoints changed."""
+        peers = self._overlay_peers(state, nsid)
+        if peers - state.overlay_netns.keys():
+            self.reload_netns_files(state)
+        elif peers:
+            self.reload_overlays(state)
+
+    @staticmethod
+    def _overlay_peers(state: HostState, nsid: int) -> set[int]:
+        """The namespaces (by id) of the peers of that namespace's veths, but the host's: a peer in
+        the host is a host veth that names this end."""
+        out = set()
+        for link in state.netns_links.get(nsid, {}).values():
+            peer = state.links.get(link.peer_ifindex)
+            in_host = (
+                peer is not None and peer.peer_netnsid == nsid and peer.peer_ifindex == link.ifindex
+            )
+            if link.kind == "veth" and link.peer_netnsid is not None and not in_host:
+                out.add(link.peer_netnsid)
+        return out
+
+    def reload_overlays(self, state: HostState) -> None:
+        """Dump Docker's overlay namespaces afresh (core/overlay.py), from their files' ids."""
+        names = overlay.namespace_files(state.netns_files, state.docker_netns_dir)
+        for nsid in state.overlay_netns.keys() - names.keys():
+            state.netns_links.pop(nsid, None)
+            state.netns_addresses.pop(nsid, None)
+        state.overlay_netns = names
+        for nsid in names:
+            self.load_netns(state, nsid)
 
     def load_netns(self, state: HostState, nsid: int) -> None:
         """Dump the links and addresses of one container namespace by its id."""
@@ -127,7 +171,11 @@ class StateLoader:
         state.first_seen.setdefault(link.ifindex, time.monotonic())
         self._complete_peer(state, link)
         nsid = link.peer_netnsid
-        if link.kind == "veth" and nsid is not None and nsid in state.netns_links:
+        if link.kind == "veth" and nsid in state.overlay_netns:
+            # Into an overlay's namespace, or one that has its id now: an overlay's file goes with no
+            # event, and the kernel gives its id again.
+            self.reload_netns_files(state)
+        elif link.kind == "veth" and nsid is not None and nsid in state.netns_links:
             if link.peer_ifindex not in state.netns_links[nsid]:
                 self.load_netns(
                     state, nsid
@@ -159,7 +207,7 @@ class StateLoader:
         """
         known = state.netns_files if known is None else known
         files = {}
-        for directory in NETNS_DIRS:
+        for directory in self.netns_dirs:
             try:
                 names = os.listdir(directory)
             except OSError:
@@ -174,8 +222,14 @@ class StateLoader:
                 if old is not None and old[0] == inode and old[1] is not None:
                     files[path] = old
                 else:
-                    files[path] = (inode, self._namespace(path)[1])
+                    # An overlay's links are dumped by its id, and its endpoints' peers are told
+                    # apart by theirs: ids are allocated, as for workloads.
+                    assign = directory == self.docker_netns_dir and (
+                        bool(overlay.namespace_prefix(name)) or overlay.is_sandbox(name)
+                    )
+                    files[path] = (inode, self._namespace(path, assign)[1])
         state.netns_files = files
+        self.reload_overlays(state)
 
     def _with_namespace(self, c: Workload) -> Workload:
         path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")

@@ -30,6 +30,7 @@ from exporter.core.model import (
     PortBinding,
     Workload,
 )
+from exporter.views import overlay as overlay_view
 
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot, Veth, WorkloadView
@@ -124,6 +125,7 @@ def document(snap: Snapshot, now: float, options: Options | None = None) -> dict
         "no_network": no_network,
         "unattached": [v for v in veths if not v["bridge"]],
         "orphans": [_orphan_entry(v) for v in veths if v["orphan"] is not None],
+        "overlays": overlay_view.overlays(snap),
     }
     doc["revision"] = revision(look)
     return doc
@@ -244,6 +246,7 @@ def _interface(look: _Lookups, i: Interface) -> dict:
         else [],
         "veth": i.veth or None,
         "veth_ifindex": i.veth_ifindex or None,
+        "veth_netns": i.netns or None,  # an overlay's namespace: the veth is on its br0
     }
 
 

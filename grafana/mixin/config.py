@@ -42,6 +42,11 @@ CONNTRACK_WARNING_RATIO = 0.9
 # Packets per second dropped by one of Docker's drop rules (isolation, unpublished port, direct access).
 FIREWALL_DROPS_PER_SECOND = 1
 
+# Overlay networks: addresses in use against what the subnet can hand out (per node), and the bytes
+# VXLAN adds to each packet (IPv4 underlay).
+ADDRESS_USE_WARNING_RATIO = 0.9
+VXLAN_OVERHEAD_BYTES = 50
+
 # How long each fault must last before its alert fires.
 FOR = {
     "DockernetExporterDown": "5m",
@@ -63,6 +68,11 @@ FOR = {
     "DockernetConntrackTableNearLimit": "5m",
     "DockernetConntrackInsertFailures": "15m",
     "DockernetFirewallDrops": "15m",
+    "DockernetNetworkAddressesNearExhaustion": "15m",
+    "DockernetOverlayVxlanTransmitWithoutReceive": "10m",
+    "DockernetOverlayPeerMissing": "10m",
+    "DockernetOverlayMtuMismatch": "5m",
+    "DockernetOverlayLeaked": "15m",
 }
 
 # Alerts link here (runbook_url + "#" + alert name in lower case); point it at

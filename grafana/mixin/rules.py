@@ -244,4 +244,7 @@ def host_netstat_alerts() -> list:
 def rules_file() -> dict:
     # One group: Prometheus evaluates a group's rules in order, so an alert reads the recording rules
     # of the same evaluation; groups run independently, and across two the alert could lag a step.
-    return {"groups": [{"name": "dockernet", "rules": recording_rules() + alert_rules()}]}
+    from .overlay_rules import overlay_alerts  # it reads this module's alert()
+
+    rules = recording_rules() + alert_rules() + overlay_alerts()
+    return {"groups": [{"name": "dockernet", "rules": rules}]}

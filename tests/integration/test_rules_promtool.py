@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from overlay_alert_cases import overlay_cases
 
 from helpers import alert_rules
 
@@ -285,6 +286,7 @@ CASES.update(
         )
     }
 )
+CASES.update(overlay_cases(series))
 
 
 def minutes(duration: str) -> int:

@@ -22,7 +22,12 @@ RULES = ROOT / "grafana/prometheus/dockernet.rules.yml"
 RUNBOOK = ROOT / "docs/runbook.md"
 
 # A container cut off now pages; the rest waits for working hours.
-CRITICAL = {"DockernetPublishedPortRuleMissing", "DockernetMasqueradeRuleMissing"}
+CRITICAL = {
+    "DockernetPublishedPortRuleMissing",
+    "DockernetMasqueradeRuleMissing",
+    # Containers on other nodes of the overlay are unreachable now.
+    "DockernetOverlayVxlanTransmitWithoutReceive",
+}
 # Checked on this kernel: the 1,024th `ip link set <veth> master <bridge>` fails with
 # "Exchange full" (BR_MAX_PORTS is 1,024 port numbers, and number 0 is reserved).
 KERNEL_BRIDGE_PORTS = 1023

@@ -13,6 +13,7 @@ from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.collectors.netstat import NetstatCollector
 from exporter.metrics.collectors.orphans import OrphansCollector
+from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.collectors.pods import PodsCollector
 from exporter.metrics.collectors.veths import VethsCollector
 
@@ -26,6 +27,7 @@ ALL: tuple[type[Collector], ...] = (
     AddressesCollector,
     OrphansCollector,
     NetstatCollector,
+    OverlayCollector,
 )
 
 

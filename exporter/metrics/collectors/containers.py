@@ -69,6 +69,7 @@ class ContainersCollector(Collector):
         context: Context,
         *,
         link_stats: Callable[[Collection[int]], dict[int, Counters]] | None = None,
+        overlay_stats: Callable[[Collection[tuple[int, int]]], dict] | None = None,
     ) -> None:
         if link_stats is None:
             # Here: building the flags (`--help`, every command) needs the class alone.
@@ -77,11 +78,14 @@ class ContainersCollector(Collector):
             link_stats = read_link_stats
         self.procfs = context.procfs
         self.link_stats = link_stats
+        self.overlay_stats = overlay_stats or read_overlay_stats
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
         # Its own keys: the subclass for pods computes other targets from the same snapshot.
         self._info_key: MemoKey[Family] = MemoKey(f"{self.name} info")
-        self._targets_key: MemoKey[tuple[list, frozenset]] = MemoKey(f"{self.name} targets")
+        self._targets_key: MemoKey[tuple[list, frozenset, frozenset]] = MemoKey(
+            f"{self.name} targets"
+        )
 
     # What the subclass for pods changes: the prefix of the counters, which workloads it renders,
     # and their metadata.
@@ -115,24 +119,32 @@ class ContainersCollector(Collector):
         ]
         return fam
 
-    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset]:
-        """(label set, host veth ifindex, pid, interface) of each interface, and the host veths
-        to read (ifindex 0: an interface with no host veth, read inside its namespace)."""
+    def counter_targets(self, snap: Snapshot) -> tuple[list, frozenset, frozenset]:
+        """(label set, veth, pid, interface) of each interface, the host veths to read and the
+        veths in overlays' namespaces to read. The veth is a host ifindex, (nsid, ifindex) of one in
+        an overlay's namespace, or 0: an interface with no veth, read inside its namespace."""
         interfaces = [i for i in snap.interfaces if self.selects(i.container)]
         label_sets = self._counter_labels.rendered(
             ((i.container.id, i.interface), i) for i in interfaces
         )
+        # An overlay interface's veth is in the overlay's namespace: keyed (nsid, ifindex) there.
         targets = [
-            (ls, i.veth_ifindex, i.container.pid, i.interface)
+            (ls, i.netns_veth or i.veth_ifindex, i.container.pid, i.interface)
             for ls, i in zip(label_sets, interfaces, strict=True)
         ]
-        return targets, frozenset(t[1] for t in targets if t[1])
+        veths = [t[1] for t in targets if t[1]]
+        return (
+            targets,
+            frozenset(v for v in veths if isinstance(v, int)),
+            frozenset(v for v in veths if isinstance(v, tuple)),
+        )
 
     def _counters(self, snap: Snapshot) -> list:
-        targets, veths = snap.memo(self._targets_key, self.counter_targets)
-        host = self.link_stats(veths) if veths else {}
+        targets, in_host, in_overlays = snap.memo(self._targets_key, self.counter_targets)
+        host = self.link_stats(in_host) if in_host else {}
+        host.update(self.overlay_stats(in_overlays) if in_overlays else {})
         inside: dict = {}
-        # (label set, counter row, whether the row is the host end's: its columns are mirrored)
+        # (label set, counter row, whether the row is the other end's: its columns are mirrored)
         rows = [
             (label_set, host.get(veth), True)
             if veth
@@ -162,6 +174,13 @@ class ContainersCollector(Collector):
             except OSError:
                 inside[pid] = {}
         return inside[pid]
+
+
+def read_overlay_stats(veths: Collection[tuple[int, int]]) -> dict:
+    """The counters of veths in overlay namespaces, by (nsid, ifindex)."""
+    from exporter.sources.kernel.overlay import overlay_counters
+
+    return overlay_counters(veths)
 
 
 def info_labels(_container_id: str, view: WorkloadView) -> str:

@@ -135,6 +135,7 @@ def parse_link(buf: memoryview, offset: int, end: int) -> Link:
         port_state=port_state,
         stp_state=stp_state,
         bridge_id=bridge_id,
+        mtu=_U32.unpack_from(attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0,
     )
 
 

@@ -8,11 +8,13 @@ answers the same calls.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
-from exporter.app.flags import default_docker_host
+from exporter.app.flags import DEFAULT_DOCKER_EXEC_ROOT, default_docker_host
 from exporter.core.model import Endpoint, Network, PortBinding, Workload
 from exporter.sources.runtimes.engine_api import (
     UNREACHABLE,
@@ -48,7 +50,13 @@ COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
+VXLAN_ID_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+ENCRYPTED_OPTION = "encrypted"
 PING_TIMEOUT = 5.0
+# Every container on a Swarm (overlay) network also has an endpoint on this bridge network, which its
+# inspect does not list: the network's own inspect does, by container id.
+GATEWAY_BRIDGE = "docker_gwbridge"
+SWARM_NETWORK_ID = re.compile(r"[0-9a-z]{25}")  # swarm-scope ids; local ones are 64 hex digits
 
 
 def parse_container(data: dict) -> Workload:
@@ -96,6 +104,34 @@ def _port_bindings(ports: dict) -> Iterator[PortBinding]:
                 )
 
 
+def on_swarm(c: Workload) -> bool:
+    """Whether the container has an endpoint on a Swarm network (so one on docker_gwbridge too)."""
+    return any(SWARM_NETWORK_ID.fullmatch(ep.network_id) for ep in c.endpoints)
+
+
+def parse_gateway_endpoints(data: dict) -> dict[str, Endpoint]:
+    """Container id -> its endpoint on docker_gwbridge, from that network's inspect."""
+    out = {}
+    for container_id, ep in (data.get("Containers") or {}).items():
+        address, _, prefix = (ep.get("IPv4Address") or "").partition("/")
+        out[container_id] = Endpoint(
+            network=data.get("Name") or GATEWAY_BRIDGE,
+            network_id=data.get("Id") or "",
+            mac=ep.get("MacAddress") or "",
+            ipv4=address,
+            ipv4_prefix=int(prefix or 0),
+        )
+    return out
+
+
+def with_gateway(c: Workload, gateways: dict[str, Endpoint]) -> Workload:
+    """The container with its docker_gwbridge endpoint, when it has one."""
+    ep = gateways.get(c.id)
+    if ep is None or any(e.network == ep.network for e in c.endpoints):
+        return c
+    return dataclasses.replace(c, endpoints=c.endpoints + (ep,))
+
+
 def parse_network(data: dict) -> Network:
     options = data.get("Options") or {}
     driver = data.get("Driver") or ""
@@ -115,6 +151,8 @@ def parse_network(data: dict) -> Network:
         subnets=subnets,
         internal=bool(data.get("Internal")),
         masquerade=options.get(MASQUERADE_OPTION, "true") == "true",
+        vni=options.get(VXLAN_ID_OPTION, "") if driver == "overlay" else "",
+        encrypted=driver == "overlay" and ENCRYPTED_OPTION in options,
     )
 
 
@@ -138,9 +176,16 @@ class DockerSource:
     watched = WATCHED_EVENTS
     event_actions = tuple(sorted({a for actions in WATCHED_EVENTS.values() for a in actions}))
 
-    def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        timeout: float = 10.0,
+        exec_root: str = DEFAULT_DOCKER_EXEC_ROOT,
+    ) -> None:
         self.address = host or default_docker_host()
         self.timeout = timeout
+        # Where this dockerd binds its network namespaces (the state reads them; see loader.py).
+        self.netns_dir = exec_root.rstrip("/") + "/netns"
         self._api = EngineAPI(self.address, timeout)
         self._stream: EventStream | None = None
         # Containers whose inspect cannot be read, each logged once.
@@ -161,10 +206,25 @@ class DockerSource:
         """The running containers; one whose inspect cannot be read is left out alone."""
         ids = [summary["Id"] for summary in self._get("/containers/json")]
         self._unreadable.keep(set(ids))
-        return [c for c in map(self.workload, ids) if c is not None]
+        found = [c for c in map(self._inspected, ids) if c is not None]
+        gateways = self._gateway_endpoints() if any(map(on_swarm, found)) else {}
+        return [with_gateway(c, gateways) for c in found]
 
     def workload(self, workload_id: str) -> Workload | None:
         """None also for a container whose inspect cannot be read (logged once)."""
+        c = self._inspected(workload_id)
+        if c is None or not on_swarm(c):
+            return c
+        return with_gateway(c, self._gateway_endpoints())
+
+    def _gateway_endpoints(self) -> dict[str, Endpoint]:
+        """A Swarm container's docker_gwbridge endpoint, which its own inspect does not list."""
+        try:
+            return parse_gateway_endpoints(self._get(f"/networks/{GATEWAY_BRIDGE}"))
+        except NotFound:
+            return {}
+
+    def _inspected(self, workload_id: str) -> Workload | None:
         try:
             data = self._get(f"/containers/{workload_id}/json")
         except NotFound:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bridges, container_network, health, nat, pod_network
+from . import bridges, container_network, health, nat, overlay, pod_network
 
 # output file name (under grafana/dashboards/) -> builder
 ALL = {
@@ -10,5 +10,6 @@ ALL = {
     "dockernet-pod-network.json": pod_network.build,
     "dockernet-bridges.json": bridges.build,
     "dockernet-nat.json": nat.build,
+    "dockernet-overlay.json": overlay.build,
     "dockernet-exporter.json": health.build,
 }

@@ -1,0 +1,262 @@
+"""Docker's overlay networks on this node, and the address use of every Docker network.
+
+Per overlay network with a namespace here (see core/overlay.py): its metadata, its VXLAN device's
+counters and MTU, its local endpoints (veths on br0), its peers (remote VTEPs in the device's
+forwarding database) and the MTU of the host interface towards each. Leaked overlay namespaces and
+`vx-*` devices left in the host namespace are counted once seen for the grace period.
+
+Fresh each scrape: one link dump per overlay namespace by its id (no setns), one forwarding
+database dump per overlay through a socket opened in its namespace once (sources/kernel/overlay.py),
+one route lookup per peer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from exporter.app.flags import duration
+from exporter.core import model, overlay
+from exporter.core.memo import MemoKey
+from exporter.metrics.collectors.base import Collector, Context, Option
+from exporter.metrics.exposition import Family, labels
+
+if TYPE_CHECKING:
+    from exporter.core.topology import Snapshot
+    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
+
+NETWORK_ADDRESSES: MemoKey[tuple[Family, Family]] = MemoKey("network addresses")
+VXLAN_LINKS: MemoKey[list[model.Link]] = MemoKey("vxlan links")
+
+VXLAN_COUNTERS = (
+    (
+        "receive_bytes",
+        model.RX_BYTES,
+        "Bytes received from other nodes by the overlay's VXLAN device.",
+    ),
+    ("receive_packets", model.RX_PACKETS, "Packets received by the overlay's VXLAN device."),
+    ("receive_errors", model.RX_ERRS, "Receive errors of the overlay's VXLAN device."),
+    ("receive_dropped", model.RX_DROP, "Packets dropped on receive by the overlay's VXLAN device."),
+    ("transmit_bytes", model.TX_BYTES, "Bytes sent to other nodes by the overlay's VXLAN device."),
+    ("transmit_packets", model.TX_PACKETS, "Packets sent by the overlay's VXLAN device."),
+    ("transmit_errors", model.TX_ERRS, "Transmit errors of the overlay's VXLAN device."),
+    (
+        "transmit_dropped",
+        model.TX_DROP,
+        "Packets dropped on transmit by the overlay's VXLAN device.",
+    ),
+)
+DEFAULT_GRACE = 120.0  # libnetwork removes a left network's namespace within about a minute
+
+
+class OverlayCollector(Collector):
+    name = "overlay"
+    help = (
+        "Docker's overlay networks on this node (VXLAN counters, peers, endpoints, MTUs, leaks) "
+        "and dockernet_network_addresses_used/_capacity of every Docker network"
+    )
+    options = (
+        Option(
+            "grace",
+            duration,
+            "2m",
+            "how long an overlay namespace whose network Docker no longer lists, or a vx-* device "
+            "in the host namespace, must have been seen before it counts as leaked",
+        ),
+    )
+
+    def __init__(
+        self,
+        context: Context | None = None,
+        *,
+        grace: float = DEFAULT_GRACE,
+        sockets: NamespaceSockets | None = None,
+        netlink: Callable[[], OverlayNetlink] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        bound: Callable[[overlay.Namespace], bool] | None = None,
+    ) -> None:
+        from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
+
+        self.bound = bound or _bound
+        self.grace = grace
+        self.sockets = sockets or NamespaceSockets()
+        self.netlink = netlink or OverlayNetlink
+        self.clock = clock
+        self._since: dict = {}
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.sockets.close()
+
+    def collect(self, snap: Snapshot) -> list[Family]:
+        # A namespace's file goes (libnetwork's collection, a minute after) with no event to tell:
+        # only those still bound to the namespace the state read count.
+        live = [ns for ns in snap.overlays if self.bound(ns)]
+        self.sockets.keep(ns.path for ns in live)
+        netlink = self.netlink() if live else None  # a socket only where there is one
+        try:
+            families = [_info(live), *self._fresh(live, snap.links, netlink)]
+        finally:
+            if netlink is not None:
+                netlink.close()
+        addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
+        return families + list(addresses) + self._leaks(snap, live)
+
+    def _fresh(
+        self, live: list[overlay.Namespace], host_links: dict, netlink: OverlayNetlink | None
+    ) -> list[Family]:
+        counters = {
+            suffix: Family(f"dockernet_overlay_vxlan_{suffix}_total", "counter", text)
+            for suffix, _column, text in VXLAN_COUNTERS
+        }
+        endpoints = Family(
+            "dockernet_overlay_endpoints",
+            "gauge",
+            "Local endpoints of the overlay: veths on br0 in its namespace (containers, and Swarm's "
+            "lb_ and ingress sandboxes).",
+        )
+        mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
+        peers = Family(
+            "dockernet_overlay_peers",
+            "gauge",
+            "Remote VTEPs (other nodes) in the VXLAN forwarding database of the overlay.",
+        )
+        peer_info = Family(
+            "dockernet_overlay_peer_info",
+            "gauge",
+            "Each remote VTEP of the overlay: the other node's underlay address; value is always 1.",
+        )
+        underlay = Family(
+            "dockernet_overlay_underlay_mtu_bytes",
+            "gauge",
+            "MTU of the host interface the route to each peer leaves by: VXLAN needs 50 bytes more "
+            "than the overlay's MTU (IPv4).",
+        )
+        fams = {
+            "mtu": mtu,
+            "endpoints": endpoints,
+            "peers": peers,
+            "peer_info": peer_info,
+            "underlay": underlay,
+        } | counters
+        for ns in live if netlink is not None else ():
+            self._read(ns, netlink, fams, host_links)
+        return [mtu, endpoints, *counters.values(), peers, peer_info, underlay]
+
+    def _read(self, ns: overlay.Namespace, netlink, fams: dict, host_links: dict) -> None:
+        """One overlay's fresh figures: its links with their counters, its peers, their routes."""
+        network = ns.network_name or ns.name
+        net = labels(network=network)
+        rows = netlink.links_with_stats(ns.nsid)
+        bridge = next((l for l, _ in rows if l.kind == "bridge"), None)
+        fams["endpoints"].add(
+            net,
+            sum(1 for l, _ in rows if l.kind == "veth" and bridge and l.master == bridge.ifindex),
+        )
+        vxlan = next(((l, c) for l, c in rows if l.kind == "vxlan"), None)
+        if vxlan is None:
+            return
+        link, row = vxlan
+        fams["mtu"].add(net, link.mtu)
+        for suffix, column, _text in VXLAN_COUNTERS if row is not None else ():
+            fams[suffix].add(net, row[column])
+        found = sorted(self.sockets.fdb_destinations(ns.path, link.ifindex))
+        fams["peers"].add(net, len(found))
+        for peer in found:
+            fams["peer_info"].add(labels(network=network, peer=peer), 1)
+            oif = host_links.get(netlink.route_oif(peer) or 0)
+            if oif is not None:
+                fams["underlay"].add(
+                    labels(network=network, peer=peer, interface=oif.name), oif.mtu
+                )
+
+    def _leaks(self, snap: Snapshot, live: list[overlay.Namespace]) -> list[Family]:
+        now = self.clock()
+        vxlan = snap.memo(VXLAN_LINKS, lambda s: [l for l in s.links.values() if l.kind == "vxlan"])
+        found = overlay.leak_candidates(live, vxlan, snap.workloads_known)
+        with self._lock:
+            self._since = overlay.track(found, self._since, now)
+            leaked = overlay.flagged(self._since, now, self.grace)
+        each = Family(
+            "dockernet_overlay_leaked_info",
+            "gauge",
+            "Each overlay namespace whose network Docker no longer lists, and each vx-* VXLAN "
+            "device left in the host namespace, seen for the grace period; value is always 1.",
+        )
+        count = Family(
+            "dockernet_overlay_leaked",
+            "gauge",
+            "Number of leaked overlay namespaces and vx-* devices, by kind.",
+        )
+        for kind, name in leaked:
+            each.add(labels(kind=kind, name=name), 1)
+        for kind in ("namespace", "vxlan_device"):
+            count.add(labels(kind=kind), sum(1 for k, _ in leaked if k == kind))
+        return [each, count]
+
+
+def _bound(ns: overlay.Namespace) -> bool:
+    try:
+        return os.stat(ns.path).st_ino == ns.inode
+    except OSError:
+        return False
+
+
+def _info(live: list[overlay.Namespace]) -> Family:
+    info = Family(
+        "dockernet_overlay_network_info",
+        "gauge",
+        "Each overlay network with a namespace on this node, one per subnet; value is always 1.",
+    )
+    for ns in live:
+        n = ns.network
+        for subnet, gateway in (n.subnets if n else ()) or (("", ""),):
+            info.add(
+                labels(
+                    network=ns.network_name or ns.name,
+                    network_id=n.id if n else ns.network_prefix,
+                    vni=n.vni if n else "",
+                    subnet=subnet,
+                    gateway=gateway,
+                    encrypted=str(bool(n and n.encrypted)).lower(),
+                ),
+                1,
+            )
+    return info
+
+
+def _addresses(snap: Snapshot) -> tuple[Family, Family]:
+    """Every network's address use: changes only with the topology."""
+    used = Family(
+        "dockernet_network_addresses_used",
+        "gauge",
+        "Addresses in use in each subnet of each Docker network, as this node sees them: the "
+        "gateway, its running containers' endpoints and, on an overlay, Swarm's own endpoints here.",
+        static=True,
+    )
+    total = Family(
+        "dockernet_network_addresses_capacity",
+        "gauge",
+        "Addresses Docker's IPAM can hand out in each subnet of each Docker network.",
+        static=True,
+    )
+    docker = [n for n in snap.networks.values() if n.runtime == "docker"]
+    containers = [v.container for v in snap.containers if v.container.runtime == "docker"]
+    for u in overlay.address_use(docker, containers, _not_containers(snap, docker)):
+        used.add(labels(network=u.network, subnet=u.subnet), u.used)
+        total.add(labels(network=u.network, subnet=u.subnet), u.total)
+    return used, total
+
+
+def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
+    """Network id -> its endpoints here that are no container's: on an overlay, Swarm's sandboxes on
+    br0; on a bridge, its ports that map to no container (Swarm's ingress sandbox on
+    docker_gwbridge)."""
+    out = {ns.network.id: ns.sandboxes for ns in snap.overlays if ns.network}
+    for n in networks:
+        if n.bridge:
+            out[n.id] = sum(1 for v in snap.veths if v.bridge == n.bridge and v.container is None)
+    return out

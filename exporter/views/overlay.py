@@ -1,0 +1,61 @@
+"""The overlay networks of a snapshot, for /topology.json and the `topology` tree. Pure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exporter.core.topology import Snapshot
+
+
+def overlays(snap: Snapshot) -> list[dict[str, Any]]:
+    """Each overlay namespace on this node: its network, br0, the VXLAN device and the endpoints on
+    br0, each with the container interface at its other end (None for Swarm's own sandboxes)."""
+    at_veth = {(i.netns, i.veth): i for i in snap.interfaces if i.netns}
+    out = []
+    for ns in snap.overlays:
+        n = ns.network
+        vxlan = ns.vxlan
+        out.append(
+            {
+                "namespace": ns.name,
+                "network": n.name if n else None,
+                "network_id": n.id if n else None,
+                "vni": n.vni if n else None,
+                "subnets": [s for s, _gateway in n.subnets] if n else [],
+                "bridge": ns.bridge.name if ns.bridge else None,
+                "vxlan": {"name": vxlan.name, "mtu": vxlan.mtu} if vxlan else None,
+                "endpoints": [
+                    _endpoint(l.name, at_veth.get((ns.name, l.name))) for l in ns.endpoints
+                ],
+            }
+        )
+    return out
+
+
+def _endpoint(veth: str, i) -> dict[str, Any]:
+    return {
+        "veth": veth,
+        "container_id": i.container.id if i else None,
+        "container_name": i.container.name if i else None,
+        "interface": i.interface if i else None,
+    }
+
+
+def tree_lines(overlays: list[dict[str, Any]]) -> list[list[str]]:
+    """The `topology` tree's lines of each overlay: the network, then one line per endpoint."""
+    out = []
+    for o in overlays:
+        vxlan = o["vxlan"] or {}
+        head = (
+            f"  {o['network'] or '(no network)'} (overlay, vni {o['vni'] or '-'}): namespace "
+            f"{o['namespace']}, {o['bridge'] or '-'} + {vxlan.get('name', '-')} mtu {vxlan.get('mtu', '-')}"
+        )
+        ends = [
+            f"    {e['veth']} -> {e['container_name']} {e['interface']}"
+            if e["container_id"]
+            else f"    {e['veth']} -> (Swarm's own sandbox)"
+            for e in o["endpoints"]
+        ]
+        out.append([head, *ends])
+    return out

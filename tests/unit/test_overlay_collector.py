@@ -1,0 +1,161 @@
+"""The overlay collector on the recorded single-node swarm, its fresh reads (links with counters by
+namespace id, the forwarding database, routes) given by fakes; leaks and address use, pure."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from test_overlay_recorded import recorded_state
+
+from exporter.core import overlay, topology
+from exporter.core.model import Link, Network
+from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.containers import ContainersCollector
+from exporter.metrics.collectors.overlay import OverlayCollector
+from exporter.metrics.exposition import render
+from exporter.sources.kernel.procfs import Procfs
+
+PEER = "198.18.250.2"
+
+
+class FakeNetlink:
+    def __init__(self, state):
+        self.state = state
+
+    def links_with_stats(self, nsid):
+        return [(l, (10, 1, 0, 0, 20, 2, 0, 3)) for l in self.state.netns_links[nsid].values()]
+
+    def route_oif(self, address):
+        return next(l.ifindex for l in self.state.links.values() if l.kind == "bridge")
+
+    def close(self):
+        pass
+
+
+class FakeSockets:
+    def __init__(self):
+        self.asked = []
+
+    def fdb_destinations(self, path, ifindex):
+        self.asked.append(path)
+        return {PEER, "0.0.0.0"} - {"0.0.0.0"}
+
+    def keep(self, paths):
+        list(paths)
+
+    def close(self):
+        pass
+
+
+def collect(state, now=100.0, grace=60.0, collector=None):
+    snap = topology.build(state)
+    collector = collector or OverlayCollector(
+        grace=grace,
+        sockets=FakeSockets(),
+        netlink=lambda: FakeNetlink(state),
+        bound=lambda ns: True,
+    )
+    collector.clock = lambda: now  # the scrape's time
+    return render(collector.collect(snap)), collector
+
+
+def test_each_overlay_has_info_counters_endpoints_and_peers():
+    text, _ = collect(recorded_state())
+    assert 'dockernet_overlay_network_info{network="ov",network_id="' in text
+    assert 'vni="4097",subnet="198.18.232.0/24",gateway="198.18.232.1",encrypted="false"} 1' in text
+    assert 'dockernet_overlay_endpoints{network="ov"} 5' in text
+    assert 'dockernet_overlay_endpoints{network="ingress"} 3' in text
+    assert 'dockernet_overlay_vxlan_receive_bytes_total{network="ov"} 10' in text
+    assert 'dockernet_overlay_vxlan_transmit_dropped_total{network="ov"} 3' in text
+    assert 'dockernet_overlay_peers{network="ov"} 1' in text
+    assert f'dockernet_overlay_peer_info{{network="ov",peer="{PEER}"}} 1' in text
+    assert 'dockernet_overlay_mtu_bytes{network="ov"} 1450' in text
+    assert f'dockernet_overlay_underlay_mtu_bytes{{network="ov",peer="{PEER}",interface=' in text
+
+
+def test_address_use_counts_gateway_endpoints_and_swarms_sandboxes():
+    text, _ = collect(recorded_state())
+    # gateway, c1, c2, two tasks and the lb_ sandbox; on ingress, the ingress sandbox.
+    assert 'dockernet_network_addresses_used{network="ov",subnet="198.18.232.0/24"} 6' in text
+    assert 'dockernet_network_addresses_used{network="ingress",subnet="198.18.224.0/24"} 4' in text
+    assert (
+        'dockernet_network_addresses_used{network="docker_gwbridge",subnet="198.18.208.0/24"} 6'
+        in text
+    )
+    assert 'dockernet_network_addresses_capacity{network="ov",subnet="198.18.232.0/24"} 254' in text
+
+
+def test_a_namespace_whose_network_is_gone_is_flagged_after_the_grace_only():
+    state = recorded_state()
+    state.networks = {i: n for i, n in state.networks.items() if n.name != "ov"}
+    text, collector = collect(state, now=100.0)
+    assert 'dockernet_overlay_leaked{kind="namespace"} 0' in text
+    text, _ = collect(state, now=159.0, collector=collector)
+    assert 'dockernet_overlay_leaked{kind="namespace"} 0' in text
+    text, _ = collect(state, now=160.0, collector=collector)
+    assert 'dockernet_overlay_leaked{kind="namespace"} 1' in text
+    assert 'dockernet_overlay_leaked_info{kind="namespace",name="1-' in text
+
+
+def test_vxlan_devices_in_the_host_are_candidates_by_name():
+    links = [
+        Link(1, "vx-001001-abcde", kind="vxlan"),
+        Link(2, "vxlan0", kind="vxlan"),
+        Link(3, "vx-001001-abcde0", kind="vxlan"),
+        Link(4, "vx-001001-abcdf", kind="bridge"),
+    ]
+    assert overlay.leak_candidates((), links, workloads_known=False) == [
+        ("vxlan_device", "vx-001001-abcde")
+    ]
+
+
+def test_address_use_per_subnet_and_family():
+    n = Network(
+        "n" * 64,
+        "dual",
+        "bridge",
+        subnets=(
+            ("198.18.40.0/24", "198.18.40.1"),
+            ("198.18.41.0/28", "198.18.41.1"),
+            ("fd00::/64", ""),
+        ),
+    )
+    from exporter.core.model import Endpoint, Workload
+
+    c = Workload("c", "c", endpoints=(Endpoint("dual", n.id, ipv4="198.18.40.7", ipv6="fd00::7"),))
+    use = overlay.address_use([n], [c], {n.id: 2})
+    assert [(u.subnet, u.used, u.total) for u in use] == [
+        ("198.18.40.0/24", 4, 254),  # gateway, c, and the two others in the first IPv4 subnet
+        ("198.18.41.0/28", 1, 14),
+        ("fd00::/64", 1, 2**64 - 1),
+    ]
+
+
+def test_a_recorded_namespace_file_elsewhere_is_no_overlay():
+    state = recorded_state()
+    state = dataclasses.replace(state, docker_netns_dir="/var/run/docker/netns")
+    assert topology.build(state).overlays == ()
+
+
+def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
+    """No /proc read: the veth in the overlay's namespace, from one dump per namespace; what it
+    transmits, the container receives."""
+    snap = topology.build(recorded_state())
+    asked: list = []
+
+    def overlay_stats(veths):
+        asked.append(sorted(veths))
+        return {v: (100 + v[1], 1, 0, 0, 200 + v[1], 2, 0, 0) for v in veths}
+
+    procfs = Procfs("/nonexistent")
+    collector = ContainersCollector(
+        Context(procfs), link_stats=lambda ifindexes: {}, overlay_stats=overlay_stats
+    )
+    text = render(collector.collect(snap))
+    eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
+    _nsid, ifindex = eth0.netns_veth
+    labels = f'container_id="{eth0.container.id}",container_name="c1",interface="eth0"'
+    assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text
+    assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + ifindex}" in text
+    overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
+    assert asked == [sorted(overlay_veths)] and len(overlay_veths) == 6  # c1, c2, two tasks twice

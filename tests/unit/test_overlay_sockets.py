@@ -1,0 +1,46 @@
+"""The sockets kept inside overlay namespaces: one per namespace file and the namespace bound on it,
+opened at first use, replaced when another namespace is bound there, closed when it is gone."""
+
+from __future__ import annotations
+
+import os
+
+from exporter.sources.kernel.overlay import NamespaceSockets
+
+
+class FakeSocket:
+    def __init__(self, path: str) -> None:
+        self.path, self.closed, self.asked = path, False, []
+
+    def fdb_destinations(self, ifindex: int) -> set[str]:
+        self.asked.append(ifindex)
+        return {"198.18.250.2"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
+    opened: list[FakeSocket] = []
+
+    def opener(path: str) -> FakeSocket:
+        opened.append(FakeSocket(path))
+        return opened[-1]
+
+    sockets = NamespaceSockets(opener)  # type: ignore[arg-type]
+    a, b = tmp_path / "1-aaaaaaaaaa", tmp_path / "1-bbbbbbbbbb"
+    a.touch()
+    b.touch()
+    assert sockets.fdb_destinations(str(a), 12) == {"198.18.250.2"}
+    sockets.fdb_destinations(str(a), 12)
+    sockets.fdb_destinations(str(b), 7)
+    assert [s.path for s in opened] == [str(a), str(b)]  # reused while the same namespace is there
+    other = tmp_path / "other"
+    other.touch()
+    os.replace(other, a)  # another inode on the same path: another namespace bound there
+    sockets.fdb_destinations(str(a), 12)
+    assert len(opened) == 3 and opened[0].closed and not opened[2].closed
+    sockets.keep([str(a)])
+    assert opened[1].closed and not opened[2].closed
+    sockets.close()
+    assert opened[2].closed
