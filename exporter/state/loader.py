@@ -38,7 +38,7 @@ class StateLoader:
         self.netlink = netlink
         self.sources = sources
         self.procfs = procfs
-        dirs = [d for s in sources or () if (d := getattr(s, "netns_dir", ""))]
+        dirs = [s.netns_dir for s in sources or () if s.netns_dir]
         self.docker_netns_dir = dirs[0] if dirs else DOCKER_NETNS_DIR
         self.netns_dirs = (self.docker_netns_dir, NAMED_NETNS_DIR)
 

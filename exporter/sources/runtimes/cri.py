@@ -125,6 +125,7 @@ class CriSource:
     """A CRI runtime's pods; every call may raise SourceUnavailable."""
 
     has_pods = True
+    netns_dir = ""  # the pods' namespaces are pinned where `ip netns` keeps them
 
     def __init__(
         self,

@@ -73,6 +73,7 @@ class PodmanSource(DockerSource):
 
     def __init__(self, host: str = DEFAULT_HOST, timeout: float = 10.0) -> None:
         super().__init__(host, timeout)
+        self.netns_dir = ""  # netavark's namespaces are `ip netns`'s (/run/netns)
 
     parse_container = staticmethod(parse_podman_container)
     parse_event = staticmethod(parse_podman_event)

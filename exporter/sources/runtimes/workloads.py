@@ -114,6 +114,7 @@ class WorkloadSource(Protocol):
     event_actions: tuple[str, ...]  # every action `events` may report
     has_pods: bool  # its workloads are Kubernetes pods (the pods collector's families)
     events_mode: str  # how its events are followed where that can be done more than one way
+    netns_dir: str  # where it keeps namespace files of its own ("": none, or `ip netns`'s)
 
     def workloads(self) -> list[Workload]:
         """The running workloads, each with its namespace identity."""
