@@ -16,7 +16,7 @@ apply, the first in REASONS wins:
 
 Scope ``docker`` (the default) keeps a suspect only when a container runtime
 (Docker, or a CRI runtime for its ``/var/run/netns/cni-*`` namespaces) can be
-blamed for it; ``all`` keeps every suspect. See in_docker_scope.
+blamed for it; ``all`` keeps every suspect. See runtime_blamed.
 
 The grace period counts from the moment the veth was first seen as a
 suspect (``track``), so that a veth still being set up, or one whose
@@ -53,7 +53,7 @@ class Suspect:
     link: Link
     bridge: str
     reason: str
-    docker: bool  # kept at scope=docker
+    runtime_blamed: bool  # a runtime can be blamed for it: kept at scope=docker
     pod: PodRef | None = None  # netns_without_container: the pod the CNI cache names, if any
 
 
@@ -68,7 +68,7 @@ class Host:
     """What the classification reads, from one consistent state."""
 
     links: dict[int, Link]  # host namespace, by ifindex
-    docker_bridges: dict[str, Network]  # Linux bridge name -> Docker network
+    runtime_bridges: dict[str, Network]  # Linux bridge name -> the runtime's network
     members: dict[int, tuple[Workload, ...]]  # nsid -> running containers in that namespace
     netns_links: dict[int, dict[int, Link]]  # nsid -> ifindex -> Link
     netns_kinds: dict[int, str]  # nsid -> "docker" | "docker_internal" | "cni" | "named"
@@ -113,7 +113,7 @@ def suspect(link: Link, host: Host) -> Suspect | None:
     pod = None
     if why == "netns_without_container" and link.peer_netnsid is not None:
         pod = host.netns_pods.get(link.peer_netnsid)
-    return Suspect(link, _bridge_of(link, host.links), why, in_docker_scope(link, why, host), pod)
+    return Suspect(link, _bridge_of(link, host.links), why, runtime_blamed(link, why, host), pod)
 
 
 def reason(link: Link, host: Host) -> str | None:
@@ -127,14 +127,14 @@ def reason(link: Link, host: Host) -> str | None:
         return None  # Docker's own, e.g. Swarm's ingress sandbox on docker_gwbridge
     if not members:
         return "netns_without_container"
-    network = host.docker_bridges.get(_bridge_of(link, host.links))
+    network = host.runtime_bridges.get(_bridge_of(link, host.links))
     peer = host.netns_links.get(link.peer_netnsid, {}).get(link.peer_ifindex)
     if network is not None and peer is not None and not _has_endpoint(members, network, peer.mac):
         return "no_endpoint"
     return None
 
 
-def in_docker_scope(link: Link, why: str, host: Host) -> bool:
+def runtime_blamed(link: Link, why: str, host: Host) -> bool:
     """Whether a runtime can be blamed: a port of a Docker bridge, a peer in
     Docker's own namespace or in a CRI pod's one (``cni-<uuid>``, ``<uuid>``), never another
     namespace of `ip netns add` nor (but for a pod's) a port of another bridge;
@@ -147,7 +147,7 @@ def in_docker_scope(link: Link, why: str, host: Host) -> bool:
     if why == "peer_in_host":
         ends.append(host.links[link.peer_ifindex])
     bridges = [_bridge_of(end, host.links) for end in ends]
-    if any(b in host.docker_bridges for b in bridges):
+    if any(b in host.runtime_bridges for b in bridges):
         return True
     if any(bridges):
         return False
@@ -172,7 +172,7 @@ def flagged(
     out = []
     for s in suspects:
         age = now - since.get(s.link.ifindex, now)
-        if (scope == "all" or s.docker) and age >= grace:
+        if (scope == "all" or s.runtime_blamed) and age >= grace:
             out.append(Orphan(s, age))
     return out
 

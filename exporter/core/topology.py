@@ -246,7 +246,7 @@ def _orphan_host(state: HostState, bridge_networks: dict) -> orphan_rules.Host:
             members[c.nsid] = members.get(c.nsid, ()) + (c,)
     return orphan_rules.Host(
         links=state.links,
-        docker_bridges=bridge_networks,
+        runtime_bridges=bridge_networks,
         members=members,
         netns_links=state.netns_links,
         netns_kinds=orphan_rules.netns_kinds(state.netns_files, state.docker_netns_dir),

@@ -96,7 +96,7 @@ class _Lookups:
         self.suspects = {
             s.link.ifindex: s
             for s in snap.suspects
-            if options.scope == "all" or s.docker  # out of scope: not drawn as an orphan
+            if options.scope == "all" or s.runtime_blamed  # out of scope: not drawn as an orphan
         }
         self.addresses: dict[tuple[int, int], list[Address]] = {}
         for nsid, found in snap.addresses.items():

@@ -48,7 +48,7 @@ def veth(ifindex: int, name: str, peer: int, nsid=None, master: int = 0) -> Link
 
 
 def suspects(state: HostState) -> dict:
-    return {s.link.name: (s.reason, s.docker) for s in topology.build(state).suspects}
+    return {s.link.name: (s.reason, s.runtime_blamed) for s in topology.build(state).suspects}
 
 
 def test_recorded_host_has_no_suspect():

@@ -78,10 +78,10 @@ def test_leaked_cni_namespace_is_the_runtime_s_orphan():
     files = {"/var/run/netns/cni-0f0e8b0c-1111-2222-3333-444455556666": (1001, 3)}
     snap = topology.build(state(links=[veth(7, 3)], files=files))
     (s,) = snap.suspects
-    assert (s.reason, s.docker) == ("netns_without_container", True)
+    assert (s.reason, s.runtime_blamed) == ("netns_without_container", True)
     named = {"/var/run/netns/mine": (1001, 3)}  # `ip netns add`: another tool's
     (s,) = topology.build(state(links=[veth(7, 3)], files=named)).suspects
-    assert not s.docker
+    assert not s.runtime_blamed
     assert orphan_rules.netns_kinds(files) == {3: "cni"}
 
 

@@ -56,7 +56,7 @@ class OrphansCollector(Collector):
     def collect(self, snap: Snapshot) -> list[Family]:
         in_scope = snap.memo(
             IN_SCOPE[self.scope],
-            lambda s: [x for x in s.suspects if self.scope == "all" or x.docker],
+            lambda s: [x for x in s.suspects if self.scope == "all" or x.runtime_blamed],
         )
         found = orphan_rules.flagged(
             in_scope, snap.suspect_since, self.clock(), self.scope, self.grace
