@@ -289,6 +289,7 @@ CASES.update(
 
 def minutes(duration: str) -> int:
     m = re.fullmatch(r"(\d+)([mh])", duration)
+    assert m, duration
     return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
 
 
