@@ -13,6 +13,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from . import (
     churn,
@@ -32,6 +33,11 @@ from . import (
 )
 from .cri_pods import CRI_SOCKET
 from .load import Load
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from .procs import Exporter
 
 LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
@@ -70,7 +76,7 @@ TINY = {
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"bench: error: {message} (see --help)\n")
         raise SystemExit(2)
 
@@ -172,11 +178,11 @@ def build_parser() -> Parser:
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
     if args.tiny:
-        p.set_defaults(**{k: (counts(v) if k == "veths" else v) for k, v in TINY.items()})
+        p.set_defaults(**{k: (counts(str(v)) if k == "veths" else v) for k, v in TINY.items()})
         args = p.parse_args(argv)
     args.only = [s for s in args.only.split(",") if s]
     unknown = set(args.only) - set(SCENARIOS)
@@ -211,7 +217,9 @@ def machine() -> dict:
     }
 
 
-def scenarios(args, client, load, ours, node) -> dict:
+def scenarios(
+    args: argparse.Namespace, client: DockerClient, load: Load, ours: Exporter, node: Exporter
+) -> dict:
     """Each scenario in the order asked; the load only grows, so the later ones run at the largest."""
     runs = {
         "curve": lambda: scrape_curve.run(
@@ -256,13 +264,13 @@ def scenarios(args, client, load, ours, node) -> dict:
     return results
 
 
-def exporter_flags(args) -> tuple:
+def exporter_flags(args: argparse.Namespace) -> tuple:
     """The flags asked for, and the CRI socket where the pods scenario runs."""
     cri = (f"--cri.endpoint={args.cri_endpoint}",) if {"pods", "podscrape"} & set(args.only) else ()
     return (*cri, *args.exporter_flags)
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> dict:
     import docker
 
     client = docker.from_env(timeout=120)
@@ -306,7 +314,7 @@ def publish(results: dict, out: Path) -> None:
     )
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         sys.stderr.write(

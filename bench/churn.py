@@ -6,8 +6,13 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .checks import check
+
+if TYPE_CHECKING:
+    from .load import Load
+    from .procs import Exporter
 
 SEEN_TIMEOUT = 10.0  # a container not on /metrics this long after `docker run` returned is missed
 STALE_AFTER = 1.0  # a removed container still on a scrape started this long after removal is stale
@@ -18,7 +23,7 @@ COUNTERS = re.compile(r'^dockernet_container_receive_bytes_total\{container_id="
 class Watcher:
     """Scrapes in a loop and remembers when each container's counters were first and last seen."""
 
-    def __init__(self, ours) -> None:
+    def __init__(self, ours: Exporter) -> None:
         self.ours = ours
         self.first: dict = {}
         self.last: dict = {}
@@ -49,7 +54,7 @@ class Watcher:
         self._thread.join()
 
 
-def cycle(load, watcher: Watcher, removed: dict, i: int) -> bool:
+def cycle(load: Load, watcher: Watcher, removed: dict[str, float], i: int) -> bool:
     cid = load.run_container(f"{load.prefix}-k{i}", load.extra_network())
     seen = watcher.wait_seen(cid)
     load.remove_container(cid)
@@ -57,8 +62,8 @@ def cycle(load, watcher: Watcher, removed: dict, i: int) -> bool:
     return seen
 
 
-def run(load, ours, cycles: int, workers: int = 4) -> dict:
-    watcher, removed = Watcher(ours), {}
+def run(load: Load, ours: Exporter, cycles: int, workers: int = 4) -> dict:
+    watcher, removed = Watcher(ours), dict[str, float]()
     try:
         warmup = max(1, min(20, cycles // 20))
         with ThreadPoolExecutor(workers) as pool:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .checks import check
 from .load import LABEL
 from .stats import percentile
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from .load import Load
+    from .procs import Exporter
 
 POLL_SLEEP = 0.005
 TIMEOUT = 10.0
@@ -20,7 +28,7 @@ TIMEOUT = 10.0
 class DockerEvents:
     """Start and die times (ns, Docker's clock = this host's) of our containers, as Docker reports them."""
 
-    def __init__(self, client, prefix: str) -> None:
+    def __init__(self, client: DockerClient, prefix: str) -> None:
         self.times: dict = {}
         self._cond = threading.Condition()
         self._stream = client.api.events(
@@ -54,7 +62,12 @@ def counters_of(container_id: str) -> str:
     return f'dockernet_container_receive_bytes_total{{container_id="{container_id}"'
 
 
-def poll_until(ours, predicate, what: str, failed=lambda: None) -> int:
+def poll_until(
+    ours: Exporter,
+    predicate: Callable[[str], bool],
+    what: str,
+    failed: Callable[[], object] = lambda: None,
+) -> int:
     """Scrape until predicate(text) holds; the wall clock (ns) when that response arrived."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -69,7 +82,13 @@ def poll_until(ours, predicate, what: str, failed=lambda: None) -> int:
     )
 
 
-def while_polling(ours, action, predicate, what: str, returned: list | None = None) -> int:
+def while_polling(
+    ours: Exporter,
+    action: Callable[[], object],
+    predicate: Callable[[str], bool],
+    what: str,
+    returned: list | None = None,
+) -> int:
     """Run the runtime's call in the background and scrape meanwhile: the series may change before
     the call returns (`docker rm` returns only after the network and the filesystem are gone).
     The wall clock (ns) of the call's return is appended to `returned`, when given."""
@@ -105,7 +124,7 @@ def percentiles(appear: list, vanish: list) -> dict:
     }
 
 
-def one_cycle(load, ours, events, i: int) -> tuple:
+def one_cycle(load: Load, ours: Exporter, events: DockerEvents, i: int) -> tuple:
     cid = load.create_container(f"{load.prefix}-f{i}", load.extra_network())
     seen = while_polling(
         ours, lambda: load.start_container(cid), lambda t: counters_of(cid) in t, cid
@@ -118,7 +137,7 @@ def one_cycle(load, ours, events, i: int) -> tuple:
     return (seen - started) / 1e6, (gone - died) / 1e6
 
 
-def run(client, load, ours, starts: int) -> dict:
+def run(client: DockerClient, load: Load, ours: Exporter, starts: int) -> dict:
     events = DockerEvents(client, load.prefix)
     try:
         cycles = [one_cycle(load, ours, events, i) for i in range(starts)]

@@ -11,6 +11,11 @@ from __future__ import annotations
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 PER_NETWORK = 100  # a Docker network's /24 holds 253 containers
 PER_NETNS = 10  # synthetic veth peers per namespace (eth0..eth9)
@@ -30,7 +35,7 @@ def ip_batch(lines: list) -> None:
 
 
 class Load:
-    def __init__(self, client, prefix: str, image: str, workers: int = 4) -> None:
+    def __init__(self, client: DockerClient, prefix: str, image: str, workers: int = 4) -> None:
         self.client = client
         self.prefix = prefix  # dnxb-1a2b: 9 characters, leaves room in 15-character names
         self.tag = prefix.replace("-", "")
@@ -66,9 +71,11 @@ class Load:
         return container_id
 
     def create_container(self, name: str, network: str = "bridge") -> str:
-        return self.client.containers.create(
+        container = self.client.containers.create(
             self.image, "sleep 86400", name=name, network=network, labels={LABEL: self.prefix}
-        ).id
+        )
+        assert container.id is not None  # a created container has its id
+        return container.id
 
     def start_container(self, container_id: str) -> None:
         self.client.api.start(container_id)
@@ -144,7 +151,7 @@ class Load:
         return problems
 
     @staticmethod
-    def _force_remove(container) -> str:
+    def _force_remove(container: Container) -> str:
         try:
             container.remove(force=True)
             return ""
@@ -179,8 +186,8 @@ class Load:
 
     def leftover_links(self) -> list:
         out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True).stdout
-        out = out.decode(errors="replace")  # another's link name need not be UTF-8
-        names = [line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line]
+        text = out.decode(errors="replace")  # another's link name need not be UTF-8
+        names = [line.split(": ")[1].split("@")[0] for line in text.splitlines() if ": " in line]
         return [n for n in names if n.startswith(self.tag)]
 
     def leftover_namespaces(self) -> list:

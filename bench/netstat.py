@@ -14,6 +14,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
 from exporter.core.model import Workload
@@ -29,6 +32,12 @@ from .checks import check
 from .scrape_curve import MODES, collector_ms, grow, host_veths, measure, settle
 from .stats import median
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from .load import Load
+    from .procs import Exporter
+
 NAMESPACES = (10, 100, 200)
 SCRAPE_VETHS = 2000
 SOCKETS = (10, 10000)
@@ -39,7 +48,7 @@ FIRST_SAMPLE_TARGET_S = 1.0  # a new container's start to its first netstat seri
 NEW_CONTAINERS = 10
 
 
-def snapshot(client, ids: list) -> Snapshot:
+def snapshot(client: DockerClient, ids: list) -> Snapshot:
     """A snapshot holding only what the collector reads: each container's id, name and pid."""
     views = []
     for container_id in ids:
@@ -138,7 +147,7 @@ def sampler_passes(snap: Snapshot, repeats: int) -> dict:
     }
 
 
-def namespaces(client, load, sizes: list, repeats: int) -> tuple[list, dict]:
+def namespaces(client: DockerClient, load: Load, sizes: list, repeats: int) -> tuple[list, dict]:
     """The rows per size, and the sampler's passes at the largest."""
     every = read_now()
     rows = []
@@ -186,7 +195,7 @@ HOLD = """
 """
 
 
-def sockets(client, load, counts: list, repeats: int) -> list:
+def sockets(client: DockerClient, load: Load, counts: list, repeats: int) -> list:
     """One namespace per number of TCP sockets, each held by this Python inside it; measured in
     turns, so that the host's load weighs on every count alike."""
     ids = [load.run_container(f"{load.prefix}-tcp{n}") for n in counts]
@@ -196,7 +205,7 @@ def sockets(client, load, counts: list, repeats: int) -> list:
     ]
     collector = read_now()
     try:
-        held = [int(h.stdout.readline()) for h in holders]
+        held = [int(first_line(h)) for h in holders]
         times: dict = {}
         for _ in range(repeats):
             for snap in snaps:
@@ -222,7 +231,7 @@ def sockets(client, load, counts: list, repeats: int) -> list:
     ]
 
 
-def hold(pid: int, n: int) -> subprocess.Popen:
+def hold(pid: int, n: int) -> subprocess.Popen[str]:
     """A process in the namespace of ``pid`` holding ``n`` TCP sockets; it prints how many."""
     return subprocess.Popen(
         [
@@ -237,6 +246,11 @@ def hold(pid: int, n: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def first_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None  # made with stdout=PIPE
+    return proc.stdout.readline()
 
 
 def tcp_read_us(pid: int, repeats: int) -> float:
@@ -282,7 +296,9 @@ EXPORTERS = {
 }
 
 
-def scrapes(load, ours, out, veths: int, containers: int, repeats: int) -> dict:
+def scrapes(
+    load: Load, ours: Exporter, out: Path, veths: int, containers: int, repeats: int
+) -> dict:
     """A full /metrics at `veths` host veths: one exporter with the collector off, one reading the
     namespaces during the scrape (interval 0) and one serving its sampler's latest sample (the
     default interval), interleaved; the sampler's own figures of a pass over every namespace;
@@ -349,26 +365,28 @@ def scrapes(load, ours, out, veths: int, containers: int, repeats: int) -> dict:
     }
 
 
-def first_samples(load, sampled, count: int) -> list:
+def first_samples(load: Load, sampled: Exporter, count: int) -> list:
     """Containers started one at a time while the sampler waits for its next pass: seconds from
     the start call's return to the first response showing the container's netstat series (an
     upper bound by one scrape)."""
-    out = []
-    for i in range(count):
-        container_id = load.create_container(f"{load.prefix}-first{i}")
-        load.start_container(container_id)
-        begun = time.monotonic()
-        wait(
-            lambda ids=[container_id]: served(sampled.text(), ids),
-            "the new container's first sample",
-            10,
-        )
-        out.append(round(time.monotonic() - begun, 3))
-        load.remove_container(container_id)
-    return out
+    return [first_sample(load, sampled, f"{load.prefix}-first{i}") for i in range(count)]
 
 
-def wait(predicate, what: str, timeout: float = 60.0) -> None:
+def first_sample(load: Load, sampled: Exporter, name: str) -> float:
+    container_id = load.create_container(name)
+    load.start_container(container_id)
+    begun = time.monotonic()
+    wait(
+        lambda: served(sampled.text(), [container_id]),
+        "the new container's first sample",
+        10,
+    )
+    seconds = round(time.monotonic() - begun, 3)
+    load.remove_container(container_id)
+    return seconds
+
+
+def wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -376,7 +394,15 @@ def wait(predicate, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def run(client, load, ours, out, containers: int, repeats: int, tiny: bool) -> dict:
+def run(
+    client: DockerClient,
+    load: Load,
+    ours: Exporter,
+    out: Path,
+    containers: int,
+    repeats: int,
+    tiny: bool,
+) -> dict:
     sizes = [n for n in NAMESPACES if n <= containers] or [containers]
     per_ns, passes = namespaces(client, load, sizes, repeats)
     held = sockets(client, load, [10, 200] if tiny else list(SOCKETS), repeats)

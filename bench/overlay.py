@@ -12,6 +12,7 @@ Everything it makes goes with the node, also after a failure.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from .stats import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from swarm_helpers import Cluster, NodeExporter  # the tests' helpers, by path
+from swarm_helpers import Cluster, Node, NodeExporter  # the tests' helpers, by path
 
 from helpers import TEST_IMAGE, wait_for
 
@@ -46,7 +47,11 @@ def durations(text: str) -> dict[str, float]:
     }
 
 
-def run_on(node, network: str, names: list[str]) -> None:
+def serves_eth0(exporter: NodeExporter, name: str) -> bool:
+    return f'container_name="{name}",interface="eth0"' in exporter.text()
+
+
+def run_on(node: Node, network: str, names: list[str]) -> None:
     def run(name: str) -> None:
         node.docker("run", "-d", "--name", name, "--network", network, TEST_IMAGE, "sleep", "3600")
 
@@ -58,7 +63,7 @@ def served(exporter: NodeExporter, family: str, count: int) -> bool:
     return exporter.text().count(family + "{") >= count
 
 
-def bridge_only(node, exporter: NodeExporter) -> float:
+def bridge_only(node: Node, exporter: NodeExporter) -> float:
     for i in range(2):
         node.docker("network", "create", "--subnet", f"198.19.{100 + i}.0/24", f"br{i}")
         run_on(node, f"br{i}", [f"b{i}-{j}" for j in range(CONTAINERS // 2)])
@@ -70,7 +75,7 @@ def bridge_only(node, exporter: NodeExporter) -> float:
     return ms
 
 
-def overlays(node, exporter: NodeExporter) -> float:
+def overlays(node: Node, exporter: NodeExporter) -> float:
     for i in range(NETWORKS):
         node.docker(
             "network",
@@ -94,14 +99,14 @@ def overlays(node, exporter: NodeExporter) -> float:
     return ms
 
 
-def freshness(node, exporter: NodeExporter) -> list[float]:
+def freshness(node: Node, exporter: NodeExporter) -> list[float]:
     """ms from `docker run` returning to the new overlay container's eth0 series."""
     out = []
     for k in range(STARTS):
         name = f"fresh{k}"
         node.docker("run", "-d", "--name", name, "--network", "ov0", TEST_IMAGE, "sleep", "3600")
         started = time.perf_counter()
-        wait_for(lambda n=name: f'container_name="{n}",interface="eth0"' in exporter.text(), 10)
+        wait_for(functools.partial(serves_eth0, exporter, name), 10)
         out.append((time.perf_counter() - started) * 1000)
     return sorted(out)
 

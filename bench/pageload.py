@@ -10,11 +10,19 @@ import http.client
 import multiprocessing
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .checks import check
 from .scrape_curve import grow, host_veths
 from .stats import median, percentile
 from .topology import scrapes
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    from .load import Load
+    from .procs import Exporter
 
 VISITORS = 20
 SLOWDOWN_TARGET = 3.0
@@ -37,7 +45,9 @@ def reload_page(port: int, stopping: threading.Event, counts: list) -> None:
             conn.close()
 
 
-def visitors(port: int, n: int, started, stop, results) -> None:
+def visitors(
+    port: int, n: int, started: Event, stop: Event, results: Queue[tuple[int, ...]]
+) -> None:
     """The visitors' process: n threads reloading until `stop` is set; then (pages, errors, bytes)."""
     stopping, threads = threading.Event(), []
     counts = [[0, 0, 0] for _ in range(n)]
@@ -52,7 +62,7 @@ def visitors(port: int, n: int, started, stop, results) -> None:
     results.put(tuple(sum(c[k] for c in counts) for k in range(3)))
 
 
-def under_load(ours, n: int, seconds: float) -> tuple[list[float], tuple]:
+def under_load(ours: Exporter, n: int, seconds: float) -> tuple[list[float], tuple]:
     """Scrape times while n visitors reload the page, and what the visitors got."""
     ctx = multiprocessing.get_context("spawn")
     started, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
@@ -74,7 +84,9 @@ def under_load(ours, n: int, seconds: float) -> tuple[list[float], tuple]:
     return times, (pages, errors, received, elapsed)
 
 
-def run(load, ours, veths: int, containers: int, seconds: float, n: int = VISITORS) -> dict:
+def run(
+    load: Load, ours: Exporter, veths: int, containers: int, seconds: float, n: int = VISITORS
+) -> dict:
     grow(load, ours, veths, containers, host_veths() - len(load.veths) - len(load.containers))
     idle = scrapes(ours, seconds)
     loaded, (pages, errors, received, elapsed) = under_load(ours, n, seconds)

@@ -6,8 +6,14 @@ answers; a stop removes the veth before it returns): such a latency is negative.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .cri_pods import CriPods
 from .freshness import latency_report, while_polling
+
+if TYPE_CHECKING:
+    from .procs import Exporter
 
 TARGET_MS = 150.0
 NAMESPACE = "dnxb"
@@ -17,14 +23,16 @@ def counters_of(name: str) -> str:
     return f'dockernet_pod_receive_bytes_total{{namespace="{NAMESPACE}",pod="{name}"'
 
 
-def timed_call(ours, call, predicate, what: str) -> float:
+def timed_call(
+    ours: Exporter, call: Callable[[], object], predicate: Callable[[str], bool], what: str
+) -> float:
     """(first response where predicate holds) - (the call's return), in ms."""
     returned: list[int] = []
     seen = while_polling(ours, call, predicate, what, returned)
     return (seen - returned[0]) / 1e6
 
 
-def one_cycle(pods: CriPods, ours, prefix: str, i: int) -> tuple[float, float]:
+def one_cycle(pods: CriPods, ours: Exporter, prefix: str, i: int) -> tuple[float, float]:
     name = f"{prefix}-p{i}"
     made: list = []
     appear = timed_call(
@@ -38,7 +46,7 @@ def one_cycle(pods: CriPods, ours, prefix: str, i: int) -> tuple[float, float]:
     return appear, vanish
 
 
-def run(ours, prefix: str, n: int) -> dict:
+def run(ours: Exporter, prefix: str, n: int) -> dict:
     pods = CriPods()
     try:
         cycles = [one_cycle(pods, ours, prefix, i) for i in range(n)]

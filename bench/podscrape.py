@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from typing import TYPE_CHECKING
 
 from .checks import check
 from .cri_pods import CriPods
 from .scrape_curve import host_veths, measure, settle
+
+if TYPE_CHECKING:
+    from .load import Load
+    from .procs import Exporter
 
 TARGET_MS = 20.0
 NAMESPACE = "dnxb"
@@ -18,7 +23,7 @@ TAG = "q"
 WORKERS = 4
 
 
-def run(load, ours, node, pods_n: int, veths: int, repeats: int) -> dict:
+def run(load: Load, ours: Exporter, node: Exporter, pods_n: int, veths: int, repeats: int) -> dict:
     pods, before = CriPods(), host_veths()
     try:
         names = [f"{load.prefix}-q{i}" for i in range(pods_n)]

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 
-def fmt(v) -> str:
+def fmt(v: object) -> str:
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:g}"
     return str(v)

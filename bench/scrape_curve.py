@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from .checks import check, nearest
 from .stats import linear_fit, median, superlinearity
+
+if TYPE_CHECKING:
+    from .load import Load
+    from .procs import Exporter
 
 MODES = (("plain", False), ("gzip", True))
 # The veths collector's duration on a scrape that reuses the snapshot's rendered family (about 0.01 ms;
@@ -33,7 +38,7 @@ def veth_rows(text: str) -> int:
     return text.count("\ndockernet_veth_info{")
 
 
-def grow(load, ours, veths: int, containers: int, foreign: int) -> None:
+def grow(load: Load, ours: Exporter, veths: int, containers: int, foreign: int) -> None:
     """Containers first (each brings one veth), then synthetic veths up to `veths` host veths."""
     load.grow_containers(containers)
     load.grow_veths(veths - foreign - len(load.containers))
@@ -48,7 +53,7 @@ def events_seen(text: str) -> float:
     )
 
 
-def settle(ours, timeout: float = 120.0) -> None:
+def settle(ours: Exporter, timeout: float = 120.0) -> None:
     """Until the exporter shows every veth of the host, has taken no event for QUIET_SECONDS, and served
     the veth families from the snapshot's cache (rendered on an earlier scrape: the snapshot stopped
     changing). The kernel reports new links' carrier and operstate changes in batches once a second
@@ -88,13 +93,15 @@ def measure(exporters: list, repeats: int) -> dict:
     } | {f"{name}_{mode}_bytes": n for (name, mode), n in sizes.items()}
 
 
-def run(load, ours, node, points: list, containers: int, repeats: int) -> dict:
+def run(
+    load: Load, ours: Exporter, node: Exporter, points: list, containers: int, repeats: int
+) -> dict:
     foreign = host_veths()
     curve = []
     for n in sorted(points):
         c = round(containers * n / max(points))
         grow(load, ours, n, c, foreign)
-        row = {"veths": host_veths(), "containers": len(load.containers)}
+        row: dict[str, object] = {"veths": host_veths(), "containers": len(load.containers)}
         row.update(measure([ours, node], repeats))
         text = ours.text()
         row.update(lines=text.count("\n"), collectors_ms=collector_ms(text))

@@ -9,9 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checks import check
 from .stats import median
+
+if TYPE_CHECKING:
+    from .load import Load
 
 CONTAINERS = 20
 HELP_RATIO_TARGET = 4.0
@@ -30,7 +34,7 @@ def timed(argv: list, repeats: int) -> float:
     return median(times)
 
 
-def run(load, repeats: int = 15) -> dict:
+def run(load: Load, repeats: int = 15) -> dict:
     """Runs before the scrape curve: its containers are removed again, so that the curve's points
     hold only the veths they ask for."""
     own = [load.run_container(f"{load.prefix}-s{i}") for i in range(CONTAINERS)]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from .checks import check
 
+if TYPE_CHECKING:
+    from .procs import Exporter
 
-def run(ours, node, seconds: float, interval: float = 15.0) -> dict:
+
+def run(ours: Exporter, node: Exporter, seconds: float, interval: float = 15.0) -> dict:
     exporters = (ours, node)
     cpu0 = {e.name: e.cpu_seconds() for e in exporters}
     started = time.monotonic()

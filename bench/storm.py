@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from typing import TYPE_CHECKING
 
 from .checks import check
+
+if TYPE_CHECKING:
+    from .load import Load
+    from .procs import Exporter
 
 TIMEOUT = 30.0
 
@@ -18,7 +23,7 @@ def veth_bridges(text: str, tag: str) -> dict:
     return dict(pattern.findall(text))
 
 
-def settle(ours, tag: str, expected: dict) -> float:
+def settle(ours: Exporter, tag: str, expected: dict) -> float:
     """Seconds until /metrics shows exactly `expected` (name -> bridge) for veths named tag*."""
     started = time.perf_counter()
     while time.perf_counter() - started < TIMEOUT:
@@ -30,7 +35,7 @@ def settle(ours, tag: str, expected: dict) -> float:
     return float("inf")
 
 
-def run(load, ours, pairs: int) -> dict:
+def run(load: Load, ours: Exporter, pairs: int) -> dict:
     tag = f"{load.tag}t"
     started = time.perf_counter()
     created = load.add_veths(pairs, "t")

@@ -11,7 +11,9 @@ import http.client
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sized
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from exporter.core import topology
 from exporter.core.model import Address, Endpoint, HostState, Link, Network, Workload
@@ -30,6 +32,9 @@ from exporter.views.render import REFRESH_SECONDS
 
 from .checks import check
 from .stats import median, percentile
+
+if TYPE_CHECKING:
+    from .procs import Exporter
 
 VETHS, CONTAINERS = 2000, 200
 PEERS_PER_NAMESPACE = 10  # the veths beyond the containers' own: ten per namespace of no container
@@ -93,11 +98,11 @@ def _pair(state: HostState, i: int, containers: int) -> None:
         state.containers[c.id] = c
 
 
-def counters(ifindexes) -> dict:
+def counters(ifindexes: Iterable[int]) -> dict:
     return dict.fromkeys(ifindexes, (1000, 10, 0, 0, 2000, 20, 0, 0))
 
 
-def timed(render, repeats: int) -> tuple[float, int]:
+def timed(render: Callable[[], Sized], repeats: int) -> tuple[float, int]:
     """Median seconds of ``repeats`` calls, and the size of what the last one returned."""
     times, size = [], 0
     for _ in range(repeats):
@@ -179,7 +184,7 @@ class OpenPage(threading.Thread):
             self.get("/topology?fragment=1")
 
 
-def scrapes(ours, seconds: float) -> list[float]:
+def scrapes(ours: Exporter, seconds: float) -> list[float]:
     times, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         times.append(ours.scrape()[0])
@@ -187,7 +192,7 @@ def scrapes(ours, seconds: float) -> list[float]:
     return times
 
 
-def live_costs(ours, seconds: float) -> dict:
+def live_costs(ours: Exporter, seconds: float) -> dict:
     alone = scrapes(ours, seconds)
     page = OpenPage(ours.port, min(REFRESH_SECONDS, seconds / 5))
     page.start()
@@ -207,7 +212,7 @@ def live_costs(ours, seconds: float) -> dict:
     }
 
 
-def run(ours, veths: int, containers: int, repeats: int, seconds: float) -> dict:
+def run(ours: Exporter, veths: int, containers: int, repeats: int, seconds: float) -> dict:
     pure = render_costs(veths, containers, repeats)
     live = live_costs(ours, seconds)
     ratio = pure["page_ms"] / pure["metrics_ms"]

@@ -19,10 +19,18 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container, ExecResult
+    from docker.models.networks import Network
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = os.environ.get("TEST_IMAGE", "dockernet-test:busybox")
@@ -43,8 +51,11 @@ CHROMIUM_FLAGS = (
 
 
 def wait_for(
-    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = ""
-):
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
     """Poll until predicate() is truthy; return its value or fail with `what`. The default timeout
     is what a loaded 2-core machine may need; a test that checks a bound the product promises gives
     that bound (plus a margin) instead."""
@@ -58,7 +69,7 @@ def wait_for(
     pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
 
 
-def sh(*cmd: str, check: bool = True, **kw) -> str:
+def sh(*cmd: str | bytes, check: bool = True, **kw: Any) -> str:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw).stdout
 
 
@@ -94,13 +105,13 @@ def parse_metrics(text: str) -> dict:
 
 
 class Metrics(dict):
-    def get_value(self, name: str, **labels) -> float | None:
+    def get_value(self, name: str, **labels: object) -> float | None:
         for l, v in self.get(name, ()):
             if all(l.get(k) == str(val) for k, val in labels.items()):
                 return v
         return None
 
-    def select(self, name: str, **labels) -> list:
+    def select(self, name: str, **labels: object) -> list:
         return [
             (l, v)
             for l, v in self.get(name, ())
@@ -149,7 +160,7 @@ class ExporterProcess:
             what="the first full read",
         )
 
-    def text(self, **headers) -> str:
+    def text(self, **headers: str) -> str:
         r = requests.get(self.url + "/metrics", timeout=10, headers=headers)
         r.raise_for_status()
         return r.text
@@ -177,19 +188,19 @@ class ExporterProcess:
 class Containers:
     """Creates test containers (named dnx-*) and removes them afterwards."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client: DockerClient) -> None:
         self.client = client
         self.names: list[str] = []
         self.networks: list = []
 
-    def run(self, name: str | None = None, command: str = "sleep 3600", **kw):
+    def run(self, name: str | None = None, command: str = "sleep 3600", **kw: Any) -> Container:
         name = name or unique()
         self.names.append(name)
         c = self.client.containers.run(TEST_IMAGE, command, name=name, detach=True, **kw)
         c.reload()
         return c
 
-    def network(self, name: str | None = None, **kw):
+    def network(self, name: str | None = None, **kw: Any) -> Network:
         net = self.client.networks.create(name or unique("dnxnet"), **kw)
         self.networks.append(net)
         return net
@@ -274,7 +285,7 @@ def bridge_ports() -> dict:
     }
 
 
-def ipv6_network(containers: Containers):
+def ipv6_network(containers: Containers) -> Network:
     """A dual-stack user network, in the benchmarking ranges (RFC 2544, RFC 5180)."""
     return containers.network(
         enable_ipv6=True,
@@ -287,11 +298,17 @@ def ipv6_network(containers: Containers):
     )
 
 
-def inside(container) -> set:
+def printed(result: ExecResult) -> str:
+    """What a command run in a container (not streamed) printed."""
+    assert isinstance(result.output, bytes)  # exec_run without stream=True
+    return result.output.decode()
+
+
+def inside(container: Container) -> set:
     """(interface, family, address, prefix) of every non-loopback address, as the container sees
     them (`ip -o addr` in the container)."""
     out = set()
-    for line in container.exec_run("ip -o addr").output.decode().splitlines():
+    for line in printed(container.exec_run("ip -o addr")).splitlines():
         fields = line.split()
         interface, kind, cidr = fields[1], fields[2], fields[3]
         if interface != "lo":

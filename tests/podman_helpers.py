@@ -4,7 +4,12 @@ host end of a container's eth0."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from helpers import TEST_IMAGE, sh, unique
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 __all__ = ["PODMAN_SOCKET", "PodmanContainers", "host_ifindex", "podman_cli"]
 
@@ -50,12 +55,12 @@ class PodmanContainers:
         self.client.close()
 
 
-def podman_cli(*args: str, **kw) -> str:
+def podman_cli(*args: str, **kw: Any) -> str:
     """The podman CLI as a client of the test service (its own storage and configuration)."""
     return sh("podman", "--remote", "--url", f"unix://{PODMAN_SOCKET}", *args, **kw)
 
 
-def host_ifindex(c) -> int:
+def host_ifindex(c: Container) -> int:
     """The host end of the container's eth0, from the container's own sysfs."""
     c.reload()
     with open(f"/proc/{c.attrs['State']['Pid']}/root/sys/class/net/eth0/iflink") as f:

@@ -12,6 +12,7 @@ stopped (and what they started killed by pid), their mounts undone, the namespac
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +55,10 @@ def http_get(netns: str, port: int, path: str, timeout: float = 10.0) -> tuple[i
         return r.status, r.read().decode()
     finally:
         conn.close()
+
+
+def gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}")
 
 
 class Node:
@@ -105,7 +111,7 @@ class Node:
             == 0
         )
 
-    def docker(self, *args: str, **kw) -> str:
+    def docker(self, *args: str, **kw: Any) -> str:
         return sh("docker", "-H", self.socket, *args, **kw).strip()
 
     def inspect(self, kind: str, name: str, *flags: str) -> dict:
@@ -118,7 +124,7 @@ class Node:
     def exec(self, container: str, *cmd: str, check: bool = True) -> str:
         return self.docker("exec", container, *cmd, check=check)
 
-    def nsenter(self, *cmd: str, netns: str | None = None, **kw) -> str:
+    def nsenter(self, *cmd: str, netns: str | None = None, **kw: Any) -> str:
         """A command in this node's namespace, or in one of its dockerd's (a file under netns/)."""
         path = f"{self.exec_root}/netns/{netns}" if netns else self.netns
         return sh("nsenter", f"--net={path}", *cmd, **kw)
@@ -184,13 +190,13 @@ class Node:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in pids:
-            wait_for(lambda p=pid: not os.path.exists(f"/proc/{p}"), 10, what=f"pid {pid} to exit")
+            wait_for(functools.partial(gone, pid), 10, what=f"pid {pid} to exit")
 
 
 def _pids_in_cgroups(parent: str) -> list[int]:
     """Every process in the cgroups under `parent`, in every controller (os.walk skips what goes
     while it walks)."""
-    out = []
+    out: list = []
     for controller in Path("/sys/fs/cgroup").iterdir():
         for directory, _subdirs, files in os.walk(controller / parent):
             if "cgroup.procs" in files:
@@ -319,7 +325,7 @@ class NodeExporter(ExporterProcess):
         wait_for(ready, timeout, what="exporter /healthz")
         return self
 
-    def text(self, **_headers) -> str:
+    def text(self, **_headers: str) -> str:
         status, body = self.get("/metrics")
         assert status == 200, body
         return body

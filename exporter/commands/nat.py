@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
 from exporter.commands.base import Command, CommandError, Report, Table, read_snapshot
-from exporter.sources.firewall.attribution import masquerade_statuses, port_statuses
+from exporter.sources.firewall.attribution import (
+    MasqueradeStatus,
+    PortStatus,
+    masquerade_statuses,
+    port_statuses,
+)
 from exporter.sources.firewall.rules import NetfilterUnavailable, Ruleset
 
 if TYPE_CHECKING:
@@ -70,7 +75,7 @@ def report(snap: Snapshot, ruleset: Ruleset) -> dict:
     }
 
 
-def _status(s) -> str:
+def _status(s: PortStatus | MasqueradeStatus) -> str:
     if not s.expected:
         return "none expected"
     return "present" if s.present else "missing"

@@ -49,8 +49,8 @@ def plan(
     record: list[Entry],
     running: list[Workload],
     on_disk: dict[str, str | None],
-    selected: set | None = None,
-):
+    selected: set[str] | None = None,
+) -> tuple[list[Entry], list[Entry], list[Entry], list[Workload]]:
     """Pure: (links to remove, links to keep, links to create, containers skipped).
 
     ``on_disk`` maps each name in the netns directory to its symlink target
@@ -64,7 +64,8 @@ def plan(
     keep = [e for e in ours if (e.container_id, e.target) in wanted]
     taken = set(on_disk) - {e.name for e in remove}
     linked = {e.container_id for e in keep}
-    create, skipped = [], []
+    create: list[Entry] = []
+    skipped: list[Workload] = []
     for c in running:
         if c.id in linked or (selected is not None and c.id not in selected):
             continue

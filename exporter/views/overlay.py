@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from exporter.core.topology import Snapshot
+    from exporter.core.topology import Interface, Snapshot
 
 
 def overlays(snap: Snapshot) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def overlays(snap: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
-def _endpoint(veth: str, i) -> dict[str, Any]:
+def _endpoint(veth: str, i: Interface | None) -> dict[str, Any]:
     return {
         "veth": veth,
         "container_id": i.container.id if i else None,

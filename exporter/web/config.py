@@ -139,7 +139,7 @@ def parse(text: str, base_dir: str = ".") -> WebConfig:
     )
 
 
-def _mapping(value, where: str, allowed: set) -> dict:
+def _mapping(value: object, where: str, allowed: set[str]) -> dict:
     if not isinstance(value, dict):
         raise WebConfigError(f"{where} must be a mapping")
     unknown = sorted(str(k) for k in value if k not in allowed)
@@ -150,7 +150,7 @@ def _mapping(value, where: str, allowed: set) -> dict:
     return value
 
 
-def _tls(value, base_dir: str) -> TLSConfig | None:
+def _tls(value: object, base_dir: str) -> TLSConfig | None:
     if value is None:
         return None
     v = _mapping(value, "tls_server_config", TLS_KEYS)
@@ -186,7 +186,7 @@ def _tls(value, base_dir: str) -> TLSConfig | None:
     )
 
 
-def _users(value) -> dict:
+def _users(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -199,7 +199,7 @@ def _users(value) -> dict:
     return {str(u): h for u, h in value.items()}
 
 
-def _headers(value) -> dict:
+def _headers(value: object) -> dict[str, str]:
     if value is None:
         return {}
     v = _mapping(value, "http_server_config", HTTP_KEYS)

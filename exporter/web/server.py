@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__, logs
 from exporter.app.flags import parse_listen_address
@@ -38,7 +39,12 @@ from exporter.web.config import (
 )
 from exporter.web.routes import TEXT, Request, Response, Route, landing
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 log = logs.get_logger()
+# What the socket server hands each method: a connection (a datagram server's would be a tuple).
+Connection = socket.socket | tuple[bytes, socket.socket]
 
 REQUEST_TIMEOUT = 30.0  # each read or write once the request is in
 HEAD_TIMEOUT = 10.0
@@ -175,7 +181,7 @@ class Server(ThreadingHTTPServer):
         self.state = state
         log.info("web_config_reloaded", file=path)
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: Connection, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self._refused(client=client_address[0], limit=MAX_CONNECTIONS)
             self.shutdown_request(request)
@@ -186,15 +192,15 @@ class Server(ThreadingHTTPServer):
             self._slots.release()
             raise
 
-    def process_request_thread(self, request, client_address) -> None:
+    def process_request_thread(self, request: Connection, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 
-    def finish_request(self, request, client_address) -> None:
+    def finish_request(self, request: Connection, client_address: Any) -> None:
         state = self.state
-        if state.tls is None:
+        if state.tls is None or not isinstance(request, socket.socket):
             return super().finish_request(request, client_address)
         request.settimeout(HEAD_TIMEOUT)  # CPython's ssl counts it for the whole handshake
         try:
@@ -210,7 +216,7 @@ class Server(ThreadingHTTPServer):
         finally:
             conn.close()
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: Connection, client_address: Any) -> None:
         log.debug("http_connection_error", client=client_address[0], exc_info=True)
 
     def serve_in_background(self) -> threading.Thread:
@@ -238,7 +244,7 @@ class HeadReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("request line and headers not received in time")
@@ -332,5 +338,5 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, fmt: str, *args) -> None:
+    def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("http_request", client=self.client_address[0], request=fmt % args)

@@ -6,6 +6,8 @@ to right into the 24-column grid and numbers them, so no two ever overlap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import config
 
 GRID_WIDTH = 24
@@ -27,7 +29,7 @@ def instant(expr: str) -> dict:
     return {"datasource": DS, "expr": expr, "format": "table", "range": False, "instant": True}
 
 
-def steps(*pairs) -> dict:
+def steps(*pairs: tuple[float | None, str]) -> dict:
     """steps((None, 'green'), (0.9, 'red')): threshold steps, the first one the base."""
     return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in pairs]}
 
@@ -45,7 +47,9 @@ def mapping(values: dict) -> list:
     ]
 
 
-def _panel(kind: str, title: str, description: str, targets: list, w: int, h: int, **extra) -> dict:
+def _panel(
+    kind: str, title: str, description: str, targets: list, w: int, h: int, **extra: object
+) -> dict:
     for i, t in enumerate(targets):
         t["refId"] = chr(ord("A") + i)
     return {
@@ -307,7 +311,9 @@ def instance_variable() -> dict:
     )
 
 
-def dashboard(slug: str, title: str, description: str, panels: list, variables: list = ()) -> dict:
+def dashboard(
+    slug: str, title: str, description: str, panels: list, variables: Sequence[dict] = ()
+) -> dict:
     return {
         "uid": f"{config.UID_PREFIX}-{slug}",
         "title": title,

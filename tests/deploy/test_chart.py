@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import helm_python as helm
@@ -86,6 +87,7 @@ def test_lint_and_validate_every_manifest(values_file):
 
 def test_schema_rejects_nonsense():
     chart = helm.Chart.load(str(CHART))
+    bad: Mapping[str, object]
     for bad in (
         {"port": "http"},
         {"hostPID": "yes"},

@@ -295,6 +295,7 @@ def podman_image(image):
     had = podman_cli("image", "inspect", "--format", "{{.Id}}", tag, check=False).strip()
     if had != want:
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        assert save.stdout is not None
         try:
             podman_cli("load", stdin=save.stdout, timeout=180)
         finally:

@@ -22,7 +22,7 @@ SWARM = DEPLOY / "swarm" / "dockernet-exporter.yml"
 UNIT = DEPLOY / "systemd" / "dockernet-exporter.service"
 
 
-def compose_config(*paths) -> dict:
+def compose_config(*paths: str | Path) -> dict:
     """The files (the first overridden by the others) as docker-compose validates and merges them."""
     files = [arg for path in paths for arg in ("-f", str(path))]
     r = subprocess.run(
@@ -195,7 +195,7 @@ def test_systemd_bounding_set_is_enough_and_each_capability_needed(containers):
     try:
 
         def veth_of_container():
-            assert p.poll() is None, p.stderr.read()
+            assert p.poll() is None, p.stderr and p.stderr.read()
             try:
                 text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             except requests.RequestException:

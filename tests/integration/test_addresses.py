@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from helpers import inside, ipv6_network, wait_for
+from typing import TYPE_CHECKING
+
+from helpers import Metrics, inside, ipv6_network, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 
-def exported(m, container) -> set:
+def exported(m: Metrics, container: Container) -> set:
     return {
         (l["interface"], l["family"], l["address"], l["prefix_length"])
         for l, _ in m.select("dockernet_container_address_info", container_id=container.id)

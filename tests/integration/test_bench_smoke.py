@@ -23,6 +23,7 @@ TINY_NAT_RULES = 500  # bench/__main__.py's TINY["nat_rules"]
 
 # bench/ is run as `python -m bench` from the checkout, not installed: load its text generator by path.
 _spec = importlib.util.spec_from_file_location("bench_nattext", ROOT / "bench" / "nattext.py")
+assert _spec is not None and _spec.loader is not None  # a .py file has a source loader
 nattext = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(nattext)
 
@@ -123,7 +124,7 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     cpu_seconds = steady["cpu_percent"] / 100 * steady["seconds"]
     assert steady["seconds"] >= 2.0 and steady["scrapes"] >= 1  # --tiny: a 2 s window
     assert cpu_seconds <= cpu_tree, (steady, cpu_tree)
-    assert steady["cpu_percent"] <= 100 * os.cpu_count()
+    assert steady["cpu_percent"] <= 100 * (os.cpu_count() or 1)
     # Its peak RSS was sampled from /proc: more than a bare Python's 10 MB, at most the largest peak
     # of any process of the tree (plus the rounding to 0.1 MB, and the few pages by which VmRSS and
     # getrusage's peak, summed from per-CPU counters at different moments, can differ).

@@ -10,7 +10,7 @@ def test_bridges_ports_and_states_match_the_kernel_and_docker(exporter, containe
     net = ipv6_network(containers)
     a, b = containers.run(network=net.name), containers.run(network=net.name)
     solo = containers.run()
-    bridge = "br-" + net.id[:12]
+    bridge = "br-" + net.short_id
     running = exporter()
     base = unique()  # made while the exporter runs: known from link notifications only
     own = hand.bridge(base + "br")

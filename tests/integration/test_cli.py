@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from typing import TYPE_CHECKING, Any
 
 from test_addresses import inside
 from test_bridges import bridge_ports, ipv6_network
 
-from helpers import EXPORTER, ROOT, ip_json, sh, unique
+from helpers import EXPORTER, ROOT, ip_json, printed, sh, unique
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 NO_DOCKER = "unix:///run/dnx-no-docker.sock"
 
@@ -31,12 +35,12 @@ def cli(*args: str, check: bool = True, user: str = "") -> subprocess.CompletedP
     return done
 
 
-def cli_json(*args: str):
+def cli_json(*args: str) -> Any:
     return json.loads(cli(*args, "-o", "json").stdout)
 
 
-def iflink(container, interface: str = "eth0") -> int:
-    return int(container.exec_run(f"cat /sys/class/net/{interface}/iflink").output.decode())
+def iflink(container: Container, interface: str = "eth0") -> int:
+    return int(printed(container.exec_run(f"cat /sys/class/net/{interface}/iflink")))
 
 
 def brctl_show(bridge: str) -> tuple:
@@ -58,7 +62,7 @@ def test_veths_ips_and_bridges(containers):
         ("eth1", by_index[iflink(c, "eth1")]),
     }
     assert {(r["interface"], r["bridge"], r["network"]) for r in veths} == {
-        ("eth0", "br-" + net.id[:12], net.name),
+        ("eth0", "br-" + net.short_id, net.name),
         ("eth1", "docker0", "bridge"),
     }
 
@@ -75,7 +79,7 @@ def test_veths_ips_and_bridges(containers):
         (port,) = [p for p in bridges[r["bridge"]]["ports"] if p["port"] == r["veth"]]
         assert (r["bridge"], port["port_state"]) == kernel[r["veth"]]
         assert (port["container_name"], port["interface"]) == (c.name, r["interface"])
-    mine = bridges["br-" + net.id[:12]]
+    mine = bridges["br-" + net.short_id]
     (link,) = ip_json("link", "show", mine["bridge"])
     assert mine["network"] == net.name and mine["state"] == link["operstate"].lower()
     assert brctl_show(mine["bridge"]) == (
@@ -185,5 +189,6 @@ def test_a_reader_that_goes_away_is_no_error():
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert p.stdout is not None and p.stderr is not None
     p.stdout.close()  # as `| head -1` does once it has its line
     assert (p.wait(60), p.stderr.read()) == (0, "")

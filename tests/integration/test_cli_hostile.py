@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import uuid
+from typing import Any
 
 import pytest
 from test_cri import CRI, pods  # noqa: F401 (a fixture)
@@ -44,7 +45,7 @@ def table(*args: str) -> list[str]:
     return text.split("\n")
 
 
-def document(*args: str):
+def document(*args: str) -> Any:
     return json.loads(run(*args, "-o", "json"))
 
 

@@ -3,13 +3,18 @@ and the map following `docker run` / `docker rm -f` without a resync."""
 
 from __future__ import annotations
 
-from helpers import wait_for
+from typing import TYPE_CHECKING
+
+from helpers import ExporterProcess, printed, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 COLUMNS = {"receive_bytes": 0, "receive_packets": 1, "transmit_bytes": 8, "transmit_packets": 9}
 
 
-def own_view(container, interface: str = "eth0") -> dict:
-    text = container.exec_run("cat /proc/net/dev").output.decode()
+def own_view(container: Container, interface: str = "eth0") -> dict:
+    text = printed(container.exec_run("cat /proc/net/dev"))
     row = next(
         l.split(":", 1)[1].split()
         for l in text.splitlines()
@@ -18,7 +23,7 @@ def own_view(container, interface: str = "eth0") -> dict:
     return {name: int(row[col]) for name, col in COLUMNS.items()}
 
 
-def exported(e, container, interface: str = "eth0") -> dict:
+def exported(e: ExporterProcess, container: Container, interface: str = "eth0") -> dict:
     m = e.metrics()
     return {
         name: m.get_value(
@@ -28,7 +33,7 @@ def exported(e, container, interface: str = "eth0") -> dict:
     }
 
 
-def stable_pair(e, container) -> tuple:
+def stable_pair(e: ExporterProcess, container: Container) -> tuple:
     """The container's own counters and the exporter's, read while nothing moved in between."""
     for _ in range(20):
         before = own_view(container)

@@ -21,7 +21,7 @@ import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, Pod, cri_ready, restart_containerd
 from exporter.sources.runtimes import cri_api
-from helpers import ROOT, ip_json, sh, unique, wait_for
+from helpers import ROOT, ExporterProcess, Metrics, ip_json, sh, unique, wait_for
 
 CRI = f"--cri.endpoint={CRI_SOCKET}"
 GRACE = 3.0
@@ -40,7 +40,7 @@ def pods(host_lock):
     p.cleanup()
 
 
-def pod_veths(m, pod: Pod) -> list[dict]:
+def pod_veths(m: Metrics, pod: Pod) -> list[dict]:
     return [l for l, _ in m.select("dockernet_veth_info", namespace=pod.namespace, pod=pod.name)]
 
 
@@ -53,16 +53,16 @@ def kernel_view(pods: CriPods, pod: Pod) -> tuple[str, int]:
     return host["ifname"], host["ifindex"]
 
 
-def mapped(e, *wanted: Pod):
+def mapped(e: ExporterProcess, *wanted: Pod) -> Metrics:
     """The metrics once every pod's veth is mapped and its containers are listed."""
 
-    def complete(m, pod: Pod) -> bool:
+    def complete(m: Metrics, pod: Pod) -> bool:
         members = m.select("dockernet_pod_container_info", namespace=pod.namespace, pod=pod.name)
         return bool(pod_veths(m, pod)) and len(members) == len(pod.containers)
 
-    def check():
+    def check() -> Metrics | None:
         m = e.metrics()
-        return all(complete(m, p) for p in wanted) and m
+        return m if all(complete(m, p) for p in wanted) else None
 
     return wait_for(check, what="the pods mapped")
 
@@ -77,7 +77,7 @@ def veths_command(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def pod_addresses(m, pod: Pod) -> set[tuple[str, str, str]]:
+def pod_addresses(m: Metrics, pod: Pod) -> set[tuple[str, str, str]]:
     got = m.select("dockernet_pod_address_info", namespace=pod.namespace, pod=pod.name)
     assert all(l["network"] == "dockernet-pods" for l, _ in got)
     return {(l["interface"], l["address"], l["prefix_length"]) for l, _ in got}
@@ -89,24 +89,24 @@ def kernel_addresses(netns_path: str) -> set[tuple[str, str, str]]:
     return {("eth0", a["local"], str(a["prefixlen"])) for a in eth0["addr_info"]}
 
 
-def containerd_events(e) -> dict[str, float]:
+def containerd_events(e: ExporterProcess) -> dict[str, float]:
     return {
         l["action"]: v for l, v in e.metrics().select("dockernet_events_total", source="containerd")
     }
 
 
-def counted_since(e, before: dict[str, float]) -> dict[str, float]:
+def counted_since(e: ExporterProcess, before: dict[str, float]) -> dict[str, float]:
     """containerd's event counts, once an event (or a poll) has been counted since `before`."""
     return wait_for(
         lambda: (now := containerd_events(e)) != before and now, what="the change counted"
     )
 
 
-def resyncs(m) -> dict[tuple[str, str], float]:
+def resyncs(m: Metrics) -> dict[tuple[str, str], float]:
     return {(l["source"], l["reason"]): v for l, v in m.select("dockernet_resyncs_total")}
 
 
-def after_first_read(e) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+def after_first_read(e: ExporterProcess) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
     """(full reads, containerd's event counts) once the first full read is done: a pod run after it
     can only be found by its event (or a poll) while the full reads stay as they are."""
     return resyncs(e.wait_first_read()), containerd_events(e)
@@ -200,7 +200,7 @@ def test_docker_container_and_pod_side_by_side(exporter, pods, containers):
     assert not m.select("dockernet_container_receive_bytes_total", container_id=pods.status(pod).id)
 
 
-def flagged(m) -> dict:
+def flagged(m: Metrics) -> dict:
     return {l["veth"]: l["reason"] for l, _ in m.select("dockernet_veth_orphaned")}
 
 
@@ -335,11 +335,11 @@ def test_started_pod_is_seen_through_its_event_without_a_resync(exporter, pods, 
     assert resyncs(m) == reads
 
 
-def events_mode(m) -> dict[str, str]:
+def events_mode(m: Metrics) -> dict[str, str]:
     return {l["runtime"]: l["mode"] for l, _ in m.select("dockernet_runtime_events_info")}
 
 
-def cri_events_logged(e) -> list[str]:
+def cri_events_logged(e: ExporterProcess) -> list[str]:
     return [line for line in e.log().splitlines() if "event=cri_events" in line]
 
 
@@ -440,7 +440,7 @@ class PodChurn:
         with self.lock:
             self.stopped[pod.name] = time.monotonic()
 
-    def judge(self, m, started: float) -> list[str]:
+    def judge(self, m: Metrics, started: float) -> list[str]:
         """What is wrong in a scrape that started at `started`: a live pod's veth flagged, or a pod
         shown STALE_AFTER after its stop returned. Records the pods it showed."""
         shown = {l["pod"] for l, _ in m.select("dockernet_pod_receive_bytes_total")}

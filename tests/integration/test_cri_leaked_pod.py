@@ -12,12 +12,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 from test_cri import CRI, flagged, pods  # noqa: F401 (a fixture)
 
 from cri_helpers import CRI_SOCKET, CriPods, Pod, restart_containerd
-from helpers import ROOT, ip_json, sh, unique, wait_for
+from helpers import ROOT, ExporterProcess, ip_json, sh, unique, wait_for
 
 CTR = ("ctr", "--address", CRI_SOCKET, "-n", "k8s.io")
 IPAM = "/var/lib/cni/networks/dockernet-pods"
@@ -30,12 +32,16 @@ def host_veth(netns: str) -> str:
     return host
 
 
+def dead(cri: CriPods, pod: Pod) -> bool:
+    return not cri.status(pod).ready
+
+
 def forget_sandboxes(cri: CriPods, *leaked: Pod) -> None:
     """containerd loses the sandboxes: their tasks killed and deleted and their containers removed
     through containerd's own API, which the CRI plugin learns only when it restarts (once)."""
     for pod in leaked:
         subprocess.run([*CTR, "tasks", "kill", "-s", "SIGKILL", pod.id], check=False)
-        wait_for(lambda p=pod: not cri.status(p).ready, what="the sandbox's process dead")
+        wait_for(partial(dead, cri, pod), what="the sandbox's process dead")
         subprocess.run([*CTR, "tasks", "delete", "-f", pod.id], check=False, capture_output=True)
         sh(*CTR, "containers", "delete", pod.id)
         cri.pods.remove(pod)  # nothing left for the CRI to stop
@@ -58,7 +64,7 @@ def release(sandbox_id: str, netns: str) -> None:
 
 
 @pytest.fixture
-def leak(pods: CriPods):  # noqa: F811
+def leak(pods: CriPods) -> Iterator[Callable[..., list[tuple[Pod, str]]]]:  # noqa: F811
     """leak(*pod names in namespace shop) -> [(pod, host veth)]: pods made, then their namespaces
     leaked (containerd restarted once)."""
     made: list[tuple[str, str]] = []
@@ -90,7 +96,7 @@ def orphans(*args: str) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def veth_orphaned(e, veth: str) -> dict:
+def veth_orphaned(e: ExporterProcess, veth: str) -> dict:
     (labels,) = wait_for(
         lambda: [l for l, _ in e.metrics().select("dockernet_veth_orphaned", veth=veth)],
         timeout=60,

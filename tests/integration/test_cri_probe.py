@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from test_cri import pods  # noqa: F401 (a fixture)
@@ -26,6 +27,8 @@ VERSION = "/runtime.v1.RuntimeService/Version"
 COMMAND = """
 import atexit, json, sys
 from exporter.app import runtimes
+from pathlib import Path
+from pathlib import Path
 runtimes.DEFAULT_CRI_ENDPOINT = sys.argv[1]
 def loaded():
     cri = "exporter.sources.runtimes.cri"
@@ -59,7 +62,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 """
 
 
-def run_veths(default_endpoint: str, tmp_path) -> tuple[list[str], list[str], list]:
+def run_veths(default_endpoint: str, tmp_path: Path) -> tuple[list[str], list[str], list]:
     """(log lines about the CRI, modules loaded, the veths JSON) of one `veths` run."""
     modules = tmp_path / "modules.json"
     done = subprocess.run(

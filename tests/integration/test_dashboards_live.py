@@ -17,8 +17,11 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -26,6 +29,9 @@ import yaml
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
 from helpers import Containers, ExporterProcess, free_port, sh, unique, wait_for
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "grafana/prometheus/dockernet.rules.yml"
@@ -87,7 +93,7 @@ class Prometheus:
         except requests.RequestException:
             return False
 
-    def api(self, path: str, **params) -> dict:
+    def api(self, path: str, **params: str) -> dict:
         r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
         body = r.json()
         assert body["status"] == "success", f"{path} {params}: {body.get('error')}"
@@ -96,7 +102,7 @@ class Prometheus:
     def query(self, expr: str) -> list:
         return self.api("query", query=expr)["result"]
 
-    def active(self, alertname: str, **labels) -> list:
+    def active(self, alertname: str, **labels: object) -> list:
         return [
             a
             for a in self.api("alerts")["alerts"]
@@ -114,24 +120,25 @@ class Stack:
     """Our network with a server publishing a port, a client pinging it and a container whose interface
     is down; a pod; the exporter; Prometheus."""
 
-    def __init__(self, docker_client) -> None:
+    def __init__(self, docker_client: DockerClient) -> None:
         self.containers = Containers(docker_client)
         self.pods = CriPods()
-        self.exporter = self.prometheus = None
+        self.exporter: ExporterProcess | None = None
+        self.prometheus: Prometheus | None = None
 
     def start(self, workdir: Path) -> None:
         # Our containers, still being set up, are no orphans. The netstat collector, on by
         # default, feeds the TCP and UDP health rows.
-        self.exporter = ExporterProcess(
+        self.exporter = exporter = ExporterProcess(
             "--collector.orphans.grace=5s", f"--cri.endpoint={CRI_SOCKET}"
         )
-        self.exporter.wait_ready()
-        self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))
-        self.prometheus.wait_ready()
+        exporter.wait_ready()
+        self.prometheus = prometheus = Prometheus(workdir, exporter.url.removeprefix("http://"))
+        prometheus.wait_ready()
         self.pod = self.pods.run(namespace=unique("dnxns"))
         net = self.containers.network()
         net.reload()
-        self.bridge = "br-" + net.id[:12]
+        self.bridge = "br-" + net.short_id
         self.subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
         self.host_port = free_port()
         self.project = unique("dnxproj")  # as docker compose labels its containers
@@ -186,7 +193,7 @@ def nat_rule(chain: str, *words: str) -> list:
 
 
 @contextmanager
-def deleted(chain: str, rule: list):
+def deleted(chain: str, rule: list[str]) -> Iterator[None]:
     sh("iptables", "-t", "nat", "-D", chain, *rule)
     try:
         yield
@@ -195,7 +202,7 @@ def deleted(chain: str, rule: list):
 
 
 @contextmanager
-def orphan_pair(bridge: str):
+def orphan_pair(bridge: str) -> Iterator[tuple[str, str]]:
     """A veth pair left in the host namespace (reason peer_in_host), one end on our Docker bridge."""
     tag = unique("")[1:]
     ends = (f"dnxo-{tag}", f"dnxp-{tag}")
@@ -208,7 +215,7 @@ def orphan_pair(bridge: str):
 
 
 @contextmanager
-def faults(stack: Stack):
+def faults(stack: Stack) -> Iterator[tuple[str, str]]:
     dnat = nat_rule("DOCKER", "--dport", str(stack.host_port), "DNAT")
     masquerade = nat_rule("POSTROUTING", stack.subnet, "MASQUERADE")
     with (
@@ -222,6 +229,7 @@ def faults(stack: Stack):
 def fault_alerts(stack: Stack, orphan: str = "") -> dict:
     """Our objects' fault alerts that are pending or firing, by alert name."""
     p = stack.prometheus
+    assert p is not None
     found = {
         "DockernetOrphanedVeth": p.active("DockernetOrphanedVeth", bridge=stack.bridge)
         + (p.active("DockernetOrphanedVeth", veth=orphan) if orphan else []),
@@ -253,6 +261,7 @@ def wait_for_every_fault_alert(stack: Stack, peer: str) -> dict:
 
 def wait_until_healthy_state_is_scraped(stack: Stack) -> None:
     name, p = stack.server.name, stack.prometheus
+    assert p is not None
     wait_for(
         lambda: p.query(f'dockernet_published_port_rule_present{{container_name="{name}"}} == 1'),
         30,
@@ -325,6 +334,7 @@ def lands(expr: str) -> bool:
 
 def check_variable(p: Prometheus, where: str, variable: dict) -> None:
     m = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"], re.S)
+    assert m, f"{where}: {variable['query']['query']}"
     result = p.query(substitute(m.group(1)))
     found = any(m.group(2) in s["metric"] for s in result)
     assert found or not lands(m.group(1)), f"{where}: no values"
@@ -352,6 +362,7 @@ def check_panel_target(p: Prometheus, where: str, panel: dict, target: dict) -> 
 def test_every_dashboard_and_rule_query_evaluates_with_data(stack):
     wait_until_healthy_state_is_scraped(stack)
     p = stack.prometheus
+    assert p is not None
     with faults(stack) as (_, peer):
         wait_for_every_fault_alert(stack, peer)
         wait_for(
@@ -398,6 +409,7 @@ def test_the_health_rows_show_our_workloads_with_the_default_collectors(stack):
     pod, and the host conntrack table a value."""
     wait_until_healthy_state_is_scraped(stack)
     p = stack.prometheus
+    assert p is not None
     owners = {
         "dockernet-container-network": ("container_name", stack.server.name),
         "dockernet-pod-network": ("pod", stack.pod.name),
@@ -421,7 +433,7 @@ def test_the_health_rows_show_our_workloads_with_the_default_collectors(stack):
                 if "dockernet_firewall" in expr:
                     continue  # the NAT collector's, beside the row's netstat panels
                 wait_for(
-                    lambda expr=expr, label=label, name=name: series_of(p, expr, label, name),
+                    partial(series_of, p, expr, label, name),
                     30,
                     what=f"{where}: a series of {name}",
                 )

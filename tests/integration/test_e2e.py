@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from typing import TYPE_CHECKING
 
 import pytest
 
 from helpers import ROOT, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 GOLDEN = ROOT / "tests" / "fixtures" / "e2e-output.txt"
 FOREIGN_KEYS = (
@@ -46,7 +50,9 @@ def normalise(text: str, names: dict) -> list:
             if line.split()[2].startswith("dockernet_"):
                 out.add(line)
             continue
-        name, label_text, value = SAMPLE.match(line).groups()
+        sample = SAMPLE.match(line)
+        assert sample, line
+        name, label_text, value = sample.groups()
         if not name.startswith("dockernet_") or name in HOST_DEPENDENT:
             continue
         label_text = label_text or ""
@@ -68,7 +74,7 @@ def normalise(text: str, names: dict) -> list:
 NETSTAT_SERIES = re.compile(r"^dockernet_container_(tcp|udp|ip|sockets|conntrack)[_{].*\n", re.M)
 
 
-def sampled(text: str, *owners) -> bool:
+def sampled(text: str, *owners: Container) -> bool:
     """Whether the netstat collector's sampler has read the namespaces of these containers."""
     return all(
         f'dockernet_container_tcp_attempt_fails_total{{container_id="{c.id}"' in text

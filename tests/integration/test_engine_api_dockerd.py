@@ -9,11 +9,15 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from exporter.sources.runtimes.engine_api import UNREACHABLE, EngineAPI, NotFound
 from helpers import DockerSocketProxy, start_dockerd, stop_dockerd, unique, wait_for
+
+if TYPE_CHECKING:
+    from exporter.sources.runtimes.engine_api import EventStream
 
 
 @pytest.fixture
@@ -23,7 +27,7 @@ def api(docker_client):
     a.close()
 
 
-def collect(stream, want: int, timeout: float = 15.0) -> list:
+def collect(stream: EventStream, want: int, timeout: float = 15.0) -> list:
     """The first `want` documents of the stream, closing it from a watchdog after `timeout`."""
     watchdog = threading.Timer(timeout, stream.close)
     watchdog.start()
@@ -127,7 +131,12 @@ def test_docker_vanishing_ends_the_stream_and_the_next_call_reconnects(proxy):
     assert api.get("/_ping") == "OK"
     stream = api.stream("/events", {"filters": {"container": [unique()]}})
     done = threading.Event()
-    threading.Thread(target=lambda: (list(stream), done.set()), daemon=True).start()
+
+    def drain() -> None:
+        list(stream)
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
     time.sleep(0.2)
     proxy.stop()  # every connection dropped, the socket gone
     assert done.wait(30), "the stream did not end when Docker went away"

@@ -8,6 +8,8 @@ import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +18,7 @@ from helpers import (
     ROOT,
     DockerSocketProxy,
     Metrics,
+    printed,
     sh,
     start_dockerd,
     stop_dockerd,
@@ -23,16 +26,19 @@ from helpers import (
     wait_for,
 )
 
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
 # Docker that stops answering is reported down "within about 10 s" (README): 10 s and a margin.
 DOWN_WITHIN = 15
 
 
-def mapped(m: Metrics, container) -> bool:
+def mapped(m: Metrics, container: Container) -> bool:
     return bool(m.select("dockernet_veth_info", container_id=container.id))
 
 
-def veth_of(container) -> str:
-    index = int(container.exec_run("cat /sys/class/net/eth0/iflink").output)
+def veth_of(container: Container) -> str:
+    index = int(printed(container.exec_run("cat /sys/class/net/eth0/iflink")))
     return next(
         l.split(": ")[1].split("@")[0]
         for l in sh("ip", "-o", "link").splitlines()
@@ -176,7 +182,7 @@ def storm_veths(m: Metrics, prefix: str) -> set[str]:
 
 
 @contextlib.contextmanager
-def frozen(proc: subprocess.Popen):
+def frozen(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     """The exporter stopped (SIGSTOP) meanwhile: it reads nothing, so its link notification socket
     fills as the kernel's buffer allows and then overflows; continued afterwards."""
     proc.send_signal(signal.SIGSTOP)
@@ -190,6 +196,7 @@ def netlink_counts(m: Metrics) -> tuple[float, float, float]:
     """(link adds read, link deletes read, overflows) of the netlink source."""
     events = {l["action"]: v for l, v in m.select("dockernet_events_total", source="netlink")}
     overflows = m.get_value("dockernet_resyncs_total", source="netlink", reason="overflow")
+    assert overflows is not None, "no overflow resync counter"
     return events["add"], events["delete"], overflows
 
 
@@ -242,7 +249,7 @@ def test_odd_names_and_label_values_stay_valid(containers, exporter, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-def run_cli(*args, prefix=()) -> subprocess.CompletedProcess:
+def run_cli(*args: str, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*prefix, *EXPORTER, *args], cwd=ROOT, capture_output=True, text=True, timeout=30
     )

@@ -14,10 +14,10 @@ import uuid
 import pytest
 import requests
 
-from helpers import EXPORTER, ROOT, Metrics, parse_metrics, sh, wait_for
+from helpers import EXPORTER, ROOT, ExporterProcess, Metrics, parse_metrics, sh, wait_for
 
 
-def scrape(e) -> str:
+def scrape(e: ExporterProcess) -> str:
     """/metrics, which must answer 200 whatever the names are."""
     r = requests.get(e.url + "/metrics", timeout=10)
     assert r.status_code == 200, f"/metrics answered {r.status_code}; log:\n{e.log()[-3000:]}"
@@ -56,7 +56,9 @@ def test_a_host_veth_named_with_a_byte_that_is_not_utf8_is_exported_escaped(expo
     escaped = set(hostile_pair)
 
     def exported() -> set:
-        return {l["veth"] for l, _ in Metrics(parse_metrics(scrape(e))).get("dockernet_veth_info")}
+        return {
+            l["veth"] for l, _ in Metrics(parse_metrics(scrape(e))).select("dockernet_veth_info")
+        }
 
     wait_for(lambda: escaped <= exported(), what=f"veth_info of {escaped}")
     text = scrape(e)

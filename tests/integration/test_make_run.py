@@ -36,9 +36,14 @@ def make_run(port: int, env: dict | None = None) -> Iterator[list[str]]:
         start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(l.rstrip("\n")) for l in proc.stdout], daemon=True
-    ).start()
+    out = proc.stdout
+    assert out is not None
+
+    def pump() -> None:
+        for l in out:
+            lines.put(l.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 60

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from helpers import ip_json, sh, wait_for
+from helpers import Metrics, ip_json, printed, sh, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 
 def host_veths() -> dict:
@@ -13,16 +18,16 @@ def host_veths() -> dict:
     return {l["ifindex"]: l for l in ip_json("-d", "link", "show", "type", "veth")}
 
 
-def peer_ifindex(container, interface: str) -> int:
+def peer_ifindex(container: Container, interface: str) -> int:
     """The container's own answer: /sys/class/net/<if>/iflink is its peer's ifindex on the host."""
-    return int(container.exec_run(f"cat /sys/class/net/{interface}/iflink").output.decode())
+    return int(printed(container.exec_run(f"cat /sys/class/net/{interface}/iflink")))
 
 
-def veth_rows(metrics, container) -> list:
+def veth_rows(metrics: Metrics, container: Container) -> list:
     return [l for l, _ in metrics.select("dockernet_veth_info", container_id=container.id)]
 
 
-def counter_rows(metrics, container) -> list:
+def counter_rows(metrics: Metrics, container: Container) -> list:
     return [
         l["interface"]
         for l, _ in metrics.select(
@@ -142,7 +147,7 @@ def test_macvlan_counters_from_inside(containers, running):
             lambda: (m := running.metrics()) and counter_rows(m, a) and m, what="macvlan counters"
         )
         assert counter_rows(m, a) == ["eth0"]
-        inside = a.exec_run("cat /proc/net/dev").output.decode()
+        inside = printed(a.exec_run("cat /proc/net/dev"))
         tx_packets = next(
             int(l.split(":")[1].split()[9])
             for l in inside.splitlines()

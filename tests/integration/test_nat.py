@@ -4,6 +4,7 @@ iptables backend, Docker 29's nftables layout loaded with nft -f, and the faults
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import docker.types
 import pytest
@@ -26,7 +27,22 @@ from exporter.metrics.exposition import render
 from exporter.sources.firewall.attribution import wanted_families
 from exporter.sources.firewall.netfilter import Netfilter
 from exporter.sources.firewall.rules import IPV6
-from helpers import EXPORTER, ROOT, TEST_IMAGE, parse_metrics, sh, unique, wait_for
+from helpers import (
+    EXPORTER,
+    ROOT,
+    TEST_IMAGE,
+    Containers,
+    Metrics,
+    parse_metrics,
+    printed,
+    sh,
+    unique,
+    wait_for,
+)
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nat"
 HTTPD = "httpd -p 80 -h /tmp; exec sleep 3600"
@@ -62,7 +78,9 @@ def free_port_range(n: int) -> int:
     pytest.fail("no free port range")
 
 
-def run_published(containers, *publish: str, network: str = "bridge", command: str = HTTPD):
+def run_published(
+    containers: Containers, *publish: str, network: str = "bridge", command: str = HTTPD
+) -> Container:
     """A container started with the docker CLI (so that -p ranges are expanded as users see them)."""
     name = unique()
     containers.names.append(name)
@@ -84,7 +102,7 @@ def run_published(containers, *publish: str, network: str = "bridge", command: s
     return containers.client.containers.get(name)
 
 
-def bindings(c) -> list[tuple[str, str, int, int]]:
+def bindings(c: Container) -> list[tuple[str, str, int, int]]:
     """(protocol, host_ip, host_port, container_port) as Docker reports them."""
     out = []
     for key, binds in (c.attrs["NetworkSettings"]["Ports"] or {}).items():
@@ -93,7 +111,7 @@ def bindings(c) -> list[tuple[str, str, int, int]]:
     return sorted(out)
 
 
-def port_values(m, name: str, c) -> dict:
+def port_values(m: Metrics, name: str, c: Container) -> dict:
     """(protocol, host_ip, host_port) -> value of one published-port metric for container c."""
     return {
         (l["protocol"], l["host_ip"], int(l["host_port"])): v
@@ -101,25 +119,24 @@ def port_values(m, name: str, c) -> dict:
     }
 
 
-def present(m, c) -> dict:
+def present(m: Metrics, c: Container) -> dict:
     return port_values(m, "dockernet_published_port_rule_present", c)
 
 
-def connections(m, c, key) -> float:
+def connections(m: Metrics, c: Container, key: tuple[str, str, int]) -> float:
     return port_values(m, "dockernet_published_port_connections_total", c)[key]
 
 
-def gateway(client, network: str = "bridge") -> str:
+def gateway(client: DockerClient, network: str = "bridge") -> str:
     return client.networks.get(network).attrs["IPAM"]["Config"][0]["Gateway"]
 
 
-def wait_listening(c, port: int = 80) -> None:
+def wait_listening(c: Container, port: int = 80) -> None:
     """Until the container's httpd listens (a connection refused would still count, but fail the test)."""
 
     def listening():
         rows = [
-            l.split()
-            for l in c.exec_run("cat /proc/net/tcp /proc/net/tcp6").output.decode().splitlines()
+            l.split() for l in printed(c.exec_run("cat /proc/net/tcp /proc/net/tcp6")).splitlines()
         ]
         return any(
             r[1].endswith(f":{port:04X}") and r[3] == "0A"
@@ -136,7 +153,7 @@ def tcp_connections(host: str, port: int, n: int) -> None:
             pass
 
 
-def masquerade(m, bridge: str) -> tuple:
+def masquerade(m: Metrics, bridge: str) -> tuple:
     return (
         m.get_value("dockernet_masquerade_rule_present", bridge=bridge),
         m.get_value("dockernet_masquerade_connections_total", bridge=bridge),
@@ -248,7 +265,8 @@ def test_steady_scrapes_run_only_the_save_command_of_dockers_backend(containers)
     ip = c.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
     (port,) = [hp for proto, host_ip, hp, _ in bindings(c) if host_ip == "0.0.0.0"]
     snap = read_snapshot(
-        SimpleNamespace(docker_host=default_host(), docker_timeout=30, procfs="/proc"), warn=False
+        argparse.Namespace(docker_host=default_host(), docker_timeout=30, procfs="/proc"),
+        warn=False,
     )
     netfilter = Netfilter()
     collector = NatCollector(netfilter=netfilter)
@@ -541,7 +559,7 @@ def restore_alternative(name: str, saved: tuple[str, str]) -> None:
         sh("update-alternatives", "--set", name, saved[1])
 
 
-def restart_dockerd(docker_client) -> None:
+def restart_dockerd(docker_client: DockerClient) -> None:
     """Stop dockerd and start it exactly as scripts/test-env.sh does; wait until it answers."""
     pid = int(Path("/var/run/docker.pid").read_text())
     os.kill(pid, signal.SIGTERM)

@@ -48,7 +48,8 @@ def fake_tools(directory: Path, then: str) -> Path:
 
 def concurrent_scrapes(url: str, n: int = 4) -> list[tuple[float, Metrics | None]]:
     """(seconds, metrics) of n scrapes started at once; metrics None when one got no answer."""
-    barrier, results = threading.Barrier(n), [(0.0, None)] * n
+    barrier = threading.Barrier(n)
+    results: list[tuple[float, Metrics | None]] = [(0.0, None)] * n
 
     def scrape(i: int) -> None:
         barrier.wait()

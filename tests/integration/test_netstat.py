@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,23 +22,26 @@ from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.netstat import NetstatCollector
 from exporter.sources.kernel import netstat
 from exporter.sources.kernel.procfs import Procfs
-from helpers import wait_for
+from helpers import Containers, ExporterProcess, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 NETSTAT = ("--collector.netstat.fields=all", "--collector.netstat.interval=0s")
 FAILS = "dockernet_container_tcp_attempt_fails_total"
 
 
-def pid_of(container) -> int:
+def pid_of(container: Container) -> int:
     container.reload()
     return container.attrs["State"]["Pid"]
 
 
-def ip_of(container, network: str) -> str:
+def ip_of(container: Container, network: str) -> str:
     container.reload()
     return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
-def in_netns(container, code: str, timeout: float = 30) -> str:
+def in_netns(container: Container, code: str, timeout: float = 30) -> str:
     """Run Python code in the container's network namespace; its stdout."""
     return subprocess.run(
         [
@@ -54,7 +58,7 @@ def in_netns(container, code: str, timeout: float = 30) -> str:
     ).stdout
 
 
-def own_snmp(container, file: str = "snmp") -> dict:
+def own_snmp(container: Container, file: str = "snmp") -> dict:
     """{(section, field): value} of the container's /proc/net/<file>, parsed here by hand."""
     lines = open(f"/proc/{pid_of(container)}/net/{file}").read().splitlines()
     out = {}
@@ -69,20 +73,27 @@ def own_snmp(container, file: str = "snmp") -> dict:
     return out
 
 
-def value(e, metric: str, container, **labels) -> float | None:
+def value(e: ExporterProcess, metric: str, container: Container, **labels: object) -> float | None:
     return e.metrics().get_value(metric, container_id=container.id, **labels)
 
 
-def wait_value(e, metric: str, container, **labels) -> float:
+def wait_value(e: ExporterProcess, metric: str, container: Container, **labels: object) -> float:
     """The value once the series exists (the exporter has seen the container)."""
     wait_for(
         lambda: value(e, metric, container, **labels) is not None,
         what=f"{metric} of {container.name}",
     )
-    return value(e, metric, container, **labels)
+    return known(e, metric, container, **labels)
 
 
-def two_on_a_network(containers) -> tuple:
+def known(e: ExporterProcess, metric: str, container: Container, **labels: object) -> float:
+    """The value of a series the exporter serves by now."""
+    v = value(e, metric, container, **labels)
+    assert v is not None, f"no {metric} for {container.name}"
+    return v
+
+
+def two_on_a_network(containers: Containers) -> tuple:
     """A new network and two containers on it."""
     net = containers.network()
     return net, containers.run(network=net.name), containers.run(network=net.name)
@@ -109,7 +120,7 @@ def test_refused_connects_move_attempt_fails_and_resets_sent_by_exactly_n(contai
     before = wait_value(e, fails, client), wait_value(e, resets, server)
     n = 10
     in_netns(client, CONNECT_CLOSED.format(n=n, ip=ip_of(server, net.name)))
-    after = value(e, fails, client), value(e, resets, server)
+    after = known(e, fails, client), known(e, resets, server)
     assert (after[0] - before[0], after[1] - before[1]) == (n, n)
     # every TCP family equals the namespace's own snmp, read before and after the scrape
     for _ in range(10):
@@ -163,7 +174,7 @@ def test_an_overfilled_listen_queue_moves_listen_overflows_and_drops(containers,
     drops = "dockernet_container_tcp_listen_drops_total"
     before = wait_value(e, overflows, c), wait_value(e, drops, c)
     in_netns(c, LISTEN_ZERO)
-    after = value(e, overflows, c), value(e, drops, c)
+    after = known(e, overflows, c), known(e, drops, c)
     assert after[0] > before[0] and after[1] >= after[0]
     own = own_snmp(c, "netstat")
     assert after == (own[("TcpExt", "ListenOverflows")], own[("TcpExt", "ListenDrops")])
@@ -203,16 +214,16 @@ def test_udp_to_a_closed_port_and_a_full_receive_buffer(containers, exporter):
     n = 7
     in_netns(sender, UDP_TO.format(n=n, ip=ip_of(receiver, net.name)))
     got = wait_for(
-        lambda: (value(e, no_ports, receiver, family="ipv4") - before[0] == n) or None,
+        lambda: (known(e, no_ports, receiver, family="ipv4") - before[0] == n) or None,
         what="the receiver's no_ports",
     )
-    assert got and value(e, sent, sender, family="ipv4") - before[1] == n
+    assert got and known(e, sent, sender, family="ipv4") - before[1] == n
     buffer_errors = "dockernet_container_udp_receive_buffer_errors_total"
     in_errors = "dockernet_container_udp_in_errors_total"
     assert wait_value(e, buffer_errors, receiver, family="ipv4") == 0
     in_netns(receiver, UDP_FLOOD)
-    errors = value(e, buffer_errors, receiver, family="ipv4")
-    assert errors > 0 and value(e, in_errors, receiver, family="ipv4") >= errors
+    errors = known(e, buffer_errors, receiver, family="ipv4")
+    assert errors > 0 and known(e, in_errors, receiver, family="ipv4") >= errors
     assert errors == own_snmp(receiver)[("Udp", "RcvbufErrors")]
     assert value(e, "dockernet_container_udp_no_ports_total", receiver, family="ipv6") is not None
 
@@ -265,7 +276,7 @@ def test_shared_namespace_once_host_network_never_and_sockets(containers, export
         text=True,
     )
     try:
-        assert proc.stdout.readline().strip() == "bound"
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "bound"
         assert value(e, "dockernet_container_sockets", owner, protocol="udp", state="inuse") == 3
     finally:
         proc.kill()
@@ -319,7 +330,7 @@ def test_conntrack_entries_of_a_namespace_with_its_own_rules_and_of_a_plain_one(
     entries = "dockernet_container_conntrack_entries"
     assert wait_value(e, entries, plain) == 0
     in_netns(tracked, UDP_TO.format(n=3, ip=ip_of(plain, "bridge")))
-    assert value(e, entries, tracked) >= 1
+    assert known(e, entries, tracked) >= 1
     assert value(e, entries, plain) == 0
     assert value(e, "dockernet_container_conntrack_insert_failed_total", tracked) == 0
     m = e.metrics()
@@ -380,7 +391,7 @@ def test_the_sampler_follows_counters_and_survives_namespaces_vanishing(containe
     doomed = [containers.run() for _ in range(10)]
     for d in doomed:
         wait_value(e, FAILS, d)
-    seen: list[float] = []
+    seen: list[float | None] = []
     watching = threading.Event()
 
     def watch():
@@ -410,7 +421,7 @@ def test_the_sampler_follows_counters_and_survives_namespaces_vanishing(containe
     assert "netstat_sample_failed" not in e.log() and "Traceback" not in e.log()
 
 
-def held_files(e, pid: int) -> list[int]:
+def held_files(e: ExporterProcess, pid: int) -> list[int]:
     """The exporter's descriptors open on the files of /proc/<pid>/net."""
     out = []
     for fd in os.listdir(f"/proc/{e.proc.pid}/fd"):
@@ -474,6 +485,7 @@ class Forced:
         self.observe()
 
     def observe(self) -> None:
+        assert self.sampler is not None
         latest = self.sampler.latest.readings
         for key in self.wanted:
             if key in latest:

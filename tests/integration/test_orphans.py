@@ -8,19 +8,23 @@ import concurrent.futures
 import random
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import requests
 
-from helpers import TEST_IMAGE, parse_metrics, unique, wait_for
+from helpers import TEST_IMAGE, ExporterProcess, Metrics, parse_metrics, unique, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 GRACE = 5.0
 
 
-def flagged(m) -> dict:
+def flagged(m: Metrics) -> dict:
     return {l["veth"]: (l["reason"], l["bridge"]) for l, _ in m.select("dockernet_veth_orphaned")}
 
 
-def container_veth(m, c) -> str:
+def container_veth(m: Metrics, c: Container) -> str:
     (row,) = [l for l, _ in m.select("dockernet_veth_info", container_id=c.id, interface="eth0")]
     return row["veth"]
 
@@ -84,15 +88,14 @@ def test_scope_docker_flags_nothing_of_a_clean_host_and_scope_all_flags_other_to
     all_scope = exporter("--collector.orphans.grace=0s", "--collector.orphans.scope=all")
     own_veths = set()
     for p in (docker_scope, all_scope):
-        m = wait_for(
-            lambda p=p: (
-                (m := p.metrics())
-                and len(m.select("dockernet_veth_info", container_id=owner.id)) == 1
-                and len(m.select("dockernet_veth_info", container_id=mode_containers[1].id)) == 2
-                and m
-            ),
-            what=f"the containers mapped ({p.url})",
-        )
+
+        def mapped(p: ExporterProcess = p) -> Metrics | None:
+            m = p.metrics()
+            owned = len(m.select("dockernet_veth_info", container_id=owner.id)) == 1
+            moded = len(m.select("dockernet_veth_info", container_id=mode_containers[1].id)) == 2
+            return m if owned and moded else None
+
+        m = wait_for(mapped, what=f"the containers mapped ({p.url})")
         own_veths |= {
             l["veth"]
             for c in mode_containers
@@ -123,7 +126,7 @@ class Lifetimes:
         self.lock = threading.Lock()
         self.spans: list[list] = []  # [ifindex, running since, running until (None: still)]
 
-    def started(self, c) -> list:
+    def started(self, c: Container) -> list:
         pid = c.attrs["State"]["Pid"]
         with open(f"/proc/{pid}/root/sys/class/net/eth0/iflink") as f:  # the container's own sysfs
             span = [int(f.read()), time.monotonic(), None]
@@ -151,7 +154,9 @@ def test_churn_never_flags_a_running_container(exporter, containers, hand):
         unique() + "w", unique() + "w", master="docker0"
     )  # must be flagged during the churn
     stop = threading.Event()
-    violations, witnessed, scrapes = [], [], []
+    violations: list[str] = []
+    witnessed: list[bool] = []
+    scrapes: list[float] = []
 
     def scrape_loop():
         while not stop.is_set():

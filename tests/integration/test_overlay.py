@@ -12,9 +12,9 @@ import subprocess
 import time
 
 import pytest
-from swarm_helpers import Cluster, NodeExporter, container_net_dev
+from swarm_helpers import Cluster, Node, NodeExporter, container_net_dev
 
-from helpers import EXPORTER, ip_json, sh, unique, wait_for
+from helpers import EXPORTER, Metrics, ip_json, sh, unique, wait_for
 
 OVERLAY_SUBNET = "198.18.232.0/24"
 GRACE = 1.0
@@ -68,21 +68,21 @@ def node_exporter(swarm):
     p.stop()
 
 
-def tasks(node) -> list[str]:
+def tasks(node: Node) -> list[str]:
     names = node.docker(
         "ps", "--filter", "label=com.docker.swarm.service.name=svc", "--format", "{{.Names}}"
     )
     return names.split()
 
 
-def interfaces(metrics, name: str) -> set[str]:
+def interfaces(metrics: Metrics, name: str) -> set[str]:
     return {
         l["interface"]
         for l, _ in metrics.select("dockernet_container_receive_bytes_total", container_name=name)
     }
 
 
-def addresses(metrics, name: str) -> dict[str, tuple[str, str]]:
+def addresses(metrics: Metrics, name: str) -> dict[str, tuple[str, str]]:
     """interface -> (network, address) of the container's IPv4 address series."""
     return {
         l["interface"]: (l["network"], l["address"])

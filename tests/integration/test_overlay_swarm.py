@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from swarm_helpers import Cluster, NodeExporter, container_net_dev
+from swarm_helpers import Cluster, Node, NodeExporter, container_net_dev
 
-from helpers import unique, wait_for
+from helpers import Metrics, unique, wait_for
 
 SUBNET = "198.18.236.0/24"
 # ip -s link's stats64 keys, by the exporter's counter names.
@@ -50,17 +50,17 @@ def manager_exporter(nodes):
     p.stop()
 
 
-def address(node, container: str) -> str:
+def address(node: Node, container: str) -> str:
     return node.inspect("container", container)["NetworkSettings"]["Networks"]["ov"]["IPAddress"]
 
 
-def overlay_links(node) -> dict:
+def overlay_links(node: Node) -> dict:
     network_id = node.inspect("network", "ov")["Id"]
     out = node.nsenter("ip", "-j", "-s", "-d", "link", netns=node.overlay_netns(network_id))
     return {l["ifname"]: l for l in json.loads(out)}
 
 
-def fdb_destinations(node) -> set[str]:
+def fdb_destinations(node: Node) -> set[str]:
     network_id = node.inspect("network", "ov")["Id"]
     out = node.nsenter(
         "bridge", "-j", "fdb", "show", "dev", "vxlan0", netns=node.overlay_netns(network_id)
@@ -68,14 +68,16 @@ def fdb_destinations(node) -> set[str]:
     return {e["dst"] for e in json.loads(out or "[]") if e.get("dst")}
 
 
-def with_peers(exporter, n: int):
+def with_peers(exporter: NodeExporter, n: int) -> Metrics:
     """The exporter's metrics once it counts n peers on `ov`."""
 
-    def counted():
+    def counted() -> Metrics | None:
         m = exporter.metrics()
         return m if m.get_value("dockernet_overlay_peers", network="ov") == n else None
 
-    return wait_for(counted, 20, what=f"{n} peers")
+    m = wait_for(counted, 20, what=f"{n} peers")
+    assert m is not None
+    return m
 
 
 def test_pings_cross_the_link_as_vxlan_and_the_counters_match_the_kernel(nodes, manager_exporter):

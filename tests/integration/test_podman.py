@@ -5,16 +5,21 @@ once, and a missing socket."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from cri_helpers import CRI_SOCKET, CriPods, cri_ready
-from helpers import sh, wait_for
+from helpers import Metrics, sh, wait_for
 from podman_helpers import PODMAN_SOCKET, host_ifindex
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 PODMAN = f"--podman.host=unix://{PODMAN_SOCKET}"
 
 
-def veths_of(m, c) -> list[dict]:
+def veths_of(m: Metrics, c: Container) -> list[dict]:
     return [l for l, _ in m.select("dockernet_veth_info", container_id=c.id)]
 
 

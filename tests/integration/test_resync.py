@@ -132,7 +132,7 @@ def garbage_cycle() -> weakref.ref:
 
 
 class Node:
-    pass
+    other: Node
 
 
 def test_next_resync_collects_cycles_kept_by_the_freeze(daemon):

@@ -291,6 +291,7 @@ CASES.update(overlay_cases(series))
 
 def minutes(duration: str) -> int:
     m = re.fullmatch(r"(\d+)([mh])", duration)
+    assert m, duration
     return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
 
 

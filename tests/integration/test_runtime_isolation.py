@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -16,41 +19,48 @@ from fake_runtimes import GARBAGE, FakeCri, FakeEngine, task_start, version_answ
 from bench.cri_pods import sandbox_config
 from cri_helpers import CRI_SOCKET, CriPods, Pod
 from exporter.sources.runtimes.proto import cri_pb2 as pb
-from helpers import wait_for
+from helpers import ExporterProcess, Metrics, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 pods = test_cri.pods  # the fixture: the test containerd's pods of one test
 SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
 
 
-def served(e, *wanted) -> object:
+def served(e: ExporterProcess, *wanted: Container) -> Metrics | None:
     """The metrics once every Docker container is served, else None."""
     m = e.metrics()
     ok = all(m.select("dockernet_container_info", container_id=c.id) for c in wanted)
     return m if ok else None
 
 
-def runtime_up(m, runtime: str) -> float | None:
+def runtime_up(m: Metrics, runtime: str) -> float | None:
     return m.get_value("dockernet_runtime_up", runtime=runtime)
 
 
-def no_traceback(e) -> None:
+def no_traceback(e: ExporterProcess) -> None:
     log = e.log()
     assert "Traceback" not in log and "Exception in thread" not in log, log
 
 
-def healthy(e) -> bool:
+def healthy(e: ExporterProcess) -> bool:
     return requests.get(e.url + "/healthz", timeout=2).status_code == 200
 
 
 class Counted:
     """A stream answer that counts its subscriptions."""
 
-    def __init__(self, messages) -> None:
+    def __init__(self, messages: Callable[[], Iterator[bytes]]) -> None:
         self.calls, self.messages = 0, messages
 
     def __call__(self):
         self.calls += 1
         return self.messages()
+
+
+class GarbageCri(FakeCri):
+    subscribed: Counted
 
 
 @pytest.fixture
@@ -61,8 +71,9 @@ def garbage_cri(tmp_path):
     subscribed = Counted(garbage)
     answers = {"Version": lambda _r: version_answer()}
     answers |= {m: lambda _r: GARBAGE for m in ("ListPodSandbox", "ListContainers")}
-    cri = FakeCri(str(tmp_path / "cri.sock"), answers, {SUBSCRIBE: subscribed}).start()
+    cri = GarbageCri(str(tmp_path / "cri.sock"), answers, {SUBSCRIBE: subscribed})
     cri.subscribed = subscribed
+    cri.start()
     yield cri
     cri.stop()
 
@@ -162,13 +173,15 @@ def test_a_pod_whose_label_is_not_utf8_is_left_out_alone(containers, exporter, p
     c = containers.run()
     e = exporter(f"--cri.endpoint={CRI_SOCKET}", "--collector.orphans.grace=3s")
     m = wait_for(
-        lambda: (m := served(e, c)) and m.select("dockernet_pod_info", pod=live.name) and m,
+        lambda: (
+            m if (m := served(e, c)) and m.select("dockernet_pod_info", pod=live.name) else None
+        ),
         timeout=10,
         what="the Docker container and the good pod served",
     )
     later = pods.run()
     m = wait_for(
-        lambda: (m := e.metrics()) and m.select("dockernet_pod_info", pod=later.name) and m,
+        lambda: m if (m := e.metrics()).select("dockernet_pod_info", pod=later.name) else None,
         timeout=5,
         what="a pod made later served",
     )
@@ -222,7 +235,7 @@ def test_a_hung_sandbox_status_delays_no_docker_container(containers, exporter, 
     for _ in range(2):
         c = containers.run()  # returns once the container runs
         started = time.monotonic()
-        wait_for(lambda c=c: served(e, c), timeout=3, interval=0.05, what="the container served")
+        wait_for(partial(served, e, c), timeout=3, interval=0.05, what="the container served")
         assert time.monotonic() - started < 3
     assert runtime_up(e.metrics(), "docker") == 1
     assert healthy(e)
@@ -266,7 +279,7 @@ def test_resyncs_go_on_while_a_runtime_reports_an_object_badly(containers, expor
     e = exporter(f"--podman.host=unix://{engine.path}", "--resync.interval=1s")
     resyncs = 'dockernet_resyncs_total{source="all",reason="periodic"}'
 
-    def periodic(m) -> float:
+    def periodic(m: Metrics) -> float:
         return m.get_value("dockernet_resyncs_total", source="all", reason="periodic") or 0
 
     wait_for(lambda: periodic(e.metrics()) >= 3, timeout=10, what=f"{resyncs} >= 3")

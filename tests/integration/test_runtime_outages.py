@@ -9,13 +9,17 @@ import signal
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 import test_cri
 
 from cri_helpers import CRI_SOCKET, restart_containerd
-from helpers import DockerSocketProxy, ExporterProcess, wait_for
+from helpers import DockerSocketProxy, ExporterProcess, Metrics, wait_for
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
 
 pods = test_cri.pods  # the fixture: the test containerd's pods of one test
 CRI = f"--cri.endpoint={CRI_SOCKET}"
@@ -29,11 +33,11 @@ def proxy(tmp_path):
     p.stop()
 
 
-def runtime_up(e, runtime: str) -> float | None:
+def runtime_up(e: ExporterProcess, runtime: str) -> float | None:
     return e.metrics().get_value("dockernet_runtime_up", runtime=runtime)
 
 
-def interfaces_of(metrics, container) -> list:
+def interfaces_of(metrics: Metrics, container: Container) -> list:
     return metrics.select("dockernet_veth_info", container_id=container.id)
 
 

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING, Any
 
 import bcrypt
 import pytest
@@ -26,9 +27,16 @@ from helpers import (
     Hand,
     free_port,
     ip_json,
+    printed,
     unique,
     wait_for,
 )
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+    from selenium.webdriver import Chrome
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.remote.webelement import WebElement
 
 XSS_PROJECT = "<img src=x onerror=alert(1)>"
 XSS_SERVICE = "<img src=x onerror=window.pwned=1>"
@@ -68,7 +76,7 @@ def scene(docker_client):
         made.cleanup()
 
 
-def topology(exporter: ExporterProcess, **kw) -> dict:
+def topology(exporter: ExporterProcess, **kw: Any) -> dict:
     r = requests.get(exporter.url + "/topology.json", timeout=10, **kw)
     r.raise_for_status()
     return r.json()
@@ -89,7 +97,7 @@ def wait_shown(exporter: ExporterProcess, containers: dict) -> dict:
     )
 
 
-def ground_truth(container) -> list[dict]:
+def ground_truth(container: Container) -> list[dict]:
     """Each interface of the container as the kernel and Docker say: its name, MAC, address and
     network (docker inspect), the host veth it pairs with and that veth's bridge (ip -j link)."""
     links = {l["ifindex"]: l for l in ip_json("link")}
@@ -105,7 +113,7 @@ def ground_truth(container) -> list[dict]:
         )
         if r.exit_code != 0:
             continue
-        iflink, mac = r.output.decode().split()
+        iflink, mac = printed(r).split()
         network, settings = by_mac[mac]
         veth = links[int(iflink)]
         out.append(
@@ -252,11 +260,11 @@ def browser():
     profile.cleanup()
 
 
-def console_errors(driver) -> list:
+def console_errors(driver: Chrome) -> list:
     return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
-def pair_of(driver, veth: str):
+def pair_of(driver: WebDriver, veth: str) -> WebElement:
     from selenium.webdriver.common.by import By
 
     (pair,) = driver.find_elements(By.CSS_SELECTOR, f'.pair[data-veth="{veth}"]')
@@ -288,7 +296,9 @@ def test_page_draws_every_container_beside_its_veth(scene, browser):
         in pair_of(browser, ground_truth(scene["containers"]["both"])[0]["veth"]).text
     )
     orphan = pair_of(browser, scene["orphan"])
-    assert "orphan" in orphan.get_attribute("class").split() and "peer_in_host" in orphan.text
+    assert (
+        "orphan" in (orphan.get_attribute("class") or "").split() and "peer_in_host" in orphan.text
+    )
     hostnet = browser.find_element(By.CSS_SELECTOR, ".apart.hostnet")
     assert scene["containers"]["hostnet"].name in hostnet.text
     assert (
@@ -297,7 +307,7 @@ def test_page_draws_every_container_beside_its_veth(scene, browser):
     assert console_errors(browser) == []
 
 
-def drawn_now(driver, selector: str) -> tuple[int, list[str]]:
+def drawn_now(driver: WebDriver, selector: str) -> tuple[int, list[str]]:
     """How many elements match, and the data-veth of those drawn: read in one script run, so that
     the page's refresh cannot swap its body between two reads (other tests' veths on this host
     change the revision at any time)."""
@@ -309,7 +319,7 @@ def drawn_now(driver, selector: str) -> tuple[int, list[str]]:
     )
 
 
-def visible_pairs(driver) -> set:
+def visible_pairs(driver: WebDriver) -> set:
     return set(drawn_now(driver, ".pair")[1])
 
 

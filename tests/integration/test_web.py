@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -88,7 +89,7 @@ def make_cert(d: Path, name: str, ca: str, san: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ca signs server and client; rogue-ca signs rogue-client."""
     d = tmp_path_factory.mktemp("pki")
     make_ca(d, "ca")
@@ -155,7 +156,13 @@ def plain(docker_client):
     p.stop()
 
 
-def get(p: ExporterProcess, pki: Path, path: str = "/metrics", auth=("prometheus", PASSWORD), **kw):
+def get(
+    p: ExporterProcess,
+    pki: Path,
+    path: str = "/metrics",
+    auth: tuple[str, str] | None = ("prometheus", PASSWORD),
+    **kw: Any,
+) -> requests.Response:
     return requests.get(p.url + path, verify=str(pki / "ca.crt"), auth=auth, timeout=10, **kw)
 
 
@@ -370,7 +377,7 @@ def test_missing_web_config_file(tmp_path):
 # -- robustness ------------------------------------------------------------
 
 
-def timed_get(url: str, **kw) -> float:
+def timed_get(url: str, **kw: Any) -> float:
     t0 = time.monotonic()
     r = requests.get(url, timeout=30, **kw)
     assert r.status_code == 200

@@ -12,6 +12,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -50,7 +51,7 @@ def closed_by_peer(s: socket.socket) -> bool:
         return True
 
 
-def scrape_seconds(url: str, **kw) -> float:
+def scrape_seconds(url: str, **kw: Any) -> float:
     t0 = time.monotonic()
     r = requests.get(url, timeout=10, **kw)
     assert r.status_code == 200

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from recorded import recorded_state
@@ -84,10 +85,10 @@ def golden_state() -> HostState:
     return state
 
 
-def link_stats(ifindexes) -> dict[int, Counters]:
+def link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
     """The host veths' counters as the scene has them (the containers and pods collectors' read)."""
     rows = {int(i): tuple(row) for i, row in _scene()["link_stats"].items()}
-    return {i: rows[i] for i in ifindexes if i in rows}  # type: ignore[misc]
+    return {i: rows[i] for i in ifindexes if i in rows}
 
 
 def proc_root(state: HostState, root: Path) -> Path:

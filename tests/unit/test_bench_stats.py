@@ -9,16 +9,18 @@ import resource
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def load(name: str):
+def load(name: str) -> ModuleType:
     """bench/ is run as `python -m bench` from the checkout, not installed: load a module of it that
     imports nothing of bench by path."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None  # a .py file has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

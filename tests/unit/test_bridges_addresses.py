@@ -70,6 +70,7 @@ def test_addresses_come_from_the_container_namespace_by_ifindex():
     state = recorded_state()
     t2 = by_name()["t2"]
     nsid = next(c.nsid for c in state.containers.values() if c.id == t2["Id"])
+    assert nsid is not None
     eth = {l.name: l.ifindex for l in state.netns_links[nsid].values()}
     state.netns_addresses[nsid] = (
         Address(1, "ipv4", "127.0.0.1", 8),

@@ -92,7 +92,7 @@ def test_no_change_no_event_and_gaps_are_summed_up():
     ]
 
 
-def container_event(kind: int, container_id: str, sandbox_id: str = "") -> bytes:
+def container_event(kind: pb.ContainerEventType, container_id: str, sandbox_id: str = "") -> bytes:
     msg = pb.ContainerEventResponse(
         container_id=container_id,
         container_event_type=kind,

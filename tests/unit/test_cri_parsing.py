@@ -8,6 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,12 +21,15 @@ from exporter.sources.runtimes.proto import events_pb2
 from exporter.sources.runtimes.workloads import Effect
 
 
-def sandbox_status(state=0, network_mode=0, info=None) -> bytes:
-    options = pb.NamespaceOption(network=network_mode, pid=pb.CONTAINER)
+def sandbox_status(
+    state: int = 0, network_mode: int = 0, info: dict[str, object] | None = None
+) -> bytes:
+    # protobuf takes an int for an enum field; the generated stubs want the enum type.
+    options = pb.NamespaceOption(network=network_mode, pid=pb.CONTAINER)  # type: ignore[arg-type]
     status = pb.PodSandboxStatus(
         id="sb1",
         metadata=pb.PodSandboxMetadata(name="web", uid="uid-1", namespace="shop", attempt=1),
-        state=state,
+        state=state,  # type: ignore[arg-type]  # an int, as above
         linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=options)),
         labels={"io.kubernetes.pod.name": "web"},
     )
@@ -130,7 +134,9 @@ def test_envelope():
     )
 
 
-def sandbox(ready=True, netns="/var/run/netns/cni-1", host=False) -> cri_api.Sandbox:
+def sandbox(
+    ready: bool = True, netns: str = "/var/run/netns/cni-1", host: bool = False
+) -> cri_api.Sandbox:
     return cri_api.Sandbox("sb1", "web", "shop", "u1", ready, host, 42, netns)
 
 
@@ -180,7 +186,7 @@ def test_target_of_an_endpoint():
     assert cri_api.target("unix:///run/x.sock") == "unix:///run/x.sock"
 
 
-def args(**kw) -> argparse.Namespace:
+def args(**kw: Any) -> argparse.Namespace:
     base = {
         "docker_host": None,
         "docker_timeout": 1.0,
@@ -228,7 +234,7 @@ def test_no_cri_modules_without_a_socket(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
-CNI_RESULT = {
+CNI_RESULT: dict[str, Any] = {
     "kind": "cniCacheV1",
     "containerId": "sb1",
     "ifName": "eth0",

@@ -139,7 +139,7 @@ def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasour
     assert provider["type"] == "file" and provider["options"]["path"]
 
 
-def differences(ours, theirs, path: str = "") -> list:
+def differences(ours: object, theirs: object, path: str = "") -> list:
     """Paths of ours that theirs lacks or holds another value for."""
     if isinstance(ours, dict):
         return [

@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -40,10 +42,12 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.server.connections += 1
 
-    def log_message(self, format, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def send(self, status: int, body: bytes, ctype: str = "application/json", **headers) -> None:
+    def send(
+        self, status: int, body: bytes, ctype: str = "application/json", **headers: str
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -124,7 +128,7 @@ class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.release = threading.Event()
         super().__init__(path, Handler)
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that hang up (closed streams, timeouts) are what these tests do
 
 
@@ -425,11 +429,11 @@ def test_no_proxy_is_ever_used(api, monkeypatch, engine):
 # --- TLS as the docker CLI does it (DOCKER_TLS_VERIFY + DOCKER_CERT_PATH) ------------------
 
 
-def openssl(cwd, *args: str) -> None:
+def openssl(cwd: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_certs(d) -> None:
+def make_certs(d: Path) -> None:
     """A CA, a server certificate for localhost, and the client's cert.pem/key.pem."""
     new_key = ["-newkey", "rsa:2048", "-nodes"]
     ca = ["-days", "1", "-subj", "/CN=test-ca", "-keyout", "ca-key.pem", "-out", "ca.pem"]

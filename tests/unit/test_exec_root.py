@@ -6,14 +6,16 @@ from __future__ import annotations
 from exporter.app import flags, runtimes
 from exporter.sources.kernel.netlink import Netlink
 from exporter.sources.kernel.procfs import Procfs
+from exporter.sources.runtimes.docker import DockerSource
 from exporter.state.loader import DOCKER_NETNS_DIR, NAMED_NETNS_DIR, StateLoader
 
 
-def docker_source(*argv: str):
+def docker_source(*argv: str) -> DockerSource:
     p = flags.Parser()
     flags.add_source_flags(p)
     args = p.parse_args(["--podman.host=", "--cri.endpoint=", *argv])
     (source,) = runtimes.from_args(args)
+    assert isinstance(source, DockerSource)
     return source
 
 

@@ -4,11 +4,13 @@ tells the state loop. The backoff's waits are recorded, never slept."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+
 import pytest
 
-from exporter.core.model import Workload
+from exporter.core.model import Network, Workload
 from exporter.sources.runtimes.workloads import Effect, SourceUnavailable, WorkloadEvent
-from exporter.state.changes import RuntimeDown, RuntimeEvent, RuntimeListed
+from exporter.state.changes import Change, RuntimeDown, RuntimeEvent, RuntimeListed
 from exporter.state.follow import BACKOFF_MAX, BACKOFF_MIN, Follower
 
 STARTED = WorkloadEvent("start", Effect.CHANGED, "c1")
@@ -18,34 +20,40 @@ class Scripted:
     """A source whose streams, listings and look-ups do what the test says."""
 
     runtime, address, timeout = "fake", "fake://", 1.0
-    event_actions = ("start",)
+    has_pods, events_mode, netns_dir = False, "stream", ""
+    event_actions: tuple[str, ...] = ("start",)
 
-    def __init__(self, streams=(), workloads=(), lookup=None) -> None:
+    def __init__(
+        self,
+        streams: Iterable[tuple[list[WorkloadEvent], Exception | None]] = (),
+        workloads: Sequence[Workload] | Exception = (),
+        lookup: Workload | Exception | None = None,
+    ) -> None:
         self.streams = list(streams)  # each: a list of events, then an exception or None
         self._workloads, self.lookup = workloads, lookup
         self.pinged = True
 
-    def events(self, since=None):
+    def events(self, since: float | None = None) -> Iterator[WorkloadEvent]:
         items, error = self.streams.pop(0) if self.streams else ([], ValueError("garbage"))
 
-        def stream():
+        def stream() -> Iterator[WorkloadEvent]:
             yield from items
             if error is not None:
                 raise error
 
         return stream()
 
-    def workloads(self):
+    def workloads(self) -> list[Workload]:
         if isinstance(self._workloads, Exception):
             raise self._workloads
         return list(self._workloads)
 
-    def workload(self, workload_id):
+    def workload(self, workload_id: str) -> Workload | None:
         if isinstance(self.lookup, Exception):
             raise self.lookup
         return self.lookup
 
-    def networks(self):
+    def networks(self) -> list[Network]:
         return []
 
     def close_events(self) -> None: ...
@@ -86,13 +94,16 @@ def test_a_stream_that_delivered_an_item_retries_at_the_shortest_backoff():
 
 
 def test_reopening_after_a_gap_asks_for_a_listing():
-    streams = [([], SourceUnavailable("gone")), ([], SourceUnavailable("gone"))]
+    streams: list[tuple[list[WorkloadEvent], Exception | None]] = [
+        ([], SourceUnavailable("gone")),
+        ([], SourceUnavailable("gone")),
+    ]
     f, _, _ = follow(Scripted(streams), retries=2)
     assert f._listing == "reconnect"
 
 
 def test_a_ping_after_a_failed_one_wakes_the_stream_at_once():
-    f = Follower(Scripted(), [].append)
+    f = Follower(Scripted(), list[Change]().append)
     f._ping_answered()
     assert not f._wake.is_set(), "a runtime that kept answering pings keeps its backoff"
     f._ping_failed = True
@@ -102,17 +113,17 @@ def test_a_ping_after_a_failed_one_wakes_the_stream_at_once():
 
 
 def test_a_ping_back_while_the_stream_stayed_open_asks_for_a_listing():
-    f = Follower(Scripted(), [].append)
+    f = Follower(Scripted(), list[Change]().append)
     f._followed, f._ping_failed = True, True
     f._ping_answered()
     assert f._listing == "reconnect" and not f._wake.is_set()
 
 
 def test_the_queue_overflows_into_one_listing():
-    f = Follower(Scripted(), [].append, queue_max=3)
+    f = Follower(Scripted(), list[Change]().append, queue_max=3)
     for _ in range(3):
         f._enqueue(STARTED)
-    assert len(f._events) == 3 and not f._listing
+    assert len(f._events) == 3 and f._listing == ""
     f._enqueue(STARTED)
     assert not f._events and f._listing == "overflow"
     assert f._next() == "overflow"

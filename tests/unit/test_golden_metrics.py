@@ -75,7 +75,12 @@ def enabled(root: Path) -> list[Collector]:
     return found
 
 
-def scrape(tmp_path: Path, monkeypatch, failing: str = "", error: Exception | None = None) -> str:
+def scrape(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str = "",
+    error: Exception | None = None,
+) -> str:
     """One scrape, masked, by a Scraper of the daemon the flags build (never started) whose
     snapshot is the scene's; the collector named ``failing`` raises ``error``."""
     state = golden_state()

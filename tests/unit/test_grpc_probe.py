@@ -31,8 +31,8 @@ def test_a_reply_cut_anywhere_decides_nothing_until_its_deciding_frame_is_whole(
 
 
 def test_a_refused_stream_or_a_closed_connection_is_said():
-    assert "refused" in g.verdict([(g.RST_STREAM, 0, 1, b"\0\0\0\x07")], METHOD)
-    assert "closed the connection" in g.verdict([(g.GOAWAY, 0, 0, bytes(8))], METHOD)
+    assert "refused" in (g.verdict([(g.RST_STREAM, 0, 1, b"\0\0\0\x07")], METHOD) or "")
+    assert "closed the connection" in (g.verdict([(g.GOAWAY, 0, 0, bytes(8))], METHOD) or "")
     assert g.verdict([(g.DATA, 0, 3, b"x"), (g.HEADERS, g.END_STREAM, 3, b"")], METHOD) == ""
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import TYPE_CHECKING, cast
 
 from exporter.core.model import HostState, Link
 from exporter.sources.kernel import link_monitor
 from exporter.sources.kernel import netlink as nl
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.loader import StateLoader
+
+if TYPE_CHECKING:
+    from exporter.sources.kernel.netlink import Netlink
 
 
 def message(msg_type: int, family: int, ifindex: int, *attrs: bytes) -> bytes:
@@ -65,8 +69,13 @@ def test_bridge_port_messages_carry_only_the_port_state():
     ]
 
 
+def link_reader() -> StateLoader:
+    """A reader that applies link changes only: no socket, no runtime."""
+    return StateLoader(cast("Netlink", None), (), Procfs())
+
+
 def test_port_state_updates_the_known_port_and_keeps_its_kind():
-    reader = StateLoader(None, None, Procfs())
+    reader = link_reader()
     state = HostState(
         links={12: Link(12, "dnx-p", kind="veth", master=5, peer_ifindex=11, port_state=0)}
     )
@@ -82,7 +91,7 @@ def test_port_state_updates_the_known_port_and_keeps_its_kind():
 
 def test_first_end_of_a_new_pair_learns_its_peer():
     # The kernel announces the first end before the second exists, without IFLA_LINK.
-    reader = StateLoader(None, None, Procfs())
+    reader = link_reader()
     state = HostState()
     reader.apply_link(state, "add", Link(20, "dnx-b", kind="veth"))
     reader.apply_link(state, "add", Link(21, "dnx-a", kind="veth", peer_ifindex=20))

@@ -6,6 +6,7 @@ import random
 import re
 import string
 import unicodedata
+from collections.abc import Iterator
 
 from exporter.core.names import interface_name
 
@@ -70,7 +71,7 @@ FRAGMENTS = [
 ]
 
 
-def random_names(rng: random.Random, count: int):
+def random_names(rng: random.Random, count: int) -> Iterator[bytes]:
     for _ in range(count):
         if rng.random() < 0.5:
             yield bytes(rng.randrange(256) for _ in range(rng.randrange(16)))

@@ -6,14 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
 from exporter.core import topology
-from exporter.core.model import HostState
+from exporter.core.model import HostState, Workload
 from exporter.metrics.collectors.nat import NatCollector
-from exporter.metrics.exposition import render
+from exporter.metrics.exposition import Family, render
 from exporter.sources.firewall.iptables_save import parse_iptables_save
 from exporter.sources.firewall.netfilter import NetfilterUnavailable
 from exporter.sources.firewall.nft_json import parse_nft_json
@@ -40,11 +41,13 @@ class Recorded:
     def reads(self) -> int:
         return len(self.log)
 
-    def read(self, families=(IPV4, IPV6), deadline=None) -> list:
+    def read(self, families: Iterable[str] = (IPV4, IPV6), deadline: float | None = None) -> list:
         self.log.append(("all", set(families)))
         return self.rulesets
 
-    def read_backend(self, name: str, families, deadline=None) -> Ruleset:
+    def read_backend(
+        self, name: str, families: Iterable[str], deadline: float | None = None
+    ) -> Ruleset:
         self.log.append((name, set(families)))
         for r in self.rulesets:
             if r.backend == name:
@@ -52,7 +55,7 @@ class Recorded:
         raise NetfilterUnavailable(f"{name}-save not found in PATH")
 
 
-def recorded_snapshot(skip: int = 0, extra: list = ()) -> topology.Snapshot:
+def recorded_snapshot(skip: int = 0, extra: Sequence[Workload] = ()) -> topology.Snapshot:
     containers = [
         parse_container(d) for d in json.loads((FIXTURES / "docker20-containers.json").read_text())
     ][skip:]
@@ -254,7 +257,7 @@ class Held(Recorded):
         super().__init__(*rulesets)
         self.started, self.release, self.error = threading.Event(), threading.Event(), error
 
-    def read(self, families=(IPV4, IPV6), deadline=None) -> list:
+    def read(self, families: Iterable[str] = (IPV4, IPV6), deadline: float | None = None) -> list:
         self.started.set()
         assert self.release.wait(10)
         if self.error is not None:
@@ -264,7 +267,7 @@ class Held(Recorded):
 
 
 def scrape_while_held(
-    collector: NatCollector, source: Held, monkeypatch, followers: int = 3
+    collector: NatCollector, source: Held, monkeypatch: pytest.MonkeyPatch, followers: int = 3
 ) -> list:
     """One scrape starts a read and is held in it; ``followers`` more arrive and wait for the
     read in flight; then it is released. Each scrape's families, or the exception it raised."""
@@ -276,7 +279,8 @@ def scrape_while_held(
         return wait(self, deadline)
 
     monkeypatch.setattr(SharedRead, "wait", counted_wait)
-    snap, results = recorded_snapshot(), []
+    snap = recorded_snapshot()
+    results: list[list[Family] | Exception] = []
 
     def scrape():
         try:

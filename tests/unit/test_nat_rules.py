@@ -31,6 +31,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nat"
 _spec = importlib.util.spec_from_file_location(
     "bench_nattext", Path(__file__).resolve().parents[2] / "bench" / "nattext.py"
 )
+assert _spec is not None and _spec.loader is not None  # a .py file has a source loader
 nattext = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(nattext)
 
@@ -47,7 +48,7 @@ def docker20() -> tuple[Ruleset, list[Workload], list[Network]]:
     return ruleset, containers, networks
 
 
-def statuses(containers, ruleset) -> dict:
+def statuses(containers: list[Workload], ruleset: Ruleset) -> dict:
     return {
         (p.container.name, p.binding.protocol, p.binding.host_ip, p.binding.host_port): p
         for p in port_statuses(containers, ruleset)

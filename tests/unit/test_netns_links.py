@@ -31,7 +31,7 @@ def test_gone_or_restarted_containers_lose_their_links():
         Entry("web", "w" * 64, "web", "/proc/10/ns/net"),
         Entry("db", "d" * 64, "db", "/proc/11/ns/net"),
     ]
-    on_disk = {"web": "/proc/10/ns/net", "db": "/proc/11/ns/net"}
+    on_disk: dict[str, str | None] = {"web": "/proc/10/ns/net", "db": "/proc/11/ns/net"}
     remove, keep, create, _ = plan(record, [c("web", 20)], on_disk)  # web restarted, db gone
     assert {e.name for e in remove} == {"web", "db"}
     assert keep == [] and [(e.name, e.target) for e in create] == [("web", "/proc/20/ns/net")]
@@ -40,7 +40,7 @@ def test_gone_or_restarted_containers_lose_their_links():
 def test_foreign_names_are_never_touched():
     record = [Entry("web", "w" * 64, "web", "/proc/10/ns/net")]
     # Someone replaced our link with a namespace of `ip netns add`; another name is taken too.
-    on_disk = {"web": None, "db": None}
+    on_disk: dict[str, str | None] = {"web": None, "db": None}
     remove, keep, create, skipped = plan(record, [c("db", 11)], on_disk)
     assert remove == [] and keep == []
     assert [(e.name, e.container_id) for e in create] == [

@@ -38,7 +38,7 @@ def child():
             text=True,
         )
         procs.append(p)
-        assert p.stdout.readline() == "in\n"
+        assert p.stdout is not None and p.stdout.readline() == "in\n"
         return p
 
     yield start

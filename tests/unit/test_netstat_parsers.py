@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,6 +26,9 @@ from exporter.metrics.collectors.netstat_fields import (
 )
 from exporter.sources.kernel import netstat
 from exporter.sources.kernel.procfs import Procfs
+
+if TYPE_CHECKING:
+    from exporter.metrics.exposition import Family
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "netstat"
 ON_DISK = {name: name.replace("/", "_") for name in netstat.FILES}  # stat/nf_conntrack
@@ -112,7 +117,7 @@ def snapshot(*views: WorkloadView) -> Snapshot:
     return Snapshot(views, (), (), {}, {}, {"docker": True})
 
 
-def samples(families) -> dict:
+def samples(families: Iterable[Family]) -> dict:
     return {(f.name, ls): v for f in families for ls, v in f.samples}
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from test_netstat_parsers import ALL, procfs_tree, recorded, samples, snapshot, view
 
@@ -20,7 +22,7 @@ WANTED = {"snmp": {"Tcp": ["ActiveOpens"]}, "sockstat": {"TCP": ["inuse"]}}
 OPENS = "dockernet_container_tcp_active_opens_total"
 
 
-def opens(tmp_path, pid: int, n: int) -> None:
+def opens(tmp_path: Path, pid: int, n: int) -> None:
     """Make the recorded snmp of `pid` say ActiveOpens n."""
     text = recorded("snmp").decode().splitlines()
     at = next(i for i, line in enumerate(text) if line.startswith("Tcp:"))  # its header line
@@ -30,11 +32,14 @@ def opens(tmp_path, pid: int, n: int) -> None:
     (tmp_path / str(pid) / "net" / "snmp").write_text("\n".join(text) + "\n")
 
 
-def active_opens(reading) -> int:
+def active_opens(reading: netstat.Reading | None) -> int:
+    assert reading is not None
     return reading.values["snmp"][("Tcp", "ActiveOpens")]
 
 
-def sampler(tmp_path, topology: list, reader=None) -> netstat.Sampler:
+def sampler(
+    tmp_path: Path, topology: list, reader: netstat.NamespaceReader | None = None
+) -> netstat.Sampler:
     """A sampler of the namespaces topology[-1] names (a new topology: append a new dict)."""
     reader = reader or netstat.NamespaceReader(str(tmp_path), WANTED)
     return netstat.Sampler(reader, lambda: topology[-1], 60.0)
@@ -129,7 +134,7 @@ def test_a_check_stops_when_a_pass_falls_due(tmp_path):
     assert s.latest.readings.keys() == {"a", "b"}
 
 
-def wait_until(predicate, timeout: float = 30.0):
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -177,6 +182,7 @@ def test_the_collector_serves_the_sample_for_the_snapshot_owners_only(tmp_path):
         c.stop()
     alpha_opens = (OPENS, '{container_id="' + "a" * 64 + '",container_name="alpha"}')
     assert first[alpha_opens] == again[alpha_opens] == after[alpha_opens] == 3
+    assert c.sampler is not None
     assert c.sampler.latest.readings.keys() == {(10, None), (20, None)}
     assert [k for k in first if "beta" in k[1]] and not [k for k in after if "beta" in k[1]]
     assert first["dockernet_netstat_sample_namespaces", ""] == 2

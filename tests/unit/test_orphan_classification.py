@@ -3,12 +3,17 @@ synthetic hosts (the recorded host has no orphan: checked too)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from recorded import recorded_state
 
 from exporter.core import orphan_rules, topology
 from exporter.core.model import Endpoint, HostState, Link, Network, Workload
 from exporter.metrics.collectors.orphans import OrphansCollector
 from exporter.metrics.exposition import render
+
+# What HostState.netns_files holds: path -> (inode, nsid or None).
+NetnsFiles = dict[str, tuple[int, int | None]]
 
 DOCKER0 = Link(5, "docker0", kind="bridge")
 OTHER_BR = Link(6, "dnx-br", kind="bridge")
@@ -19,7 +24,13 @@ USER_NET = Network("n2", "backend", "bridge", bridge="br-n2")
 MAC = "02:42:c6:12:00:02"
 
 
-def host(*links: Link, containers=(), netns=None, files=None, docker_up: bool = True) -> HostState:
+def host(
+    *links: Link,
+    containers: Iterable[Workload] = (),
+    netns: dict[int, list[Link]] | None = None,
+    files: NetnsFiles | None = None,
+    docker_up: bool = True,
+) -> HostState:
     return HostState(
         links={l.ifindex: l for l in (DOCKER0, OTHER_BR, Link(7, "br-n2", kind="bridge")) + links},
         containers={c.id: c for c in containers},
@@ -43,7 +54,7 @@ def container(cid: str, nsid: int, network: Network = BRIDGE_NET, mac: str = MAC
     )
 
 
-def veth(ifindex: int, name: str, peer: int, nsid=None, master: int = 0) -> Link:
+def veth(ifindex: int, name: str, peer: int, nsid: int | None = None, master: int = 0) -> Link:
     return Link(ifindex, name, kind="veth", master=master, peer_ifindex=peer, peer_netnsid=nsid)
 
 
@@ -96,7 +107,7 @@ def test_namespace_without_container():
     # Docker's own namespace file makes an unplugged one Docker's.
     loose = veth(10, "vethaaaaaaa", 2, nsid=3)
     assert suspects(host(loose)) == {"vethaaaaaaa": ("netns_without_container", False)}
-    docker_file = {"/var/run/docker/netns/0123456789ab": (4026532999, 3)}
+    docker_file: NetnsFiles = {"/var/run/docker/netns/0123456789ab": (4026532999, 3)}
     assert suspects(host(loose, files=docker_file)) == {
         "vethaaaaaaa": ("netns_without_container", True)
     }
@@ -104,7 +115,7 @@ def test_namespace_without_container():
 
 def test_dockers_own_namespaces_without_container_are_no_suspects():
     # Swarm's ingress sandbox has a veth on docker_gwbridge and never a container.
-    files = {
+    files: NetnsFiles = {
         "/var/run/docker/netns/ingress_sbox": (4026532997, 3),
         "/var/run/docker/netns/lb_x1y2z3": (4026532996, 4),
     }
@@ -117,7 +128,7 @@ def test_dockers_own_namespaces_without_container_are_no_suspects():
 
 
 def test_namespace_of_ip_netns_add_is_out_of_docker_scope_even_on_docker0():
-    files = {"/var/run/netns/dnx-ns": (4026532998, 3)}
+    files: NetnsFiles = {"/var/run/netns/dnx-ns": (4026532998, 3)}
     state = host(veth(10, "dnx-h", 2, nsid=3, master=5), files=files)
     assert suspects(state) == {"dnx-h": ("netns_without_container", False)}
 
@@ -185,7 +196,7 @@ def test_without_docker_only_pairs_left_in_the_host_are_suspects():
     assert suspects(state) == {"dnx-a": ("peer_in_host", True), "dnx-b": ("peer_in_host", True)}
 
 
-def _suspects_of(state: HostState):
+def _suspects_of(state: HostState) -> tuple[orphan_rules.Suspect, ...]:
     return topology.build(state).suspects
 
 
@@ -232,7 +243,7 @@ def test_collector_renders_each_orphan_and_every_reason_count():
 
 
 def test_netns_kinds_from_files():
-    files = {
+    files: NetnsFiles = {
         "/var/run/docker/netns/0123456789ab": (1, 4),
         "/var/run/netns/x": (2, 5),
         "/var/run/netns/y": (3, None),

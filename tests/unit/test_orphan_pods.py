@@ -8,7 +8,7 @@ import dataclasses
 from test_orphan_classification import host, veth
 
 from exporter.core import topology
-from exporter.core.model import PodRef
+from exporter.core.model import HostState, PodRef
 from exporter.metrics.collectors.orphans import OrphansCollector
 from exporter.metrics.exposition import render
 
@@ -18,7 +18,7 @@ OTHER = "/var/run/netns/cni-0b4d5d36-9a53-2f7c-1cb9-0ad2a2a3f4a1"
 POD = PodRef("shop", "web-7d4b9c")
 
 
-def leaked_host(cni_pods: dict):
+def leaked_host(cni_pods: dict) -> HostState:
     state = host(
         veth(10, "vethc2038853", 2, nsid=3, master=CNI_BR),
         veth(11, "veth0b4d5d36", 2, nsid=4, master=CNI_BR),

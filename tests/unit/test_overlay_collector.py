@@ -4,6 +4,7 @@ namespace id, the forwarding database, routes) given by fakes; leaks and address
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, cast
 
 from test_overlay_recorded import recorded_state
 
@@ -14,6 +15,9 @@ from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.exposition import render
 from exporter.sources.kernel.procfs import Procfs
+
+if TYPE_CHECKING:
+    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
 PEER = "198.18.250.2"
 
@@ -51,8 +55,8 @@ def collect(state, now=100.0, grace=60.0, collector=None):
     snap = topology.build(state)
     collector = collector or OverlayCollector(
         grace=grace,
-        sockets=FakeSockets(),
-        netlink=lambda: FakeNetlink(state),
+        sockets=cast("NamespaceSockets", FakeSockets()),
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
         bound=lambda ns: True,
     )
     collector.clock = lambda: now  # the scrape's time
@@ -153,6 +157,7 @@ def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
     )
     text = render(collector.collect(snap))
     eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
+    assert eth0.netns_veth is not None
     _nsid, ifindex = eth0.netns_veth
     labels = f'container_id="{eth0.container.id}",container_name="c1",interface="eth0"'
     assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text

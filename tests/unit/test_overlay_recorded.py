@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from recorded import links_from
@@ -26,7 +27,7 @@ from exporter.views import document as topology_view
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures" / "overlay"
 
 
-def load(name: str):
+def load(name: str) -> Any:
     return json.loads((RECORDED / name).read_text())
 
 

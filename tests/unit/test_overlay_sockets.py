@@ -10,7 +10,8 @@ from exporter.sources.kernel.overlay import NamespaceSockets
 
 class FakeSocket:
     def __init__(self, path: str) -> None:
-        self.path, self.closed, self.asked = path, False, []
+        self.path, self.closed = path, False
+        self.asked: list = []
 
     def fdb_destinations(self, ifindex: int) -> set[str]:
         self.asked.append(ifindex)

@@ -53,29 +53,24 @@ def test_parse_container_ports_and_compose_labels():
 
 
 def test_parse_network_bridge_names():
-    nets = {
-        n.name: n
-        for n in map(
-            parse_network,
-            [
-                {
-                    "Id": "a" * 64,
-                    "Name": "bridge",
-                    "Driver": "bridge",
-                    "Options": {"com.docker.network.bridge.name": "docker0"},
-                    "IPAM": {"Config": [{"Subnet": "198.18.0.0/24", "Gateway": "198.18.0.1"}]},
-                },
-                {
-                    "Id": "b968fc8dede5" + "0" * 52,
-                    "Name": "tnet",
-                    "Driver": "bridge",
-                    "Internal": True,
-                    "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
-                },
-                {"Id": "c" * 64, "Name": "host", "Driver": "host"},
-            ],
-        )
-    }
+    docs: list[dict] = [
+        {
+            "Id": "a" * 64,
+            "Name": "bridge",
+            "Driver": "bridge",
+            "Options": {"com.docker.network.bridge.name": "docker0"},
+            "IPAM": {"Config": [{"Subnet": "198.18.0.0/24", "Gateway": "198.18.0.1"}]},
+        },
+        {
+            "Id": "b968fc8dede5" + "0" * 52,
+            "Name": "tnet",
+            "Driver": "bridge",
+            "Internal": True,
+            "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
+        },
+        {"Id": "c" * 64, "Name": "host", "Driver": "host"},
+    ]
+    nets = {n.name: n for n in map(parse_network, docs)}
     assert nets["bridge"].bridge == "docker0" and nets["bridge"].subnets == (
         ("198.18.0.0/24", "198.18.0.1"),
     )

@@ -5,6 +5,7 @@ collector, the page and the commands, on the golden test's scene."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 from golden_scene import firewall_commands, golden_state
 
@@ -18,6 +19,9 @@ from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.exposition import render
 from exporter.sources.firewall.reader import read_once
 from helpers import parse_metrics
+
+if TYPE_CHECKING:
+    from exporter.state.daemon import Daemon
 
 CONTAINER = Workload(id="c" * 64, name="web")
 POD = Workload(
@@ -38,9 +42,12 @@ def test_a_pod_is_its_namespace_and_pod_a_container_its_id_and_name():
 
 def test_the_page_reads_the_rules_through_the_nat_collectors_reader():
     collector = NatCollector()
-    page = service.topology_page(SimpleNamespace(snapshot=topology.empty()), [collector])
+    daemon = cast(
+        "Daemon", SimpleNamespace(snapshot=topology.empty())
+    )  # the page reads its snapshot
+    page = service.topology_page(daemon, [collector])
     assert page.nat is collector.firewall
-    assert service.topology_page(SimpleNamespace(snapshot=topology.empty()), []).nat is None
+    assert service.topology_page(daemon, []).nat is None
 
 
 def test_the_nat_command_reports_the_rules_a_scrape_serves(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from helpers import alert_rules
 ROOT = Path(__file__).resolve().parents[2]
 # grafana/ is run as `python -m grafana.mixin` from the checkout, not installed: load its config by path.
 _spec = importlib.util.spec_from_file_location("mixin_config", ROOT / "grafana/mixin/config.py")
+assert _spec is not None and _spec.loader is not None  # a .py file has a source loader
 config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(config)
 RULES = ROOT / "grafana/prometheus/dockernet.rules.yml"

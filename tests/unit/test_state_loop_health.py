@@ -26,7 +26,7 @@ def test_a_dead_state_loop_is_kept_logged_and_frees_waiting_scrapes(daemon, caps
     def die() -> None:
         raise RuntimeError("a bug")
 
-    daemon._follow_changes = die  # type: ignore[method-assign]
+    daemon._follow_changes = die
     logs.configure()  # structlog bound to this test's captured stderr
     daemon._run_state()
     assert daemon.failure == "RuntimeError: a bug"

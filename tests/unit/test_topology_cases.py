@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from exporter.core import topology
 from exporter.core.model import Endpoint, HostState, Link, Network, Workload
 
 
-def host_with(*links: Link, containers=(), netns=None, networks=()) -> HostState:
+def host_with(
+    *links: Link,
+    containers: Iterable[Workload] = (),
+    netns: dict[int, list[Link]] | None = None,
+    networks: Iterable[Network] = (),
+) -> HostState:
     return HostState(
         links={l.ifindex: l for l in links},
         containers={c.id: c for c in containers},
@@ -50,6 +57,7 @@ def test_peer_ifindex_that_collides_with_a_host_ifindex():
         )
     )
     (v,) = snap.veths
+    assert v.container is not None
     assert (v.container.id, v.interface, v.bridge) == (a.id, "eth0", "docker0")
     (i,) = snap.interfaces
     assert (i.ifindex, i.veth) == (2, "vethaaa")
@@ -66,7 +74,7 @@ def test_same_peer_ifindex_in_two_namespaces_is_told_apart_by_nsid():
             netns={0: [eth0], 1: [eth0]},
         )
     )
-    assert {(v.link.name, v.container.name) for v in snap.veths} == {
+    assert {(v.link.name, v.container and v.container.name) for v in snap.veths} == {
         ("veth-a", "a"),
         ("veth-b", "b"),
     }

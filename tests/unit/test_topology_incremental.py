@@ -105,10 +105,10 @@ def change_something(state: HostState, rng: random.Random, spare: dict) -> None:
             state.networks[net.id] = dataclasses.replace(net, bridge="br-x")
     elif kind == "netns_file_gone" and state.netns_files:
         path = rng.choice(sorted(state.netns_files))
-        inode, nsid = state.netns_files.pop(path)
+        inode, file_nsid = state.netns_files.pop(path)
         state.netns_files[path.replace("/docker/", "/") if rng.random() < 0.5 else path] = (
             inode,
-            nsid,
+            file_nsid,
         )
 
 
@@ -121,7 +121,8 @@ def assert_same(incremental: topology.Snapshot, scratch: topology.Snapshot) -> N
 
 def test_incremental_builds_equal_builds_from_scratch():
     rng = random.Random(20261128)
-    state, spare = with_orphans(recorded_state()), {"containers": {}, "links": {}, "networks": []}
+    state = with_orphans(recorded_state())
+    spare: dict = {"containers": {}, "links": {}, "networks": []}
     snap = topology.build(state)
     seen_suspects = set()
     for _ in range(STEPS):

@@ -5,6 +5,9 @@ hostNetwork pod has no interface; orphans of cni-* namespaces are the runtime's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
+
+from test_orphan_classification import NetnsFiles
 
 from exporter.commands.topology import tree
 from exporter.core import orphan_rules, topology
@@ -32,7 +35,12 @@ def pod(name: str, nsid: int | None, inode: int, ready: bool = True, mode: str =
     )
 
 
-def state(*containers: Workload, links=(), netns=None, files=None) -> HostState:
+def state(
+    *containers: Workload,
+    links: Iterable[Link] = (),
+    netns: dict[int, list[Link]] | None = None,
+    files: NetnsFiles | None = None,
+) -> HostState:
     return HostState(
         links={l.ifindex: l for l in (BRIDGE, *links)},
         containers={c.id: c for c in containers},
@@ -69,17 +77,17 @@ def test_host_network_pod_has_no_interface():
 
 def test_not_ready_sandbox_keeps_its_veth_from_being_an_orphan():
     dead = pod("dead", nsid=0, inode=1001, ready=False)
-    files = {"/var/run/netns/cni-dead": (1001, 0)}
+    files: NetnsFiles = {"/var/run/netns/cni-dead": (1001, 0)}
     snap = topology.build(state(dead, links=[veth(7, 0)], netns={0: [EOF0]}, files=files))
     assert not snap.suspects
 
 
 def test_leaked_cni_namespace_is_the_runtime_s_orphan():
-    files = {"/var/run/netns/cni-0f0e8b0c-1111-2222-3333-444455556666": (1001, 3)}
+    files: NetnsFiles = {"/var/run/netns/cni-0f0e8b0c-1111-2222-3333-444455556666": (1001, 3)}
     snap = topology.build(state(links=[veth(7, 3)], files=files))
     (s,) = snap.suspects
     assert (s.reason, s.runtime_blamed) == ("netns_without_container", True)
-    named = {"/var/run/netns/mine": (1001, 3)}  # `ip netns add`: another tool's
+    named: NetnsFiles = {"/var/run/netns/mine": (1001, 3)}  # `ip netns add`: another tool's
     (s,) = topology.build(state(links=[veth(7, 3)], files=named)).suspects
     assert not s.runtime_blamed
     assert orphan_rules.netns_kinds(files) == {3: "cni"}

@@ -9,6 +9,8 @@ import gzip
 import hashlib
 import json
 import re
+from collections.abc import Collection
+from typing import Any
 
 from exporter.commands.topology import tree
 from exporter.core import topology
@@ -29,7 +31,7 @@ NETWORKS = (
 )
 
 
-def ctr(name: str, nsid: int | None, inode: int, mode: str = "bridge", **kw) -> Workload:
+def ctr(name: str, nsid: int | None, inode: int, mode: str = "bridge", **kw: Any) -> Workload:
     kw.setdefault("image", "busybox")
     return Workload(
         id=name * 8,
@@ -131,7 +133,7 @@ def rules() -> Ruleset:
     )
 
 
-def doc_of(state: HostState | None = None, **options) -> dict:
+def doc_of(state: HostState | None = None, **options: Any) -> dict:
     snap = topology.build(state or host(), now=100.0)
     return document(snap, 100.0 + 60, Options(**({"rules": rules()} | options)))
 
@@ -204,7 +206,7 @@ def test_orphans_with_reason_age_and_grace():
 def test_revision_ignores_rates_and_ages_and_follows_the_picture():
     snap = topology.build(host(), now=100.0)
 
-    def rev(now: float = 160.0, **options) -> str:
+    def rev(now: float = 160.0, **options: Any) -> str:
         return document(snap, now, Options(**({"rules": rules()} | options)))["revision"]
 
     same = document(snap, 160.0, Options(rules(), Rates({10: 5.0}, {10: 7.0})))
@@ -293,7 +295,7 @@ class Counting:
         self.calls = 0
         self.sent = 0
 
-    def __call__(self, ifindexes) -> dict:
+    def __call__(self, ifindexes: Collection[int]) -> dict:
         self.calls += 1
         self.sent += 1000
         return dict.fromkeys(ifindexes, (0, 0, 0, 0, self.sent, 0, 0, 0))

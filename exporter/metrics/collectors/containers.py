@@ -25,6 +25,9 @@ from exporter.metrics.exposition import Family, LabelCache, labels
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot, WorkloadView
 
+# Reads the counters of the host's links by ifindex (netlink's by default; tests give their own).
+LinkStats = Callable[[Collection[int]], dict[int, Counters]]
+
 # (metric suffix, column read on the host veth, column read inside the namespace).
 # The host end of a veth sees the container's traffic mirrored: what the host
 # end transmits, the container receives.
@@ -68,7 +71,7 @@ class ContainersCollector(Collector):
         self,
         context: Context,
         *,
-        link_stats: Callable[[Collection[int]], dict[int, Counters]] | None = None,
+        link_stats: LinkStats | None = None,
         overlay_stats: Callable[[Collection[tuple[int, int]]], dict] | None = None,
     ) -> None:
         if link_stats is None:

@@ -142,11 +142,14 @@ class OverlayCollector(Collector):
             "peer_info": peer_info,
             "underlay": underlay,
         } | counters
-        for ns in live if netlink is not None else ():
-            self._read(ns, netlink, fams, host_links)
+        if netlink is not None:
+            for ns in live:
+                self._read(ns, netlink, fams, host_links)
         return [mtu, endpoints, *counters.values(), peers, peer_info, underlay]
 
-    def _read(self, ns: overlay.Namespace, netlink, fams: dict, host_links: dict) -> None:
+    def _read(
+        self, ns: overlay.Namespace, netlink: OverlayNetlink, fams: dict, host_links: dict
+    ) -> None:
         """One overlay's fresh figures: its links with their counters, its peers, their routes."""
         network = ns.network_name or ns.name
         net = labels(network=network)
@@ -161,8 +164,9 @@ class OverlayCollector(Collector):
             return
         link, row = vxlan
         fams["mtu"].add(net, link.mtu)
-        for suffix, column, _text in VXLAN_COUNTERS if row is not None else ():
-            fams[suffix].add(net, row[column])
+        for suffix, column, _text in VXLAN_COUNTERS:
+            if row is not None:
+                fams[suffix].add(net, row[column])
         found = sorted(self.sockets.fdb_destinations(ns.path, link.ifindex))
         fams["peers"].add(net, len(found))
         for peer in found:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from exporter.core.memo import MemoKey
 from exporter.core.model import Workload
 from exporter.metrics.collectors.base import Context
-from exporter.metrics.collectors.containers import ContainersCollector
+from exporter.metrics.collectors.containers import ContainersCollector, LinkStats
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
@@ -24,8 +24,13 @@ class PodsCollector(ContainersCollector):
     prefix = "dockernet_pod"
     counter_help = "pod"
 
-    def __init__(self, context: Context, **kw) -> None:
-        super().__init__(context, **kw)
+    def __init__(
+        self,
+        context: Context,
+        *,
+        link_stats: LinkStats | None = None,
+    ) -> None:
+        super().__init__(context, link_stats=link_stats)
         self._pod_labels = LabelCache(pod_labels)
         self._member_labels = LabelCache(member_labels)
 

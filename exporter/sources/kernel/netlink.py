@@ -234,7 +234,7 @@ class Netlink:
     def __enter__(self) -> Netlink:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _request(

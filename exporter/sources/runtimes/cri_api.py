@@ -305,7 +305,7 @@ class CriClient:
 
     def _open(self) -> Any:
         if self._channel is None:
-            import grpc  # type: ignore[import-untyped]  # here: about 100 ms of imports
+            import grpc  # here: about 100 ms of imports
 
             self._channel = grpc.insecure_channel(target(self.endpoint))
         return self._channel
