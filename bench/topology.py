@@ -132,7 +132,13 @@ def render_costs(veths: int, containers: int, repeats: int) -> dict:
     published = threading.Event()
     published.set()
     daemon = SimpleNamespace(
-        snapshot=snap, published=published, sources={}, events=Counter(), resyncs=Counter()
+        snapshot=snap,
+        published=published,
+        sources={},
+        events=Counter(),
+        resyncs=Counter(),
+        runtimes_up={},
+        wait_first_read=lambda: None,
     )
     scraper = Scraper(daemon, collectors)  # type: ignore[arg-type]
 
