@@ -1,4 +1,4 @@
-"""The scrape path's shortcuts give the same answers as the plain way."""
+"""The text exposition format: escaping, static families rendered once, values as Prometheus reads them."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ import math
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics.exposition import Family, labels, render
-from exporter.sources.kernel.procfs import parse_net_dev
-
-NET_DEV = (
-    b"Inter-|   Receive                                                |  Transmit\n"
-    b" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo "
-    b"colls carrier compressed\n"
-    b"    lo:  123456     789    0    0    0     0          0         0   123456     789    0    0    0"
-    b"     0       0          0\n"
-    b"veth3c62f33: 8862 97 0 0 0 0 0 0 1702 21 0 0 0 0 0 0\n"
-    b"  eth0:  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15 16\n"
-    b"vethcaf\xc3\xa9:  9  9  9  9  9  9  9  9  9  9  9  9  9  9  9  9\n"
-)
 
 
-def test_net_dev_rows_by_name_with_the_eight_counters():
-    full = parse_net_dev(NET_DEV)
-    assert set(full) == {"lo", "veth3c62f33", "eth0", "vethcafé"}
-    assert full["veth3c62f33"] == (8862, 97, 0, 0, 1702, 21, 0, 0)
-    assert full["vethcafé"] == (9,) * 8
+def test_exposition_escapes_label_values_and_help():
+    odd = 'we"ird\\name\nnext ünïcode'
+    text = render(
+        [
+            Family("x_info", "gauge", "help with \\ and\nnewline").add(labels(name=odd), 1),
+            Family("y_total", "counter", "c").add("", 3).add(labels(a="1"), 2.5),
+        ]
+    )
+    (x, y) = list(text_string_to_metric_families(text))
+    assert x.samples[0].labels == {"name": odd}
+    assert [s.value for s in y.samples] == [3, 2.5]
 
 
 def test_static_family_renders_once_and_identically():
