@@ -1,0 +1,275 @@
+"""The host's conntrack table over ctnetlink (a raw NETLINK_NETFILTER socket): one dump, and the
+table's NEW, UPDATE and DESTROY events.
+
+Only what the flows need is decoded, with ``struct`` on the raw buffer: both tuples (addresses as
+packed bytes, ports, protocol), the status bits, the id, and the counters when accounting put them
+there. Every other attribute (timeouts, marks, TCP state, NAT sequence adjustments) is skipped by
+its length. ``parse`` is pure and tested on messages recorded from the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+from collections.abc import Callable, Iterator
+
+from exporter.core.flows import DESTROY, NEW, UPDATE, Entry
+from exporter.sources import Wakeup
+from exporter.sources.kernel.netlink import (
+    _NLMSGHDR,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    SO_RCVBUFFORCE,
+    SOL_NETLINK,
+    NetlinkError,
+    iter_messages,
+)
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
+CT_NEW = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
+CT_GET = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+CT_DELETE = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
+# Multicast groups, as bits of the bind mask: NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY are 1, 2, 3.
+GROUP_NEW, GROUP_UPDATE, GROUP_DESTROY = 1 << 0, 1 << 1, 1 << 2
+NLM_F_CREATE = 0x400
+NETLINK_NO_ENOBUFS = 5
+NFNETLINK_V0 = 0
+
+CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
+CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_ID = 9, 10, 12
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+CTA_COUNTERS_PACKETS, CTA_COUNTERS_BYTES = 1, 2
+CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_STATE = 1, 1
+
+RCVBUF_BYTES = 8 * 1024 * 1024
+DUMP_RECV_BYTES = 256 * 1024
+
+_NFGENMSG = struct.Struct("=BBH")
+_NLA = struct.Struct("=HH")
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+_NLA_TYPE_MASK = 0x3FFF
+
+
+Tuple = tuple[int, bytes, bytes, int, int]  # protocol, source, destination, ports
+
+
+def _nest(buf: memoryview, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, payload offset, payload end) of each attribute from ``offset`` to ``end``; stops at
+    one that claims more than is there."""
+    while offset + 4 <= end:
+        length, kind = _NLA.unpack_from(buf, offset)
+        if length < 4 or offset + length > end:
+            return
+        yield kind & _NLA_TYPE_MASK, offset + 4, offset + length
+        offset += (length + 3) & ~3
+
+
+def _tuple(buf: memoryview, offset: int, end: int) -> Tuple:
+    """CTA_TUPLE_IP and CTA_TUPLE_PROTO of one tuple; ports are 0 where the protocol has none."""
+    src = dst = b""
+    proto = sport = dport = 0
+    for kind, start, stop in _nest(buf, offset, end):
+        if kind == CTA_TUPLE_IP:
+            for inner, a, b in _nest(buf, start, stop):
+                if inner in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
+                    src = bytes(buf[a:b])
+                elif inner in (CTA_IP_V4_DST, CTA_IP_V6_DST):
+                    dst = bytes(buf[a:b])
+        elif kind == CTA_TUPLE_PROTO:
+            for inner, a, _b in _nest(buf, start, stop):
+                if inner == CTA_PROTO_NUM:
+                    proto = buf[a]
+                elif inner == CTA_PROTO_SRC_PORT:
+                    sport = _BE16.unpack_from(buf, a)[0]
+                elif inner == CTA_PROTO_DST_PORT:
+                    dport = _BE16.unpack_from(buf, a)[0]
+    return proto, src, dst, sport, dport
+
+
+def _counters(buf: memoryview, offset: int, end: int) -> tuple[int, int]:
+    """(packets, bytes) of one CTA_COUNTERS_* attribute."""
+    found = {kind: _BE64.unpack_from(buf, a)[0] for kind, a, _b in _nest(buf, offset, end)}
+    return found.get(CTA_COUNTERS_PACKETS, 0), found.get(CTA_COUNTERS_BYTES, 0)
+
+
+def _tcp_state(buf: memoryview, offset: int, end: int) -> int:
+    """CTA_PROTOINFO_TCP_STATE inside CTA_PROTOINFO; 0 (none) when absent."""
+    for kind, start, stop in _nest(buf, offset, end):
+        if kind == CTA_PROTOINFO_TCP:
+            for inner, a, b in _nest(buf, start, stop):
+                if inner == CTA_PROTOINFO_TCP_STATE and b > a:
+                    return buf[a]
+    return 0
+
+
+def parse(buf: memoryview, offset: int, end: int) -> Entry | None:
+    """One ctnetlink conntrack message (``offset``: its nfgenmsg); None when it lacks a tuple."""
+    end = min(end, len(buf))  # a message cut short ends where its datagram does
+    orig = reply = None
+    status = ident = tcp_state = 0
+    counts: list[tuple[int, int]] = []
+    for kind, start, stop in _nest(buf, offset + _NFGENMSG.size, end):
+        if kind == CTA_TUPLE_ORIG:
+            orig = _tuple(buf, start, stop)
+        elif kind == CTA_TUPLE_REPLY:
+            reply = _tuple(buf, start, stop)
+        elif kind == CTA_STATUS:
+            status = _BE32.unpack_from(buf, start)[0]
+        elif kind == CTA_PROTOINFO:
+            tcp_state = _tcp_state(buf, start, stop)
+        elif kind == CTA_ID:
+            ident = _BE32.unpack_from(buf, start)[0]
+        elif kind in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
+            counts.append(_counters(buf, start, stop))
+    if orig is None or reply is None:
+        return None
+    counters = (*counts[0], *counts[1]) if len(counts) == 2 else None
+    return Entry(ident, orig[0], status, *orig[1:], *reply[1:], counters, tcp_state)
+
+
+def event_kind(msg_type: int, flags: int) -> str | None:
+    """NEW, UPDATE or DESTROY for a conntrack event or dump message; None for anything else."""
+    if msg_type == CT_DELETE:
+        return DESTROY
+    if msg_type == CT_NEW:
+        return NEW if flags & NLM_F_CREATE else UPDATE
+    return None
+
+
+def parse_datagram(data: bytes) -> Iterator[tuple[str, Entry]]:
+    """(kind, entry) of each conntrack message in one datagram (events or a dump's part)."""
+    for msg_type, flags, buf, start, end in iter_messages(data):
+        kind = event_kind(msg_type, flags)
+        if kind is not None:
+            entry = parse(buf, start, end)
+            if entry is not None:
+                yield kind, entry
+        elif msg_type == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", buf, start)[0]
+            if code:
+                raise NetlinkError(code, os.strerror(code))
+
+
+def _socket() -> socket.socket:
+    return socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    )
+
+
+def dump_request(seq: int = 1) -> bytes:
+    """IPCTNL_MSG_CT_GET with NLM_F_DUMP, both address families."""
+    body = _NFGENMSG.pack(socket.AF_UNSPEC, NFNETLINK_V0, 0)
+    return (
+        _NLMSGHDR.pack(_NLMSGHDR.size + len(body), CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        + body
+    )
+
+
+def dump_datagrams() -> Iterator[bytes]:
+    """The raw datagrams of one dump of the whole table (what ``dump`` parses)."""
+    with _socket() as sock:
+        sock.bind((0, 0))
+        sock.send(dump_request())
+        while True:
+            data = sock.recv(DUMP_RECV_BYTES)
+            yield data
+            if any(kind in (NLMSG_DONE, NLMSG_ERROR) for kind, *_ in iter_messages(data)):
+                return
+
+
+def dump() -> Iterator[Entry]:
+    """Every entry of the host's table, streamed (the table may hold hundreds of thousands)."""
+    for data in dump_datagrams():
+        for _kind, entry in parse_datagram(data):
+            yield entry
+
+
+def socket_drops(sock: socket.socket, path: str = "/proc/self/net/netlink") -> int | None:
+    """How many messages the kernel dropped for want of room in this socket's buffer (the Drops
+    column of /proc/net/netlink, found by the socket's inode)."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines[1:]:
+        cols = line.split()
+        if len(cols) >= 10 and cols[9] == inode:
+            return int(cols[8])
+    return None
+
+
+class EventMonitor:
+    """The table's events. ``run`` calls ``on_events(batch)`` with the (kind, entry) pairs of each
+    read, ``on_overflow(lost)`` when the kernel dropped events (ENOBUFS; ``lost`` from the socket's
+    drop count, None if unreadable), and ``on_idle()`` after each wait, at least every
+    ``tick`` seconds. Open it before the dump that it complements: no event falls between."""
+
+    def __init__(
+        self,
+        on_events: Callable[[list[tuple[str, Entry]]], None],
+        on_overflow: Callable[[int | None], None],
+        on_idle: Callable[[], float],
+        rcvbuf: int = RCVBUF_BYTES,
+        groups: int = GROUP_NEW | GROUP_UPDATE | GROUP_DESTROY,
+    ) -> None:
+        self.on_events = on_events
+        self.on_overflow = on_overflow
+        self.on_idle = on_idle
+        self._wakeup = Wakeup()
+        self.sock = _socket()
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 0)
+        self.sock.bind((0, groups))
+        self.sock.setblocking(False)
+        self._drops = socket_drops(self.sock) or 0
+
+    def stop(self) -> None:
+        self._wakeup.stop()
+
+    def run(self) -> None:
+        try:
+            timeout = 1.0
+            while not self._wakeup.stopping:
+                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [], timeout)
+                if self.sock.fileno() in ready:
+                    self._drain()
+                timeout = self.on_idle()
+        finally:
+            self.sock.close()
+            self._wakeup.close()
+
+    def _drain(self) -> None:
+        """Everything queued, in batches of one read each."""
+        for _ in range(1024):
+            try:
+                data = self.sock.recv(DUMP_RECV_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self._overflowed()
+                continue
+            self.on_events(list(parse_datagram(data)))
+
+    def _overflowed(self) -> None:
+        drops = socket_drops(self.sock)
+        lost = None if drops is None else drops - self._drops
+        self._drops = drops if drops is not None else self._drops
+        self.on_overflow(lost)

@@ -1,0 +1,119 @@
+"""The ctnetlink parser on messages recorded from the kernel (tests/fixtures/record_conntrack.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from exporter.core.flows import DESTROY, NEW, UPDATE
+from exporter.sources.kernel import conntrack as ct
+from exporter.sources.kernel.netlink import NetlinkError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "conntrack"
+LOOPBACK = socket.inet_aton("127.0.0.1")
+
+
+def made() -> dict[str, int]:
+    return json.loads((FIXTURES / "made.json").read_text())
+
+
+def events() -> list[tuple[str, ct.Entry]]:
+    data, out, offset = (FIXTURES / "events.bin").read_bytes(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("=I", data, offset)
+        out += ct.parse_datagram(data[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return out
+
+
+def test_dump_gives_both_tuples_status_and_counters():
+    ports = made()
+    by_port = {e.dport: e for _kind, e in ct.parse_datagram((FIXTURES / "dump.bin").read_bytes())}
+    tcp = by_port[ports["tcp_answered"]]
+    assert (tcp.protocol, tcp.src, tcp.dst, tcp.reply_src, tcp.reply_dst) == (
+        6,
+        LOOPBACK,
+        LOOPBACK,
+        LOOPBACK,
+        LOOPBACK,
+    )
+    assert tcp.reply_sport == ports["tcp_answered"] and tcp.reply_dport == tcp.sport
+    assert tcp.answered and tcp.status & ct_assured()
+    # 1,000 bytes of payload the recorder sent, plus headers; the reply side sent none.
+    sent_packets, sent_bytes, received_packets, received_bytes = tcp.counters
+    assert sent_bytes > 1000 and received_bytes < 1000 and sent_packets >= 3
+    assert received_packets >= 2
+    udp = by_port[ports["udp_closed"]]
+    assert udp.protocol == 17 and not udp.answered and udp.counters == (1, 33, 0, 0)
+    assert tcp.id != udp.id and tcp.id > 0
+
+
+def ct_assured() -> int:
+    from exporter.core.flows import IPS_ASSURED
+
+    return IPS_ASSURED
+
+
+def test_events_new_update_destroy_in_order():
+    ports = made()
+    answered = [(k, e) for k, e in events() if e.dport == ports["tcp_answered"]]
+    assert answered[0][0] == NEW and not answered[0][1].answered
+    assert answered[0][1].counters is None  # events other than DESTROY carry no counters
+    assert {k for k, _e in answered[1:-1]} == {UPDATE}
+    assert answered[1][1].answered  # the SYN-ACK: the first update sees the reply
+    assert answered[-1][0] == DESTROY and answered[-1][1].counters is not None
+    assert len({e.id for _k, e in answered}) == 1
+
+
+def test_refused_connection_is_answered_by_its_reset():
+    ports = made()
+    refused = [(k, e) for k, e in events() if e.dport == ports["tcp_refused"]]
+    assert [k for k, _e in refused] == [NEW, DESTROY]
+    assert refused[-1][1].answered
+
+
+def test_udp_to_a_closed_port_ends_unanswered():
+    ports = made()
+    udp = [(k, e) for k, e in events() if e.dport == ports["udp_closed"]]
+    assert [k for k, _e in udp] == [NEW, DESTROY]
+    assert not udp[-1][1].answered and udp[-1][1].counters == (1, 33, 0, 0)
+
+
+def test_truncated_and_foreign_messages_are_skipped():
+    dump = (FIXTURES / "dump.bin").read_bytes()
+    length = struct.unpack_from("=I", dump)[0]
+    # The first message cut after its first attribute header: no tuple, no entry.
+    cut = struct.pack("=I", 24) + dump[4:24]
+    assert list(ct.parse_datagram(cut)) == []
+    assert len(list(ct.parse_datagram(dump[:length]))) == 1
+    other = struct.pack("=IHHII", 20, 0x0105, 0, 1, 0) + b"\0" * 4  # an expectation message
+    assert list(ct.parse_datagram(other)) == []
+
+
+def test_an_error_message_raises():
+    error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -1) + b"\0" * 16
+    with pytest.raises(NetlinkError):
+        list(ct.parse_datagram(error))
+
+
+def test_event_kinds():
+    assert ct.event_kind(ct.CT_NEW, ct.NLM_F_CREATE) == NEW
+    assert ct.event_kind(ct.CT_NEW, 0) == UPDATE
+    assert ct.event_kind(ct.CT_DELETE, 0) == DESTROY
+    assert ct.event_kind(3, 0) is None
+
+
+def test_socket_drops_read_from_proc_net_netlink(tmp_path):
+    with socket.socket(socket.AF_UNIX) as sock:
+        inode = __import__("os").fstat(sock.fileno()).st_ino
+        table = tmp_path / "netlink"
+        table.write_text(
+            "sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode\n"
+            f"0000000000000000 12  123        00000007 0        0        0     2        41       {inode}\n"
+        )
+        assert ct.socket_drops(sock, str(table)) == 41
+        assert ct.socket_drops(sock, str(tmp_path / "missing")) is None
