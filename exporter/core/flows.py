@@ -15,7 +15,7 @@ import ipaddress
 import socket
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def packed(address: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
+MEMO_ADDRESSES = 65536  # addresses whose kind an attribution remembers, at most
 Subnet = tuple[int, int, int]  # address length, network and mask as integers
 
 
@@ -98,6 +99,7 @@ class Attribution:
     workloads: Mapping[bytes, Peer]
     host: frozenset[bytes]
     subnets: tuple[Subnet, ...] = ()
+    _maybe_workload: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def peer(self, address: bytes) -> Peer | None:
         """The peer at that address; None while it is in a workload network and nobody holds it."""
@@ -117,8 +119,27 @@ class Attribution:
 
     def involves_workload(self, entry: Entry) -> bool:
         """Whether an end of that connection is, or may be, a workload."""
-        ends = (self.peer(entry.src), self.peer(entry.reply_src))
-        return any(p is None or p.kind == WORKLOAD for p in ends)
+        return self.keep(entry.src, entry.reply_src)
+
+    def keep(self, source: bytes, answerer: bytes) -> bool:
+        """Whether the connection between those addresses may involve a workload: decoded and
+        kept (conntrack.Keep). Remembers each address's answer, a dump asks for every entry."""
+        known = self._maybe_workload
+        a = known.get(source)
+        if a is None:
+            a = self._workload_or_pending(source)
+        if a:
+            return True
+        b = known.get(answerer)
+        return self._workload_or_pending(answerer) if b is None else b
+
+    def _workload_or_pending(self, address: bytes) -> bool:
+        known = self._maybe_workload
+        if len(known) > MEMO_ADDRESSES:
+            known.clear()
+        peer = self.peer(address)
+        known[address] = found = peer is None or peer.kind == WORKLOAD
+        return found
 
 
 def subnet(text: str) -> Subnet | None:

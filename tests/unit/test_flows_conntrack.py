@@ -117,3 +117,30 @@ def test_socket_drops_read_from_proc_net_netlink(tmp_path):
         )
         assert ct.socket_drops(sock, str(table)) == 41
         assert ct.socket_drops(sock, str(tmp_path / "missing")) is None
+
+
+def test_the_common_layout_is_read_in_one_go_and_agrees_with_the_walk():
+    data = (FIXTURES / "dump.bin").read_bytes()
+    messages = [m for m in nl_messages(data) if m[0] == ct.CT_NEW]
+    assert messages
+    for _kind, _flags, buf, start, end in messages:
+        assert ct._fast_tuples(buf, start + 4, end) is not None
+        # The same message with its first attribute header's flag cleared: not the common
+        # layout, read by the general walk, to the same entry.
+        slow = bytearray(buf[start:end])
+        slow[4 + 3] &= 0x7F
+        assert ct._fast_tuples(memoryview(bytes(slow)), 4, len(slow)) is None
+        assert ct.parse(memoryview(bytes(slow)), 0, len(slow)) == ct.parse(buf, start, end)
+
+
+def test_keep_skips_the_entries_of_no_interest():
+    data = (FIXTURES / "dump.bin").read_bytes()
+    assert list(ct.parse_datagram(data, keep=lambda src, reply_src: False)) == []
+    kept = list(ct.parse_datagram(data, keep=lambda src, reply_src: src == LOOPBACK))
+    assert len(kept) == len(list(ct.parse_datagram(data)))
+
+
+def nl_messages(data: bytes):
+    from exporter.sources.kernel.netlink import iter_messages
+
+    return list(iter_messages(data))

@@ -59,6 +59,27 @@ _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
 _NLA_TYPE_MASK = 0x3FFF
+NLA_F_NESTED = 0x8000
+
+
+def _header(length: int, kind: int) -> bytes:
+    return _NLA.pack(length, kind)
+
+
+# The layout the kernel gives nearly every entry: an IPv4 tuple with ports (TCP, UDP, SCTP, ...),
+# 52 bytes, read with one unpack; its attribute headers are compared whole, as raw bytes.
+_V4_TUPLE = struct.Struct(">8s4s4s4s4s8sB3x4sH2x4sH2x")
+_V4_SKELETON = (
+    _header(20, CTA_TUPLE_IP | NLA_F_NESTED) + _header(8, CTA_IP_V4_SRC),
+    _header(8, CTA_IP_V4_DST),
+    _header(28, CTA_TUPLE_PROTO | NLA_F_NESTED) + _header(5, CTA_PROTO_NUM),
+    _header(6, CTA_PROTO_SRC_PORT),
+    _header(6, CTA_PROTO_DST_PORT),
+)
+_ORIG_V4 = _header(52, CTA_TUPLE_ORIG | NLA_F_NESTED)
+_REPLY_V4 = _header(52, CTA_TUPLE_REPLY | NLA_F_NESTED)
+_STATUS = _header(8, CTA_STATUS)
+_SKELETON_BYTES = b"".join(_V4_SKELETON)
 
 
 Tuple = tuple[int, bytes, bytes, int, int]  # protocol, source, destination, ports
@@ -113,13 +134,49 @@ def _tcp_state(buf: memoryview, offset: int, end: int) -> int:
     return 0
 
 
-def parse(buf: memoryview, offset: int, end: int) -> Entry | None:
-    """One ctnetlink conntrack message (``offset``: its nfgenmsg); None when it lacks a tuple."""
+Keep = Callable[
+    [bytes, bytes], bool
+]  # (original source, reply source) -> whether to decode the rest
+
+
+def _fast_tuples(buf: memoryview, offset: int, end: int) -> tuple[Tuple, Tuple, int] | None:
+    """Both tuples and the status, in the common layout only (IPv4 with ports, status next);
+    None for any other, which the general walk then reads."""
+    if offset + 112 > end:
+        return None
+    o = _V4_TUPLE.unpack_from(buf, offset)
+    r = _V4_TUPLE.unpack_from(buf, offset + 52)
+    if (
+        o[0][:4] != _ORIG_V4
+        or r[0][:4] != _REPLY_V4
+        or o[0][4:] + o[1] + o[3] + o[5] + o[7] + o[9] != _SKELETON_BYTES
+        or r[0][4:] + r[1] + r[3] + r[5] + r[7] + r[9] != _SKELETON_BYTES
+        or buf[offset + 104 : offset + 108] != _STATUS
+    ):
+        return None
+    status = _BE32.unpack_from(buf, offset + 108)[0]
+    return (o[6], o[2], o[4], o[8], o[10]), (r[6], r[2], r[4], r[8], r[10]), status
+
+
+def parse(buf: memoryview, offset: int, end: int, keep: Keep | None = None) -> Entry | None:
+    """One ctnetlink conntrack message (``offset``: its nfgenmsg); None when it lacks a tuple, or
+    when ``keep`` says its sources are of no interest (the rest is then not decoded)."""
     end = min(end, len(buf))  # a message cut short ends where its datagram does
-    orig = reply = None
-    status = ident = tcp_state = 0
+    offset += _NFGENMSG.size
+    fast = _fast_tuples(buf, offset, end)
+    orig: Tuple | None
+    reply: Tuple | None
+    if fast is not None:
+        orig, reply, status = fast
+        if keep is not None and not keep(orig[1], reply[1]):
+            return None
+        offset += 112
+    else:
+        orig = reply = None
+        status = 0
+    ident = tcp_state = 0
     counts: list[tuple[int, int]] = []
-    for kind, start, stop in _nest(buf, offset + _NFGENMSG.size, end):
+    for kind, start, stop in _nest(buf, offset, end):
         if kind == CTA_TUPLE_ORIG:
             orig = _tuple(buf, start, stop)
         elif kind == CTA_TUPLE_REPLY:
@@ -132,7 +189,7 @@ def parse(buf: memoryview, offset: int, end: int) -> Entry | None:
             ident = _BE32.unpack_from(buf, start)[0]
         elif kind in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
             counts.append(_counters(buf, start, stop))
-    if orig is None or reply is None:
+    if orig is None or reply is None or (fast is None and keep and not keep(orig[1], reply[1])):
         return None
     counters = (*counts[0], *counts[1]) if len(counts) == 2 else None
     return Entry(ident, orig[0], status, *orig[1:], *reply[1:], counters, tcp_state)
@@ -147,12 +204,12 @@ def event_kind(msg_type: int, flags: int) -> str | None:
     return None
 
 
-def parse_datagram(data: bytes) -> Iterator[tuple[str, Entry]]:
+def parse_datagram(data: bytes, keep: Keep | None = None) -> Iterator[tuple[str, Entry]]:
     """(kind, entry) of each conntrack message in one datagram (events or a dump's part)."""
     for msg_type, flags, buf, start, end in iter_messages(data):
         kind = event_kind(msg_type, flags)
         if kind is not None:
-            entry = parse(buf, start, end)
+            entry = parse(buf, start, end, keep)
             if entry is not None:
                 yield kind, entry
         elif msg_type == NLMSG_ERROR:
@@ -188,10 +245,11 @@ def dump_datagrams() -> Iterator[bytes]:
                 return
 
 
-def dump() -> Iterator[Entry]:
-    """Every entry of the host's table, streamed (the table may hold hundreds of thousands)."""
+def dump(keep: Keep | None = None) -> Iterator[Entry]:
+    """Every entry of the host's table (those ``keep`` keeps), streamed: the table may hold
+    hundreds of thousands."""
     for data in dump_datagrams():
-        for _kind, entry in parse_datagram(data):
+        for _kind, entry in parse_datagram(data, keep):
             yield entry
 
 
