@@ -158,7 +158,7 @@ class Follower:
         self._netlink = Netlink()
         self._attr = None
         monitor = conntrack.EventMonitor(
-            self._on_events, self._on_overflow, self._on_idle, self.rcvbuf
+            self._on_events, self._on_overflow, self._on_idle, self.rcvbuf, self._keep
         )
         self._monitor = monitor
         if self._stopping.is_set():
@@ -189,6 +189,10 @@ class Follower:
                 self.table.retain(flows.live(snap))
         self._attr = (snap, now, attr)
         return attr
+
+    def _keep(self) -> conntrack.Keep | None:
+        """Events between the host and the outside are not decoded past their tuples."""
+        return self._attr[2].keep if self._attr is not None else None
 
     def _dump(self, attr: Attribution) -> list[Entry]:
         """The entries of a fresh dump that involve a workload (the others are never kept)."""

@@ -272,8 +272,9 @@ def socket_drops(sock: socket.socket, path: str = "/proc/self/net/netlink") -> i
 class EventMonitor:
     """The table's events. ``run`` calls ``on_events(batch)`` with the (kind, entry) pairs of each
     read, ``on_overflow(lost)`` when the kernel dropped events (ENOBUFS; ``lost`` from the socket's
-    drop count, None if unreadable), and ``on_idle()`` after each wait, at least every
-    ``tick`` seconds. Open it before the dump that it complements: no event falls between."""
+    drop count, None if unreadable), and ``on_idle()`` after each wait, which lasts at most the
+    seconds ``on_idle`` last returned (1 at first); ``keep()`` gives the filter of events not
+    worth decoding. Open it before the dump that it complements: no event falls between."""
 
     def __init__(
         self,
@@ -281,11 +282,13 @@ class EventMonitor:
         on_overflow: Callable[[int | None], None],
         on_idle: Callable[[], float],
         rcvbuf: int = RCVBUF_BYTES,
+        keep: Callable[[], Keep | None] = lambda: None,
         groups: int = GROUP_NEW | GROUP_UPDATE | GROUP_DESTROY,
     ) -> None:
         self.on_events = on_events
         self.on_overflow = on_overflow
         self.on_idle = on_idle
+        self.keep = keep  # the filter of the moment, asked once per read
         self._wakeup = Wakeup()
         self.sock = _socket()
         try:
@@ -324,7 +327,7 @@ class EventMonitor:
                     raise
                 self._overflowed()
                 continue
-            self.on_events(list(parse_datagram(data)))
+            self.on_events(list(parse_datagram(data, self.keep())))
 
     def _overflowed(self) -> None:
         drops = socket_drops(self.sock)
