@@ -114,8 +114,10 @@ class Follower:
         procfs: str,
         rcvbuf: int,
         counters_interval: float,
+        workloads_read: Callable[[Snapshot], bool] = lambda snap: bool(snap.runtimes_up),
     ) -> None:
         self.table = table
+        self.workloads_read = workloads_read
         self.snapshot = snapshot
         self.procfs = procfs
         self.rcvbuf = rcvbuf
@@ -125,6 +127,7 @@ class Follower:
         self.resyncs = 0
         # Why the table is not followed, while it is not: a scrape then marks the collector failed.
         self.error: str | None = "the conntrack table is not read yet"
+        self.reading = True  # until the first read of the table is applied, or has failed
         self._stopping = threading.Event()
         self._monitor: conntrack.EventMonitor | None = None
         self._netlink: Netlink | None = None
@@ -147,6 +150,7 @@ class Follower:
                 self._follow()
             except OSError as exc:
                 self.error = str(exc)
+                self.reading = False
                 log.error("flows_failed", error=self.error)
                 self._stopping.wait(RETRY_SECONDS)
             finally:
@@ -164,7 +168,7 @@ class Follower:
         if self._stopping.is_set():
             monitor.stop()
         # The snapshot before the daemon's first read of the runtimes knows no workload.
-        while not self.snapshot().runtimes_up and not self._stopping.wait(0.1):
+        while not self.workloads_read(self.snapshot()) and not self._stopping.wait(0.1):
             pass
         attr = self.attribution()
         entries = self._dump(attr)
@@ -172,7 +176,8 @@ class Follower:
             self.table.start(entries, time.monotonic(), attr)
             self.table.retain(flows.live(self.snapshot()))
         self.error = None
-        log.info("flows_following", connections=len(entries))
+        self.reading = False
+        log.debug("flows_following", connections=len(entries))
         monitor.run()
 
     def attribution(self) -> Attribution:
@@ -223,6 +228,12 @@ class Follower:
         with self.lock:
             due = self.table.tick(now, attr)
         return 1.0 if due is None else min(1.0, max(0.0, due - time.monotonic()) + 0.001)
+
+    def tick(self) -> None:
+        """The verdicts due now, with the latest attribution (the thread may be stopped)."""
+        if self._attr is not None:
+            with self.lock:
+                self.table.tick(time.monotonic(), self._attr[2])
 
     def _refresh_counters(self) -> None:
         known = self.table.conns  # written by this thread only: read without the lock
