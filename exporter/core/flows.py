@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from exporter.core.model import Address
     from exporter.core.topology import ContainerView, Snapshot
 
 WORKLOAD, HOST, EXTERNAL, OTHER = "workload", "host", "external", "other"
@@ -169,9 +170,11 @@ def live(snap: Snapshot) -> frozenset[Peer]:
     return frozenset(peer_of(v) for v in owners(snap))
 
 
-def attribution(snap: Snapshot, host_addresses: Iterable[str]) -> Attribution:
+def attribution(snap: Snapshot, host_addresses: Iterable[Address]) -> Attribution:
     """The attribution of a snapshot: each namespace owner's addresses (read in its namespace, and
-    those its runtime reports), the host's addresses, and the runtimes' subnets."""
+    those its runtime reports), the host's addresses, and the workload networks: the runtimes'
+    subnets and those of the host's bridges (a network just made may not be in the snapshot yet
+    when its first container connects)."""
     workloads: dict[bytes, Peer] = {}
     for view in owners(snap):
         c, peer = view.container, peer_of(view)
@@ -181,8 +184,15 @@ def attribution(snap: Snapshot, host_addresses: Iterable[str]) -> Attribution:
             raw = packed(address)
             if raw[0] != 127 and raw != _LOOPBACK6 and not address.startswith("fe80:"):
                 workloads.setdefault(raw, peer)
-    subnets = {s for n in snap.networks.values() for text, _gw in n.subnets if (s := subnet(text))}
-    host = frozenset(packed(a) for a in host_addresses) - workloads.keys()
+    host_addresses = list(host_addresses)
+    texts = [text for n in snap.networks.values() for text, _gw in n.subnets]
+    texts += [
+        f"{a.address}/{a.prefix_length}"
+        for a in host_addresses
+        if a.ifindex in snap.links and snap.links[a.ifindex].kind == "bridge"
+    ]
+    subnets = {s for text in texts if (s := subnet(text))}
+    host = frozenset(packed(a.address) for a in host_addresses) - workloads.keys()
     return Attribution(workloads, host, tuple(sorted(subnets)))
 
 
@@ -278,8 +288,19 @@ class Flows:
         conn = self.conns.get(ident)
         if kind == DESTROY:
             self._end(ident, entry)
-        elif conn is not None and entry.answered and not conn.answered:
+        elif conn is None:
+            self._adopt(entry, now, attr)
+        elif entry.answered and not conn.answered:
             conn.answered = True
+
+    def _adopt(self, entry: Entry, now: float, attr: Attribution) -> None:
+        """An update of a connection whose opening was not seen (its NEW came before anything
+        said that an end is a workload): open from now on, neither counted opened nor judged."""
+        if entry.id in self.gone:
+            return
+        key = self.key(entry, attr)
+        if key is not None and key is not _PENDING:
+            self._open(entry, key, now, counted=False)  # type: ignore[arg-type]
 
     def resync(self, entries: Iterable[Entry], now: float, attr: Attribution) -> None:
         """A fresh dump after lost events: new entries counted opened, the others brought up to

@@ -194,6 +194,16 @@ def test_tcp_between_two_containers_on_one_bridge(flow_exporter, containers, net
     assert not [l for l in lines if server_ip in l or client_ip in l]
 
 
+def test_connections_of_containers_just_started_on_a_network_just_made(flow_exporter, containers):
+    """The first packets may come before the exporter's snapshot has the network or the
+    containers: they wait for them, and are not taken for the host's or external traffic."""
+    net = containers.network(unique("dnxflow"))
+    server = containers.run(command="httpd -f -p 80", network=net.name)
+    client = containers.run(network=net.name)
+    assert connect(client, address(server, net), 80, 2) == 2
+    settled(flow_exporter, FLOW, client, server, 80, 2)
+
+
 def test_syns_dropped_by_the_server_are_unanswered(flow_exporter, containers, net):
     server = containers.run(network=net.name)
     client = containers.run(network=net.name)

@@ -13,7 +13,7 @@ from exporter.core.flows import (
     Peer,
     packed,
 )
-from exporter.core.model import Address, Container, Endpoint, HostState, Network
+from exporter.core.model import Address, Container, Endpoint, HostState, Link, Network
 
 CLIENT, SERVER, POD = "198.18.0.2", "198.18.0.3", "198.18.5.2"
 GATEWAY, HOST_IP, OUTSIDE = "198.18.0.1", "198.19.200.1", "198.19.99.9"
@@ -170,6 +170,19 @@ def test_a_workload_not_in_the_snapshot_yet_is_waited_for():
     assert row(table, web, flows.EXTERNAL_PEER, port="80")[flows.OPENED] == 1
 
 
+def test_an_update_brings_in_a_connection_whose_opening_was_not_attributed():
+    """A ping's one entry: its NEW came when nothing said its ends were workloads."""
+    table = Flows()
+    table.event(NEW, entry(1, "198.19.77.2", "198.19.77.3", protocol=1, dport=0), 0.0, attr())
+    assert table.series == {}
+    later = attr(**{"198_19_77_2": Peer("pinger", ""), "198_19_77_3": Peer("pinged", "")})
+    update = entry(1, "198.19.77.2", "198.19.77.3", protocol=1, dport=0, status=SEEN_REPLY)
+    table.event(UPDATE, update, 5.0, later)
+    table.event(UPDATE, update, 5.2, later)
+    opened = row(table, Peer("pinger", ""), Peer("pinged", ""), proto="icmp", port="")
+    assert opened[: flows.SENT_BYTES] == [0, 0, 1]
+
+
 def test_start_loads_open_connections_without_counting_them():
     table, a = Flows(), attr()
     table.start([entry(1), entry(2, status=SEEN_REPLY)], 0.0, a)
@@ -250,11 +263,19 @@ def test_attribution_from_a_snapshot():
         1: (Address(2, "ipv4", CLIENT, 24), Address(1, "ipv4", "127.0.0.1", 8)),
         2: (Address(2, "ipv4", POD, 24), Address(2, "ipv6", "fe80::1", 64)),
     }
+    state.links = {7: Link(7, "br-new", kind="bridge"), 8: Link(8, "eth0")}
     snap = topology.build(state)
-    a = flows.attribution(snap, [GATEWAY, "127.0.0.1"])
+    host = [
+        Address(7, "ipv4", "198.18.9.1", 24),  # the gateway of a network not in the snapshot yet
+        Address(8, "ipv4", HOST_IP, 16),
+        Address(1, "ipv4", "127.0.0.1", 8),
+    ]
+    a = flows.attribution(snap, host)
     assert a.peer(packed(CLIENT)) == Peer("shop-web-1", "shop")
     assert a.peer(packed(POD)) == Peer("api", "prod")
-    assert a.peer(packed(GATEWAY)) == flows.HOST_PEER
+    assert a.peer(packed("198.18.9.1")) == flows.HOST_PEER
+    assert a.peer(packed("198.18.9.7")) is None  # on the new bridge: maybe a workload
+    assert a.peer(packed("198.19.200.9")) == flows.EXTERNAL_PEER  # eth0's subnet is not a bridge's
     assert a.peer(packed("198.18.0.77")) is None  # in a workload network, held by nobody yet
     assert a.peer(packed(OUTSIDE)) == flows.EXTERNAL_PEER
     assert flows.live(snap) == {Peer("shop-web-1", "shop"), Peer("api", "prod")}

@@ -187,7 +187,7 @@ class Follower:
         cached = self._attr
         if cached is not None and cached[0] is snap and now - cached[1] < ATTRIBUTION_MAX_AGE:
             return cached[2]
-        host = [a.address for a in self._netlink.addresses()] if self._netlink else []
+        host = self._netlink.addresses() if self._netlink else []
         attr = flows.attribution(snap, host)
         if cached is not None and cached[0] is not snap:
             with self.lock:
@@ -197,7 +197,7 @@ class Follower:
 
     def _keep(self) -> conntrack.Keep | None:
         """Events between the host and the outside are not decoded past their tuples."""
-        return self._attr[2].keep if self._attr is not None else None
+        return self.attribution().keep
 
     def _dump(self, attr: Attribution) -> list[Entry]:
         """The entries of a fresh dump that involve a workload (the others are never kept)."""
