@@ -63,6 +63,8 @@ FOR = {
     "DockernetConntrackTableNearLimit": "5m",
     "DockernetConntrackInsertFailures": "15m",
     "DockernetFirewallDrops": "15m",
+    "DockernetFlowUnanswered": "5m",
+    "DockernetFlowEventsLost": "5m",
 }
 
 # Alerts link here (runbook_url + "#" + alert name in lower case); point it at

@@ -119,7 +119,10 @@ class Stack:
         # Our containers, still being set up, are no orphans; the netstat collector feeds the
         # container dashboard's TCP and UDP health row.
         self.exporter = ExporterProcess(
-            "--collector.orphans.grace=5s", "--collector.netstat", f"--cri.endpoint={CRI_SOCKET}"
+            "--collector.orphans.grace=5s",
+            "--collector.netstat",
+            "--collector.flows",
+            f"--cri.endpoint={CRI_SOCKET}",
         )
         self.exporter.wait_ready()
         self.prometheus = Prometheus(workdir, self.exporter.url.removeprefix("http://"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bridges, container_network, health, nat, pod_network
+from . import bridges, container_network, flows, health, nat, pod_network
 
 # output file name (under grafana/dashboards/) -> builder
 ALL = {
@@ -11,4 +11,5 @@ ALL = {
     "dockernet-bridges.json": bridges.build,
     "dockernet-nat.json": nat.build,
     "dockernet-exporter.json": health.build,
+    "dockernet-flows.json": flows.build,
 }
