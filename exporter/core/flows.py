@@ -72,6 +72,7 @@ class Peer(NamedTuple):
 HOST_PEER = Peer(HOST, "", HOST)
 EXTERNAL_PEER = Peer(EXTERNAL, "", EXTERNAL)
 OTHER_PEER = Peer(OTHER, "", OTHER)
+NOT_WORKLOADS = frozenset({HOST_PEER, EXTERNAL_PEER, OTHER_PEER})
 
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "icmpv6", 132: "sctp", 136: "udplite"}
 PORTED = frozenset({6, 17, 33, 132, 136})

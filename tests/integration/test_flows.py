@@ -154,9 +154,15 @@ def settled(exporter: ExporterProcess, name: str, source, destination, port, wan
 
     def check():
         found["m"] = exporter.metrics()
-        return flow(found["m"], name, source, destination, port, proto) == want
+        found["v"] = flow(found["m"], name, source, destination, port, proto)
+        return found["v"] == want
 
-    wait_for(check, 15, what=f"{name} {source.name}->{destination.name}:{port} == {want}")
+    what = f"{name} {source.name}->{destination.name}:{port}"
+    try:
+        wait_for(check, 15, what=f"{what} == {want}")
+    except pytest.fail.Exception:
+        lost = found["m"].get_value("dockernet_flow_events_lost_total") if "m" in found else None
+        pytest.fail(f"{what} is {found.get('v')} after 15s, not {want} (events lost: {lost})")
     return found["m"]
 
 

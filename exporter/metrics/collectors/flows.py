@@ -308,11 +308,15 @@ class FlowsCollector(Collector):
         follower = self.follower
         if follower is None or follower.error is not None:
             raise RuntimeError(follower.error if follower else "the flows collector is not started")
-        live = snap.memo("flows_live", flows.live)
+        # The workloads of this snapshot, and the peers that are none (host, external, other).
+        shown = snap.memo("flows_shown", lambda s: flows.live(s) | flows.NOT_WORKLOADS)
         with follower.lock:
-            rows = [(k, list(v)) for k, v in self.table.series.items() if _alive(k, live)]
+            rows = [
+                (k, list(v))
+                for k, v in self.table.series.items()
+                if k[0] in shown and k[1] in shown
+            ]
             lost = follower.lost
-        rows.sort(key=lambda r: r[0])
         label_sets = self._labels.rendered((k, k) for k, _row in rows)
         accounting = read_int(Path(self.procfs, SYSCTL_ACCT)) == 1
         values = [row for _key, row in rows]
@@ -373,7 +377,3 @@ class FlowsCollector(Collector):
             own = read_int(Path(SYSFS_NET, bridge, "bridge/nf_call_iptables"))
             out.append((bridge, int(on is not None and (on == 1 or own == 1))))
         return out
-
-
-def _alive(key: Key, live: frozenset[flows.Peer]) -> bool:
-    return all(p.kind != flows.WORKLOAD or p in live for p in key[:2])
