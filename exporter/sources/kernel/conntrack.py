@@ -9,6 +9,7 @@ its length. ``parse`` is pure and tested on messages recorded from the kernel.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import select
@@ -79,6 +80,7 @@ _V4_SKELETON = (
 _ORIG_V4 = _header(52, CTA_TUPLE_ORIG | NLA_F_NESTED)
 _REPLY_V4 = _header(52, CTA_TUPLE_REPLY | NLA_F_NESTED)
 _STATUS = _header(8, CTA_STATUS)
+_ID = _header(8, CTA_ID)
 _SKELETON_BYTES = b"".join(_V4_SKELETON)
 
 
@@ -139,10 +141,14 @@ Keep = Callable[
 ]  # (original source, reply source) -> whether to decode the rest
 
 
-def _fast_tuples(buf: memoryview, offset: int, end: int) -> tuple[Tuple, Tuple, int] | None:
-    """Both tuples and the status, in the common layout only (IPv4 with ports, status next);
-    None for any other, which the general walk then reads."""
-    if offset + 112 > end:
+Fast = tuple[Tuple, Tuple, int, int, int]  # both tuples, status, id (0: not yet read), next offset
+
+
+def _fast_tuples(buf: memoryview, offset: int, end: int) -> Fast | None:
+    """Both tuples and the status in the common layout only: IPv4 with ports, then the status (a
+    dump's order) or the id and the status (an event's); None for any other, which the general
+    walk then reads."""
+    if offset + 120 > end:
         return None
     o = _V4_TUPLE.unpack_from(buf, offset)
     r = _V4_TUPLE.unpack_from(buf, offset + 52)
@@ -151,11 +157,19 @@ def _fast_tuples(buf: memoryview, offset: int, end: int) -> tuple[Tuple, Tuple, 
         or r[0][:4] != _REPLY_V4
         or o[0][4:] + o[1] + o[3] + o[5] + o[7] + o[9] != _SKELETON_BYTES
         or r[0][4:] + r[1] + r[3] + r[5] + r[7] + r[9] != _SKELETON_BYTES
-        or buf[offset + 104 : offset + 108] != _STATUS
     ):
         return None
-    status = _BE32.unpack_from(buf, offset + 108)[0]
-    return (o[6], o[2], o[4], o[8], o[10]), (r[6], r[2], r[4], r[8], r[10]), status
+    tuples = (o[6], o[2], o[4], o[8], o[10]), (r[6], r[2], r[4], r[8], r[10])
+    after = buf[offset + 104 : offset + 108]
+    if after == _STATUS:
+        return (*tuples, _BE32.unpack_from(buf, offset + 108)[0], 0, offset + 112)
+    if after == _ID and buf[offset + 112 : offset + 116] == _STATUS:
+        ident, status = (
+            _BE32.unpack_from(buf, offset + 108)[0],
+            _BE32.unpack_from(buf, offset + 116)[0],
+        )
+        return (*tuples, status, ident, offset + 120)
+    return None
 
 
 def parse(buf: memoryview, offset: int, end: int, keep: Keep | None = None) -> Entry | None:
@@ -167,14 +181,13 @@ def parse(buf: memoryview, offset: int, end: int, keep: Keep | None = None) -> E
     orig: Tuple | None
     reply: Tuple | None
     if fast is not None:
-        orig, reply, status = fast
+        orig, reply, status, ident, offset = fast
         if keep is not None and not keep(orig[1], reply[1]):
             return None
-        offset += 112
     else:
         orig = reply = None
-        status = 0
-    ident = tcp_state = 0
+        status = ident = 0
+    tcp_state = 0
     counts: list[tuple[int, int]] = []
     for kind, start, stop in _nest(buf, offset, end):
         if kind == CTA_TUPLE_ORIG:
@@ -269,6 +282,54 @@ def socket_drops(sock: socket.socket, path: str = "/proc/self/net/netlink") -> i
     return None
 
 
+# A classic BPF program for the event socket: the kernel drops the UPDATE events of connections
+# already assured (answered both ways, so nothing the flows need: TCP's ESTABLISHED, FIN_WAIT, ...,
+# TIME_WAIT), five of a TCP connection's six updates. It reads the status where the common layout
+# has it (after both IPv4 tuples); any other message passes, and the parser decides.
+SO_ATTACH_FILTER = 26
+_BPF = struct.Struct("=HBBI")  # code, jump if true, jump if false, k
+BPF_LD_H_ABS, BPF_LD_W_ABS = 0x28, 0x20
+BPF_JEQ_K, BPF_JSET_K, BPF_RET_K = 0x15, 0x45, 0x06
+# In an event of the common layout: both tuples, the id, then the status attribute.
+_NLMSG_ID = 16 + _NFGENMSG.size + 104
+_NLMSG_STATUS = _NLMSG_ID + 8
+IPS_ASSURED_BIT = 1 << 2
+
+
+def _be16(value: int) -> int:
+    """A host-order u16 of the message as BPF's big-endian load reads it."""
+    return int.from_bytes(struct.pack("=H", value), "big")
+
+
+def assured_update_filter() -> bytes:
+    status_header = int.from_bytes(_STATUS, "big")
+    program = [
+        (BPF_LD_H_ABS, 0, 0, 4),  # nlmsg_type
+        (BPF_JEQ_K, 0, 10, _be16(CT_NEW)),  # not a NEW or UPDATE: pass
+        (BPF_LD_H_ABS, 0, 0, 6),  # nlmsg_flags
+        (BPF_JSET_K, 8, 0, _be16(NLM_F_CREATE)),  # NEW: pass
+        (BPF_LD_W_ABS, 0, 0, 16 + _NFGENMSG.size),
+        (BPF_JEQ_K, 0, 6, int.from_bytes(_ORIG_V4, "big")),  # another layout: pass
+        (BPF_LD_W_ABS, 0, 0, _NLMSG_ID),
+        (BPF_JEQ_K, 0, 4, int.from_bytes(_ID, "big")),  # another layout: pass
+        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS),
+        (BPF_JEQ_K, 0, 2, status_header),  # another layout: pass
+        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS + 4),  # the status, big-endian
+        (BPF_JSET_K, 1, 0, IPS_ASSURED_BIT),  # assured: drop
+        (BPF_RET_K, 0, 0, 0xFFFFFFFF),
+        (BPF_RET_K, 0, 0, 0),
+    ]
+    return b"".join(_BPF.pack(*i) for i in program)
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
+    """Attach a classic BPF program; the returned buffer must outlive the call only."""
+    code = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("@HL", len(program) // _BPF.size, ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return code
+
+
 class EventMonitor:
     """The table's events. ``run`` calls ``on_events(batch)`` with the (kind, entry) pairs of each
     read, ``on_overflow(lost)`` when the kernel dropped events (ENOBUFS; ``lost`` from the socket's
@@ -296,6 +357,7 @@ class EventMonitor:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 0)
+        attach_filter(self.sock, assured_update_filter())
         self.sock.bind((0, groups))
         self.sock.setblocking(False)
         self._drops = socket_drops(self.sock) or 0
