@@ -300,14 +300,15 @@ def main() -> None:
     only = set(args.only or ("dump", "scrape", "rate"))
     lock = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    results = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    if "dump" in only:
-        results["dump"] = dump_figure(args.entries)
-    if "scrape" in only:
-        results["scrape"] = [scrape_figure(100), scrape_figure(1000)]
-    if "rate" in only:
-        results["rate"] = rate_figure(args.rate, args.seconds)
-    print(json.dumps(results, indent=1))
+    print(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), flush=True)
+    figures = {
+        "dump": lambda: dump_figure(args.entries),
+        "scrape": lambda: [scrape_figure(100), scrape_figure(1000)],
+        "rate": lambda: rate_figure(args.rate, args.seconds),
+    }
+    for name, measure in figures.items():
+        if name in only:  # each figure printed as soon as it is measured
+            print(json.dumps({name: measure()}), flush=True)
 
 
 if __name__ == "__main__":
