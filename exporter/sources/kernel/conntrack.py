@@ -217,11 +217,31 @@ def event_kind(msg_type: int, flags: int) -> str | None:
     return None
 
 
+# In a message of the common layout: the bytes before the original source, and before the reply's.
+_ORIG_HEAD = _ORIG_V4 + _V4_SKELETON[0]
+_REPLY_HEAD = _REPLY_V4 + _V4_SKELETON[0]
+_ORIG_SRC = 16 + _NFGENMSG.size + len(_ORIG_HEAD)
+_REPLY_SRC = _ORIG_SRC + 52
+
+
+def _rejected(data: bytes, offset: int, keep: Keep) -> bool:
+    """Whether ``keep`` turns the message at ``offset`` down, judged from its raw bytes (the
+    common layout only): most of a large table is, and costs no more than this."""
+    o, r = offset + _ORIG_SRC, offset + _REPLY_SRC
+    return (
+        data[o - 12 : o] == _ORIG_HEAD
+        and data[r - 12 : r] == _REPLY_HEAD
+        and not keep(data[o : o + 4], data[r : r + 4])
+    )
+
+
 def parse_datagram(data: bytes, keep: Keep | None = None) -> Iterator[tuple[str, Entry]]:
     """(kind, entry) of each conntrack message in one datagram (events or a dump's part)."""
     for msg_type, flags, buf, start, end in iter_messages(data):
         kind = event_kind(msg_type, flags)
         if kind is not None:
+            if keep is not None and _rejected(data, start - 16, keep):
+                continue
             entry = parse(buf, start, end, keep)
             if entry is not None:
                 yield kind, entry
