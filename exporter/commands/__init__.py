@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.commands.base import Command
 from exporter.commands.bridges import BridgesCommand
+from exporter.commands.flows import FlowsCommand
 from exporter.commands.ips import IpsCommand
 from exporter.commands.nat import NatCommand
 from exporter.commands.netns import NetnsCommand
@@ -19,4 +20,5 @@ COMMANDS: tuple[Command, ...] = (
     OrphansCommand(),
     NetnsCommand(),
     TopologyCommand(),
+    FlowsCommand(),
 )

@@ -73,6 +73,8 @@ FOR = {
     "DockernetOverlayPeerMissing": "10m",
     "DockernetOverlayMtuMismatch": "5m",
     "DockernetOverlayLeaked": "15m",
+    "DockernetFlowUnanswered": "5m",
+    "DockernetFlowEventsLost": "5m",
 }
 
 # Alerts link here (runbook_url + "#" + alert name in lower case); point it at

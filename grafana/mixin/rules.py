@@ -61,6 +61,8 @@ LIMIT = config.BRIDGE_PORT_LIMIT
 
 
 def alert_rules() -> list:
+    from . import flow_rules  # it builds on this module's alert()
+
     return (
         [
             alert(
@@ -138,6 +140,7 @@ def alert_rules() -> list:
         ]
         + [a for owner in OWNERS for a in owner_alerts(owner)]
         + host_netstat_alerts()
+        + flow_rules.flow_alerts()
     )
 
 

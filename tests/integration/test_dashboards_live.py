@@ -130,7 +130,7 @@ class Stack:
         # Our containers, still being set up, are no orphans. The netstat collector, on by
         # default, feeds the TCP and UDP health rows.
         self.exporter = exporter = ExporterProcess(
-            "--collector.orphans.grace=5s", f"--cri.endpoint={CRI_SOCKET}"
+            "--collector.orphans.grace=5s", "--collector.flows", f"--cri.endpoint={CRI_SOCKET}"
         )
         exporter.wait_ready()
         self.prometheus = prometheus = Prometheus(workdir, exporter.url.removeprefix("http://"))

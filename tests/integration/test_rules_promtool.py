@@ -53,6 +53,14 @@ PORT = {
 }
 COMPOSED = {**CONTAINER, "compose_project": "shop", "compose_service": "web"}
 DROPS = {"network": "shop", "bridge": "br-0123456789ab", "reason": "isolation"}
+FLOW = {
+    "source": "web",
+    "source_namespace": "shop",
+    "destination": "db",
+    "destination_namespace": "shop",
+    "protocol": "tcp",
+    "port": "5432",
+}
 CASES = {
     "DockernetExporterDown": (
         [(series("up", {}), "1", "0")],
@@ -237,6 +245,23 @@ CASES = {
         "Docker's isolation rule drops 10 packets per second bound for bridge br-0123456789ab "
         "(network shop) on host1:9917, above 1/s for 15m: something keeps sending where Docker's "
         "firewall does not let it.",
+    ),
+    "DockernetFlowUnanswered": (
+        [(series("dockernet_flow_connections_unanswered_total", FLOW), "0", "0+60")],
+        1,
+        FLOW,
+        "Connections web → db tcp/5432 on host1:9917 go unanswered",
+        "1 connections per second from web to db (tcp port 5432) on host1:9917 got no reply packet "
+        "at all, for 5m: a firewall dropping them, a dead peer, or nothing listening on a UDP port.",
+    ),
+    "DockernetFlowEventsLost": (
+        [(series("dockernet_flow_events_lost_total", {}), "0", "0+600")],
+        1,
+        {},
+        "dockernet-exporter on host1:9917 loses conntrack events",
+        "The kernel drops conntrack events for want of room in dockernet-exporter's socket on "
+        "host1:9917: connections opened and closed between two reads of the table are not counted. "
+        "Raise --collector.flows.rcvbuf.",
     ),
 }
 

@@ -44,11 +44,11 @@ def test_generated_files_are_up_to_date():
     assert run.returncode == 0, run.stderr
 
 
-def test_six_dashboards_with_unique_uids_and_titles():
+def test_seven_dashboards_with_unique_uids_and_titles():
     dashes = [load(p) for p in DASHBOARDS]
-    assert len(dashes) == 6
-    assert len({d["uid"] for d in dashes}) == 6
-    assert len({d["title"] for d in dashes}) == 6
+    assert len(dashes) == 7
+    assert len({d["uid"] for d in dashes}) == 7
+    assert len({d["title"] for d in dashes}) == 7
     assert all(len(d["uid"]) <= 40 for d in dashes)  # Grafana's limit
 
 

@@ -24,10 +24,11 @@ import pytest
 from golden_scene import GOLDEN, firewall_commands, golden_state, link_stats, proc_root
 
 from exporter.app import cli, runtimes
-from exporter.core import topology
+from exporter.core import flows, topology
 from exporter.metrics import collectors
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.collectors.containers import ContainersCollector
+from exporter.metrics.collectors.flows import FlowsCollector, Follower
 from exporter.metrics.collectors.orphans import OrphansCollector
 from exporter.metrics.scrape import Scraper
 from exporter.sources.kernel.procfs import Procfs
@@ -40,6 +41,7 @@ FLAGS = [
     "--cri.endpoint=/nonexistent/containerd.sock",
     "--collector.netstat.fields=all",  # every family, not only the default (the dashboards')
     "--collector.netstat.interval=0s",
+    "--collector.flows",  # off by default; its table stays empty (no conntrack is followed here)
 ]
 # How long the orphan's veth has looked orphaned at the scrape: past the default grace (30s).
 SUSPECT_FOR = 60.0
@@ -75,6 +77,18 @@ def enabled(root: Path) -> list[Collector]:
     return found
 
 
+def with_flows(collector: FlowsCollector, snap: topology.Snapshot, root: Path) -> None:
+    """The flows collector as if its thread had read the table: one flow between the scene's
+    first two workloads, one to the outside (its follower is never started: no conntrack here)."""
+    follower = Follower(collector.table, lambda: snap, str(root), 1 << 20, 15.0)
+    follower.error = None
+    collector.follower = follower
+    first, second = (flows.peer_of(v) for v in flows.owners(snap)[:2])
+    series = collector.table.series
+    series[(first, second, "tcp", "80")] = [7, 2, 1, 0, 0, 0, 0]
+    series[(first, flows.EXTERNAL_PEER, "udp", "53")] = [3, 0, 0, 0, 0, 0, 0]
+
+
 def scrape(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -93,6 +107,9 @@ def scrape(
     daemon = Daemon(runtimes.from_args(cli.build_parser().parse_args(FLAGS)), Procfs(str(root)))
     daemon.snapshot = topology.build(state)
     daemon.runtimes_up = dict(sorted(state.runtimes_up.items()))  # as the daemon publishes them
+    for c in found:
+        if isinstance(c, FlowsCollector):
+            with_flows(c, daemon.snapshot, root)
     daemon.published.set()
     try:
         return mask(Scraper(daemon, found).render())

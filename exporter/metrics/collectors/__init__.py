@@ -10,6 +10,7 @@ from exporter.metrics.collectors.addresses import AddressesCollector
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.collectors.bridges import BridgesCollector
 from exporter.metrics.collectors.containers import ContainersCollector
+from exporter.metrics.collectors.flows import FlowsCollector
 from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.collectors.netstat import NetstatCollector
 from exporter.metrics.collectors.orphans import OrphansCollector
@@ -28,6 +29,7 @@ ALL: tuple[type[Collector], ...] = (
     OrphansCollector,
     NetstatCollector,
     OverlayCollector,
+    FlowsCollector,
 )
 
 

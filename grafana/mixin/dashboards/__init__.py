@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bridges, container_network, health, nat, overlay, pod_network
+from . import bridges, container_network, flows, health, nat, overlay, pod_network
 
 # output file name (under grafana/dashboards/) -> builder
 ALL = {
@@ -12,4 +12,5 @@ ALL = {
     "dockernet-nat.json": nat.build,
     "dockernet-overlay.json": overlay.build,
     "dockernet-exporter.json": health.build,
+    "dockernet-flows.json": flows.build,
 }
