@@ -7,7 +7,7 @@
 set -euo pipefail
 
 TEST_IMAGE="${TEST_IMAGE:-dockernet-test:busybox}"
-APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc podman netavark chromium chromium-driver psmisc)
+APT_PACKAGES=(docker.io iptables nftables busybox-static prometheus prometheus-node-exporter iproute2 bridge-utils docker-compose debootstrap openssl curl systemd containerd containernetworking-plugins runc podman netavark chromium chromium-driver psmisc conntrack)
 DOCKERD_LOG=/var/log/dockernet-test-dockerd.log
 
 log() { echo "test-env: $*" >&2; }
