@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from exporter.core import flows
+from exporter.core import flow_peers
 from exporter.sources.kernel import conntrack as ct
 from exporter.sources.kernel.netlink import NLM_F_REQUEST
 
@@ -117,8 +117,8 @@ def dump_figure(entries: int) -> dict:
     write_entries(entries)
     try:
         size = count_table()
-        subnets = tuple(s for s in map(flows.subnet, ("198.18.0.0/24", "198.19.0.0/24")) if s)
-        attr = flows.Attribution({}, frozenset(), subnets)
+        subnets = tuple(s for s in map(flow_peers.subnet, ("198.18.0.0/24", "198.19.0.0/24")) if s)
+        attr = flow_peers.Attribution({}, frozenset(), subnets)
 
         def ours() -> None:
             kept = [e for e in ct.dump() if attr.involves_workload(e)]
@@ -155,10 +155,10 @@ def scrape_figure(series: int = 100) -> dict:
     follower = Follower(collector.table, lambda: snap, "/proc", 1 << 20, 15.0)
     follower.error = None
     collector.follower = follower
-    peers: set[flows.Peer] = set()
+    peers: set[flow_peers.Peer] = set()
     for i in range(series):
-        source = flows.Peer(f"client-{i % 50}", "bench")
-        destination = flows.Peer(f"server-{i // 50}", "bench")
+        source = flow_peers.Peer(f"client-{i % 50}", "bench")
+        destination = flow_peers.Peer(f"server-{i // 50}", "bench")
         peers.update((source, destination))
         collector.table.series[(source, destination, "tcp", str(8000 + i))] = [i, 0, 1, 0, 0, 0, 0]
     snap.cache[SHOWN] = frozenset(peers)  # as if the snapshot held those workloads

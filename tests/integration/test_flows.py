@@ -451,12 +451,13 @@ def test_the_kernel_filters_the_updates_of_assured_connections():
     import select
 
     from exporter.sources.kernel import conntrack as ct
+    from exporter.sources.kernel import conntrack_events as ct_events
 
     def subscribed(filtered: bool) -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, ct.NETLINK_NETFILTER)
-        sock.setsockopt(socket.SOL_SOCKET, ct.SO_RCVBUFFORCE, 16 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, ct_events.SO_RCVBUFFORCE, 16 << 20)
         if filtered:
-            ct.attach_filter(sock, ct.assured_update_filter())
+            ct_events.attach_filter(sock, ct_events.assured_update_filter())
         sock.bind((0, ct.GROUP_NEW | ct.GROUP_UPDATE))
         return sock
 
@@ -484,5 +485,5 @@ def test_the_kernel_filters_the_updates_of_assured_connections():
         return seen
 
     everything, kept = updates(plain), updates(filtered)
-    assert len(everything) >= 3 and any(s & ct.IPS_ASSURED_BIT for s in everything)
-    assert len(kept) == 1 and not kept[0] & ct.IPS_ASSURED_BIT and kept[0] & 2
+    assert len(everything) >= 3 and any(s & ct_events.IPS_ASSURED_BIT for s in everything)
+    assert len(kept) == 1 and not kept[0] & ct_events.IPS_ASSURED_BIT and kept[0] & 2

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from exporter.commands.flows import rows
-from exporter.core.flows import (
-    DESTROY,
-    IPS_SEEN_REPLY,
-    NEW,
-    Attribution,
-    Entry,
-    Flows,
-    Peer,
-    packed,
-)
+from exporter.core.flow_peers import Attribution, Peer, packed
+from exporter.core.flows import DESTROY, IPS_SEEN_REPLY, NEW, Entry, Flows
 
 A, B = "198.18.0.2", "198.18.0.3"
 

@@ -11,6 +11,7 @@ import pytest
 
 from exporter.core.flows import DESTROY, NEW, UPDATE
 from exporter.sources.kernel import conntrack as ct
+from exporter.sources.kernel import conntrack_events as ct_events
 from exporter.sources.kernel.netlink import NetlinkError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "conntrack"
@@ -117,8 +118,8 @@ def test_socket_drops_read_from_proc_net_netlink(tmp_path):
             "sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode\n"
             f"0000000000000000 12  123        00000007 0        0        0     2        41       {inode}\n"
         )
-        assert ct.socket_drops(sock, str(table)) == 41
-        assert ct.socket_drops(sock, str(tmp_path / "missing")) is None
+        assert ct_events.socket_drops(sock, str(table)) == 41
+        assert ct_events.socket_drops(sock, str(tmp_path / "missing")) is None
 
 
 def test_the_common_layout_is_read_in_one_go_and_agrees_with_the_walk():
@@ -154,19 +155,19 @@ def run_bpf(program: bytes, packet: bytes) -> int:
     a = pc = 0
     while True:
         op, jt, jf, k = code[pc]
-        if op in (ct.BPF_LD_H_ABS, ct.BPF_LD_W_ABS):
-            a = int.from_bytes(packet[k : k + (2 if op == ct.BPF_LD_H_ABS else 4)], "big")
+        if op in (ct_events.BPF_LD_H_ABS, ct_events.BPF_LD_W_ABS):
+            a = int.from_bytes(packet[k : k + (2 if op == ct_events.BPF_LD_H_ABS else 4)], "big")
             pc += 1
-        elif op in (ct.BPF_JEQ_K, ct.BPF_JSET_K):
-            hit = a == k if op == ct.BPF_JEQ_K else bool(a & k)
+        elif op in (ct_events.BPF_JEQ_K, ct_events.BPF_JSET_K):
+            hit = a == k if op == ct_events.BPF_JEQ_K else bool(a & k)
             pc += 1 + (jt if hit else jf)
         else:
-            assert op == ct.BPF_RET_K
+            assert op == ct_events.BPF_RET_K
             return k
 
 
 def test_the_event_filter_drops_only_the_updates_of_assured_connections():
-    program = ct.assured_update_filter()
+    program = ct_events.assured_update_filter()
     data, offset = (FIXTURES / "events.bin").read_bytes(), 0
     passed: list = []
     dropped: list = []
@@ -177,8 +178,8 @@ def test_the_event_filter_drops_only_the_updates_of_assured_connections():
         ((kind, entry),) = ct.parse_datagram(datagram)
         (passed if run_bpf(program, datagram) else dropped).append((kind, entry.status))
     assert {k for k, _status in dropped} == {UPDATE}
-    assert all(status & ct.IPS_ASSURED_BIT for _k, status in dropped) and len(dropped) == 4
-    assert all(k != UPDATE or not status & ct.IPS_ASSURED_BIT for k, status in passed)
+    assert all(status & ct_events.IPS_ASSURED_BIT for _k, status in dropped) and len(dropped) == 4
+    assert all(k != UPDATE or not status & ct_events.IPS_ASSURED_BIT for k, status in passed)
     # Another layout (here the dump's: the status right after the tuples) always passes.
     dump = (FIXTURES / "dump.bin").read_bytes()
     assert run_bpf(program, dump) != 0

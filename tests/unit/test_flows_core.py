@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.core import flows, topology
-from exporter.core.flows import (
-    DESTROY,
-    NEW,
-    UPDATE,
-    Attribution,
-    Entry,
-    Flows,
-    Peer,
-    packed,
-)
+from exporter.core import flow_peers, flows, topology
+from exporter.core.flow_peers import Attribution, Peer, packed
+from exporter.core.flows import DESTROY, NEW, UPDATE, Entry, Flows
 from exporter.core.model import Address, Endpoint, HostState, Link, Network, Workload
 
 CLIENT, SERVER, POD = "198.18.0.2", "198.18.0.3", "198.18.5.2"
@@ -28,7 +20,7 @@ SEEN_REPLY = flows.IPS_SEEN_REPLY
 def attr(**extra: Peer) -> Attribution:
     workloads = {packed(CLIENT): web, packed(SERVER): db, packed(POD): pod}
     workloads.update({packed(a.replace("_", ".")): p for a, p in extra.items()})
-    subnets = tuple(s for s in map(flows.subnet, SUBNETS) if s)
+    subnets = tuple(s for s in map(flow_peers.subnet, SUBNETS) if s)
     return Attribution(workloads, frozenset({packed(GATEWAY), packed(HOST_IP)}), subnets)
 
 
@@ -121,7 +113,7 @@ def test_published_port_goes_to_the_container_behind_it():
     table, a = Flows(), attr()
     e = entry(1, HOST_IP, HOST_IP, 8080, reply_src=SERVER, reply_dst=HOST_IP, reply_sport=80)
     table.event(NEW, e, 0.0, a)
-    assert row(table, flows.HOST_PEER, db, port="80")[flows.OPENED] == 1
+    assert row(table, flow_peers.HOST_PEER, db, port="80")[flows.OPENED] == 1
 
 
 def test_masqueraded_connection_goes_to_the_container_that_opened_it():
@@ -129,13 +121,13 @@ def test_masqueraded_connection_goes_to_the_container_that_opened_it():
     table, a = Flows(), attr()
     e = entry(1, CLIENT, OUTSIDE, 443, reply_src=OUTSIDE, reply_dst=HOST_IP)
     table.event(NEW, e, 0.0, a)
-    assert row(table, web, flows.EXTERNAL_PEER, port="443")[flows.OPENED] == 1
+    assert row(table, web, flow_peers.EXTERNAL_PEER, port="443")[flows.OPENED] == 1
 
 
 def test_docker_proxy_leg_is_the_host():
     table, a = Flows(), attr()
     table.event(NEW, entry(1, GATEWAY, SERVER, 80), 0.0, a)
-    assert row(table, flows.HOST_PEER, db, port="80")[flows.OPENED] == 1
+    assert row(table, flow_peers.HOST_PEER, db, port="80")[flows.OPENED] == 1
 
 
 def test_connections_without_a_workload_are_not_kept():
@@ -163,7 +155,7 @@ def test_max_peers_sends_the_rest_to_other():
     table.event(NEW, entry(9, CLIENT, "198.18.0.10", 80), 0.0, a)
     assert row(table, web, Peer("peer0", ""), port="80")[flows.OPENED] == 2
     assert row(table, web, Peer("peer1", ""), port="80")[flows.OPENED] == 1
-    assert row(table, web, flows.OTHER_PEER, port="80")[flows.OPENED] == 2
+    assert row(table, web, flow_peers.OTHER_PEER, port="80")[flows.OPENED] == 2
 
 
 def test_a_workload_not_in_the_snapshot_yet_is_waited_for():
@@ -178,7 +170,7 @@ def test_a_workload_not_in_the_snapshot_yet_is_waited_for():
     table.event(NEW, entry(2, CLIENT, "198.18.0.51", 80), 1.0, after)
     assert table.tick(1.5, after) == 3.0
     table.tick(3.0, after)
-    assert row(table, web, flows.EXTERNAL_PEER, port="80")[flows.OPENED] == 1
+    assert row(table, web, flow_peers.EXTERNAL_PEER, port="80")[flows.OPENED] == 1
 
 
 def test_an_update_brings_in_a_connection_whose_opening_was_not_attributed():
@@ -281,12 +273,14 @@ def test_attribution_from_a_snapshot():
         Address(8, "ipv4", HOST_IP, 16),
         Address(1, "ipv4", "127.0.0.1", 8),
     ]
-    a = flows.attribution(snap, host)
+    a = flow_peers.attribution(snap, host)
     assert a.peer(packed(CLIENT)) == Peer("shop-web-1", "shop")
     assert a.peer(packed(POD)) == Peer("api", "prod")
-    assert a.peer(packed("198.18.9.1")) == flows.HOST_PEER
+    assert a.peer(packed("198.18.9.1")) == flow_peers.HOST_PEER
     assert a.peer(packed("198.18.9.7")) is None  # on the new bridge: maybe a workload
-    assert a.peer(packed("198.19.200.9")) == flows.EXTERNAL_PEER  # eth0's subnet is not a bridge's
+    assert (
+        a.peer(packed("198.19.200.9")) == flow_peers.EXTERNAL_PEER
+    )  # eth0's subnet is not a bridge's
     assert a.peer(packed("198.18.0.77")) is None  # in a workload network, held by nobody yet
-    assert a.peer(packed(OUTSIDE)) == flows.EXTERNAL_PEER
-    assert flows.live(snap) == {Peer("shop-web-1", "shop"), Peer("api", "prod")}
+    assert a.peer(packed(OUTSIDE)) == flow_peers.EXTERNAL_PEER
+    assert flow_peers.live(snap) == {Peer("shop-web-1", "shop"), Peer("api", "prod")}

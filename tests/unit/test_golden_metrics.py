@@ -24,7 +24,7 @@ import pytest
 from golden_scene import GOLDEN, firewall_commands, golden_state, link_stats, proc_root
 
 from exporter.app import cli, runtimes
-from exporter.core import flows, topology
+from exporter.core import flow_peers, topology
 from exporter.metrics import collectors
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.collectors.containers import ContainersCollector
@@ -83,10 +83,10 @@ def with_flows(collector: FlowsCollector, snap: topology.Snapshot, root: Path) -
     follower = Follower(collector.table, lambda: snap, str(root), 1 << 20, 15.0)
     follower.error = None
     collector.follower = follower
-    first, second = (flows.peer_of(v) for v in flows.owners(snap)[:2])
+    first, second = (flow_peers.peer_of(v) for v in flow_peers.owners(snap)[:2])
     series = collector.table.series
     series[(first, second, "tcp", "80")] = [7, 2, 1, 0, 0, 0, 0]
-    series[(first, flows.EXTERNAL_PEER, "udp", "53")] = [3, 0, 0, 0, 0, 0, 0]
+    series[(first, flow_peers.EXTERNAL_PEER, "udp", "53")] = [3, 0, 0, 0, 0, 0, 0]
 
 
 def scrape(

@@ -18,19 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from exporter import logs
 from exporter.app.flags import byte_size, positive_duration
-from exporter.core import flows
-from exporter.core.flows import Attribution, Entry, Flows, Key
+from exporter.core import flow_peers, flows
+from exporter.core.flow_peers import Attribution
+from exporter.core.flows import Entry, Flows, Key
 from exporter.core.memo import MemoKey
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, LabelCache, labels
-from exporter.sources.kernel import conntrack
+from exporter.sources.kernel import conntrack, conntrack_events
 from exporter.sources.kernel.netlink import Netlink
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
 
 # The peers whose series are shown: the workloads of the snapshot, and "host", "external".
-SHOWN: MemoKey[frozenset[flows.Peer]] = MemoKey("flows shown")
+SHOWN: MemoKey[frozenset[flow_peers.Peer]] = MemoKey("flows shown")
 
 log = logs.get_logger()
 
@@ -133,7 +134,7 @@ class Follower:
         self.error: str | None = "the conntrack table is not read yet"
         self.reading = True  # until the first read of the table is applied, or has failed
         self._stopping = threading.Event()
-        self._monitor: conntrack.EventMonitor | None = None
+        self._monitor: conntrack_events.EventMonitor | None = None
         self._netlink: Netlink | None = None
         self._attr: tuple[Snapshot | None, float, Attribution] | None = None
         self._next_counters = 0.0
@@ -165,7 +166,7 @@ class Follower:
     def _follow(self) -> None:
         self._netlink = Netlink()
         self._attr = None
-        monitor = conntrack.EventMonitor(
+        monitor = conntrack_events.EventMonitor(
             self._on_events, self._on_overflow, self._on_idle, self.rcvbuf, self._keep
         )
         self._monitor = monitor
@@ -178,7 +179,7 @@ class Follower:
         entries = self._dump(attr)
         with self.lock:
             self.table.start(entries, time.monotonic(), attr)
-            self.table.retain(flows.live(self.snapshot()))
+            self.table.retain(flow_peers.live(self.snapshot()))
         self.error = None
         self.reading = False
         log.debug("flows_following", connections=len(entries))
@@ -192,10 +193,10 @@ class Follower:
         if cached is not None and cached[0] is snap and now - cached[1] < ATTRIBUTION_MAX_AGE:
             return cached[2]
         host = self._netlink.addresses() if self._netlink else []
-        attr = flows.attribution(snap, host)
+        attr = flow_peers.attribution(snap, host)
         if cached is not None and cached[0] is not snap:
             with self.lock:
-                self.table.retain(flows.live(snap))
+                self.table.retain(flow_peers.live(snap))
         self._attr = (snap, now, attr)
         return attr
 
@@ -313,7 +314,7 @@ class FlowsCollector(Collector):
         if follower is None or follower.error is not None:
             raise RuntimeError(follower.error if follower else "the flows collector is not started")
         # The workloads of this snapshot, and the peers that are none (host, external, other).
-        shown = snap.memo(SHOWN, lambda s: flows.live(s) | flows.NOT_WORKLOADS)
+        shown = snap.memo(SHOWN, lambda s: flow_peers.live(s) | flow_peers.NOT_WORKLOADS)
         with follower.lock:
             rows = [
                 (k, list(v))

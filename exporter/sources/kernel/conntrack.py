@@ -1,5 +1,5 @@
 """The host's conntrack table over ctnetlink (a raw NETLINK_NETFILTER socket): one dump, and the
-table's NEW, UPDATE and DESTROY events.
+parsers of its messages that the event monitor (conntrack_events.py) shares.
 
 Only what the flows need is decoded, with ``struct`` on the raw buffer: both tuples (addresses as
 packed bytes, ports, protocol), the status bits, the id, and the counters when accounting put them
@@ -9,24 +9,18 @@ its length. ``parse`` is pure and tested on messages recorded from the kernel.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
-import select
 import socket
 import struct
 from collections.abc import Callable, Iterator
 
 from exporter.core.flows import DESTROY, NEW, UPDATE, Entry
-from exporter.sources import Wakeup
 from exporter.sources.kernel.netlink import (
     _NLMSGHDR,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    SO_RCVBUFFORCE,
-    SOL_NETLINK,
     NetlinkError,
     iter_messages,
 )
@@ -284,135 +278,3 @@ def dump(keep: Keep | None = None) -> Iterator[Entry]:
     for data in dump_datagrams():
         for _kind, entry in parse_datagram(data, keep):
             yield entry
-
-
-def socket_drops(sock: socket.socket, path: str = "/proc/self/net/netlink") -> int | None:
-    """How many messages the kernel dropped for want of room in this socket's buffer (the Drops
-    column of /proc/net/netlink, found by the socket's inode)."""
-    inode = str(os.fstat(sock.fileno()).st_ino)
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines[1:]:
-        cols = line.split()
-        if len(cols) >= 10 and cols[9] == inode:
-            return int(cols[8])
-    return None
-
-
-# A classic BPF program for the event socket: the kernel drops the UPDATE events of connections
-# already assured (answered both ways, so nothing the flows need: TCP's ESTABLISHED, FIN_WAIT, ...,
-# TIME_WAIT), five of a TCP connection's six updates. It reads the status where the common layout
-# has it (after both IPv4 tuples); any other message passes, and the parser decides.
-SO_ATTACH_FILTER = 26
-_BPF = struct.Struct("=HBBI")  # code, jump if true, jump if false, k
-BPF_LD_H_ABS, BPF_LD_W_ABS = 0x28, 0x20
-BPF_JEQ_K, BPF_JSET_K, BPF_RET_K = 0x15, 0x45, 0x06
-# In an event of the common layout: both tuples, the id, then the status attribute.
-_NLMSG_ID = 16 + _NFGENMSG.size + 104
-_NLMSG_STATUS = _NLMSG_ID + 8
-IPS_ASSURED_BIT = 1 << 2
-
-
-def _be16(value: int) -> int:
-    """A host-order u16 of the message as BPF's big-endian load reads it."""
-    return int.from_bytes(struct.pack("=H", value), "big")
-
-
-def assured_update_filter() -> bytes:
-    status_header = int.from_bytes(_STATUS, "big")
-    program = [
-        (BPF_LD_H_ABS, 0, 0, 4),  # nlmsg_type
-        (BPF_JEQ_K, 0, 10, _be16(CT_NEW)),  # not a NEW or UPDATE: pass
-        (BPF_LD_H_ABS, 0, 0, 6),  # nlmsg_flags
-        (BPF_JSET_K, 8, 0, _be16(NLM_F_CREATE)),  # NEW: pass
-        (BPF_LD_W_ABS, 0, 0, 16 + _NFGENMSG.size),
-        (BPF_JEQ_K, 0, 6, int.from_bytes(_ORIG_V4, "big")),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_ID),
-        (BPF_JEQ_K, 0, 4, int.from_bytes(_ID, "big")),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS),
-        (BPF_JEQ_K, 0, 2, status_header),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS + 4),  # the status, big-endian
-        (BPF_JSET_K, 1, 0, IPS_ASSURED_BIT),  # assured: drop
-        (BPF_RET_K, 0, 0, 0xFFFFFFFF),
-        (BPF_RET_K, 0, 0, 0),
-    ]
-    return b"".join(_BPF.pack(*i) for i in program)
-
-
-def attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
-    """Attach a classic BPF program; the returned buffer must outlive the call only."""
-    code = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("@HL", len(program) // _BPF.size, ctypes.addressof(code))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    return code
-
-
-class EventMonitor:
-    """The table's events. ``run`` calls ``on_events(batch)`` with the (kind, entry) pairs of each
-    read, ``on_overflow(lost)`` when the kernel dropped events (ENOBUFS; ``lost`` from the socket's
-    drop count, None if unreadable), and ``on_idle()`` after each wait, which lasts at most the
-    seconds ``on_idle`` last returned (1 at first); ``keep()`` gives the filter of events not
-    worth decoding. Open it before the dump that it complements: no event falls between."""
-
-    def __init__(
-        self,
-        on_events: Callable[[list[tuple[str, Entry]]], None],
-        on_overflow: Callable[[int | None], None],
-        on_idle: Callable[[], float],
-        rcvbuf: int = RCVBUF_BYTES,
-        keep: Callable[[], Keep | None] = lambda: None,
-        groups: int = GROUP_NEW | GROUP_UPDATE | GROUP_DESTROY,
-    ) -> None:
-        self.on_events = on_events
-        self.on_overflow = on_overflow
-        self.on_idle = on_idle
-        self.keep = keep  # the filter of the moment, asked once per read
-        self._wakeup = Wakeup()
-        self.sock = _socket()
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 0)
-        attach_filter(self.sock, assured_update_filter())
-        self.sock.bind((0, groups))
-        self.sock.setblocking(False)
-        self._drops = socket_drops(self.sock) or 0
-
-    def stop(self) -> None:
-        self._wakeup.stop()
-
-    def run(self) -> None:
-        try:
-            timeout = 1.0
-            while not self._wakeup.stopping:
-                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [], timeout)
-                if self.sock.fileno() in ready:
-                    self._drain()
-                timeout = self.on_idle()
-        finally:
-            self.sock.close()
-            self._wakeup.close()
-
-    def _drain(self) -> None:
-        """Everything queued, in batches of one read each."""
-        for _ in range(1024):
-            try:
-                data = self.sock.recv(DUMP_RECV_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self._overflowed()
-                continue
-            self.on_events(list(parse_datagram(data, self.keep())))
-
-    def _overflowed(self) -> None:
-        drops = socket_drops(self.sock)
-        lost = None if drops is None else drops - self._drops
-        self._drops = drops if drops is not None else self._drops
-        self.on_overflow(lost)
