@@ -28,6 +28,7 @@ from exporter.sources.kernel import exits
 from exporter.sources.kernel.link_monitor import LinkMonitor
 from exporter.sources.kernel.netlink import RCVBUF_BYTES, Netlink
 from exporter.sources.kernel.procfs import Procfs
+from exporter.sources.runtimes import cni_cache
 from exporter.sources.runtimes.workloads import WorkloadSource
 from exporter.state import apply
 from exporter.state.changes import (
@@ -249,6 +250,9 @@ class Daemon:
 
     def _install_listing(self, item: RuntimeListed, replaying: bool) -> bool:
         apply.install_listing(self._state, self._reader, self.procfs, item)
+        if item.reason == "reconnect" and self.sources[item.runtime].has_pods and not item.error:
+            # What a restarted runtime lost, its CNI cache may still name (a leaked pod namespace).
+            self._state.cni_pods = cni_cache.read()
         self._set_up(item.runtime, item.followed and not item.error, item.error, replaying)
         if not replaying:
             self._listed(item)

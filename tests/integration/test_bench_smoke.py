@@ -169,7 +169,9 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     assert [row["sockets"] for row in netstat["sockets"]] == [11, 201]
     scrape = netstat["scrape"]
     assert scrape["off_ms"] > 0 and scrape["now_ms"] > 0 and scrape["sampled_ms"] > 0
-    assert scrape["daemon_pass"]["namespaces"] == scrape["containers"]
+    # The sampler reads every workload namespace the exporter follows: the scenario's containers,
+    # and any other workload on the host at that moment (the benchmark's socket holders among them).
+    assert scrape["daemon_pass"]["namespaces"] >= scrape["containers"] > 0
     assert netstat["sampler"]["cpu_per_namespace_us"] > 0
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
