@@ -16,8 +16,10 @@ from exporter.app import runtimes
 from exporter.core.orphan_rules import DEFAULT_GRACE
 from exporter.metrics import collectors
 from exporter.metrics.collectors.base import Context
+from exporter.metrics.collectors.flows import FlowsCollector
 from exporter.metrics.collectors.nat import NatCollector
 from exporter.metrics.collectors.orphans import OrphansCollector
+from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.scrape import Scraper
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.daemon import Daemon
@@ -54,14 +56,21 @@ SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
 
 def topology_page(daemon: Daemon, enabled: list[collectors.Collector]) -> TopologyPage:
     """The page reads the rules through the NAT collector's reader (one cache, one read in flight
-    for both) and shows orphans as the orphans collector flags them (its defaults when it is off)."""
+    for both), shows orphans as the orphans collector flags them (its defaults when it is off),
+    reads the overlays' peers through the overlay collector's sockets and the flows from the flows
+    collector's table (none of either when that collector is off)."""
     by_name = {c.name: c for c in enabled}
     nat, orphans = by_name.get("nat"), by_name.get("orphans")
+    overlay, flows = by_name.get("overlay"), by_name.get("flows")
     return TopologyPage(
         lambda: daemon.snapshot,
         nat.firewall if isinstance(nat, NatCollector) else None,
         scope=orphans.scope if isinstance(orphans, OrphansCollector) else "docker",
         grace=orphans.grace if isinstance(orphans, OrphansCollector) else DEFAULT_GRACE,
+        overlay_peers=(
+            overlay.sockets.fdb_destinations if isinstance(overlay, OverlayCollector) else None
+        ),
+        flows=flows.rows if isinstance(flows, FlowsCollector) else None,
     )
 
 

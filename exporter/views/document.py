@@ -2,19 +2,21 @@
 /topology page draws and what `dockernet-exporter topology` prints (schema: docs/topology.md).
 
 Pure: the caller passes the snapshot, the clock (``now``, monotonic), the firewall rules last read
-(or None), the rates and the host addresses it read.
+(or None), the rates, the host addresses, the overlays' remote VTEPs and the flows it read.
 
 Shape: the host's own ``interfaces``; ``bridges``, each with its subnets (and their MASQUERADE rule)
 and its ``veths``, each naming the ``namespace`` at its other end; ``namespaces``, one per network
 namespace of workloads with every container in it (a ``container:X`` or a pod's containers share
 one) and its interfaces; ``host_network`` and ``no_network`` containers set apart; ``unattached``
-veths (on no bridge) and ``orphans``.
+veths (on no bridge) and ``orphans``; the ``overlays`` (views/overlay.py) and the ``flows``
+between workloads (views/flows.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ from exporter.core.model import (
     PortBinding,
     Workload,
 )
+from exporter.views import flows as flows_view
 from exporter.views import overlay as overlay_view
 
 if TYPE_CHECKING:
@@ -76,6 +79,8 @@ class Options:
     host_addresses: tuple[Address, ...] = ()
     scope: str = "docker"
     grace: float = orphan_rules.DEFAULT_GRACE
+    peers: Mapping[str, Sequence[str]] | None = None  # overlay namespace -> remote VTEPs
+    flows: flows_view.Reading | None = None  # None: the flows collector is off
 
 
 class _Lookups:
@@ -125,7 +130,8 @@ def document(snap: Snapshot, now: float, options: Options | None = None) -> dict
         "no_network": no_network,
         "unattached": [v for v in veths if not v["bridge"]],
         "orphans": [_orphan_entry(v) for v in veths if v["orphan"] is not None],
-        "overlays": overlay_view.overlays(snap),
+        "overlays": overlay_view.overlays(snap, look.options.peers),
+        "flows": flows_view.section(look.options.flows),
     }
     doc["revision"] = revision(look)
     return doc
@@ -144,6 +150,8 @@ def revision(look: _Lookups) -> str:
         sorted(look.masquerade.items()),
         sorted(i for i in look.suspects if _age(look, i) >= look.options.grace),
         look.options.host_addresses,
+        sorted((name, sorted(found)) for name, found in (look.options.peers or {}).items()),
+        flows_view.revision_part(look.options.flows),
     )
     return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 

@@ -1,16 +1,21 @@
-"""The overlay networks of a snapshot, for /topology.json and the `topology` tree. Pure."""
+"""The overlay networks of a snapshot, for /topology.json, the page and the `topology` tree. Pure:
+the caller passes the remote VTEPs it read."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot
 
 
-def overlays(snap: Snapshot) -> list[dict[str, Any]]:
-    """Each overlay namespace on this node: its network, br0, the VXLAN device and the endpoints on
-    br0, each with the container interface at its other end (None for Swarm's own sandboxes)."""
+def overlays(
+    snap: Snapshot, peers: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Each overlay namespace on this node: its network, br0, the VXLAN device with its peers (by
+    namespace name; None: not read) and the endpoints on br0, each with the container interface
+    at its other end (None for Swarm's own sandboxes)."""
     at_veth = {(i.netns, i.veth): i for i in snap.interfaces if i.netns}
     out = []
     for ns in snap.overlays:
@@ -25,12 +30,19 @@ def overlays(snap: Snapshot) -> list[dict[str, Any]]:
                 "subnets": [s for s, _gateway in n.subnets] if n else [],
                 "bridge": ns.bridge.name if ns.bridge else None,
                 "vxlan": {"name": vxlan.name, "mtu": vxlan.mtu} if vxlan else None,
+                "peers": _peers(peers, ns.name) if vxlan else None,
                 "endpoints": [
                     _endpoint(l.name, at_veth.get((ns.name, l.name))) for l in ns.endpoints
                 ],
             }
         )
     return out
+
+
+def _peers(peers: Mapping[str, Sequence[str]] | None, namespace: str) -> list[str] | None:
+    if peers is None or namespace not in peers:
+        return None
+    return sorted(peers[namespace])
 
 
 def _endpoint(veth: str, i: Interface | None) -> dict[str, Any]:
@@ -51,6 +63,8 @@ def tree_lines(overlays: list[dict[str, Any]]) -> list[list[str]]:
             f"  {o['network'] or '(no network)'} (overlay, vni {o['vni'] or '-'}): namespace "
             f"{o['namespace']}, {o['bridge'] or '-'} + {vxlan.get('name', '-')} mtu {vxlan.get('mtu', '-')}"
         )
+        if o.get("peers") is not None:
+            head += f", peers {' '.join(o['peers']) or 'none'}"
         ends = [
             f"    {e['veth']} -> {e['container_name']} {e['interface']}"
             if e["container_id"]

@@ -13,7 +13,10 @@ usable.
 ``TopologyPage`` is the page's model: the current snapshot through a getter, the firewall rules
 through the NAT collector (its last read when at most NAT_MAX_AGE old), the host veths' counters
 (one RTM_GETSTATS dump, at most once per MIN_RATE_INTERVAL, however many pages are open) for the
-rates, and the host's addresses (at most once per HOST_ADDRESSES_TTL).
+rates, and the host's addresses (at most once per HOST_ADDRESSES_TTL). With the overlay collector,
+the remote VTEPs of each overlay through its sockets (one forwarding database dump per overlay and
+drawing); with the flows collector, its series (views/flows.py), their opened rates between two
+drawings at least MIN_RATE_INTERVAL apart.
 
 Under load it draws once and serves many: one document per snapshot and MIN_RATE_INTERVAL, each
 form of it (page, fragment, JSON) rendered and gzipped once from that document, by one visitor
@@ -34,11 +37,13 @@ from typing import TYPE_CHECKING
 from exporter.core import orphan_rules
 from exporter.core.model import Address, Counters
 from exporter.views import document as topology_view
+from exporter.views import flows as flows_view
 from exporter.views.document import Options, Rates
 from exporter.views.render import CSP, render, render_main
 from exporter.web.routes import HTML, Request, Response, Route
 
 if TYPE_CHECKING:
+    from exporter.core.overlay import Namespace
     from exporter.core.topology import Snapshot
     from exporter.sources.firewall.reader import FirewallRules
     from exporter.sources.firewall.rules import Ruleset
@@ -116,9 +121,13 @@ class TopologyPage:
         host_addresses: Callable[[], Iterable[Address]] = read_host_addresses,
         scope: str = "docker",
         grace: float = orphan_rules.DEFAULT_GRACE,
+        overlay_peers: Callable[[str, int], Iterable[str]] | None = None,
+        flows: Callable[[Snapshot], flows_view.Rows] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot, self.nat = snapshot, nat
+        self.overlay_peers, self.flows = overlay_peers, flows
+        self._opened = flows_view.OpenedRates(MIN_RATE_INTERVAL)
         self.link_stats, self.host_addresses = link_stats, host_addresses
         self.scope, self.grace, self.clock = scope, grace, clock
         self._lock = threading.Lock()
@@ -144,6 +153,8 @@ class TopologyPage:
             self._host_addresses_now(now),
             self.scope,
             self.grace,
+            self._peers(snap.overlays),
+            self._flows_now(snap, now),
         )
         return topology_view.document(snap, now, options)
 
@@ -193,6 +204,29 @@ class TopologyPage:
                 self._rates = topology_view.rates_between(previous[1], counters, now - previous[0])
             self._counters = (now, counters)
             return self._rates
+
+    def _peers(self, overlays: Iterable[Namespace]) -> dict[str, tuple[str, ...]] | None:
+        """The remote VTEPs of each overlay's VXLAN device (an overlay gone meanwhile: left out)."""
+        if self.overlay_peers is None:
+            return None
+        out = {}
+        for ns in overlays:
+            if ns.vxlan is not None:
+                try:
+                    out[ns.name] = tuple(sorted(self.overlay_peers(ns.path, ns.vxlan.ifindex)))
+                except OSError:
+                    continue
+        return out
+
+    def _flows_now(self, snap: Snapshot, now: float) -> flows_view.Reading | None:
+        if self.flows is None:
+            return None
+        try:
+            rows = self.flows(snap)
+        except RuntimeError as exc:  # not followed (yet): the collector says why
+            return flows_view.Reading(error=str(exc))
+        with self._lock:
+            return flows_view.Reading(rows, self._opened.update(rows, now))
 
     def _host_addresses_now(self, now: float) -> tuple[Address, ...]:
         with self._lock:

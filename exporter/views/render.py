@@ -4,8 +4,8 @@ and in attributes), with the style and script of static/ inline. Those two are r
 import, and the Content-Security-Policy admits exactly them, by their SHA-256: only this page's own
 script and style apply, even if some value escaped escaping.
 
-The rates are formatted here alone (``rate``): the page is complete without JavaScript, and its
-script copies the server's text of each rate in place."""
+The rates are formatted here alone (``rate``, ``per_second``): the page is complete without
+JavaScript, and its script copies the server's text of each rate in place."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def rate(value: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} GB/s"
+
+
+def per_second(value: float | None) -> str:
+    """Connections opened per second."""
+    return NO_RATE if value is None else f"{value:.1f}/s"
 
 
 def counts(doc: dict) -> str:
@@ -90,6 +95,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["rate"] = rate
+    env.filters["per_second"] = per_second
     env.globals.update(
         version=__version__,
         refresh=REFRESH_SECONDS,

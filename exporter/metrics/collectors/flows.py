@@ -309,19 +309,24 @@ class FlowsCollector(Collector):
         if self.follower is not None:
             self.follower.stop()
 
-    def collect(self, snap: Snapshot) -> list[Family]:
+    def rows(self, snap: Snapshot) -> list[tuple[Key, list[int]]]:
+        """The series of the workloads of ``snap`` as they stand (what a scrape and the topology
+        page show); RuntimeError while the table is not followed."""
         follower = self.follower
         if follower is None or follower.error is not None:
             raise RuntimeError(follower.error if follower else "the flows collector is not started")
         # The workloads of this snapshot, and the peers that are none (host, external, other).
         shown = snap.memo(SHOWN, lambda s: flow_peers.live(s) | flow_peers.NOT_WORKLOADS)
         with follower.lock:
-            rows = [
+            return [
                 (k, list(v))
                 for k, v in self.table.series.items()
                 if k[0] in shown and k[1] in shown
             ]
-            lost = follower.lost
+
+    def collect(self, snap: Snapshot) -> list[Family]:
+        rows = self.rows(snap)
+        lost = self.follower.lost if self.follower else 0
         label_sets = self._labels.rendered((k, k) for k, _row in rows)
         accounting = read_int(Path(self.procfs, SYSCTL_ACCT)) == 1
         values = [row for _key, row in rows]

@@ -7,12 +7,14 @@
     status = document.getElementById("status"),
     filter = document.getElementById("filter");
   filter.hidden = false;
-  var items = ".pair, .apart .container, .orphans li",
-    groups = "details.bridge, section.apart, section.unattached, section.orphans";
+  var items = ".pair, .endpoint, .apart .container, .orphans li, tr.flow",
+    groups = "details.bridge, section.overlay, section.apart, section.unattached, section.flows, " +
+    "section.orphans";
 
   function matches(el, terms) {
-    var bridge = el.closest("details.bridge"),
-      text = (el.textContent + " " + (bridge ? bridge.dataset.bridge : "")).toLowerCase();
+    var box = el.closest("details.bridge, section.overlay"),
+      name = box ? box.dataset.bridge || box.dataset.overlay : "",
+      text = (el.textContent + " " + name).toLowerCase();
     return terms.some(function(t) {
       return text.indexOf(t) >= 0;
     });
@@ -37,16 +39,20 @@
     applyFilter();
   }
 
+  // Rates, and the flows' figures (data-live): the server's text, copied in place.
+  var live = "[data-rx], [data-tx], [data-live]";
+
   function rateKey(el) {
+    if (el.dataset.live !== undefined) return "live" + el.dataset.live;
     return el.dataset.rx !== undefined ? "rx" + el.dataset.rx : "tx" + el.dataset.tx;
   }
 
   function rates(fresh) {
     var now = {};
-    fresh.querySelectorAll("[data-rx], [data-tx]").forEach(function(el) {
+    fresh.querySelectorAll(live).forEach(function(el) {
       now[rateKey(el)] = el.textContent;
     });
-    document.querySelectorAll("#topology [data-rx], #topology [data-tx]").forEach(function(el) {
+    document.getElementById("topology").querySelectorAll(live).forEach(function(el) {
       var key = rateKey(el);
       if (key in now) el.textContent = now[key];
     });
