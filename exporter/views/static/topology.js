@@ -43,7 +43,7 @@
   var live = "[data-rx], [data-tx], [data-live]";
 
   function rateKey(el) {
-    if (el.dataset.live !== undefined) return "live" + el.dataset.live;
+    if (el.dataset.live !== undefined) return el.closest("[data-flow]").dataset.flow + el.dataset.live;
     return el.dataset.rx !== undefined ? "rx" + el.dataset.rx : "tx" + el.dataset.tx;
   }
 
