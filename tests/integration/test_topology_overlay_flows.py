@@ -4,7 +4,8 @@ the real exporter, kernel and dockerd.
 Flows: two containers on one bridge exchanging TCP, and connections to a port that the server's
 namespace drops; ground truth the connections the test makes and `conntrack -L`. Overlays: a
 single-node swarm of its own (tests/swarm_helpers.py) with an attachable overlay and two containers
-on it; ground truth `ip` in the overlay's namespace and the containers' own /sys."""
+on it; ground truth `ip` in the overlay's namespace and the containers' own /sys. Peers: a second
+node with a container on the overlay, until it leaves; ground truth the forwarding database."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import requests
 from swarm_helpers import Cluster, Node, NodeExporter
 from test_flows import address, connect, conntrack, known, netns, start_exporter
+from test_overlay_swarm import fdb_destinations
 from test_topology import browser, console_errors  # noqa: F401 (browser: a fixture)
 
 from exporter.sources.kernel.overlay import in_namespace
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver, WebElement
 
 XSS_PROJECT = "<img src=x onerror=window.pwned=1>"
-OVERLAY_SUBNET = "198.18.233.0/24"
+OVERLAY_SUBNET = "198.18.237.0/24"
+PEERED_SUBNET = "198.18.238.0/24"
 
 
 # -- flows ---------------------------------------------------------------------------------
@@ -325,3 +328,62 @@ def test_the_filter_keeps_an_overlay_by_its_name_or_its_containers(node_page, br
     (o,) = [o for o in json.loads(body)["overlays"] if o["network"] == "ov"]
     assert status == 200 and ends == len(o["endpoints"])
     assert console_errors(browser) == []
+
+
+# -- two nodes: the other node is a peer -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """Manager and worker, an attachable overlay `ov` with a container on each node."""
+    cluster = Cluster(unique("dnxtsw"))
+    try:
+        manager, worker = cluster.add(), cluster.add()
+        cluster.init()
+        cluster.join(worker)
+        manager.docker(
+            "network", "create", "-d", "overlay", "--attachable", "--subnet", PEERED_SUBNET, "ov"
+        )
+        manager.run("ovhere", "ov")
+        worker.run("ovthere", "ov")
+        yield manager, worker
+    finally:
+        cluster.close()
+
+
+def test_the_other_node_is_drawn_as_a_peer_and_goes_when_it_leaves(two_nodes, browser):  # noqa: F811
+    manager, worker = two_nodes
+    exporter = NodeExporter(manager).wait_ready()
+    forward = Forward(exporter)
+    try:
+        assert fdb_destinations(manager) == {worker.address}
+
+        def peers() -> list | None:
+            status, body = exporter.get("/topology.json")
+            found = [o for o in json.loads(body)["overlays"] if o["network"] == "ov"]
+            return found[0]["peers"] if status == 200 and found else None
+
+        assert wait_for(peers, 30, what="ov's peers on /topology.json") == [worker.address]
+        browser.get(forward.url + "/topology")
+        browser.execute_script("window.sameDocument = 42;")
+        assert drawn_peers(browser) == [worker.address]
+        # The worker leaves: its VTEP leaves the forwarding database, and the open page redraws.
+        worker.docker("rm", "-f", "ovthere")
+        worker.docker("swarm", "leave", "--force")
+        wait_for(lambda: fdb_destinations(manager) == set(), 90, interval=1, what="FDB forgets")
+        wait_for(lambda: drawn_peers(browser) == [], 30, what="no peer drawn any more")
+        assert "no peers" in browser.execute_script(
+            "return document.querySelector('section.overlay[data-overlay=\"ov\"] .vtep').textContent;"
+        )
+        assert browser.execute_script("return window.sameDocument;") == 42
+        assert console_errors(browser) == []
+    finally:
+        forward.close()
+        exporter.stop()
+
+
+def drawn_peers(driver: WebDriver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll("
+        "'section.overlay[data-overlay=\"ov\"] .vtep .peer')).map(e => e.textContent);"
+    )
