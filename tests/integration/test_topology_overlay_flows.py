@@ -19,7 +19,7 @@ import pytest
 import requests
 from swarm_helpers import Cluster, Node, NodeExporter
 from test_flows import address, connect, conntrack, known, netns, start_exporter
-from test_overlay_swarm import fdb_destinations
+from test_overlay_swarm import fdb_destinations, nodes  # noqa: F401 (nodes: a fixture)
 from test_topology import browser, console_errors  # noqa: F401 (browser: a fixture)
 
 from exporter.sources.kernel.overlay import in_namespace
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 XSS_PROJECT = "<img src=x onerror=window.pwned=1>"
 OVERLAY_SUBNET = "198.18.237.0/24"
-PEERED_SUBNET = "198.18.238.0/24"
 
 
 # -- flows ---------------------------------------------------------------------------------
@@ -333,26 +332,9 @@ def test_the_filter_keeps_an_overlay_by_its_name_or_its_containers(node_page, br
 # -- two nodes: the other node is a peer -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    """Manager and worker, an attachable overlay `ov` with a container on each node."""
-    cluster = Cluster(unique("dnxtsw"))
-    try:
-        manager, worker = cluster.add(), cluster.add()
-        cluster.init()
-        cluster.join(worker)
-        manager.docker(
-            "network", "create", "-d", "overlay", "--attachable", "--subnet", PEERED_SUBNET, "ov"
-        )
-        manager.run("ovhere", "ov")
-        worker.run("ovthere", "ov")
-        yield manager, worker
-    finally:
-        cluster.close()
-
-
-def test_the_other_node_is_drawn_as_a_peer_and_goes_when_it_leaves(two_nodes, browser):  # noqa: F811
-    manager, worker = two_nodes
+def test_the_other_node_is_drawn_as_a_peer_and_goes_when_it_leaves(nodes, browser):  # noqa: F811
+    """test_overlay_swarm's two nodes: `ov` with `ca` on the manager, `cb` on the worker."""
+    manager, worker = nodes
     exporter = NodeExporter(manager).wait_ready()
     forward = Forward(exporter)
     try:
@@ -368,7 +350,7 @@ def test_the_other_node_is_drawn_as_a_peer_and_goes_when_it_leaves(two_nodes, br
         browser.execute_script("window.sameDocument = 42;")
         assert drawn_peers(browser) == [worker.address]
         # The worker leaves: its VTEP leaves the forwarding database, and the open page redraws.
-        worker.docker("rm", "-f", "ovthere")
+        worker.docker("rm", "-f", "cb")
         worker.docker("swarm", "leave", "--force")
         wait_for(lambda: fdb_destinations(manager) == set(), 90, interval=1, what="FDB forgets")
         wait_for(lambda: drawn_peers(browser) == [], 30, what="no peer drawn any more")
