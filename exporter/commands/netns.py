@@ -92,7 +92,7 @@ def docker_candidates(
 ) -> list[Candidate]:
     """Docker's own namespaces among the files of its exec root's netns/, with what each is: an
     overlay network's (`<epoch>-<network id[:10]>`, core/overlay.py), Swarm's load balancer of a
-    network (`lb_<network id[:9]>`) and its routing mesh (`ingress_sandbox`). A container's
+    network (`lb_<network id[:9]>`) and its routing mesh (`ingress_sbox`). A container's
     (its sandbox's id) is linked by its container's name instead."""
     by_id = {n.id: n for n in networks}
     out = []
