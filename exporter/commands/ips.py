@@ -1,4 +1,5 @@
-"""`ips`: every address of every container and pod interface (docker-netns.sh showip, for all interfaces)."""
+"""`ips`: every address of every container and pod interface (docker-netns.sh showip, for all
+interfaces), with its network: an overlay's for an interface whose veth is on that overlay's br0."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 COLUMNS = [
     *OWNER_COLUMNS,
     ("interface", "INTERFACE"),
+    ("network", "NETWORK"),
     ("address", "ADDRESS"),
 ]
 

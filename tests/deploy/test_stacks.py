@@ -20,6 +20,7 @@ COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 COMPOSE_PODMAN = DEPLOY / "compose" / "docker-compose.podman.yml"
 SWARM = DEPLOY / "swarm" / "dockernet-exporter.yml"
 UNIT = DEPLOY / "systemd" / "dockernet-exporter.service"
+NETNS_MOUNT = "/var/run/docker/netns:/var/run/docker/netns:ro"
 
 
 def compose_config(*paths: str | Path) -> dict:
@@ -130,11 +131,37 @@ def test_swarm_stack_runs_globally_with_the_documented_privileges():
     svc = compose_config(SWARM)["services"]["exporter"]
     assert svc["deploy"]["mode"] == "global"
     assert caps(svc) == (spec.cap_add, spec.cap_drop) and svc["read_only"] is True
-    # Swarm has no host PID namespace: the host's /proc instead, read-only.
-    assert volume_strings(svc) == spec.volumes | {"/proc:/host/proc:ro"}
+    # Swarm has no host PID namespace: the host's /proc instead, read-only; Docker's exec root's
+    # netns/ for the overlays' namespaces.
+    assert volume_strings(svc) == spec.volumes | {"/proc:/host/proc:ro", NETNS_MOUNT}
     assert "--path.procfs=/host/proc" in svc["command"]
     (network,) = svc["networks"]
     assert compose_config(SWARM)["networks"][network] == {"external": True, "name": "host"}
+
+
+def test_swarm_stack_sees_overlay_namespaces_made_after_it_started():
+    """As the Swarm CLI reads the stack: Docker's netns/ read-only at the exporter's default exec
+    root, with rslave propagation (each overlay's namespace is a mount made there later); a dockerd
+    with another --exec-root is DOCKER_EXEC_ROOT."""
+    for exec_root in ("", "/run/docker-alt"):
+        env = dict(os.environ, DOCKERNET_IMAGE="dockernet-exporter", DOCKER_EXEC_ROOT=exec_root)
+        r = subprocess.run(
+            ["docker", "stack", "config", "-c", str(SWARM)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+        (svc,) = yaml.safe_load(r.stdout)["services"].values()
+        (mount,) = [v for v in svc["volumes"] if v["target"] == "/var/run/docker/netns"]
+        assert mount == {
+            "type": "bind",
+            "source": f"{exec_root or '/var/run/docker'}/netns",
+            "target": "/var/run/docker/netns",
+            "read_only": True,
+            "bind": {"propagation": "rslave"},
+        }
 
 
 def unit_settings() -> dict:

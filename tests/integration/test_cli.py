@@ -61,9 +61,9 @@ def test_veths_ips_and_bridges(containers):
         ("eth0", by_index[iflink(c, "eth0")]),
         ("eth1", by_index[iflink(c, "eth1")]),
     }
-    assert {(r["interface"], r["bridge"], r["network"]) for r in veths} == {
-        ("eth0", "br-" + net.short_id, net.name),
-        ("eth1", "docker0", "bridge"),
+    assert {(r["interface"], r["bridge"], r["network"], r["netns"]) for r in veths} == {
+        ("eth0", "br-" + net.short_id, net.name, ""),
+        ("eth1", "docker0", "bridge", ""),
     }
 
     ips = {
@@ -88,7 +88,8 @@ def test_veths_ips_and_bridges(containers):
         sorted(p["port"] for p in mine["ports"]),
     )
     table = cli("bridges").stdout.splitlines()
-    assert table[0].split()[:3] == ["BRIDGE", "BRIDGE", "ID"]
+    assert table[0].split()[:4] == ["BRIDGE", "NETNS", "BRIDGE", "ID"]
+    assert mine["netns"] == mine["vni"] == "" and mine["vxlan"] is None  # the host's, no overlay
     assert any(c.name in line and r["veth"] in line for line in table for r in veths)
 
 

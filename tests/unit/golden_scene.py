@@ -8,6 +8,11 @@ and a user network), plus:
 - tests/fixtures/golden/scene.json: a Kubernetes pod on a CNI bridge with its veth and namespace
   links, a veth whose namespace nobody holds (an orphan), the addresses of each namespace, and the
   host veths' counters (what one RTM_GETSTATS dump would answer);
+- tests/fixtures/golden/overlay.json: a Swarm overlay network `ov` (Docker's own inspect of one)
+  with its namespace (br0, its VXLAN device, a veth to Swarm's load balancer sandbox and one to
+  the container t6, whose eth0 is on `ov` only), the namespaces' files and addresses, and what
+  the kernel answers of it each scrape (``OverlayKernel``: the namespace's links with their
+  counters, the VXLAN device's forwarding database with two peers, the host's route to each);
 - a procfs tree (``proc_root``): under every workload's pid the files of tests/fixtures/netstat
   with each number made distinct (tests/fixtures/golden/net: a field read from the wrong column
   shows), and the host's conntrack files (tests/fixtures/golden/proc, and the same
@@ -21,11 +26,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from recorded import recorded_state
 
+from exporter.core import overlay
 from exporter.core.model import (
     Address,
     Counters,
@@ -53,7 +59,11 @@ def _links(docs: list[dict]) -> dict[int, Link]:
     return {d["ifindex"]: Link(**d) for d in docs}
 
 
-def _pod(doc: dict) -> Workload:
+def _overlay_scene() -> dict:
+    return json.loads((GOLDEN / "overlay.json").read_text())
+
+
+def _workload(doc: dict) -> Workload:
     members = tuple(PodMember(**m) for m in doc["members"])
     endpoints = tuple(Endpoint(**e) for e in doc["endpoints"])
     return Workload(**dict(doc, members=members, endpoints=endpoints))
@@ -69,7 +79,7 @@ def golden_state() -> HostState:
     for doc in json.loads((NAT / "docker20-containers.json").read_text()):
         c = parse_container(doc)
         state.containers[c.id] = c
-    for c in map(_pod, scene["pods"]):
+    for c in map(_workload, scene["pods"]):
         state.containers[c.id] = c
     known = {n.name for n in state.networks.values()}
     for doc in json.loads((NAT / "docker20-networks.json").read_text()):
@@ -82,13 +92,70 @@ def golden_state() -> HostState:
     state.netns_addresses = {
         int(nsid): tuple(Address(**a) for a in found) for nsid, found in scene["addresses"].items()
     }
+    _add_overlay(state, _overlay_scene())
     return state
+
+
+def _add_overlay(state: HostState, scene: dict) -> None:
+    """The overlay network, its namespace and the container on it, as the state loader reads them."""
+    n = parse_network(scene["network"])
+    state.networks[n.id] = n
+    c = _workload(scene["workload"])
+    state.containers[c.id] = c
+    for nsid, docs in scene["netns_links"].items():
+        state.netns_links[int(nsid)] = _links(docs)
+    for nsid, found in scene["addresses"].items():
+        state.netns_addresses[int(nsid)] = tuple(Address(**a) for a in found)
+    state.netns_files.update(
+        (path, (inode, nsid)) for path, (inode, nsid) in scene["netns_files"].items()
+    )
+    state.overlay_netns = overlay.namespace_files(state.netns_files, state.docker_netns_dir)
 
 
 def link_stats(ifindexes: Collection[int]) -> dict[int, Counters]:
     """The host veths' counters as the scene has them (the containers and pods collectors' read)."""
     rows = {int(i): tuple(row) for i, row in _scene()["link_stats"].items()}
     return {i: rows[i] for i in ifindexes if i in rows}
+
+
+def _overlay_stats() -> dict[tuple[int, int], Counters]:
+    rows = _overlay_scene()["link_stats"]
+    return {(int(k.split("/")[0]), int(k.split("/")[1])): tuple(v) for k, v in rows.items()}
+
+
+def overlay_counters(veths: Collection[tuple[int, int]]) -> dict[tuple[int, int], Counters]:
+    """The counters of the veths in overlay namespaces as the scene has them (the containers
+    collector's read of an overlay container's veth on br0)."""
+    rows = _overlay_stats()
+    return {key: rows[key] for key in veths if key in rows}
+
+
+class OverlayKernel:
+    """What the overlay collector reads fresh from the kernel, as the scene has it: one overlay
+    namespace's links with their counters (by its id), the forwarding database of its VXLAN device
+    (from a socket in the namespace) and the host's route to each peer."""
+
+    def __init__(self) -> None:
+        scene = _overlay_scene()
+        self.links = {int(nsid): _links(docs) for nsid, docs in scene["netns_links"].items()}
+        self.stats = _overlay_stats()
+        self.fdb = {int(i): set(peers) for i, peers in scene["fdb"].items()}
+        self.routes = scene["routes"]
+
+    def links_with_stats(self, nsid: int) -> list[tuple[Link, Counters | None]]:
+        return [(l, self.stats.get((nsid, i))) for i, l in sorted(self.links[nsid].items())]
+
+    def route_oif(self, address: str) -> int | None:
+        return self.routes.get(address)
+
+    def fdb_destinations(self, _path: str, ifindex: int) -> set[str]:
+        return self.fdb.get(ifindex, set())
+
+    def keep(self, _paths: Iterable[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def proc_root(state: HostState, root: Path) -> Path:

@@ -21,7 +21,15 @@ import re
 from pathlib import Path
 
 import pytest
-from golden_scene import GOLDEN, firewall_commands, golden_state, link_stats, proc_root
+from golden_scene import (
+    GOLDEN,
+    OverlayKernel,
+    firewall_commands,
+    golden_state,
+    link_stats,
+    overlay_counters,
+    proc_root,
+)
 
 from exporter.app import cli, runtimes
 from exporter.core import flow_peers, topology
@@ -30,6 +38,7 @@ from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.flows import FlowsCollector, Follower
 from exporter.metrics.collectors.orphans import OrphansCollector
+from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.scrape import Scraper
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.daemon import Daemon
@@ -66,12 +75,18 @@ def mask(text: str) -> str:
 
 
 def enabled(root: Path) -> list[Collector]:
-    """Every collector, as the flags build them, with the scene's link counters and clock."""
+    """Every collector, as the flags build them, with the scene's kernel reads and clock."""
     args = cli.build_parser().parse_args(FLAGS)
     found = collectors.enabled(args, Context(procfs=Procfs(str(root))))
+    kernel = OverlayKernel()
     for c in found:
         if isinstance(c, ContainersCollector):  # and the pods collector, its subclass
             c.link_stats = link_stats
+            c.overlay_stats = overlay_counters
+        if isinstance(c, OverlayCollector):
+            c.netlink = lambda: kernel  # type: ignore[assignment,return-value]
+            c.sockets = kernel  # type: ignore[assignment]
+            c.bound = lambda _ns: True  # the scene's namespace files hold their namespaces
         if isinstance(c, OrphansCollector):
             c.clock = lambda: SUSPECT_FOR
     return found
@@ -145,6 +160,11 @@ def test_every_collector_and_kernel_read_shows_in_the_golden_file():
         'dockernet_veth_orphaned{veth="vethdead"',
         "dockernet_container_tcp_active_opens_total{",  # procfs of each namespace
         "dockernet_conntrack_entries 37",  # the host's conntrack table
+        'dockernet_container_receive_bytes_total{container_id="a6e0',  # an overlay veth's counters
+        'dockernet_overlay_network_info{network="ov"',
+        'dockernet_overlay_vxlan_transmit_bytes_total{network="ov"} 14200',  # the namespace's dump
+        'dockernet_overlay_peer_info{network="ov",peer="198.18.250.2"} 1',  # its VXLAN device's FDB
+        'dockernet_overlay_underlay_mtu_bytes{network="ov",peer="198.18.250.2",interface="eth0"}',
     ):
         assert name in text
     success = re.findall(r"dockernet_scrape_collector_success\{collector=\"(\w+)\"\} (\d)", text)
