@@ -108,6 +108,7 @@ class Daemon:
             None  # while a resync reads: the items applied meanwhile
         )
         self._resync_wanted: ResyncWanted | None = None  # asked for while one was reading
+        self._exited = apply.Exited()  # for the runtimes' answers that an exit overtook
 
     # -- lifecycle -------------------------------------------------------
 
@@ -227,13 +228,19 @@ class Daemon:
                     changed = True
                 case RuntimeEvent(runtime, event):
                     self._count(runtime, event.action, replaying)
-                    changed = apply.runtime_event(self._state, self._reader, item) or changed
+                    changed = (
+                        apply.runtime_event(self._state, self._reader, self._exited, item)
+                        or changed
+                    )
                 case RuntimeListed():
                     changed = self._install_listing(item, replaying) or changed
                 case ProcessExited(workload_id, pid):
                     self._count("process", "exit", replaying)
                     changed = (
-                        apply.process_exited(self._state, self._reader, workload_id, pid) or changed
+                        apply.process_exited(
+                            self._state, self._reader, self._exited, workload_id, pid
+                        )
+                        or changed
                     )
                 case RuntimeDown(runtime, error):
                     changed = self._set_up(runtime, False, error, replaying) or changed
@@ -249,7 +256,7 @@ class Daemon:
             self.events[(source, action)] += 1
 
     def _install_listing(self, item: RuntimeListed, replaying: bool) -> bool:
-        apply.install_listing(self._state, self._reader, self.procfs, item)
+        apply.install_listing(self._state, self._reader, self.procfs, self._exited, item)
         if item.reason == "reconnect" and self.sources[item.runtime].has_pods and not item.error:
             # What a restarted runtime lost, its CNI cache may still name (a leaked pod namespace).
             self._state.cni_pods = cni_cache.read()

@@ -171,7 +171,9 @@ class StateLoader:
         state.first_seen.setdefault(link.ifindex, time.monotonic())
         self._complete_peer(state, link)
         nsid = link.peer_netnsid
-        if link.kind == "veth" and nsid in state.overlay_netns:
+        if link.kind == "veth" and nsid in state.netns_links and self._release_id(state, nsid):
+            self.reload_netns_files(state)  # the id names another namespace now: whose file?
+        elif link.kind == "veth" and nsid in state.overlay_netns:
             # Into an overlay's namespace, or one that has its id now: an overlay's file goes with no
             # event, and the kernel gives its id again.
             self.reload_netns_files(state)
@@ -186,6 +188,29 @@ class StateLoader:
             and nsid not in {n for _, n in state.netns_files.values()}
         ):
             self.reload_netns_files(state)  # a namespace not seen yet: whose file is it?
+
+    def _release_id(self, state: HostState, nsid: int) -> bool:
+        """Whether workloads held that namespace id though their namespace is gone: the kernel
+        gives a freed id to the next namespace, and a stopped sandbox that its runtime lists still
+        must not own that namespace's veth. They keep no id; its links and addresses go."""
+        gone = [c for c in state.containers.values() if c.nsid == nsid and not self._lives(c)]
+        for c in gone:
+            state.containers[c.id] = dataclasses.replace(c, nsid=None)
+        if gone and all(c.nsid != nsid for c in state.containers.values()):
+            state.netns_links.pop(nsid, None)
+            state.netns_addresses.pop(nsid, None)
+        return bool(gone)
+
+    def _lives(self, c: Workload) -> bool:
+        """Whether the namespace a workload was found in is still where it was found."""
+        if c.netns_path:
+            try:
+                inode: int | None = os.stat(c.netns_path).st_ino
+            except OSError:
+                inode = None
+        else:
+            inode = self.procfs.netns_inode(c.pid) if c.pid else None
+        return inode is not None and inode == c.netns_inode
 
     @staticmethod
     def _complete_peer(state: HostState, link: Link) -> None:

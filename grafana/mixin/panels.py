@@ -7,6 +7,7 @@ to right into the 24-column grid and numbers them, so no two ever overlap.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from . import config
 
@@ -238,6 +239,48 @@ def table(
     )
 
 
+def host_table(
+    title: str, description: str, expr: str, columns: dict, value: str = "", **extra: Any
+) -> dict:
+    """A table of `columns`, then each row's host and, when `value` names it, the series' value."""
+    ends = {"instance": "Host"} | ({"Value": value} if value else {})
+    return table(title, description, expr, columns | ends, **extra)
+
+
+def summed(
+    title: str, description: str, series: str, by: str, legend: str, unit: str, **extra: Any
+) -> dict:
+    """A graph of `series` summed by the labels `by`: one line per group."""
+    return timeseries(
+        title, description, [target(f"sum by ({by}) ({series})", legend)], unit, **extra
+    )
+
+
+def node_graph(
+    title: str, description: str, edges: str, nodes: str, w: int = 24, h: int = 14
+) -> dict:
+    """A Node Graph of two instant queries: edges (id, source, target) and nodes (id, title), the
+    value of each its main statistic."""
+    panel = _panel(
+        "nodeGraph",
+        title,
+        description,
+        [instant(edges), instant(nodes)],
+        w,
+        h,
+        transformations=[
+            {
+                "id": "organize",
+                "options": {
+                    "renameByName": {"Value #edges": "mainstat", "Value #nodes": "mainstat"}
+                },
+            }
+        ],
+    )
+    panel["targets"][0]["refId"], panel["targets"][1]["refId"] = "edges", "nodes"
+    return panel
+
+
 def row(title: str) -> dict:
     return {
         "type": "row",
@@ -342,12 +385,12 @@ def dashboard(
     }
 
 
-def problems(title: str, description: str, expr: str, w: int = 6) -> dict:
-    """A stat of how many series match expr: green at 0, red from 1."""
+def problems(title: str, description: str, expr: str, w: int = 6, color: str = "red") -> dict:
+    """A stat of how many series match expr: green at 0, `color` from 1."""
     return stat(
         title,
         description,
         [target(f"count({expr}) or vector(0)")],
         w=w,
-        thresholds=steps((None, "green"), (1, "red")),
+        thresholds=steps((None, "green"), (1, color)),
     )

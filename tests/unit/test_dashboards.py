@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import itertools
 import json
 import re
@@ -127,6 +129,46 @@ def test_pod_dashboard_has_every_panel_of_the_container_one_but_dockers_own():
             assert not per_pod or (
                 'namespace=~"$namespace"' in t["expr"] and 'pod=~"$pod"' in t["expr"]
             ), p["title"]
+
+
+def test_boards_declare_panels_only_through_the_mixins_public_helpers():
+    """A panel kind or column that two boards share is one helper of grafana/mixin/panels.py: no
+    board builds raw panels with its private ones."""
+    for module in sorted((ROOT / "grafana/mixin/dashboards").glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = [
+            a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+        ]
+        reached = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
+        assert [n for n in imported + reached if n.startswith("_")] == [], module.name
+
+
+def test_shared_panel_helpers():
+    p = importlib.import_module("grafana.mixin.panels")  # by name: mypy reads grafana/ as `mixin`
+
+    table = p.host_table("t", "d", "x", {"a": "A"}, value="V", w=12)
+    organize = table["transformations"][1]["options"]
+    assert organize["renameByName"] == {"a": "A", "instance": "Host", "Value": "V"}
+    assert (
+        list(organize["indexByName"]) == ["a", "instance", "Value"] and table["gridPos"]["w"] == 12
+    )
+    assert list(
+        p.host_table("t", "d", "x", {"a": "A"})["transformations"][1]["options"]["renameByName"]
+    ) == ["a", "instance"]
+    graph = p.summed("t", "d", "rate(m[5m])", "instance, a", "{{a}}", "cps", stack=True)
+    assert graph["targets"][0]["expr"] == "sum by (instance, a) (rate(m[5m]))"
+    assert graph["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    orange = p.problems("t", "d", "m == 0", color="orange")
+    assert orange["targets"][0]["expr"] == "count(m == 0) or vector(0)"
+    assert orange["fieldConfig"]["defaults"]["thresholds"]["steps"][1] == {
+        "value": 1,
+        "color": "orange",
+    }
+    nodes = p.node_graph("t", "d", "edges_expr", "nodes_expr")
+    assert [(t["refId"], t["expr"], t["format"]) for t in nodes["targets"]] == [
+        ("edges", "edges_expr", "table"),
+        ("nodes", "nodes_expr", "table"),
+    ]
 
 
 def test_provisioning_points_grafana_at_the_dashboards_and_a_prometheus_datasource():

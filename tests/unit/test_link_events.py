@@ -3,8 +3,12 @@ pairs (message layouts checked on this kernel with a RTMGRP_LINK socket)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from exporter.core.model import HostState, Link
@@ -15,6 +19,8 @@ from exporter.state.loader import StateLoader
 
 if TYPE_CHECKING:
     from exporter.sources.kernel.netlink import Netlink
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def message(msg_type: int, family: int, ifindex: int, *attrs: bytes) -> bytes:
@@ -122,3 +128,51 @@ def test_stats_rows_decode_the_wanted_links_as_proc_net_dev_counts_them():
     # tx bytes, packets, errors, dropped
     assert rows == {3: (1000, 10, 0, 3, 700, 7, 0, 1), 5: (100, 1, 0, 0, 700, 7, 0, 1)}
     assert data[end:] == done
+
+
+# In a namespace of its own (user and network: no privilege needed), with 1,100 files open first so
+# that every socket opened next is numbered above 1023, which select() cannot wait on: the link
+# monitor hears a veth pair made there, and a request socket dumps it.
+HIGH_DESCRIPTORS = r"""
+import json, os, resource, subprocess, threading
+from exporter.sources.kernel.link_monitor import LinkMonitor
+from exporter.sources.kernel.netlink import Netlink
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+heard, made = [], threading.Event()
+
+def on_link(action, link):
+    heard.append([action, link.name])
+    if link.name == "hi-b":
+        made.set()
+
+monitor = LinkMonitor(on_link, lambda: None)
+fds = [monitor.sock.fileno()]
+watching = threading.Thread(target=monitor.run)
+watching.start()
+subprocess.run(["ip", "link", "add", "hi-a", "type", "veth", "peer", "name", "hi-b"], check=True)
+made.wait(10)
+monitor.stop()
+watching.join(10)
+with Netlink() as request:
+    fds.append(request.sock.fileno())
+    dumped = sorted(l.name for l in request.links())
+print(json.dumps({"fds": fds, "heard": heard, "dumped": dumped, "alive": watching.is_alive()}))
+"""
+
+
+def test_the_monitor_and_requests_work_on_descriptors_select_cannot_wait_on():
+    run = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", HIGH_DESCRIPTORS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert min(result["fds"]) >= 1024
+    assert ["add", "hi-b"] in result["heard"] and ["add", "hi-a"] in result["heard"]
+    assert result["dumped"] == ["hi-a", "hi-b", "lo"] and not result["alive"]

@@ -58,11 +58,17 @@ class LinkMonitor:
         self._wakeup.stop()
 
     def run(self) -> None:
+        # poll, not select: select cannot wait on a descriptor numbered 1024 or above.
+        waiting = select.poll()
+        waiting.register(self._wakeup.fd, select.POLLIN)
         try:
             while not self._wakeup.stopping:
-                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [])
-                if self.sock.fileno() in ready:
+                fd = self.sock.fileno()
+                waiting.register(fd, select.POLLIN)
+                if any(ready == fd for ready, _events in waiting.poll()):
                     self._receive()
+                    if self.sock.fileno() != fd:  # rebuilt after an overflow
+                        waiting.unregister(fd)
         finally:
             self.sock.close()
             self._wakeup.close()

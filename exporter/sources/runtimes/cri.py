@@ -144,6 +144,8 @@ class CriSource:
         self.event_actions = cri_events.actions(events)
         self._skipped: list[str] = []  # the modes the last subscription found unserved, and how
         self._client = CriClient(endpoint, timeout)
+        # What Version said at construction, for the first subscription alone ("": no answer).
+        self._answered_name = ""
         self.runtime = self._name()
         self._stream: Any = None
         self._lock = threading.Lock()
@@ -196,6 +198,7 @@ class CriSource:
             name, _ = cri_api.parse_runtime(self._client.call("Version", request, NAME_TIMEOUT))
         except (CallFailed, ValueError):
             name = ""
+        self._answered_name = name
         return name or (CRIO_NAME if "crio" in self.address else CONTAINERD_NAME)
 
     def version(self) -> str:
@@ -259,15 +262,26 @@ class CriSource:
         """The pods' events from now, by the mode asked for or (auto) the first the runtime serves.
         Nothing is replayed: a gap is covered by the resync that follows a reconnect."""
         try:
-            # The stream itself reports a dead socket only when iterated.
-            name, _ = cri_api.parse_runtime(self._client.call("Version", cri_api.version_request()))
-            mode, stream = self._subscribe(cri_events.candidates(self.events_wanted, name))
+            mode, stream = self._subscribe(
+                cri_events.candidates(self.events_wanted, self._name_now())
+            )
         except CallFailed as exc:
             raise self._unreachable(exc) from None
         self._chose(mode)
         with self._lock:
             self._stream = stream
         return self._decoded(mode, stream)
+
+    def _name_now(self) -> str:
+        """Which runtime answers at the socket now. The first subscription follows construction at
+        once and takes its answer; each later one follows a stream that ended, maybe a runtime
+        restarted as another (CRI-O in containerd's place): it asks again, which also fails at once
+        on a dead socket, where a stream would fail only when iterated. The labels keep the name
+        of construction."""
+        name, self._answered_name = self._answered_name, ""
+        if not name:
+            name, _ = cri_api.parse_runtime(self._client.call("Version", cri_api.version_request()))
+        return name
 
     def _chose(self, mode: str) -> None:
         """Log the mode when it changes (a warning where it is not the one asked for)."""

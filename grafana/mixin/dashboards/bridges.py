@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from .. import config
-from ..panels import bargauge, dashboard, problems, row, sel, stat, steps, table, target, timeseries
+from ..panels import (
+    bargauge,
+    dashboard,
+    host_table,
+    problems,
+    row,
+    sel,
+    stat,
+    steps,
+    summed,
+    target,
+    timeseries,
+)
 from ..rules import ORPHAN_FIRST_SEEN
 
 LIMIT = config.BRIDGE_PORT_LIMIT
@@ -57,19 +69,16 @@ def _ports() -> list:
             "none",
             thresholds=PORT_STEPS,
         ),
-        timeseries(
+        summed(
             "Port states",
             "Ports of each bridge by STP state; without STP every port that is up forwards.",
-            [
-                target(
-                    f"sum by (instance, bridge, state) (dockernet_bridge_port_state{sel()})",
-                    "{{bridge}} {{state}}",
-                )
-            ],
+            f"dockernet_bridge_port_state{sel()}",
+            "instance, bridge, state",
+            "{{bridge}} {{state}}",
             "none",
             stack=True,
         ),
-        table(
+        host_table(
             "Ports not forwarding",
             "Bridge ports in any state but forwarding, with the container that "
             "owns the veth (empty for an orphan).",
@@ -81,11 +90,10 @@ def _ports() -> list:
                 "state": "State",
                 "container_name": "Container",
                 "interface": "Interface",
-                "instance": "Host",
             },
             w=12,
         ),
-        table(
+        host_table(
             "Bridges and their networks",
             "Every bridge with its Docker network, driver, subnet and gateway (IPv4 and IPv6 "
             "subnets in separate rows); other bridges have no network.",
@@ -96,7 +104,6 @@ def _ports() -> list:
                 "driver": "Driver",
                 "subnet": "Subnet",
                 "gateway": "Gateway",
-                "instance": "Host",
             },
         ),
     ]
@@ -104,30 +111,22 @@ def _ports() -> list:
 
 def _orphans() -> list:
     return [
-        timeseries(
+        summed(
             "Orphaned veths by reason",
             "Orphaned veths per reason: peer_in_host, netns_without_container, no_endpoint.",
-            [
-                target(
-                    f"sum by (instance, reason) (dockernet_orphaned_veths{sel()})",
-                    "{{reason}} on {{instance}}",
-                )
-            ],
+            f"dockernet_orphaned_veths{sel()}",
+            "instance, reason",
+            "{{reason}} on {{instance}}",
             "none",
             stack=True,
         ),
-        table(
+        host_table(
             "Orphaned veths with reason and age",
             "Each orphaned veth with its bridge, reason and age (since Prometheus "
             "first saw it orphaned).",
             f"time() - {ORPHAN_FIRST_SEEN}{sel()}",
-            {
-                "veth": "Veth",
-                "bridge": "Bridge",
-                "reason": "Reason",
-                "instance": "Host",
-                "Value": "Age",
-            },
+            {"veth": "Veth", "bridge": "Bridge", "reason": "Reason"},
+            value="Age",
             w=12,
             unit="s",
         ),
@@ -135,7 +134,7 @@ def _orphans() -> list:
 
 
 def _addresses() -> dict:
-    return table(
+    return host_table(
         "Container addresses",
         "Every address of every container interface, IPv4 and IPv6.",
         f"dockernet_container_address_info{sel()}",
@@ -147,7 +146,6 @@ def _addresses() -> dict:
             "address": "Address",
             "prefix_length": "Prefix",
             "mac": "MAC",
-            "instance": "Host",
         },
         h=10,
     )

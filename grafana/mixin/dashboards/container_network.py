@@ -12,12 +12,12 @@ from ..owners import CONTAINER, Owner
 from ..panels import (
     bargauge,
     dashboard,
+    host_table,
     query_variable,
     row,
     sel,
     stat,
     steps,
-    table,
     target,
     timeseries,
 )
@@ -71,13 +71,13 @@ def _top_talkers(b: Board) -> dict:
 
 
 def _veth_table(b: Board, network: str) -> dict:
-    return table(
+    return host_table(
         f"veth -> {b.noun}",
         f"Each veth of the host namespace, the {b.noun} and interface it belongs to, "
         f"and its bridge and {network} network. An empty {b.noun} means no running "
         f"{b.noun} owns the veth.",
         "dockernet_veth_info" + sel(b.veth_filter),
-        {"veth": "Veth", **b.veth_columns, "instance": "Host"},
+        {"veth": "Veth", **b.veth_columns},
         w=12,
     )
 

@@ -4,17 +4,17 @@ left unanswered and open, from the flows collector (docs/flows.md)."""
 from __future__ import annotations
 
 from ..panels import (
-    _panel,
     dashboard,
-    instant,
+    host_table,
     mapping,
+    node_graph,
+    problems,
     row,
     sel,
     stat,
     steps,
-    table,
+    summed,
     target,
-    timeseries,
 )
 
 PAIR = "source, source_namespace, destination, destination_namespace"
@@ -56,41 +56,23 @@ def nodes_query() -> str:
     return f'label_join(sum by (id) ({sources} or {destinations}), "title", "", "id")'
 
 
-def node_graph() -> dict:
-    edges, nodes = instant(edges_query()), instant(nodes_query())
-    panel = _panel(
-        "nodeGraph",
+def _map() -> dict:
+    return node_graph(
         "Who talks to whom",
         "Each workload (namespace/name; host and external as /host and /external) is a node, each "
         "source and destination that exchanged connections in the range an edge with their rate "
         "of new connections per second. Drawn from Prometheus alone, over every host it scrapes.",
-        [edges, nodes],
-        24,
-        14,
-        transformations=[
-            {
-                "id": "organize",
-                "options": {
-                    "renameByName": {"Value #edges": "mainstat", "Value #nodes": "mainstat"}
-                },
-            }
-        ],
+        edges_query(),
+        nodes_query(),
     )
-    edges["refId"], nodes["refId"] = "edges", "nodes"
-    return panel
 
 
 def _summary() -> list:
     return [
-        stat(
+        problems(
             "Unanswered pairs",
             "Source and destination pairs with connections that got no reply in the last 15 minutes.",
-            [
-                target(
-                    f"count(sum by ({PAIR}) (increase({UNANSWERED}{sel()}[15m])) > 0) or vector(0)"
-                )
-            ],
-            thresholds=steps((None, "green"), (1, "red")),
+            f"sum by ({PAIR}) (increase({UNANSWERED}{sel()}[15m])) > 0",
         ),
         stat(
             "Lost events",
@@ -99,12 +81,12 @@ def _summary() -> list:
             [target(f"sum(increase(dockernet_flow_events_lost_total{sel()}[1h])) or vector(0)")],
             thresholds=steps((None, "green"), (1, "orange")),
         ),
-        stat(
+        problems(
             "Bridges not seen",
             "Bridges whose container-to-container traffic does not reach the host's conntrack "
             "(br_netfilter off): their flows are missing from this dashboard.",
-            [target(f"count(dockernet_flow_visibility{sel()} == 0) or vector(0)")],
-            thresholds=steps((None, "green"), (1, "orange")),
+            f"dockernet_flow_visibility{sel()} == 0",
+            color="orange",
         ),
         stat(
             "Byte accounting",
@@ -118,7 +100,7 @@ def _summary() -> list:
 
 def _per_flow(title: str, description: str, series: str, unit: str) -> dict:
     """A graph of one series per flow (its host, pair, protocol and port)."""
-    return timeseries(title, description, [target(f"sum by ({FLOW}) ({series})", LEGEND)], unit)
+    return summed(title, description, series, FLOW, LEGEND, unit)
 
 
 def _connections() -> list:
@@ -145,18 +127,13 @@ def _connections() -> list:
             f"dockernet_flow_connections{sel()}",
             "none",
         ),
-        table(
+        host_table(
             "Open flows",
             "Connections open now per source, destination and protocol, with their host (the "
             "namespaces and ports are in the map and the legends).",
             f"sum by (instance, source, destination, protocol) (dockernet_flow_connections{sel()})",
-            {
-                "source": "Source",
-                "destination": "Destination",
-                "protocol": "Protocol",
-                "instance": "Host",
-                "Value": "Open",
-            },
+            {"source": "Source", "destination": "Destination", "protocol": "Protocol"},
+            value="Open",
             w=12,
         ),
     ]
@@ -166,7 +143,7 @@ def build() -> dict:
     panels = [
         *_summary(),
         row("Map"),
-        node_graph(),
+        _map(),
         row("Connections"),
         *_connections(),
     ]

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from .. import config
-from ..panels import dashboard, mapping, problems, row, sel, stat, steps, table, target, timeseries
+from ..panels import (
+    dashboard,
+    mapping,
+    problems,
+    row,
+    sel,
+    stat,
+    steps,
+    summed,
+    table,
+    target,
+    timeseries,
+)
 
 REACHABLE = mapping({"1": ("reachable", "green"), "0": ("unreachable", "red")})
 PER_HOST = "{{instance}}"
@@ -76,29 +88,21 @@ def _scrapes() -> list:
 
 def _events() -> list:
     return [
-        timeseries(
+        summed(
             "Events",
             "Docker and netlink events received per second, by source and action.",
-            [
-                target(
-                    "sum by (instance, source, action) "
-                    f"(rate(dockernet_events_total{sel()}[$__rate_interval]))",
-                    "{{instance}} {{source}} {{action}}",
-                )
-            ],
+            f"rate(dockernet_events_total{sel()}[$__rate_interval])",
+            "instance, source, action",
+            "{{instance}} {{source}} {{action}}",
             "cps",
         ),
-        timeseries(
+        summed(
             "Resyncs",
             "Full re-reads of a source: at start, periodic, after a Docker reconnect, "
             "after a netlink overflow.",
-            [
-                target(
-                    f"sum by (instance, source, reason) "
-                    f"(increase(dockernet_resyncs_total{sel()}[$__rate_interval]))",
-                    "{{instance}} {{source}} {{reason}}",
-                )
-            ],
+            f"increase(dockernet_resyncs_total{sel()}[$__rate_interval])",
+            "instance, source, reason",
+            "{{instance}} {{source}} {{reason}}",
             "none",
         ),
     ]

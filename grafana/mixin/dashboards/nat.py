@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from ..panels import dashboard, mapping, problems, row, sel, stat, table, target, timeseries
+from ..panels import (
+    dashboard,
+    host_table,
+    mapping,
+    problems,
+    row,
+    sel,
+    stat,
+    summed,
+    target,
+    timeseries,
+)
 
 PRESENT = mapping({"1": ("present", "green"), "0": ("missing", "red")})
 PORT_LABELS = "instance, container_name, protocol, host_ip, host_port, container_port"
@@ -12,7 +23,6 @@ PORT_COLUMNS = {
     "host_ip": "Host IP",
     "host_port": "Host port",
     "container_port": "Container port",
-    "instance": "Host",
 }
 
 
@@ -44,22 +54,18 @@ def _summary() -> list:
 
 def _ports() -> list:
     return [
-        timeseries(
+        summed(
             "Connections per published port",
             "New connections per second through each published port's DNAT rule (only a connection's "
             "first packet passes the nat table). Connections to 127.0.0.1 through docker-proxy and "
             "from containers on a Docker bridge do not pass it.",
-            [
-                target(
-                    f"sum by ({PORT_LABELS}) "
-                    f"(rate(dockernet_published_port_connections_total{sel()}[$__rate_interval]))",
-                    "{{container_name}} {{host_ip}}:{{host_port}}/{{protocol}}",
-                )
-            ],
+            f"rate(dockernet_published_port_connections_total{sel()}[$__rate_interval])",
+            PORT_LABELS,
+            "{{container_name}} {{host_ip}}:{{host_port}}/{{protocol}}",
             "cps",
             w=24,
         ),
-        table(
+        host_table(
             "Bindings whose rule is missing",
             "Published ports that Docker reports and the nat table does "
             "not forward: these ports are unreachable from other hosts.",
@@ -67,11 +73,12 @@ def _ports() -> list:
             PORT_COLUMNS,
             w=12,
         ),
-        table(
+        host_table(
             "Published ports and their DNAT rule",
             "Every port binding with the state of its DNAT rule.",
             f"dockernet_published_port_rule_present{sel()}",
-            {**PORT_COLUMNS, "Value": "DNAT rule"},
+            PORT_COLUMNS,
+            value="DNAT rule",
             w=12,
             mappings=PRESENT,
         ),
@@ -80,28 +87,20 @@ def _ports() -> list:
 
 def _masquerade() -> list:
     return [
-        timeseries(
+        summed(
             "Masqueraded connections per bridge",
             "New outbound connections per second masqueraded for each Docker bridge subnet.",
-            [
-                target(
-                    f"sum by (instance, bridge, subnet) "
-                    f"(rate(dockernet_masquerade_connections_total{sel()}[$__rate_interval]))",
-                    "{{bridge}} {{subnet}}",
-                )
-            ],
+            f"rate(dockernet_masquerade_connections_total{sel()}[$__rate_interval])",
+            "instance, bridge, subnet",
+            "{{bridge}} {{subnet}}",
             "cps",
         ),
-        table(
+        host_table(
             "Masquerade rules",
             "Each Docker bridge network that should masquerade, with the state of its rule.",
             f"dockernet_masquerade_rule_present{sel()}",
-            {
-                "bridge": "Bridge",
-                "subnet": "Subnet",
-                "instance": "Host",
-                "Value": "MASQUERADE rule",
-            },
+            {"bridge": "Bridge", "subnet": "Subnet"},
+            value="MASQUERADE rule",
             w=12,
             mappings=PRESENT,
         ),
