@@ -206,7 +206,7 @@ class Follower:
 
     def _dump(self, attr: Attribution) -> list[Entry]:
         """The entries of a fresh dump that involve a workload (the others are never kept)."""
-        return list(conntrack.dump(attr.keep))
+        return conntrack.dump(attr.keep)
 
     def _on_events(self, batch: list[tuple[str, Entry]]) -> None:
         now, attr = time.monotonic(), self.attribution()
