@@ -180,11 +180,29 @@ def test_a_dump_without_marks_takes_the_plain_layout(suffix):
         message = without(bytes(buf[start:end]), ct.CTA_MARK)
         assert len(message) == end - start - 8
         found = family(buf, start)
-        dump_layout, _event, plain = found.layouts
-        only = [found._replace(layouts=(layout,)) for layout in (dump_layout, plain)]
+        dump_tcp, dump_layout, _event, plain = found.layouts
+        only = [found._replace(layouts=(layout,)) for layout in (dump_tcp, dump_layout, plain)]
         assert ct._common(message, 4, len(message), only[0]) is None
-        assert ct._common(message, 4, len(message), only[1]) == ct.parse(buf, start, end)
+        assert ct._common(message, 4, len(message), only[1]) is None
+        assert ct._common(message, 4, len(message), only[2]) == ct.parse(buf, start, end)
         assert ct.parse(message, 0, len(message)) == ct.parse(buf, start, end)
+
+
+@pytest.mark.parametrize("suffix", ["", "6"])
+def test_a_dumped_tcp_entry_takes_the_layout_with_its_state(suffix):
+    """TCP entries, most of a large table, have their state read with the rest in one go; the
+    other dumped entries (UDP here) take the dump's layout without it."""
+    dump = (FIXTURES / f"dump{suffix}.bin").read_bytes()
+    protocols = set()
+    for _kind, _flags, buf, start, end in [m for m in nl_messages(dump) if m[0] == ct.CT_NEW]:
+        found = family(buf, start)
+        tcp_only = found._replace(layouts=found.layouts[:1])
+        entry = ct.parse(buf, start, end)
+        assert entry is not None
+        protocols.add(entry.protocol)
+        via_tcp = ct._common(buf, start + 4, end, tcp_only)
+        assert via_tcp == (entry if entry.protocol == 6 else None)
+    assert protocols == {6, 17}
 
 
 def test_ipv6_dump_and_events():

@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import NamedTuple
 
 from exporter.core.flows import DESTROY, NEW, UPDATE, Entry
@@ -104,28 +105,32 @@ def _tuple_parts(kind: int, size: int, src_kind: int, dst_kind: int, reply: bool
 class _Layout(NamedTuple):
     """Both tuples and the attributes after them as one layout has them, read at once: the
     headers checked whole (``mask``, ``want``: the bytes as a big-endian integer), the values
-    unpacked (protocol, addresses, ports, then the status and id in ``status_first`` order)."""
+    unpacked (protocol, addresses, ports, the status and id in the layout's order, and the TCP
+    state where the layout has it), ``fields`` picking Entry's from them."""
 
     span: int
     mask: int
     want: int
     values: struct.Struct
-    status_first: bool
+    fields: Callable[[tuple], tuple]
+    tcp_state: int | None  # its index among the values, if there
 
 
-def _layout(parts: list[Part], status_first: bool) -> _Layout:
+def _layout(parts: list[Part], status_first: bool, tcp_state: bool = False) -> _Layout:
     fmt, mask, want = ">", b"", b""
     for head, value in parts:
         size = struct.calcsize(">" + value)
         fmt += f"{len(head)}x{value}"
         mask += b"\xff" * len(head) + bytes(size)
         want += head + bytes(size)
+    status, ident = (9, 10) if status_first else (10, 9)
     return _Layout(
         len(mask),
         int.from_bytes(mask, "big"),
         int.from_bytes(want, "big"),
         struct.Struct(fmt),
-        status_first,
+        itemgetter(ident, 2, status, 0, 1, 3, 4, 5, 6, 7, 8),
+        11 if tcp_state else None,
     )
 
 
@@ -149,6 +154,15 @@ _DUMP: list[Part] = [
 ]
 _EVENT: list[Part] = [(_header(8, CTA_ID), "I"), (_header(8, CTA_STATUS), "I")]
 _PLAIN: list[Part] = [(_header(8, CTA_STATUS), "I"), (_header(8, CTA_ID), "I")]
+# A TCP entry's CTA_PROTOINFO in a dump: the state first, then window scales and flags (32 bytes).
+_TCP: list[Part] = [
+    (
+        _header(48, CTA_PROTOINFO | NLA_F_NESTED)
+        + _header(44, CTA_PROTOINFO_TCP | NLA_F_NESTED)
+        + _header(5, CTA_PROTOINFO_TCP_STATE),
+        "B3x32x",
+    )
+]
 
 
 def _family(size: int, src_kind: int, dst_kind: int) -> _Family:
@@ -159,6 +173,7 @@ def _family(size: int, src_kind: int, dst_kind: int) -> _Family:
         struct.Struct(f"12s{size}s{tuple_length - 12 - size}x12s{size}s"),
         (orig[0][0], reply[0][0]),
         (
+            _layout(orig + reply + _DUMP + _TCP, status_first=True, tcp_state=True),
             _layout(orig + reply + _DUMP, status_first=True),
             _layout(orig + reply + _EVENT, status_first=False),
             _layout(orig + reply + _PLAIN, status_first=True),
@@ -180,51 +195,31 @@ _new_entry = tuple.__new__  # Entry's fields in order, without its constructor's
 
 def _common(buf: bytes | memoryview, offset: int, end: int, family: _Family) -> Entry | None:
     """The entry of a message in a common layout (``offset``: after its nfgenmsg); None for any
-    other layout."""
+    other layout. The attributes after the layout's are walked for the TCP state and counters."""
     for layout in family.layouts:
         span = offset + layout.span
         if span <= end and int.from_bytes(buf[offset:span], "big") & layout.mask == layout.want:
-            f = layout.values.unpack_from(buf, offset)
-            status, ident = (f[9], f[10]) if layout.status_first else (f[10], f[9])
-            tcp_state, counters = _tail(buf, span, end)
-            return _new_entry(
-                Entry,
-                (
-                    ident,
-                    f[2],
-                    status,
-                    f[0],
-                    f[1],
-                    f[3],
-                    f[4],
-                    f[5],
-                    f[6],
-                    f[7],
-                    f[8],
-                    counters,
-                    tcp_state,
-                ),
-            )
-    return None
-
-
-def _tail(buf: bytes | memoryview, offset: int, end: int) -> tuple[int, tuple | None]:
-    """The TCP state and the counters among the attributes from ``offset`` to ``end``."""
-    tcp_state, counts = 0, []
-    while offset + 4 <= end:
-        length, kind = _NLA.unpack_from(buf, offset)
-        if length < 4 or offset + length > end:
+            break
+    else:
+        return None
+    f = layout.values.unpack_from(buf, offset)
+    tcp_state = 0 if layout.tcp_state is None else f[layout.tcp_state]
+    counts = []
+    while span + 4 <= end:
+        length, kind = _NLA.unpack_from(buf, span)
+        if length < 4 or span + length > end:
             break
         kind &= _NLA_TYPE_MASK
         if kind == CTA_PROTOINFO:
-            if length >= 13 and buf[offset + 6 : offset + 12] == _TCP_STATE_HEAD:
-                tcp_state = buf[offset + 12]
+            if length >= 13 and buf[span + 6 : span + 12] == _TCP_STATE_HEAD:
+                tcp_state = buf[span + 12]
             else:
-                tcp_state = _tcp_state(buf, offset + 4, offset + length)
+                tcp_state = _tcp_state(buf, span + 4, span + length)
         elif kind in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
-            counts.append(_counters(buf, offset + 4, offset + length))
-        offset += (length + 3) & ~3
-    return tcp_state, ((*counts[0], *counts[1]) if len(counts) == 2 else None)
+            counts.append(_counters(buf, span + 4, span + length))
+        span += (length + 3) & ~3
+    counters = (*counts[0], *counts[1]) if len(counts) == 2 else None
+    return _new_entry(Entry, (*layout.fields(f), counters, tcp_state))
 
 
 def _nest(buf: bytes | memoryview, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
