@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 from test_cri import CRI, pods  # noqa: F401 (a fixture)
 
-from helpers import ExporterProcess, Hand, Metrics, sh, unique, wait_for
+from helpers import ExporterProcess, Hand, Metrics, ipv6_network, sh, unique, wait_for
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -40,7 +40,7 @@ import socket, sys
 host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 ok = 0
 for _ in range(n):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
@@ -498,9 +498,10 @@ def test_the_kernel_filters_the_updates_of_assured_connections():
 
 LISTEN = """
 import socket, sys
-srv = socket.socket()
+host = sys.argv[2]
+srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
+srv.bind((host, int(sys.argv[1])))
 srv.listen(64)
 print("ready", flush=True)
 while True:
@@ -509,10 +510,10 @@ while True:
 
 
 @contextmanager
-def listening(netns_path: str, port: int) -> Iterator[None]:
+def listening(netns_path: str, port: int, host: str = "0.0.0.0") -> Iterator[None]:
     """A TCP listener (the host's Python) in that namespace, for the test's duration."""
     proc = subprocess.Popen(
-        ["nsenter", f"--net={netns_path}", sys.executable, "-c", LISTEN, str(port)],
+        ["nsenter", f"--net={netns_path}", sys.executable, "-c", LISTEN, str(port), host],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -542,13 +543,13 @@ def connect_from(netns_path: str, host: str, port: int, n: int) -> int:
 
 
 @contextmanager
-def iptables_rule(chain: str, *rule: str) -> Iterator[None]:
+def iptables_rule(chain: str, *rule: str, command: str = "iptables") -> Iterator[None]:
     """A filter rule of the test's own at the head of a chain, removed after."""
-    sh("iptables", "-I", chain, *rule)
+    sh(command, "-I", chain, *rule)
     try:
         yield
     finally:
-        sh("iptables", "-D", chain, *rule)
+        sh(command, "-D", chain, *rule)
 
 
 def test_a_pod_talking_to_a_docker_container(pods, containers, net):  # noqa: F811
@@ -666,3 +667,24 @@ def test_a_bridge_that_br_netfilter_does_not_hand_to_iptables(host_exclusive, ha
             assert len(entries) == (2 if bridge == seen else 0), (bridge, entries)
     finally:
         exporter.stop()
+
+
+def test_ipv6_between_two_containers(flow_exporter, containers):
+    """IPv6 connections between two containers of a dual-stack network, where the host tracks
+    IPv6: Docker 20.10 leaves ip6tables alone, so a rule of the test's own (accepting what the
+    policy accepts anyway) makes the kernel track the network's IPv6 while it is there."""
+    net = ipv6_network(containers)
+    server, client = containers.run(network=net.name), containers.run(network=net.name)
+    known(flow_exporter, server, client)
+    net.reload()
+    (subnet6,) = [c["Subnet"] for c in net.attrs["IPAM"]["Config"] if ":" in c["Subnet"]]
+    server.reload()
+    server6 = server.attrs["NetworkSettings"]["Networks"][net.name]["GlobalIPv6Address"]
+    tracked = ("-s", subnet6, "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT")
+    with iptables_rule("FORWARD", *tracked, command="ip6tables"):
+        with listening(f"/proc/{server.attrs['State']['Pid']}/ns/net", 9092, "::"):
+            assert connect(client, server6, 9092, 3) == 3
+        entries = conntrack("-f", "ipv6", "-p", "tcp", "-d", server6, "--dport", "9092")
+    assert len(entries) == 3
+    m = settled(flow_exporter, FLOW, client, server, 9092, 3)
+    assert flow(m, UNANSWERED, client, server, 9092) == 0
