@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import (
     churn,
+    flows,
     freshness,
     natparse,
     netstat,
@@ -46,6 +47,7 @@ LOCK_PATH = "/run/dockernet-tests.lock"
 # as it was.
 SCENARIOS = (
     "nat",
+    "flows",
     "startup",
     "podscrape",
     "curve",
@@ -72,6 +74,9 @@ TINY = {
     "nat_rules": 500,
     "topology_seconds": 2.0,
     "pageload_seconds": 2.0,
+    "flow_entries": 1000,
+    "flow_rate": 100,
+    "flow_seconds": 3.0,
 }
 
 
@@ -145,6 +150,11 @@ def build_parser() -> Parser:
         type=float,
         default=20.0,
         help="seconds of /metrics scrapes idle, then as long while visitors reload /topology",
+    )
+    p.add_argument("--flow-entries", type=int, default=100_000, help="entries added to conntrack")
+    p.add_argument("--flow-rate", type=int, default=2000, help="new connections a second")
+    p.add_argument(
+        "--flow-seconds", type=float, default=60.0, help="seconds of that rate, and idle"
     )
     p.add_argument(
         "--only",
@@ -248,11 +258,22 @@ def scenarios(
         "netstat": lambda: netstat.run(
             client, load, ours, args.out, args.containers, args.repeats, args.tiny
         ),
+        "flows": lambda: flows.run(
+            client,
+            args.image,
+            args.out,
+            args.flow_entries,
+            args.flow_rate,
+            args.flow_seconds,
+            args.flow_seconds,
+            min(args.repeats, 5),
+            flags=exporter_flags(args),
+        ),
     }
     results = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
-        if name not in ("nat", "startup", "podscrape"):
+        if name not in ("nat", "flows", "startup", "podscrape"):
             scrape_curve.settle(ours)
         started = time.monotonic()
         results[name] = runs[name]()

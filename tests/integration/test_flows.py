@@ -7,6 +7,8 @@ test dockerd's (198.18.0.0/15) and loopback; traffic only between the test's own
 
 from __future__ import annotations
 
+import json
+import random
 import re
 import shutil
 import signal
@@ -14,12 +16,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+from test_cri import CRI, pods  # noqa: F401 (a fixture)
 
-from helpers import ExporterProcess, Metrics, sh, unique, wait_for
+from helpers import ExporterProcess, Hand, Metrics, ipv6_network, sh, unique, wait_for
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -35,7 +40,7 @@ import socket, sys
 host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 ok = 0
 for _ in range(n):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
@@ -487,3 +492,199 @@ def test_the_kernel_filters_the_updates_of_assured_connections():
     everything, kept = updates(plain), updates(filtered)
     assert len(everything) >= 3 and any(s & ct_events.IPS_ASSURED_BIT for s in everything)
     assert len(kept) == 1 and not kept[0] & ct_events.IPS_ASSURED_BIT and kept[0] & 2
+
+
+# -- across runtimes, through the host's routing and NAT, and bridges conntrack does not see
+
+LISTEN = """
+import socket, sys
+host = sys.argv[2]
+srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, int(sys.argv[1])))
+srv.listen(64)
+print("ready", flush=True)
+while True:
+    srv.accept()[0].close()
+"""
+
+
+@contextmanager
+def listening(netns_path: str, port: int, host: str = "0.0.0.0") -> Iterator[None]:
+    """A TCP listener (the host's Python) in that namespace, for the test's duration."""
+    proc = subprocess.Popen(
+        ["nsenter", f"--net={netns_path}", sys.executable, "-c", LISTEN, str(port), host],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def connect_from(netns_path: str, host: str, port: int, n: int) -> int:
+    """n connections from that namespace; how many were accepted."""
+    return int(
+        sh(
+            "nsenter",
+            f"--net={netns_path}",
+            sys.executable,
+            "-c",
+            CONNECT,
+            host,
+            str(port),
+            str(n),
+            "2",
+        )
+    )
+
+
+@contextmanager
+def iptables_rule(chain: str, *rule: str, command: str = "iptables") -> Iterator[None]:
+    """A filter rule of the test's own at the head of a chain, removed after."""
+    sh(command, "-I", chain, *rule)
+    try:
+        yield
+    finally:
+        sh(command, "-D", chain, *rule)
+
+
+def test_a_pod_talking_to_a_docker_container(pods, containers, net):  # noqa: F811
+    """A pod on the test containerd's CNI bridge connects to a Docker container on a network of
+    its own: routed by the host (Docker's FORWARD policy drops it but for the test's own rule) and
+    masqueraded by the CNI bridge's rules. The flow is the pod's (its name and Kubernetes
+    namespace) to the container's port."""
+    exporter = start_exporter(CRI)
+    try:
+        server = containers.run(command="httpd -f -p 80", network=net.name)
+        pod = pods.run(namespace="dnxflows")
+        netns_path = pods.status(pod).netns_path
+        (eth0,) = json.loads(
+            sh("nsenter", f"--net={netns_path}", "ip", "-j", "-4", "addr", "show", "eth0")
+        )
+        pod_ip, server_ip = eth0["addr_info"][0]["local"], address(server, net)
+        known(exporter, server)
+        wait_for(
+            lambda: exporter.metrics().select(
+                "dockernet_pod_info", namespace=pod.namespace, pod=pod.name
+            ),
+            30,
+            what="the exporter knowing the pod",
+        )
+        with iptables_rule("DOCKER-USER", "-s", pod_ip, "-d", server_ip, "-j", "ACCEPT"):
+            assert connect_from(netns_path, server_ip, 80, 3) == 3
+        entries = conntrack("-p", "tcp", "-s", pod_ip, "-d", server_ip, "--dport", "80")
+        assert len(entries) == 3
+        m = settled(exporter, FLOW, Named(pod.name), server, 80, 3)
+        ((labels, _v),) = m.select(FLOW, source=pod.name, destination=server.name, port=80)
+        assert labels["source_namespace"] == pod.namespace and labels["destination_namespace"] == ""
+    finally:
+        exporter.stop()
+
+
+def test_masqueraded_traffic_to_an_address_outside_the_bridges(
+    flow_exporter, containers, net, hand
+):
+    """A container connects to an address that no bridge holds: a namespace of the test's own,
+    behind a veth the host routes to. Docker masquerades it (the reply goes to the host's address
+    on that veth); the flow is still the container's, to `external`, on the server's port."""
+    ns = hand.named_netns(unique("dnxext"))
+    base = f"198.18.{random.randint(224, 239)}.{4 * random.randint(0, 63)}"
+    prefix, last = base.rsplit(".", 1)
+    host_ip, outside_ip = f"{prefix}.{int(last) + 1}", f"{prefix}.{int(last) + 2}"
+    link = hand.pair(unique("dnxe"), "eth0", netns=ns)
+    sh("ip", "addr", "add", f"{host_ip}/30", "dev", link)
+    sh("ip", "link", "set", link, "up")
+    sh("ip", "-n", ns, "addr", "add", f"{outside_ip}/30", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    client = containers.run(network=net.name)
+    known(flow_exporter, client)
+    client_ip = address(client, net)
+    with listening(f"/run/netns/{ns}", 9090):
+        assert connect(client, outside_ip, 9090, 3) == 3
+    entries = conntrack("-p", "tcp", "-s", client_ip, "-d", outside_ip, "--dport", "9090")
+    assert len(entries) == 3
+    assert all(f"src={outside_ip} dst={host_ip} sport=9090" in l for l in entries)  # masqueraded
+    m = settled(flow_exporter, FLOW, client, Named("external"), 9090, 3)
+    assert flow(m, FLOW, client, Named("host"), 9090) is None
+
+
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+def on_bridge(hand: Hand, bridge: str, address: str) -> str:
+    """A namespace with one port on that bridge, holding that address (/24); its path."""
+    ns = hand.named_netns(unique("dnxv"))
+    link = hand.pair(unique("dnxv"), "eth0", netns=ns, master=bridge)
+    sh("ip", "link", "set", link, "up")
+    sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    return f"/run/netns/{ns}"
+
+
+def test_a_bridge_that_br_netfilter_does_not_hand_to_iptables(host_exclusive, hand):
+    """With bridge-nf-call-iptables off for the host (restored after), a bridge is seen only where
+    its own nf_call_iptables is on: two bridges of the test's own, one with it, one without. Their
+    visibility says so, and the kernel agrees: connections across the unseen one leave no entry in
+    the host's conntrack, those across the seen one do."""
+    exporter = start_exporter()
+    unseen, seen = hand.bridge(unique("dnxv")), hand.bridge(unique("dnxv"))
+    Path(f"/sys/class/net/{seen}/bridge/nf_call_iptables").write_text("1")
+    subnets = random.sample(range(208, 224), 2)
+    ends = {}
+    for bridge, third in zip((unseen, seen), subnets, strict=True):
+        sh("ip", "link", "set", bridge, "up")
+        server, client = f"198.18.{third}.2", f"198.18.{third}.3"
+        ends[bridge] = (
+            on_bridge(hand, bridge, server),
+            server,
+            on_bridge(hand, bridge, client),
+            client,
+        )
+
+    def visibility() -> dict:
+        m = exporter.metrics()
+        return {b: m.get_value("dockernet_flow_visibility", bridge=b) for b in (unseen, seen)}
+
+    try:
+        wait_for(lambda: visibility() == {unseen: 1, seen: 1}, 15, what="both bridges seen")
+        before = BRIDGE_NF.read_text()
+        BRIDGE_NF.write_text("0")
+        try:
+            wait_for(lambda: visibility() == {unseen: 0, seen: 1}, 15, what="visibility 0 and 1")
+            # What iptables sees is dropped by Docker's FORWARD policy but for this rule.
+            with iptables_rule("DOCKER-USER", "-i", seen, "-o", seen, "-j", "ACCEPT"):
+                for server_ns, server, client_ns, _client in ends.values():
+                    with listening(server_ns, 9091):
+                        assert connect_from(client_ns, server, 9091, 2) == 2
+        finally:
+            BRIDGE_NF.write_text(before)
+        for bridge, (_s, server, _c, client) in ends.items():
+            entries = conntrack("-p", "tcp", "-s", client, "-d", server, "--dport", "9091")
+            assert len(entries) == (2 if bridge == seen else 0), (bridge, entries)
+    finally:
+        exporter.stop()
+
+
+def test_ipv6_between_two_containers(flow_exporter, containers):
+    """IPv6 connections between two containers of a dual-stack network, where the host tracks
+    IPv6: Docker 20.10 leaves ip6tables alone, so a rule of the test's own (accepting what the
+    policy accepts anyway) makes the kernel track the network's IPv6 while it is there."""
+    net = ipv6_network(containers)
+    server, client = containers.run(network=net.name), containers.run(network=net.name)
+    known(flow_exporter, server, client)
+    net.reload()
+    (subnet6,) = [c["Subnet"] for c in net.attrs["IPAM"]["Config"] if ":" in c["Subnet"]]
+    server.reload()
+    server6 = server.attrs["NetworkSettings"]["Networks"][net.name]["GlobalIPv6Address"]
+    tracked = ("-s", subnet6, "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT")
+    with iptables_rule("FORWARD", *tracked, command="ip6tables"):
+        with listening(f"/proc/{server.attrs['State']['Pid']}/ns/net", 9092, "::"):
+            assert connect(client, server6, 9092, 3) == 3
+        entries = conntrack("-f", "ipv6", "-p", "tcp", "-d", server6, "--dport", "9092")
+    assert len(entries) == 3
+    m = settled(flow_exporter, FLOW, client, server, 9092, 3)
+    assert flow(m, UNANSWERED, client, server, 9092) == 0

@@ -16,14 +16,15 @@ from exporter.sources.kernel.netlink import NetlinkError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "conntrack"
 LOOPBACK = socket.inet_aton("127.0.0.1")
+LOOPBACK6 = socket.inet_pton(socket.AF_INET6, "::1")
 
 
-def made() -> dict[str, int]:
-    return json.loads((FIXTURES / "made.json").read_text())
+def made(suffix: str = "") -> dict[str, int]:
+    return json.loads((FIXTURES / f"made{suffix}.json").read_text())
 
 
-def events() -> list[tuple[str, ct.Entry]]:
-    data, offset = (FIXTURES / "events.bin").read_bytes(), 0
+def events(suffix: str = "") -> list[tuple[str, ct.Entry]]:
+    data, offset = (FIXTURES / f"events{suffix}.bin").read_bytes(), 0
     out: list = []
     while offset < len(data):
         (length,) = struct.unpack_from("=I", data, offset)
@@ -122,18 +123,103 @@ def test_socket_drops_read_from_proc_net_netlink(tmp_path):
         assert ct_events.socket_drops(sock, str(tmp_path / "missing")) is None
 
 
-def test_the_common_layout_is_read_in_one_go_and_agrees_with_the_walk():
-    data = (FIXTURES / "dump.bin").read_bytes()
-    messages = [m for m in nl_messages(data) if m[0] == ct.CT_NEW]
-    assert messages
-    for _kind, _flags, buf, start, end in messages:
-        assert ct._fast_tuples(buf, start + 4, end) is not None
-        # The same message with its first attribute header's flag cleared: not the common
-        # layout, read by the general walk, to the same entry.
+def recorded_messages(suffix: str = "") -> list:
+    """(buffer, nfgenmsg offset, end) of every conntrack message recorded: the dump's, the events'."""
+    datagrams = [(FIXTURES / f"dump{suffix}.bin").read_bytes()]
+    data, offset = (FIXTURES / f"events{suffix}.bin").read_bytes(), 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("=I", data, offset)
+        datagrams.append(data[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return [
+        (buf, start, end)
+        for datagram in datagrams
+        for kind, _flags, buf, start, end in nl_messages(datagram)
+        if kind in (ct.CT_NEW, ct.CT_DELETE)
+    ]
+
+
+def family(buf: bytes | memoryview, start: int) -> ct._Family:
+    return ct._FAMILIES[buf[start]]
+
+
+@pytest.mark.parametrize("suffix", ["", "6"])
+def test_the_common_layouts_are_read_in_one_go_and_agree_with_the_walk(suffix):
+    messages = recorded_messages(suffix)
+    assert len(messages) > 10
+    for buf, start, end in messages:
+        fast = ct._common(buf, start + 4, end, family(buf, start))
+        assert fast is not None and fast == ct._general(buf, start + 4, end, None)
+        assert ct.parse(bytes(buf[start:end]), 0, end - start) == fast  # bytes as a memoryview
+        # The same message with its first attribute header's flag cleared: not a common layout,
+        # read by the general walk, to the same entry.
         slow = bytearray(buf[start:end])
         slow[4 + 3] &= 0x7F
-        assert ct._fast_tuples(memoryview(bytes(slow)), 4, len(slow)) is None
-        assert ct.parse(memoryview(bytes(slow)), 0, len(slow)) == ct.parse(buf, start, end)
+        assert ct._common(bytes(slow), 4, len(slow), family(buf, start)) is None
+        assert ct.parse(memoryview(bytes(slow)), 0, len(slow)) == fast
+
+
+def without(message: bytes, kind: int) -> bytes:
+    """A conntrack message (from its nfgenmsg) without its top-level attributes of that kind."""
+    out, offset = bytearray(message[:4]), 4
+    while offset < len(message):
+        length, found = struct.unpack_from("=HH", message, offset)
+        if found & 0x3FFF != kind:
+            out += message[offset : offset + ((length + 3) & ~3)]
+        offset += (length + 3) & ~3
+    return bytes(out)
+
+
+@pytest.mark.parametrize("suffix", ["", "6"])
+def test_a_dump_without_marks_takes_the_plain_layout(suffix):
+    """A kernel built without conntrack marks puts the id right after the status."""
+    dump = (FIXTURES / f"dump{suffix}.bin").read_bytes()
+    messages = [m for m in nl_messages(dump) if m[0] == ct.CT_NEW]
+    assert messages
+    for _kind, _flags, buf, start, end in messages:
+        message = without(bytes(buf[start:end]), ct.CTA_MARK)
+        assert len(message) == end - start - 8
+        found = family(buf, start)
+        dump_tcp, dump_layout, _event, plain = found.layouts
+        only = [found._replace(layouts=(layout,)) for layout in (dump_tcp, dump_layout, plain)]
+        assert ct._common(message, 4, len(message), only[0]) is None
+        assert ct._common(message, 4, len(message), only[1]) is None
+        assert ct._common(message, 4, len(message), only[2]) == ct.parse(buf, start, end)
+        assert ct.parse(message, 0, len(message)) == ct.parse(buf, start, end)
+
+
+@pytest.mark.parametrize("suffix", ["", "6"])
+def test_a_dumped_tcp_entry_takes_the_layout_with_its_state(suffix):
+    """TCP entries, most of a large table, have their state read with the rest in one go; the
+    other dumped entries (UDP here) take the dump's layout without it."""
+    dump = (FIXTURES / f"dump{suffix}.bin").read_bytes()
+    protocols = set()
+    for _kind, _flags, buf, start, end in [m for m in nl_messages(dump) if m[0] == ct.CT_NEW]:
+        found = family(buf, start)
+        tcp_only = found._replace(layouts=found.layouts[:1])
+        entry = ct.parse(buf, start, end)
+        assert entry is not None
+        protocols.add(entry.protocol)
+        via_tcp = ct._common(buf, start + 4, end, tcp_only)
+        assert via_tcp == (entry if entry.protocol == 6 else None)
+    assert protocols == {6, 17}
+
+
+def test_ipv6_dump_and_events():
+    ports = made("6")
+    by_port = {e.dport: e for _kind, e in ct.parse_datagram((FIXTURES / "dump6.bin").read_bytes())}
+    tcp, udp = by_port[ports["tcp_answered"]], by_port[ports["udp_closed"]]
+    assert {tcp.src, tcp.dst, tcp.reply_src, tcp.reply_dst} == {LOOPBACK6}
+    assert tcp.protocol == 6 and tcp.answered and tcp.reply_sport == ports["tcp_answered"]
+    assert tcp.counters is not None and tcp.counters[1] > 1000  # the 1,000 bytes sent
+    assert udp.protocol == 17 and not udp.answered and udp.counters == (1, 53, 0, 0)
+    answered = [(k, e) for k, e in events("6") if e.dport == ports["tcp_answered"]]
+    assert answered[0][0] == NEW and answered[-1][0] == DESTROY and len(answered) >= 3
+    assert [k for k, e in events("6") if e.dport == ports["tcp_refused"]] == [NEW, DESTROY]
+    kept = ct.parse_datagram(
+        (FIXTURES / "dump6.bin").read_bytes(), keep=lambda src, reply_src: src != LOOPBACK6
+    )
+    assert kept == []
 
 
 def test_keep_skips_the_entries_of_no_interest():
@@ -166,9 +252,10 @@ def run_bpf(program: bytes, packet: bytes) -> int:
             return k
 
 
-def test_the_event_filter_drops_only_the_updates_of_assured_connections():
+@pytest.mark.parametrize("suffix", ["", "6"])
+def test_the_event_filter_drops_only_the_updates_of_assured_connections(suffix):
     program = ct_events.assured_update_filter()
-    data, offset = (FIXTURES / "events.bin").read_bytes(), 0
+    data, offset = (FIXTURES / f"events{suffix}.bin").read_bytes(), 0
     passed: list = []
     dropped: list = []
     while offset < len(data):
@@ -181,13 +268,5 @@ def test_the_event_filter_drops_only_the_updates_of_assured_connections():
     assert all(status & ct_events.IPS_ASSURED_BIT for _k, status in dropped) and len(dropped) == 4
     assert all(k != UPDATE or not status & ct_events.IPS_ASSURED_BIT for k, status in passed)
     # Another layout (here the dump's: the status right after the tuples) always passes.
-    dump = (FIXTURES / "dump.bin").read_bytes()
+    dump = (FIXTURES / f"dump{suffix}.bin").read_bytes()
     assert run_bpf(program, dump) != 0
-
-
-def test_events_are_read_in_one_go_too():
-    data = (FIXTURES / "events.bin").read_bytes()
-    datagram = data[4 : 4 + struct.unpack_from("=I", data)[0]]
-    fast = ct._fast_tuples(memoryview(datagram), 20, len(datagram))
-    parsed = ct.parse(memoryview(datagram), 16, len(datagram))
-    assert fast is not None and parsed is not None and fast[3] == parsed.id

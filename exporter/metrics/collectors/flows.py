@@ -206,7 +206,7 @@ class Follower:
 
     def _dump(self, attr: Attribution) -> list[Entry]:
         """The entries of a fresh dump that involve a workload (the others are never kept)."""
-        return list(conntrack.dump(attr.keep))
+        return conntrack.dump(attr.keep)
 
     def _on_events(self, batch: list[tuple[str, Entry]]) -> None:
         now, attr = time.monotonic(), self.attribution()
@@ -229,7 +229,7 @@ class Follower:
         if now >= self._next_counters:
             self._next_counters = now + self.counters_interval
             if read_int(Path(self.procfs, SYSCTL_ACCT)) == 1:
-                self._refresh_counters()
+                self._refresh_counters(attr)
         with self.lock:
             due = self.table.tick(now, attr)
         return 1.0 if due is None else min(1.0, max(0.0, due - time.monotonic()) + 0.001)
@@ -240,9 +240,11 @@ class Follower:
             with self.lock:
                 self.table.tick(time.monotonic(), self._attr[2])
 
-    def _refresh_counters(self) -> None:
+    def _refresh_counters(self, attr: Attribution) -> None:
         known = self.table.conns  # written by this thread only: read without the lock
-        entries = [e for e in conntrack.dump() if e.id in known and e.counters is not None]
+        if not known:
+            return
+        entries = [e for e in conntrack.dump(attr.keep) if e.id in known and e.counters is not None]
         with self.lock:
             self.table.refresh(entries)
 

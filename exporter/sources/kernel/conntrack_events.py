@@ -18,6 +18,7 @@ from exporter.sources.kernel.conntrack import (
     _ID,
     _NFGENMSG,
     _ORIG_V4,
+    _ORIG_V6,
     _STATUS,
     CT_NEW,
     DUMP_RECV_BYTES,
@@ -53,15 +54,15 @@ def socket_drops(sock: socket.socket, path: str = "/proc/self/net/netlink") -> i
 # A classic BPF program for the event socket: the kernel drops the UPDATE events of connections
 # already assured (answered both ways, so nothing the flows need: TCP's ESTABLISHED, FIN_WAIT, ...,
 # TIME_WAIT), five of a TCP connection's six updates. It reads the status where the common layout
-# has it (after both IPv4 tuples); any other message passes, and the parser decides.
+# has it (after both tuples, IPv4 or IPv6, and the id); any other message passes, and the parser
+# decides.
 SO_ATTACH_FILTER = 26
 _BPF = struct.Struct("=HBBI")  # code, jump if true, jump if false, k
 BPF_LD_H_ABS, BPF_LD_W_ABS = 0x28, 0x20
 BPF_JEQ_K, BPF_JSET_K, BPF_RET_K = 0x15, 0x45, 0x06
-# In an event of the common layout: both tuples, the id, then the status attribute.
-_NLMSG_ID = 16 + _NFGENMSG.size + 104
-_NLMSG_STATUS = _NLMSG_ID + 8
 IPS_ASSURED_BIT = 1 << 2
+_TUPLES = 16 + _NFGENMSG.size  # where an event's original tuple starts
+_V4_ID, _V6_ID = _TUPLES + 2 * 52, _TUPLES + 2 * 76  # and its id, after both tuples
 
 
 def _be16(value: int) -> int:
@@ -69,25 +70,62 @@ def _be16(value: int) -> int:
     return int.from_bytes(struct.pack("=H", value), "big")
 
 
+def _word(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
 def assured_update_filter() -> bytes:
-    status_header = int.from_bytes(_STATUS, "big")
+    """The program, written with labels: each jump names the instruction it goes to."""
+
+    def status_check(at: int) -> list:
+        return [
+            (BPF_LD_W_ABS, at, None, None),
+            (BPF_JEQ_K, _word(_ID), None, "pass"),  # another layout: pass
+            (BPF_LD_W_ABS, at + 8, None, None),
+            (BPF_JEQ_K, _word(_STATUS), None, "pass"),
+            (BPF_LD_W_ABS, at + 12, None, None),  # the status, big-endian
+            (BPF_JSET_K, IPS_ASSURED_BIT, "drop", "pass"),  # assured: drop
+        ]
+
     program = [
-        (BPF_LD_H_ABS, 0, 0, 4),  # nlmsg_type
-        (BPF_JEQ_K, 0, 10, _be16(CT_NEW)),  # not a NEW or UPDATE: pass
-        (BPF_LD_H_ABS, 0, 0, 6),  # nlmsg_flags
-        (BPF_JSET_K, 8, 0, _be16(NLM_F_CREATE)),  # NEW: pass
-        (BPF_LD_W_ABS, 0, 0, 16 + _NFGENMSG.size),
-        (BPF_JEQ_K, 0, 6, int.from_bytes(_ORIG_V4, "big")),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_ID),
-        (BPF_JEQ_K, 0, 4, int.from_bytes(_ID, "big")),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS),
-        (BPF_JEQ_K, 0, 2, status_header),  # another layout: pass
-        (BPF_LD_W_ABS, 0, 0, _NLMSG_STATUS + 4),  # the status, big-endian
-        (BPF_JSET_K, 1, 0, IPS_ASSURED_BIT),  # assured: drop
-        (BPF_RET_K, 0, 0, 0xFFFFFFFF),
-        (BPF_RET_K, 0, 0, 0),
+        (BPF_LD_H_ABS, 4, None, None),  # nlmsg_type
+        (BPF_JEQ_K, _be16(CT_NEW), None, "pass"),  # not a NEW or UPDATE: pass
+        (BPF_LD_H_ABS, 6, None, None),  # nlmsg_flags
+        (BPF_JSET_K, _be16(NLM_F_CREATE), "pass", None),  # NEW: pass
+        (BPF_LD_W_ABS, _TUPLES, None, None),
+        (BPF_JEQ_K, _word(_ORIG_V4), "v4", None),
+        (BPF_JEQ_K, _word(_ORIG_V6), "v6", "pass"),
+        "v4",
+        *status_check(_V4_ID),
+        "v6",
+        *status_check(_V6_ID),
+        "pass",
+        (BPF_RET_K, 0xFFFFFFFF, None, None),
+        "drop",
+        (BPF_RET_K, 0, None, None),
     ]
-    return b"".join(_BPF.pack(*i) for i in program)
+    return _assemble(program)
+
+
+def _assemble(program: list) -> bytes:
+    labels, index = {}, 0
+    for step in program:
+        if isinstance(step, str):
+            labels[step] = index
+        else:
+            index += 1
+    code, pc = b"", 0
+    for step in program:
+        if isinstance(step, str):
+            continue
+        op, k, true, false = step
+
+        def jump(label: str | None, pc: int = pc) -> int:
+            return 0 if label is None else labels[label] - pc - 1
+
+        code += _BPF.pack(op, jump(true), jump(false), k)
+        pc += 1
+    return code
 
 
 def attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array:
