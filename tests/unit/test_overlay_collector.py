@@ -10,10 +10,12 @@ from test_overlay_recorded import recorded_state
 
 from exporter.core import overlay, topology
 from exporter.core.model import Link, Network
+from exporter.metrics import per_scrape
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.exposition import render
+from exporter.sources.kernel.overlay import OverlayLink
 from exporter.sources.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
@@ -22,14 +24,31 @@ if TYPE_CHECKING:
 PEER = "198.18.250.2"
 
 
-class FakeNetlink:
+class FakeLinks:
+    """The overlay namespaces' links as the state read them, every one with the same counters."""
+
     def __init__(self, state):
         self.state = state
+        self.dumped: list[int] = []
 
-    def links_with_stats(self, nsid):
-        return [(l, (10, 1, 0, 0, 20, 2, 0, 3)) for l in self.state.netns_links[nsid].values()]
+    def __call__(self, nsids):
+        out = {}
+        for nsid in nsids:
+            self.dumped.append(nsid)
+            out[nsid] = [
+                OverlayLink(l.ifindex, l.kind, l.master, l.mtu, (10, 1, 0, 0, 20, 2, 0, 3))
+                for l in self.state.netns_links[nsid].values()
+            ]
+        return out
+
+
+class FakeNetlink:
+    def __init__(self, state, asked=None):
+        self.state = state
+        self.asked = [] if asked is None else asked
 
     def route_oif(self, address):
+        self.asked.append(address)
         return next(l.ifindex for l in self.state.links.values() if l.kind == "bridge")
 
     def close(self):
@@ -56,6 +75,7 @@ def collect(state, now=100.0, grace=60.0, collector=None):
     collector = collector or OverlayCollector(
         grace=grace,
         sockets=cast("NamespaceSockets", FakeSockets()),
+        links=FakeLinks(state),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
         bound=lambda ns: True,
     )
@@ -147,13 +167,25 @@ def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
     snap = topology.build(recorded_state())
     asked: list = []
 
-    def overlay_stats(veths):
-        asked.append(sorted(veths))
-        return {v: (100 + v[1], 1, 0, 0, 200 + v[1], 2, 0, 0) for v in veths}
+    def overlay_links(nsids):
+        asked.append(sorted(nsids))
+        return {
+            ns.nsid: [
+                OverlayLink(
+                    l.ifindex,
+                    l.kind,
+                    l.master,
+                    l.mtu,
+                    (100 + l.ifindex, 1, 0, 0, 200 + l.ifindex, 2, 0, 0),
+                )
+                for l in ns.links
+            ]
+            for ns in snap.overlays
+        }
 
     procfs = Procfs("/nonexistent")
     collector = ContainersCollector(
-        Context(procfs), link_stats=lambda ifindexes: {}, overlay_stats=overlay_stats
+        Context(procfs), link_stats=lambda ifindexes: {}, overlay_links=overlay_links
     )
     text = render(collector.collect(snap))
     eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
@@ -163,4 +195,62 @@ def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
     assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text
     assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + ifindex}" in text
     overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
-    assert asked == [sorted(overlay_veths)] and len(overlay_veths) == 6  # c1, c2, two tasks twice
+    assert len(overlay_veths) == 6  # c1, c2, two tasks twice
+    assert asked == [sorted(ns.nsid for ns in snap.overlays)]
+    for veth in overlay_veths:
+        assert f"{{{owner_labels(snap, veth)}}} {200 + veth[1]}" in text
+
+
+def owner_labels(snap, veth):
+    i = next(i for i in snap.interfaces if i.netns_veth == veth)
+    return (
+        f'container_id="{i.container.id}",container_name="{i.container.name}",'
+        f'interface="{i.interface}"'
+    )
+
+
+def test_both_collectors_share_one_dump_per_namespace_per_scrape():
+    """The containers and the overlay collector in one scrape: each overlay namespace dumped once;
+    the next scrape dumps again (counters are never kept across scrapes, though the snapshot is)."""
+    state = recorded_state()
+    snap = topology.build(state)
+    links = FakeLinks(state)
+    routes: list = []
+    collectors = [
+        ContainersCollector(
+            Context(Procfs("/nonexistent")), link_stats=lambda i: {}, overlay_links=links
+        ),
+        OverlayCollector(
+            sockets=cast("NamespaceSockets", FakeSockets()),
+            links=links,
+            netlink=lambda: cast("OverlayNetlink", FakeNetlink(state, routes)),
+            bound=lambda ns: True,
+        ),
+    ]
+    namespaces = sorted(ns.nsid for ns in snap.overlays)
+    assert len(namespaces) == 2  # ov and ingress
+    for scrape in (1, 2):
+        with per_scrape.scrape():
+            texts = [render(c.collect(snap)) for c in collectors]
+        assert sorted(links.dumped) == sorted(namespaces * scrape)
+    assert "dockernet_container_receive_bytes_total" in texts[0]
+    assert 'dockernet_overlay_vxlan_receive_bytes_total{network="ov"} 10' in texts[1]
+    # The one peer of both overlays, looked up once per scrape.
+    assert routes == [PEER, PEER]
+    # Outside a scrape, each collector reads for itself.
+    collectors[1].collect(snap)
+    assert len(links.dumped) == 3 * len(namespaces)
+
+
+def test_a_namespace_gone_since_the_snapshot_has_no_fresh_figures():
+    state = recorded_state()
+    snap = topology.build(state)
+    collector = OverlayCollector(
+        sockets=cast("NamespaceSockets", FakeSockets()),
+        links=lambda nsids: {},  # every dump failed: the namespaces went
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
+        bound=lambda ns: True,
+    )
+    text = render(collector.collect(snap))
+    assert 'dockernet_overlay_network_info{network="ov"' in text
+    assert "dockernet_overlay_endpoints{" not in text and "dockernet_overlay_peers{" not in text

@@ -5,9 +5,10 @@ counters and MTU, its local endpoints (veths on br0), its peers (remote VTEPs in
 forwarding database) and the MTU of the host interface towards each. Leaked overlay namespaces and
 `vx-*` devices left in the host namespace are counted once seen for the grace period.
 
-Fresh each scrape: one link dump per overlay namespace by its id (no setns), one forwarding
-database dump per overlay through a socket opened in its namespace once (sources/kernel/overlay.py),
-one route lookup per peer.
+Fresh each scrape: one link dump per overlay namespace by its id (no setns), shared with the
+containers collector (whose overlay interfaces count from those veths), one forwarding database dump
+per overlay through a socket opened in its namespace once (sources/kernel/overlay.py), one route
+lookup per peer address.
 """
 
 from __future__ import annotations
@@ -15,21 +16,26 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
 from exporter.core import model, overlay
 from exporter.core.memo import MemoKey
+from exporter.metrics import per_scrape
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
-    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
+    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayLink, OverlayNetlink
+
+# Reads the links with counters of overlay namespaces by id (sources/kernel/overlay.py's by default).
+OverlayLinks = Callable[[Iterable[int]], "dict[int, list[OverlayLink]]"]
 
 NETWORK_ADDRESSES: MemoKey[tuple[Family, Family]] = MemoKey("network addresses")
 VXLAN_LINKS: MemoKey[list[model.Link]] = MemoKey("vxlan links")
+OVERLAY_LINKS: MemoKey[dict[int, list[OverlayLink]]] = MemoKey("overlay links")
 
 VXLAN_COUNTERS = (
     (
@@ -74,15 +80,21 @@ class OverlayCollector(Collector):
         *,
         grace: float = DEFAULT_GRACE,
         sockets: NamespaceSockets | None = None,
+        links: OverlayLinks | None = None,
         netlink: Callable[[], OverlayNetlink] | None = None,
         clock: Callable[[], float] = time.monotonic,
         bound: Callable[[overlay.Namespace], bool] | None = None,
     ) -> None:
-        from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
+        from exporter.sources.kernel.overlay import (
+            NamespaceSockets,
+            OverlayNetlink,
+            read_overlay_links,
+        )
 
         self.bound = bound or _bound
         self.grace = grace
         self.sockets = sockets or NamespaceSockets()
+        self.links = links or read_overlay_links
         self.netlink = netlink or OverlayNetlink
         self.clock = clock
         self._since: dict = {}
@@ -96,17 +108,16 @@ class OverlayCollector(Collector):
         # only those still bound to the namespace the state read count.
         live = [ns for ns in snap.overlays if self.bound(ns)]
         self.sockets.keep(ns.path for ns in live)
-        netlink = self.netlink() if live else None  # a socket only where there is one
-        try:
-            families = [_info(live), *self._fresh(live, snap.links, netlink)]
-        finally:
-            if netlink is not None:
-                netlink.close()
+        links = overlay_links(snap, self.links) if live else {}
+        families = [_info(live), *self._fresh(live, links, snap.links)]
         addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
         return families + list(addresses) + self._leaks(snap, live)
 
     def _fresh(
-        self, live: list[overlay.Namespace], host_links: dict, netlink: OverlayNetlink | None
+        self,
+        live: list[overlay.Namespace],
+        links: dict[int, list[OverlayLink]],
+        host_links: dict[int, model.Link],
     ) -> list[Family]:
         counters = {
             suffix: Family(f"dockernet_overlay_vxlan_{suffix}_total", "counter", text)
@@ -119,6 +130,31 @@ class OverlayCollector(Collector):
             "lb_ and ingress sandboxes).",
         )
         mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
+        fams = {"mtu": mtu, "endpoints": endpoints} | counters
+        peers: dict[str, list[str]] = {}  # network -> its peers
+        for ns in live:
+            if ns.nsid in links:  # not gone since the snapshot
+                peers.update(self._read(ns, links[ns.nsid], fams))
+        return [mtu, endpoints, *counters.values(), *self._peers(peers, host_links)]
+
+    def _read(self, ns: overlay.Namespace, rows: list[OverlayLink], fams: dict) -> dict:
+        """One overlay's figures from its links, and its peers (network -> addresses)."""
+        network = ns.network_name or ns.name
+        net = labels(network=network)
+        bridge = next((l.ifindex for l in rows if l.kind == "bridge"), None)
+        fams["endpoints"].add(net, sum(1 for l in rows if l.kind == "veth" and l.master == bridge))
+        vxlan = next((l for l in rows if l.kind == "vxlan"), None)
+        if vxlan is None:
+            return {}
+        fams["mtu"].add(net, vxlan.mtu)
+        if vxlan.counters is not None:
+            for suffix, column, _text in VXLAN_COUNTERS:
+                fams[suffix].add(net, vxlan.counters[column])
+        return {network: sorted(self.sockets.fdb_destinations(ns.path, vxlan.ifindex))}
+
+    def _peers(self, found: dict[str, list[str]], host_links: dict[int, model.Link]) -> list:
+        """The peers of each overlay, and the underlay's MTU towards each: one route lookup per
+        address, however many overlays it serves."""
         peers = Family(
             "dockernet_overlay_peers",
             "gauge",
@@ -135,47 +171,27 @@ class OverlayCollector(Collector):
             "MTU of the host interface the route to each peer leaves by: VXLAN needs 50 bytes more "
             "than the overlay's MTU (IPv4).",
         )
-        fams = {
-            "mtu": mtu,
-            "endpoints": endpoints,
-            "peers": peers,
-            "peer_info": peer_info,
-            "underlay": underlay,
-        } | counters
-        if netlink is not None:
-            for ns in live:
-                self._read(ns, netlink, fams, host_links)
-        return [mtu, endpoints, *counters.values(), peers, peer_info, underlay]
+        for network, addresses in found.items():
+            peers.add(labels(network=network), len(addresses))
+        routes = self._routes({a for addresses in found.values() for a in addresses}, host_links)
+        for network, addresses in found.items():
+            for peer in addresses:
+                peer_info.add(labels(network=network, peer=peer), 1)
+                oif = routes.get(peer)
+                if oif is not None:
+                    underlay.add(labels(network=network, peer=peer, interface=oif.name), oif.mtu)
+        return [peers, peer_info, underlay]
 
-    def _read(
-        self, ns: overlay.Namespace, netlink: OverlayNetlink, fams: dict, host_links: dict
-    ) -> None:
-        """One overlay's fresh figures: its links with their counters, its peers, their routes."""
-        network = ns.network_name or ns.name
-        net = labels(network=network)
-        rows = netlink.links_with_stats(ns.nsid)
-        bridge = next((l for l, _ in rows if l.kind == "bridge"), None)
-        fams["endpoints"].add(
-            net,
-            sum(1 for l, _ in rows if l.kind == "veth" and bridge and l.master == bridge.ifindex),
-        )
-        vxlan = next(((l, c) for l, c in rows if l.kind == "vxlan"), None)
-        if vxlan is None:
-            return
-        link, row = vxlan
-        fams["mtu"].add(net, link.mtu)
-        for suffix, column, _text in VXLAN_COUNTERS:
-            if row is not None:
-                fams[suffix].add(net, row[column])
-        found = sorted(self.sockets.fdb_destinations(ns.path, link.ifindex))
-        fams["peers"].add(net, len(found))
-        for peer in found:
-            fams["peer_info"].add(labels(network=network, peer=peer), 1)
-            oif = host_links.get(netlink.route_oif(peer) or 0)
-            if oif is not None:
-                fams["underlay"].add(
-                    labels(network=network, peer=peer, interface=oif.name), oif.mtu
-                )
+    def _routes(self, addresses: set[str], host_links: dict[int, model.Link]) -> dict:
+        """address -> the host link the route towards it leaves by (a socket only when asked)."""
+        if not addresses:
+            return {}
+        netlink = self.netlink()
+        try:
+            oifs = {a: host_links.get(netlink.route_oif(a) or 0) for a in sorted(addresses)}
+        finally:
+            netlink.close()
+        return {a: l for a, l in oifs.items() if l is not None}
 
     def _leaks(self, snap: Snapshot, live: list[overlay.Namespace]) -> list[Family]:
         now = self.clock()
@@ -264,3 +280,21 @@ def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
         if n.bridge:
             out[n.id] = sum(1 for v in snap.veths if v.bridge == n.bridge and v.container is None)
     return out
+
+
+def overlay_links(snap: Snapshot, read: OverlayLinks) -> dict[int, list[OverlayLink]]:
+    """The links with counters of every overlay namespace of the snapshot, dumped once per scrape
+    for this collector and the containers collector."""
+    return per_scrape.once(OVERLAY_LINKS, lambda: read([ns.nsid for ns in snap.overlays]))
+
+
+def veth_counters(
+    links: dict[int, list[OverlayLink]], wanted: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], model.Counters]:
+    """The counter rows of those veths, by (namespace id, ifindex there)."""
+    return {
+        (nsid, l.ifindex): l.counters
+        for nsid, rows in links.items()
+        for l in rows
+        if l.counters is not None and (nsid, l.ifindex) in wanted
+    }

@@ -15,10 +15,10 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, TypeVar
 
-from exporter.core.model import Counters, Link
+from exporter.core.model import Counters
 from exporter.sources.kernel import netlink as nl
 
 T = TypeVar("T")
@@ -36,32 +36,32 @@ _RTMSG = struct.Struct(
 _STATS64 = struct.Struct("=16Q")
 
 
+class OverlayLink(NamedTuple):
+    """One link of an overlay's namespace as a scrape reads it: what the overlay's figures and its
+    endpoints' counters need, decoded alone (a full Link costs twice as much)."""
+
+    ifindex: int
+    kind: str
+    master: int
+    mtu: int
+    counters: Counters | None
+
+
 class OverlayNetlink(nl.Netlink):
     """The host-side requests: links with counters of a namespace by id, and route lookups."""
 
     def __enter__(self) -> OverlayNetlink:
         return self
 
-    def links_with_stats(self, nsid: int) -> list[tuple[Link, Counters | None]]:
-        """The links of one namespace by its id, with their counters; a Link here has only its
-        index, name, kind, master and MTU (what an overlay's figures need, decoded alone)."""
-        return [_short_link(buf, start, end) for buf, start, end in self._dump(nsid)]
-
-    def link_counters(self, nsid: int) -> dict[int, Counters]:
-        """The counter rows of the links of one namespace by ifindex there."""
-        out = {}
-        for buf, start, end in self._dump(nsid):
-            row = _stats64(_some_attrs(buf, start, end, (IFLA_STATS64,)))
-            if row is not None:
-                out[nl._IFINFOMSG.unpack_from(buf, start)[2]] = row
-        return out
-
-    def _dump(self, nsid: int) -> Iterator[tuple[memoryview, int, int]]:
+    def overlay_links(self, nsid: int) -> list[OverlayLink]:
+        """The links of one namespace by its id (IFLA_TARGET_NETNSID), with their counters."""
         body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
-        for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body):
-            if kind == nl.RTM_NEWLINK:
-                yield buf, start, end
+        return [
+            _overlay_link(buf, start, end)
+            for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body)
+            if kind == nl.RTM_NEWLINK
+        ]
 
     def route_oif(self, address: str) -> int | None:
         """The ifindex of the host's interface towards `address` (RTM_GETROUTE), None if none."""
@@ -97,43 +97,42 @@ class OverlayNetlink(nl.Netlink):
         return out
 
 
-_SHORT = (nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_MASTER, nl.IFLA_LINKINFO, IFLA_STATS64)
+_WANTED = frozenset((nl.IFLA_MTU, nl.IFLA_MASTER, nl.IFLA_LINKINFO, IFLA_STATS64))
 
 
-def _some_attrs(buf: memoryview, start: int, end: int, wanted: tuple[int, ...]) -> dict:
+def _some_attrs(buf: memoryview, start: int, end: int, wanted: frozenset[int]) -> dict:
     """Those top-level attributes of one link message: the others are skipped, not sliced (a link
-    has some fifty)."""
+    has some forty), and the walk ends once all are found."""
     out = {}
-    offset = start + nl._IFINFOMSG.size
+    offset, unpack = start + nl._IFINFOMSG.size, nl._RTATTR.unpack_from
     while offset + 4 <= end:
-        length, kind = nl._RTATTR.unpack_from(buf, offset)
+        length, kind = unpack(buf, offset)
         if length < 4:
             break
         if kind & 0x3FFF in wanted:
             out[kind & 0x3FFF] = buf[offset + 4 : offset + length]
+            if len(out) == len(wanted):
+                break
         offset += (length + 3) & ~3
     return out
 
 
-def _short_link(buf: memoryview, start: int, end: int) -> tuple[Link, Counters | None]:
-    attrs = _some_attrs(buf, start, end, _SHORT)
+def _overlay_link(buf: memoryview, start: int, end: int) -> OverlayLink:
+    attrs = _some_attrs(buf, start, end, _WANTED)
     info = attrs.get(nl.IFLA_LINKINFO)
     kinds = nl._attrs(info, 0, len(info)) if info is not None else {}
-    link = Link(
+    raw = attrs.get(IFLA_STATS64)
+    return OverlayLink(
         ifindex=nl._IFINFOMSG.unpack_from(buf, start)[2],
-        name=nl._cstr(attrs[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in attrs else "",
         kind=nl._cstr(kinds[nl.IFLA_INFO_KIND]) if nl.IFLA_INFO_KIND in kinds else "",
         master=nl._U32.unpack_from(attrs[nl.IFLA_MASTER])[0] if nl.IFLA_MASTER in attrs else 0,
         mtu=nl._U32.unpack_from(attrs[nl.IFLA_MTU])[0] if nl.IFLA_MTU in attrs else 0,
+        counters=(
+            nl._counters(_STATS64.unpack_from(raw))
+            if raw is not None and len(raw) >= _STATS64.size
+            else None
+        ),
     )
-    return link, _stats64(attrs)
-
-
-def _stats64(attrs: dict) -> Counters | None:
-    raw = attrs.get(IFLA_STATS64)
-    if raw is None or len(raw) < _STATS64.size:
-        return None
-    return nl._counters(_STATS64.unpack_from(raw))
 
 
 def in_namespace(path: str, make: Callable[[], T]) -> T:
@@ -195,16 +194,14 @@ class NamespaceSockets:
         self.keep(())
 
 
-def overlay_counters(veths: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Counters]:
-    """The counter rows of veths in overlay namespaces, by (namespace id, ifindex): one dump per
-    namespace, from a socket of its own (scrapes run at once)."""
-    out: dict[tuple[int, int], Counters] = {}
-    wanted = set(veths)
+def read_overlay_links(nsids: Iterable[int]) -> dict[int, list[OverlayLink]]:
+    """The links with counters of overlay namespaces, by namespace id: one dump each, from a socket
+    of its own (scrapes run at once). A namespace gone since the snapshot is left out."""
+    out = {}
     with OverlayNetlink() as netlink:
-        for nsid in {n for n, _ in wanted}:
+        for nsid in nsids:
             try:
-                rows = netlink.link_counters(nsid)
-            except OSError:  # the namespace went away since the snapshot
+                out[nsid] = netlink.overlay_links(nsid)
+            except OSError:
                 continue
-            out.update(((nsid, i), row) for i, row in rows.items() if (nsid, i) in wanted)
     return out
