@@ -20,6 +20,7 @@ from . import (
     freshness,
     natparse,
     netstat,
+    overlay,
     pageload,
     pods,
     podscrape,
@@ -43,7 +44,7 @@ LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
 # The pods' scrape runs before the curve and removes its load again: the curve grows from the host
-# as it was.
+# as it was. The overlay scenario runs on a Swarm node of its own, last.
 SCENARIOS = (
     "nat",
     "startup",
@@ -57,6 +58,7 @@ SCENARIOS = (
     "churn",
     "storm",
     "netstat",
+    "overlay",
 )
 TINY = {
     "veths": "16,24",
@@ -248,11 +250,14 @@ def scenarios(
         "netstat": lambda: netstat.run(
             client, load, ours, args.out, args.containers, args.repeats, args.tiny
         ),
+        "overlay": lambda: overlay.run(
+            args.image, args.prefix, args.containers, args.repeats, args.freshness
+        ),
     }
     results = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
-        if name not in ("nat", "startup", "podscrape"):
+        if name not in ("nat", "startup", "podscrape", "overlay"):
             scrape_curve.settle(ours)
         started = time.monotonic()
         results[name] = runs[name]()
