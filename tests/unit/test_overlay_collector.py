@@ -13,33 +13,14 @@ from exporter.core.model import Link, Network
 from exporter.metrics import per_scrape
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
-from exporter.metrics.collectors.overlay import OverlayCollector
+from exporter.metrics.collectors.overlay import OverlayCollector, overlay_counters
 from exporter.metrics.exposition import render
-from exporter.sources.kernel.overlay import OverlayLink
 from exporter.sources.kernel.procfs import Procfs
 
 if TYPE_CHECKING:
     from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
 PEER = "198.18.250.2"
-
-
-class FakeLinks:
-    """The overlay namespaces' links as the state read them, every one with the same counters."""
-
-    def __init__(self, state):
-        self.state = state
-        self.dumped: list[int] = []
-
-    def __call__(self, nsids):
-        out = {}
-        for nsid in nsids:
-            self.dumped.append(nsid)
-            out[nsid] = [
-                OverlayLink(l.ifindex, l.kind, l.master, l.mtu, (10, 1, 0, 0, 20, 2, 0, 3))
-                for l in self.state.netns_links[nsid].values()
-            ]
-        return out
 
 
 class FakeNetlink:
@@ -56,12 +37,24 @@ class FakeNetlink:
 
 
 class FakeSockets:
-    def __init__(self):
-        self.asked = []
+    """The overlay namespaces' links as the state read them, every one with the same counters."""
+
+    def __init__(self, state=None):
+        self.state = state
+        self.asked: list = []
+        self.counted: list[str] = []
+        self.paths = {
+            path: nsid for path, (_inode, nsid) in (state.netns_files if state else {}).items()
+        }
 
     def fdb_destinations(self, path, ifindex):
         self.asked.append(path)
         return {PEER, "0.0.0.0"} - {"0.0.0.0"}
+
+    def link_stats(self, path, ifindexes):
+        self.counted.append(path)
+        links = self.state.netns_links[self.paths[path]]
+        return {i: (10, 1, 0, 0, 20, 2, 0, 3) for i in links if i in ifindexes}
 
     def keep(self, paths):
         list(paths)
@@ -74,8 +67,7 @@ def collect(state, now=100.0, grace=60.0, collector=None):
     snap = topology.build(state)
     collector = collector or OverlayCollector(
         grace=grace,
-        sockets=cast("NamespaceSockets", FakeSockets()),
-        links=FakeLinks(state),
+        sockets=cast("NamespaceSockets", FakeSockets(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
         bound=lambda ns: True,
     )
@@ -162,43 +154,32 @@ def test_a_recorded_namespace_file_elsewhere_is_no_overlay():
 
 
 def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
-    """No /proc read: the veth in the overlay's namespace, from one dump per namespace; what it
-    transmits, the container receives."""
-    snap = topology.build(recorded_state())
-    asked: list = []
+    """No /proc read: the veth in the overlay's namespace, from one counters dump per namespace;
+    what it transmits, the container receives."""
+    state = recorded_state()
+    snap = topology.build(state)
 
-    def overlay_links(nsids):
-        asked.append(sorted(nsids))
-        return {
-            ns.nsid: [
-                OverlayLink(
-                    l.ifindex,
-                    l.kind,
-                    l.master,
-                    l.mtu,
-                    (100 + l.ifindex, 1, 0, 0, 200 + l.ifindex, 2, 0, 0),
-                )
-                for l in ns.links
-            ]
-            for ns in snap.overlays
-        }
+    class Sockets(FakeSockets):
+        def link_stats(self, path, ifindexes):
+            self.counted.append(path)
+            return {i: (100 + i, 1, 0, 0, 200 + i, 2, 0, 0) for i in ifindexes}
 
-    procfs = Procfs("/nonexistent")
+    sockets = Sockets(state)
     collector = ContainersCollector(
-        Context(procfs), link_stats=lambda ifindexes: {}, overlay_links=overlay_links
+        Context(Procfs("/nonexistent")),
+        link_stats=lambda ifindexes: {},
+        sockets=cast("NamespaceSockets", sockets),
     )
-    text = render(collector.collect(snap))
-    eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
-    assert eth0.netns_veth is not None
-    _nsid, ifindex = eth0.netns_veth
-    labels = f'container_id="{eth0.container.id}",container_name="c1",interface="eth0"'
-    assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text
-    assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + ifindex}" in text
+    with per_scrape.scrape():  # the namespaces' files are recorded ones: none is bound here
+        overlay_counters(snap, cast("NamespaceSockets", sockets), lambda ns: True)  # read first
+        text = render(collector.collect(snap))
     overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
     assert len(overlay_veths) == 6  # c1, c2, two tasks twice
-    assert asked == [sorted(ns.nsid for ns in snap.overlays)]
     for veth in overlay_veths:
-        assert f"{{{owner_labels(snap, veth)}}} {200 + veth[1]}" in text
+        labels = owner_labels(snap, veth)
+        assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + veth[1]}" in text
+        assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + veth[1]}" in text
+    assert sorted(sockets.counted) == sorted(ns.path for ns in snap.overlays)
 
 
 def owner_labels(snap, veth):
@@ -209,45 +190,49 @@ def owner_labels(snap, veth):
     )
 
 
-def test_both_collectors_share_one_dump_per_namespace_per_scrape():
-    """The containers and the overlay collector in one scrape: each overlay namespace dumped once;
-    the next scrape dumps again (counters are never kept across scrapes, though the snapshot is)."""
+def test_both_collectors_share_one_read_per_namespace_per_scrape():
+    """The containers and the overlay collector in one scrape: each overlay namespace's counters
+    read once; the next scrape reads again (counters are never kept across scrapes, though the
+    snapshot is)."""
     state = recorded_state()
     snap = topology.build(state)
-    links = FakeLinks(state)
+    sockets = FakeSockets(state)
     routes: list = []
-    collectors = [
-        ContainersCollector(
-            Context(Procfs("/nonexistent")), link_stats=lambda i: {}, overlay_links=links
-        ),
-        OverlayCollector(
-            sockets=cast("NamespaceSockets", FakeSockets()),
-            links=links,
-            netlink=lambda: cast("OverlayNetlink", FakeNetlink(state, routes)),
-            bound=lambda ns: True,
-        ),
-    ]
-    namespaces = sorted(ns.nsid for ns in snap.overlays)
+    overlays = OverlayCollector(
+        sockets=cast("NamespaceSockets", sockets),
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state, routes)),
+        bound=lambda ns: True,
+    )
+    containers = ContainersCollector(
+        Context(Procfs("/nonexistent")),
+        link_stats=lambda i: {},
+        sockets=cast("NamespaceSockets", sockets),
+    )
+    namespaces = sorted(ns.path for ns in snap.overlays)
     assert len(namespaces) == 2  # ov and ingress
     for scrape in (1, 2):
         with per_scrape.scrape():
-            texts = [render(c.collect(snap)) for c in collectors]
-        assert sorted(links.dumped) == sorted(namespaces * scrape)
-    assert "dockernet_container_receive_bytes_total" in texts[0]
-    assert 'dockernet_overlay_vxlan_receive_bytes_total{network="ov"} 10' in texts[1]
+            texts = [render(c.collect(snap)) for c in (overlays, containers)]
+        assert sorted(sockets.counted) == sorted(namespaces * scrape)
+    assert 'dockernet_overlay_vxlan_receive_bytes_total{network="ov"} 10' in texts[0]
+    assert 'dockernet_container_receive_bytes_total{container_id="' in texts[1]
     # The one peer of both overlays, looked up once per scrape.
     assert routes == [PEER, PEER]
     # Outside a scrape, each collector reads for itself.
-    collectors[1].collect(snap)
-    assert len(links.dumped) == 3 * len(namespaces)
+    overlays.collect(snap)
+    assert len(sockets.counted) == 3 * len(namespaces)
 
 
 def test_a_namespace_gone_since_the_snapshot_has_no_fresh_figures():
     state = recorded_state()
     snap = topology.build(state)
+
+    class Gone(FakeSockets):
+        def link_stats(self, path, ifindexes):
+            raise FileNotFoundError(path)
+
     collector = OverlayCollector(
-        sockets=cast("NamespaceSockets", FakeSockets()),
-        links=lambda nsids: {},  # every dump failed: the namespaces went
+        sockets=cast("NamespaceSockets", Gone(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
         bound=lambda ns: True,
     )

@@ -17,6 +17,10 @@ class FakeSocket:
         self.asked.append(ifindex)
         return {"198.18.250.2"}
 
+    def link_stats(self, ifindexes: object) -> dict:
+        self.asked.append("stats")
+        return {12: (1, 1, 0, 0, 2, 2, 0, 0)}
+
     def close(self) -> None:
         self.closed = True
 
@@ -35,7 +39,9 @@ def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
     assert sockets.fdb_destinations(str(a), 12) == {"198.18.250.2"}
     sockets.fdb_destinations(str(a), 12)
     sockets.fdb_destinations(str(b), 7)
+    assert sockets.link_stats(str(a), {12})[12][0] == 1  # the counters through the same socket
     assert [s.path for s in opened] == [str(a), str(b)]  # reused while the same namespace is there
+    assert opened[0].asked == [12, 12, "stats"]
     other = tmp_path / "other"
     other.touch()
     os.replace(other, a)  # another inode on the same path: another namespace bound there

@@ -20,11 +20,12 @@ from exporter.core.model import (
 )
 from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context
-from exporter.metrics.collectors.overlay import OverlayLinks, overlay_links, veth_counters
+from exporter.metrics.collectors.overlay import overlay_counters
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot, WorkloadView
+    from exporter.sources.kernel.overlay import NamespaceSockets
 
 # Reads the counters of the host's links by ifindex (netlink's by default; tests give their own).
 LinkStats = Callable[[Collection[int]], dict[int, Counters]]
@@ -73,15 +74,15 @@ class ContainersCollector(Collector):
         context: Context,
         *,
         link_stats: LinkStats | None = None,
-        overlay_links: OverlayLinks | None = None,
+        sockets: NamespaceSockets | None = None,
     ) -> None:
         # Here: building the flags (`--help`, every command) needs the class alone.
         from exporter.sources.kernel.netlink import read_link_stats
-        from exporter.sources.kernel.overlay import read_overlay_links
+        from exporter.sources.kernel.overlay import shared_sockets
 
         self.procfs = context.procfs
         self.link_stats = link_stats or read_link_stats
-        self.overlay_links = overlay_links or read_overlay_links
+        self.sockets = sockets or shared_sockets()  # in overlay namespaces, for their veths
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
         # Its own keys: the subclass for pods computes other targets from the same snapshot.
@@ -147,9 +148,9 @@ class ContainersCollector(Collector):
         host: dict[int | tuple[int, int], Counters] = {}
         if in_host:
             host.update(self.link_stats(in_host).items())
-        if in_overlays:  # the dumps the overlay collector reads too: once per scrape for both
-            links = overlay_links(snap, self.overlay_links)
-            host.update(veth_counters(links, in_overlays).items())
+        if in_overlays:  # what the overlay collector reads too: once per scrape for both
+            _live, overlays = overlay_counters(snap, self.sockets)
+            host.update((veth, overlays[veth]) for veth in in_overlays if veth in overlays)
         inside: dict = {}
         # (label set, counter row, whether the row is the other end's: its columns are mirrored)
         rows = [

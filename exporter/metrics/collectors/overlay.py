@@ -5,10 +5,11 @@ counters and MTU, its local endpoints (veths on br0), its peers (remote VTEPs in
 forwarding database) and the MTU of the host interface towards each. Leaked overlay namespaces and
 `vx-*` devices left in the host namespace are counted once seen for the grace period.
 
-Fresh each scrape: one link dump per overlay namespace by its id (no setns), shared with the
-containers collector (whose overlay interfaces count from those veths), one forwarding database dump
-per overlay through a socket opened in its namespace once (sources/kernel/overlay.py), one route
-lookup per peer address.
+Fresh each scrape, through a socket opened in each overlay namespace once (sources/kernel/overlay.py):
+one counters dump (RTM_GETSTATS) per overlay, shared with the containers collector (whose overlay
+interfaces count from those veths), and one forwarding database dump per overlay; one route lookup
+per peer address. Which link is the VXLAN device and which veths are on br0 is the state's (its
+dump of the namespace by id, read again when its endpoints change).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from exporter.app.flags import duration
@@ -28,14 +29,16 @@ from exporter.metrics.exposition import Family, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
-    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayLink, OverlayNetlink
+    from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
-# Reads the links with counters of overlay namespaces by id (sources/kernel/overlay.py's by default).
-OverlayLinks = Callable[[Iterable[int]], "dict[int, list[OverlayLink]]"]
+# (overlay namespace id, ifindex there) -> counter row.
+OverlayCounters = dict[tuple[int, int], model.Counters]
 
 NETWORK_ADDRESSES: MemoKey[tuple[Family, Family]] = MemoKey("network addresses")
 VXLAN_LINKS: MemoKey[list[model.Link]] = MemoKey("vxlan links")
-OVERLAY_LINKS: MemoKey[dict[int, list[OverlayLink]]] = MemoKey("overlay links")
+OVERLAY_COUNTERS: MemoKey[tuple[list[overlay.Namespace], OverlayCounters]] = MemoKey(
+    "overlay counters"
+)
 
 VXLAN_COUNTERS = (
     (
@@ -80,21 +83,15 @@ class OverlayCollector(Collector):
         *,
         grace: float = DEFAULT_GRACE,
         sockets: NamespaceSockets | None = None,
-        links: OverlayLinks | None = None,
         netlink: Callable[[], OverlayNetlink] | None = None,
         clock: Callable[[], float] = time.monotonic,
         bound: Callable[[overlay.Namespace], bool] | None = None,
     ) -> None:
-        from exporter.sources.kernel.overlay import (
-            NamespaceSockets,
-            OverlayNetlink,
-            read_overlay_links,
-        )
+        from exporter.sources.kernel.overlay import OverlayNetlink, shared_sockets
 
-        self.bound = bound or _bound
+        self.bound = bound or is_bound
         self.grace = grace
-        self.sockets = sockets or NamespaceSockets()
-        self.links = links or read_overlay_links
+        self.sockets = sockets or shared_sockets()
         self.netlink = netlink or OverlayNetlink
         self.clock = clock
         self._since: dict = {}
@@ -104,22 +101,18 @@ class OverlayCollector(Collector):
         self.sockets.close()
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        # A namespace's file goes (libnetwork's collection, a minute after) with no event to tell:
-        # only those still bound to the namespace the state read count.
-        live = [ns for ns in snap.overlays if self.bound(ns)]
-        self.sockets.keep(ns.path for ns in live)
-        links = overlay_links(snap, self.links) if live else {}
-        families = [_info(live), *self._fresh(live, links, snap.links)]
+        live, counters = overlay_counters(snap, self.sockets, self.bound)
+        families = [_info(live), *self._fresh(live, counters, snap.links)]
         addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
         return families + list(addresses) + self._leaks(snap, live)
 
     def _fresh(
         self,
         live: list[overlay.Namespace],
-        links: dict[int, list[OverlayLink]],
+        counters: OverlayCounters,
         host_links: dict[int, model.Link],
     ) -> list[Family]:
-        counters = {
+        fams = {
             suffix: Family(f"dockernet_overlay_vxlan_{suffix}_total", "counter", text)
             for suffix, _column, text in VXLAN_COUNTERS
         }
@@ -130,26 +123,33 @@ class OverlayCollector(Collector):
             "lb_ and ingress sandboxes).",
         )
         mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
-        fams = {"mtu": mtu, "endpoints": endpoints} | counters
+        read = {nsid for nsid, _ifindex in counters}
         peers: dict[str, list[str]] = {}  # network -> its peers
         for ns in live:
-            if ns.nsid in links:  # not gone since the snapshot
-                peers.update(self._read(ns, links[ns.nsid], fams))
-        return [mtu, endpoints, *counters.values(), *self._peers(peers, host_links)]
+            if ns.nsid in read:  # not gone since the snapshot
+                peers.update(self._read(ns, counters, endpoints, mtu, fams))
+        return [mtu, endpoints, *fams.values(), *self._peers(peers, host_links)]
 
-    def _read(self, ns: overlay.Namespace, rows: list[OverlayLink], fams: dict) -> dict:
-        """One overlay's figures from its links, and its peers (network -> addresses)."""
+    def _read(
+        self,
+        ns: overlay.Namespace,
+        counters: OverlayCounters,
+        endpoints: Family,
+        mtu: Family,
+        fams: dict[str, Family],
+    ) -> dict[str, list[str]]:
+        """One overlay's figures, and its peers (network -> addresses)."""
         network = ns.network_name or ns.name
         net = labels(network=network)
-        bridge = next((l.ifindex for l in rows if l.kind == "bridge"), None)
-        fams["endpoints"].add(net, sum(1 for l in rows if l.kind == "veth" and l.master == bridge))
-        vxlan = next((l for l in rows if l.kind == "vxlan"), None)
+        endpoints.add(net, sum(1 for l in ns.endpoints if (ns.nsid, l.ifindex) in counters))
+        vxlan = ns.vxlan
         if vxlan is None:
             return {}
-        fams["mtu"].add(net, vxlan.mtu)
-        if vxlan.counters is not None:
+        mtu.add(net, vxlan.mtu)
+        row = counters.get((ns.nsid, vxlan.ifindex))
+        if row is not None:
             for suffix, column, _text in VXLAN_COUNTERS:
-                fams[suffix].add(net, vxlan.counters[column])
+                fams[suffix].add(net, row[column])
         return {network: sorted(self.sockets.fdb_destinations(ns.path, vxlan.ifindex))}
 
     def _peers(self, found: dict[str, list[str]], host_links: dict[int, model.Link]) -> list:
@@ -218,7 +218,9 @@ class OverlayCollector(Collector):
         return [each, count]
 
 
-def _bound(ns: overlay.Namespace) -> bool:
+def is_bound(ns: overlay.Namespace) -> bool:
+    """Whether the namespace's file still holds it: libnetwork removes a left network's namespace
+    a minute later, with no event to tell."""
     try:
         return os.stat(ns.path).st_ino == ns.inode
     except OSError:
@@ -282,19 +284,27 @@ def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
     return out
 
 
-def overlay_links(snap: Snapshot, read: OverlayLinks) -> dict[int, list[OverlayLink]]:
-    """The links with counters of every overlay namespace of the snapshot, dumped once per scrape
-    for this collector and the containers collector."""
-    return per_scrape.once(OVERLAY_LINKS, lambda: read([ns.nsid for ns in snap.overlays]))
+def overlay_counters(
+    snap: Snapshot,
+    sockets: NamespaceSockets,
+    bound: Callable[[overlay.Namespace], bool] = is_bound,
+) -> tuple[list[overlay.Namespace], OverlayCounters]:
+    """The overlay namespaces of the snapshot still bound to their files, and the counters of their
+    links: read once per scrape for this collector and the containers collector. The sockets of
+    namespaces gone are closed (a socket would keep its namespace alive)."""
+    return per_scrape.once(OVERLAY_COUNTERS, lambda: _read_counters(snap, sockets, bound))
 
 
-def veth_counters(
-    links: dict[int, list[OverlayLink]], wanted: Collection[tuple[int, int]]
-) -> dict[tuple[int, int], model.Counters]:
-    """The counter rows of those veths, by (namespace id, ifindex there)."""
-    return {
-        (nsid, l.ifindex): l.counters
-        for nsid, rows in links.items()
-        for l in rows
-        if l.counters is not None and (nsid, l.ifindex) in wanted
-    }
+def _read_counters(
+    snap: Snapshot, sockets: NamespaceSockets, bound: Callable[[overlay.Namespace], bool]
+) -> tuple[list[overlay.Namespace], OverlayCounters]:
+    live = [ns for ns in snap.overlays if bound(ns)]
+    sockets.keep(ns.path for ns in live)
+    out: OverlayCounters = {}
+    for ns in live:
+        try:
+            rows = sockets.link_stats(ns.path, {l.ifindex for l in ns.links})
+        except OSError:  # gone since the snapshot
+            continue
+        out.update(((ns.nsid, ifindex), row) for ifindex, row in rows.items())
+    return live, out

@@ -1,11 +1,14 @@
 """Reads of Docker's overlay namespaces that change without the topology changing: the counters of
 their links, their VXLAN forwarding database (the remote VTEPs), and the host's route to a peer.
 
-Links and counters come from one RTM_GETLINK dump by the namespace's id (IFLA_TARGET_NETNSID), from
-a socket in the exporter's namespace: no setns. The forwarding database has no such request (the
-kernel answers a PF_BRIDGE RTM_GETNEIGH dump in the socket's own namespace only), so a socket is
-opened once inside each overlay namespace, by a short-lived thread that enters it, and kept for the
-namespace's life: a socket stays in the namespace it was made in.
+The state reads an overlay namespace's links with one RTM_GETLINK dump by its id
+(IFLA_TARGET_NETNSID), from the host: no setns. Each scrape needs their counters and forwarding
+database, which that dump answers at ten times the cost (every link's forty attributes) or not at
+all (the kernel answers a PF_BRIDGE RTM_GETNEIGH dump in the socket's own namespace only, and an
+RTM_GETSTATS dump likewise). So a socket is opened once inside each overlay namespace, by a
+short-lived thread that enters it, and kept for the namespace's life (a socket stays in the
+namespace it was made in): each scrape asks it for the counters (RTM_GETSTATS) and the forwarding
+database, and enters no namespace.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
-from typing import NamedTuple, TypeVar
+from collections.abc import Callable, Collection, Iterable
+from typing import TypeVar
 
 from exporter.core.model import Counters
 from exporter.sources.kernel import netlink as nl
@@ -24,7 +27,6 @@ from exporter.sources.kernel import netlink as nl
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
-IFLA_STATS64 = 23
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NDA_DST, NDA_LLADDR = 1, 2
@@ -33,39 +35,17 @@ _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _RTMSG = struct.Struct(
     "=BBBBBBBBI"
 )  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_STATS64 = struct.Struct("=16Q")
-
-
-class OverlayLink(NamedTuple):
-    """One link of an overlay's namespace as a scrape reads it: what the overlay's figures and its
-    endpoints' counters need, decoded alone (a full Link costs twice as much)."""
-
-    ifindex: int
-    kind: str
-    master: int
-    mtu: int
-    counters: Counters | None
 
 
 class OverlayNetlink(nl.Netlink):
-    """The host-side requests: links with counters of a namespace by id, and route lookups."""
+    """Route lookups from the host; in an overlay's namespace, its counters (Netlink.link_stats) and
+    its forwarding database."""
 
-    # An overlay's links, neighbours and routes are small messages: a 1 MiB buffer would cost a fresh
-    # mapping per recv (two per namespace each scrape: a third of the dumps' time).
+    # Neighbours and routes are small messages: a 1 MiB buffer would cost a fresh mapping per recv.
     recv_bytes = nl.STATS_RECV_BYTES
 
     def __enter__(self) -> OverlayNetlink:
         return self
-
-    def overlay_links(self, nsid: int) -> list[OverlayLink]:
-        """The links of one namespace by its id (IFLA_TARGET_NETNSID), with their counters."""
-        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
-        return [
-            _overlay_link(buf, start, end)
-            for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body)
-            if kind == nl.RTM_NEWLINK
-        ]
 
     def route_oif(self, address: str) -> int | None:
         """The ifindex of the host's interface towards `address` (RTM_GETROUTE), None if none."""
@@ -99,44 +79,6 @@ class OverlayNetlink(nl.Netlink):
                 if address not in ("0.0.0.0", "::"):
                     out.add(address)
         return out
-
-
-_WANTED = frozenset((nl.IFLA_MTU, nl.IFLA_MASTER, nl.IFLA_LINKINFO, IFLA_STATS64))
-
-
-def _some_attrs(buf: memoryview, start: int, end: int, wanted: frozenset[int]) -> dict:
-    """Those top-level attributes of one link message: the others are skipped, not sliced (a link
-    has some forty), and the walk ends once all are found."""
-    out = {}
-    offset, unpack = start + nl._IFINFOMSG.size, nl._RTATTR.unpack_from
-    while offset + 4 <= end:
-        length, kind = unpack(buf, offset)
-        if length < 4:
-            break
-        if kind & 0x3FFF in wanted:
-            out[kind & 0x3FFF] = buf[offset + 4 : offset + length]
-            if len(out) == len(wanted):
-                break
-        offset += (length + 3) & ~3
-    return out
-
-
-def _overlay_link(buf: memoryview, start: int, end: int) -> OverlayLink:
-    attrs = _some_attrs(buf, start, end, _WANTED)
-    info = attrs.get(nl.IFLA_LINKINFO)
-    kinds = nl._attrs(info, 0, len(info)) if info is not None else {}
-    raw = attrs.get(IFLA_STATS64)
-    return OverlayLink(
-        ifindex=nl._IFINFOMSG.unpack_from(buf, start)[2],
-        kind=nl._cstr(kinds[nl.IFLA_INFO_KIND]) if nl.IFLA_INFO_KIND in kinds else "",
-        master=nl._U32.unpack_from(attrs[nl.IFLA_MASTER])[0] if nl.IFLA_MASTER in attrs else 0,
-        mtu=nl._U32.unpack_from(attrs[nl.IFLA_MTU])[0] if nl.IFLA_MTU in attrs else 0,
-        counters=(
-            nl._counters(_STATS64.unpack_from(raw))
-            if raw is not None and len(raw) >= _STATS64.size
-            else None
-        ),
-    )
 
 
 def in_namespace(path: str, make: Callable[[], T]) -> T:
@@ -176,16 +118,23 @@ class NamespaceSockets:
         self._lock = threading.Lock()
 
     def fdb_destinations(self, path: str, ifindex: int) -> set[str]:
+        """The remote VTEPs in the forwarding database of that VXLAN device of the namespace."""
         with self._lock:
-            key = (path, os.stat(path).st_ino)
-            sock = self._sockets.get(key)
-            if sock is None:
-                for old in [
-                    k for k in self._sockets if k[0] == path
-                ]:  # another namespace there now
-                    self._sockets.pop(old).close()
-                sock = self._sockets[key] = self._open(path)
-            return sock.fdb_destinations(ifindex)
+            return self._socket(path).fdb_destinations(ifindex)
+
+    def link_stats(self, path: str, ifindexes: Collection[int]) -> dict[int, Counters]:
+        """The counter rows of those links of the namespace, by ifindex there."""
+        with self._lock:
+            return self._socket(path).link_stats(ifindexes)
+
+    def _socket(self, path: str) -> OverlayNetlink:
+        key = (path, os.stat(path).st_ino)
+        sock = self._sockets.get(key)
+        if sock is None:
+            for old in [k for k in self._sockets if k[0] == path]:  # another namespace there now
+                self._sockets.pop(old).close()
+            sock = self._sockets[key] = self._open(path)
+        return sock
 
     def keep(self, paths: Iterable[str]) -> None:
         """Close the sockets of namespaces no longer among `paths`."""
@@ -198,14 +147,15 @@ class NamespaceSockets:
         self.keep(())
 
 
-def read_overlay_links(nsids: Iterable[int]) -> dict[int, list[OverlayLink]]:
-    """The links with counters of overlay namespaces, by namespace id: one dump each, from a socket
-    of its own (scrapes run at once). A namespace gone since the snapshot is left out."""
-    out = {}
-    with OverlayNetlink() as netlink:
-        for nsid in nsids:
-            try:
-                out[nsid] = netlink.overlay_links(nsid)
-            except OSError:
-                continue
-    return out
+_shared: NamespaceSockets | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sockets() -> NamespaceSockets:
+    """The sockets in overlay namespaces that the collectors of this process share: one per
+    namespace, not one per collector."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = NamespaceSockets()
+        return _shared
