@@ -123,25 +123,26 @@ class OverlayCollector(Collector):
             "lb_ and ingress sandboxes).",
         )
         mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
-        read = {nsid for nsid, _ifindex in counters}
+        present: dict[int, set[int]] = {}  # namespace id -> the ifindexes its dump listed
+        for nsid, ifindex in counters:
+            present.setdefault(nsid, set()).add(ifindex)
         peers: dict[str, list[str]] = {}  # network -> its peers
         for ns in live:
-            if ns.nsid in read:  # not gone since the snapshot
-                peers.update(self._read(ns, counters, endpoints, mtu, fams))
+            if ns.nsid in present:  # not gone since the snapshot
+                endpoints.add(labels(network=ns.network_name or ns.name), _endpoints(ns, present))
+                peers.update(self._read(ns, counters, mtu, fams))
         return [mtu, endpoints, *fams.values(), *self._peers(peers, host_links)]
 
     def _read(
         self,
         ns: overlay.Namespace,
         counters: OverlayCounters,
-        endpoints: Family,
         mtu: Family,
         fams: dict[str, Family],
     ) -> dict[str, list[str]]:
-        """One overlay's figures, and its peers (network -> addresses)."""
+        """One overlay's VXLAN figures, and its peers (network -> addresses)."""
         network = ns.network_name or ns.name
         net = labels(network=network)
-        endpoints.add(net, sum(1 for l in ns.endpoints if (ns.nsid, l.ifindex) in counters))
         vxlan = ns.vxlan
         if vxlan is None:
             return {}
@@ -216,6 +217,15 @@ class OverlayCollector(Collector):
         for kind in ("namespace", "vxlan_device"):
             count.add(labels(kind=kind), sum(1 for k, _ in leaked if k == kind))
         return [each, count]
+
+
+def _endpoints(ns: overlay.Namespace, present: dict[int, set[int]]) -> int:
+    """The veths on br0 that the scrape's dump still lists, and the links it lists that the state
+    has not read yet: after its namespace is made, libnetwork adds nothing but endpoints to an
+    overlay (a Swarm sandbox's may come with no event the state follows)."""
+    listed = present[ns.nsid]
+    known = {l.ifindex for l in ns.links}
+    return sum(1 for l in ns.endpoints if l.ifindex in listed) + len(listed - known)
 
 
 def is_bound(ns: overlay.Namespace) -> bool:
@@ -303,7 +313,7 @@ def _read_counters(
     out: OverlayCounters = {}
     for ns in live:
         try:
-            rows = sockets.link_stats(ns.path, {l.ifindex for l in ns.links})
+            rows = sockets.link_stats(ns.path)
         except OSError:  # gone since the snapshot
             continue
         out.update(((ns.nsid, ifindex), row) for ifindex, row in rows.items())

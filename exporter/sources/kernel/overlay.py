@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from exporter.core.model import Counters
@@ -27,6 +27,7 @@ from exporter.sources.kernel import netlink as nl
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
+EVERY_IFINDEX = range(1, 2**31)  # ifindexes are positive ints
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NDA_DST, NDA_LLADDR = 1, 2
@@ -122,10 +123,10 @@ class NamespaceSockets:
         with self._lock:
             return self._socket(path).fdb_destinations(ifindex)
 
-    def link_stats(self, path: str, ifindexes: Collection[int]) -> dict[int, Counters]:
-        """The counter rows of those links of the namespace, by ifindex there."""
+    def link_stats(self, path: str) -> dict[int, Counters]:
+        """The counter rows of every link of the namespace, by ifindex there."""
         with self._lock:
-            return self._socket(path).link_stats(ifindexes)
+            return self._socket(path).link_stats(EVERY_IFINDEX)
 
     def _socket(self, path: str) -> OverlayNetlink:
         key = (path, os.stat(path).st_ino)
