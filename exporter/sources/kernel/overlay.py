@@ -7,8 +7,8 @@ database, which that dump answers at ten times the cost (every link's forty attr
 all (the kernel answers a PF_BRIDGE RTM_GETNEIGH dump in the socket's own namespace only, and an
 RTM_GETSTATS dump likewise). So a socket is opened once inside each overlay namespace, by a
 short-lived thread that enters it, and kept for the namespace's life (a socket stays in the
-namespace it was made in): each scrape asks it for the counters (RTM_GETSTATS) and the forwarding
-database, and enters no namespace.
+namespace it was made in): each scrape asks it for the counters (RTM_GETSTATS) and, once a socket
+beside it was told of a neighbour change, the forwarding database, and enters no namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TypeVar
 
 from exporter.core.model import Counters
@@ -29,6 +29,7 @@ T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 EVERY_IFINDEX = range(1, 2**31)  # ifindexes are positive ints
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+RTMGRP_NEIGH = 0x4  # forwarding database entries too (PF_BRIDGE)
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NDA_DST, NDA_LLADDR = 1, 2
 RTA_DST, RTA_OIF = 1, 4
@@ -108,14 +109,56 @@ def in_namespace(path: str, make: Callable[[], T]) -> T:
     return out["value"]
 
 
+class NamespaceSocket:
+    """What is kept in one overlay namespace: a request socket, and a socket told of every change
+    of its neighbours, so that the forwarding database is dumped again only once it changed (or
+    once changes were lost: ENOBUFS)."""
+
+    def __init__(self) -> None:
+        self.requests = OverlayNetlink()
+        self.changes = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+            nl.NETLINK_ROUTE,
+        )
+        self.changes.bind((0, RTMGRP_NEIGH))
+        self._fdb: dict[int, set[str]] = {}  # VXLAN device -> its remote VTEPs, until a change
+
+    def fdb_destinations(self, ifindex: int) -> set[str]:
+        if self._changed():
+            self._fdb.clear()
+        if ifindex not in self._fdb:
+            self._fdb[ifindex] = self.requests.fdb_destinations(ifindex)
+        return set(self._fdb[ifindex])
+
+    def link_stats(self, ifindexes: Collection[int]) -> dict[int, Counters]:
+        return self.requests.link_stats(ifindexes)
+
+    def _changed(self) -> bool:
+        """Whether a change was told since the last call; what was told is read away."""
+        told = False
+        while True:
+            try:
+                self.changes.recv(nl.STATS_RECV_BYTES)
+            except BlockingIOError:
+                return told
+            except OSError:  # ENOBUFS: some were lost, which is a change too
+                pass
+            told = True
+
+    def close(self) -> None:
+        self.requests.close()
+        self.changes.close()
+
+
 class NamespaceSockets:
-    """One request socket per overlay namespace, opened inside it at first use, kept while the
+    """One NamespaceSocket per overlay namespace, opened inside it at first use, kept while the
     namespace file holds the same namespace, closed when it is gone. Calls are serialised: scrapes
     may run at once."""
 
-    def __init__(self, opener: Callable[[str], OverlayNetlink] | None = None) -> None:
-        self._open = opener or (lambda path: in_namespace(path, OverlayNetlink))
-        self._sockets: dict[tuple[str, int], OverlayNetlink] = {}
+    def __init__(self, opener: Callable[[str], NamespaceSocket] | None = None) -> None:
+        self._open = opener or (lambda path: in_namespace(path, NamespaceSocket))
+        self._sockets: dict[tuple[str, int], NamespaceSocket] = {}
         self._lock = threading.Lock()
 
     def fdb_destinations(self, path: str, ifindex: int) -> set[str]:
@@ -128,7 +171,7 @@ class NamespaceSockets:
         with self._lock:
             return self._socket(path).link_stats(EVERY_IFINDEX)
 
-    def _socket(self, path: str) -> OverlayNetlink:
+    def _socket(self, path: str) -> NamespaceSocket:
         key = (path, os.stat(path).st_ino)
         sock = self._sockets.get(key)
         if sock is None:
