@@ -139,7 +139,7 @@ def bridge_only(
         run_all(node, f"br{i}", names[-1], prefix, image)
     out = side(node, exporter, n, r)
     node.docker("rm", "-f", *(name for group in names for name in group))
-    node.docker("network", "rm", "br0", "br1")
+    node.docker("network", "rm", "br0", "br1", check=False)  # left empty if Docker refuses
     return out
 
 
