@@ -46,9 +46,6 @@ class OverlayNetlink(nl.Netlink):
     # Neighbours and routes are small messages: a 1 MiB buffer would cost a fresh mapping per recv.
     recv_bytes = nl.STATS_RECV_BYTES
 
-    def __enter__(self) -> OverlayNetlink:
-        return self
-
     def route_oif(self, address: str) -> int | None:
         """The ifindex of the host's interface towards `address` (RTM_GETROUTE), None if none."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
