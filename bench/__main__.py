@@ -21,6 +21,7 @@ from . import (
     freshness,
     natparse,
     netstat,
+    overlay,
     pageload,
     pods,
     podscrape,
@@ -44,7 +45,7 @@ LOCK_PATH = "/run/dockernet-tests.lock"
 # NAT parse is pure: it runs first, on the idle host (after the storm, the kernel's cleanup of a thousand
 # namespaces shared the cores with it: 55 ms against 28 to 31 ms alone).
 # The pods' scrape runs before the curve and removes its load again: the curve grows from the host
-# as it was.
+# as it was. The overlay scenario runs on a Swarm node of its own, last.
 SCENARIOS = (
     "nat",
     "flows",
@@ -59,6 +60,7 @@ SCENARIOS = (
     "churn",
     "storm",
     "netstat",
+    "overlay",
 )
 TINY = {
     "veths": "16,24",
@@ -269,11 +271,14 @@ def scenarios(
             min(args.repeats, 5),
             flags=exporter_flags(args),
         ),
+        "overlay": lambda: overlay.run(
+            args.image, args.prefix, args.containers, args.repeats, args.freshness
+        ),
     }
     results = {}
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
-        if name not in ("nat", "flows", "startup", "podscrape"):
+        if name not in ("nat", "flows", "startup", "podscrape", "overlay"):
             scrape_curve.settle(ours)
         started = time.monotonic()
         results[name] = runs[name]()

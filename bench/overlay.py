@@ -1,136 +1,269 @@
-"""A Swarm node's /metrics, overlay against bridge-only, on a dockerd of its own in a network
-namespace of its own (tests/swarm_helpers.py): 200 containers on two bridge networks, then 200
-containers on 20 attachable overlay networks (each also on docker_gwbridge); the median scrape of
-each and the collectors' durations; then the time from an overlay container's `docker run` to its
-eth0 series. Not part of `make bench` yet (it needs no load of its own but the node):
+"""Overlay networks' cost, on a Swarm node of its own: a dockerd in a network namespace of its own
+(tests/swarm_helpers.py), with the exporter in that namespace against it. The node serves, one after
+the other, the same number of containers (`--containers`, 200):
 
-    .venv/bin/python -m bench.overlay
+- bridge-only: on two bridge networks;
+- overlay: on one attachable overlay per ten containers (20), each container also on docker_gwbridge;
 
-Everything it makes goes with the node, also after a failure.
+each beside synthetic veth pairs, four per container (800), on bridges in the node's namespace, so
+that both sides have as many veths there (1,000: the containers' own on their bridges or on
+docker_gwbridge, and the synthetic ones). The median `/metrics` of each side, in the same run, and
+the collectors' durations; then `--freshness` containers started on the first overlay one at a
+time: from Docker's start event to the first response showing the container's eth0 series, scraped
+back to back. Everything it makes goes with the node, also after a failure.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import http.client
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .stats import median
+from .checks import check
+from .freshness import DockerEvents, while_polling
+from .load import LABEL, PER_NETNS
+from .scrape_curve import collector_ms, settle
+from .stats import median, percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from swarm_helpers import Cluster, Node, NodeExporter  # the tests' helpers, by path
 
-from helpers import TEST_IMAGE, wait_for
+from exporter.sources.kernel.overlay import in_namespace
 
-CONTAINERS, NETWORKS, SCRAPES, STARTS = 200, 20, 30, 20
+SCRAPE_RATIO, START_P99_MS = 1.25, 150.0
+CONTAINERS_PER_OVERLAY, SYNTHETIC_PER_CONTAINER = 10, 4
 WORKERS = 4
+# In the node's namespace and its overlays' only: the host's Docker networks are not in sight.
+BRIDGE_SUBNETS, OVERLAY_SUBNETS = "198.19.{}.0/24", "198.19.{}.0/24"
 
 
-def scrape_ms(exporter: NodeExporter) -> tuple[float, str]:
+def scrape_ms(exporter: NodeExporter, repeats: int) -> tuple[float, str]:
+    """Median wall time of a full GET /metrics, from the request to the last byte, on a connection
+    made in the node's namespace beforehand (entering it costs the client, not the exporter)."""
     times, text = [], ""
-    for _ in range(SCRAPES):
-        started = time.perf_counter()
-        text = exporter.text()
-        times.append((time.perf_counter() - started) * 1000)
-    return median(times), text
+    for _ in range(repeats + 2):  # two to warm up
+        sock = in_namespace(
+            exporter.node.netns, lambda: socket.create_connection(("127.0.0.1", exporter.port), 30)
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=30)
+        conn.sock = sock
+        try:
+            started = time.perf_counter()
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            times.append((time.perf_counter() - started) * 1000)
+        finally:
+            conn.close()
+    return median(times[2:]), text
 
 
-def durations(text: str) -> dict[str, float]:
-    prefix = 'dockernet_scrape_collector_duration_seconds{collector="'
-    return {
-        line[len(prefix) :].split('"')[0]: round(float(line.split()[-1]) * 1000, 2)
-        for line in text.splitlines()
-        if line.startswith(prefix)
-    }
+def node_veths(node: Node) -> int:
+    out = subprocess.run(
+        ["ip", "-n", node.name, "-o", "link", "show", "type", "veth"], capture_output=True
+    ).stdout
+    return len(out.splitlines())
 
 
-def serves_eth0(exporter: NodeExporter, name: str) -> bool:
-    return f'container_name="{name}",interface="eth0"' in exporter.text()
+def synthetic_veths(node: Node, n: int) -> list[str]:
+    """n veth pairs on a bridge in the node's namespace, their peers ten to a namespace of their
+    own; returns those namespaces (deleting them removes the pairs)."""
+    spaces = [f"{node.name}-x{k}" for k in range((n + PER_NETNS - 1) // PER_NETNS)]
+    lines = [f"netns add {ns}" for ns in spaces]
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    lines = ["link add name xbr0 type bridge", "link set xbr0 up"] + [
+        f"link add name x{i} master xbr0 up type veth peer name eth{i % PER_NETNS} "
+        f"netns {spaces[i // PER_NETNS]}"
+        for i in range(n)
+    ]
+    subprocess.run(
+        ["ip", "-n", node.name, "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True
+    )
+    return spaces
 
 
-def run_on(node: Node, network: str, names: list[str]) -> None:
+def shows_eth0(name: str, text: str) -> bool:
+    return f'container_name="{name}",interface="eth0"' in text
+
+
+def run_all(node: Node, network: str, names: list[str], prefix: str, image: str) -> None:
     def run(name: str) -> None:
-        node.docker("run", "-d", "--name", name, "--network", network, TEST_IMAGE, "sleep", "3600")
+        node.docker(
+            "run", "-d", "--name", name, "--network", network, "--label", f"{LABEL}={prefix}",
+            image, "sleep", "3600",
+        )  # fmt: skip
 
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(run, names))
 
 
-def served(exporter: NodeExporter, family: str, count: int) -> bool:
-    return exporter.text().count(family + "{") >= count
+def until(exporter: NodeExporter, shown: Callable[[str], bool], what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not shown(exporter.text()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the node's exporter did not show {what} within 300 s")
+        time.sleep(1)
 
 
-def bridge_only(node: Node, exporter: NodeExporter) -> float:
-    for i in range(2):
-        node.docker("network", "create", "--subnet", f"198.19.{100 + i}.0/24", f"br{i}")
-        run_on(node, f"br{i}", [f"b{i}-{j}" for j in range(CONTAINERS // 2)])
-    wait_for(lambda: served(exporter, "dockernet_container_info", CONTAINERS), 120, interval=1)
-    ms, text = scrape_ms(exporter)
-    print(f"bridge-only, {CONTAINERS} containers: /metrics {ms:.1f} ms, {len(text)} bytes")
-    print(f"  collectors (ms): {durations(text)}", flush=True)
-    node.docker("rm", "-f", *node.docker("ps", "-aq").split())
-    return ms
-
-
-def overlays(node: Node, exporter: NodeExporter) -> float:
-    for i in range(NETWORKS):
-        node.docker(
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--attachable",
-            "--subnet",
-            f"198.19.{i}.0/24",
-            f"ov{i}",
-        )
-        run_on(node, f"ov{i}", [f"o{i}-{j}" for j in range(CONTAINERS // NETWORKS)])
-    wait_for(lambda: served(exporter, "dockernet_container_info", CONTAINERS), 180, interval=1)
-    wait_for(lambda: served(exporter, "dockernet_overlay_network_info", NETWORKS), 60, interval=1)
-    ms, text = scrape_ms(exporter)
-    print(
-        f"overlay, {CONTAINERS} containers on {NETWORKS} overlays: /metrics {ms:.1f} ms, "
-        f"{len(text)} bytes"
+def side(node: Node, exporter: NodeExporter, containers: int, repeats: int) -> dict:
+    """The figures of one side, once the exporter shows every container and veth and is quiet."""
+    until(
+        exporter,
+        lambda t: t.count("\ndockernet_container_info{") >= containers,
+        f"{containers} containers",
     )
-    print(f"  collectors (ms): {durations(text)}", flush=True)
-    return ms
+    settle(exporter, present=lambda: node_veths(node))  # type: ignore[arg-type]
+    ms, text = scrape_ms(exporter, repeats)
+    return {
+        "ms": round(ms, 3),
+        "bytes": len(text),
+        "veths": node_veths(node),
+        "containers": text.count("\ndockernet_container_info{"),
+        "collectors_ms": collector_ms(text),
+    }
 
 
-def freshness(node: Node, exporter: NodeExporter) -> list[float]:
-    """ms from `docker run` returning to the new overlay container's eth0 series."""
-    out = []
-    for k in range(STARTS):
-        name = f"fresh{k}"
-        node.docker("run", "-d", "--name", name, "--network", "ov0", TEST_IMAGE, "sleep", "3600")
-        started = time.perf_counter()
-        wait_for(functools.partial(serves_eth0, exporter, name), 10)
-        out.append((time.perf_counter() - started) * 1000)
-    return sorted(out)
+def bridge_only(
+    node: Node, exporter: NodeExporter, prefix: str, image: str, n: int, r: int
+) -> dict:
+    names = []
+    for i in range(2):
+        node.docker("network", "create", "--subnet", BRIDGE_SUBNETS.format(200 + i), f"br{i}")
+        names.append([f"b{i}-{j}" for j in range(n // 2 + (n % 2 if i == 0 else 0))])
+        run_all(node, f"br{i}", names[-1], prefix, image)
+    out = side(node, exporter, n, r)
+    node.docker("rm", "-f", *(name for group in names for name in group))
+    node.docker("network", "rm", "br0", "br1", check=False)  # left empty if Docker refuses
+    return out
 
 
-def main() -> None:
-    cluster = Cluster("dnxb-ov")
+def overlays(
+    node: Node, exporter: NodeExporter, prefix: str, image: str, n: int, networks: int, r: int
+) -> dict:
+    for i in range(networks):
+        node.docker(
+            "network", "create", "-d", "overlay", "--attachable",
+            "--subnet", OVERLAY_SUBNETS.format(i), f"ov{i}",
+        )  # fmt: skip
+        count = n // networks + (1 if i < n % networks else 0)
+        run_all(node, f"ov{i}", [f"o{i}-{j}" for j in range(count)], prefix, image)
+    until(
+        exporter,
+        lambda t: (
+            t.count("\ndockernet_overlay_network_info{") >= networks
+            and t.count('interface="eth0"} ') >= 8 * n
+        ),  # every container's eth0 counters
+        f"{networks} overlays and every container's eth0",
+    )
+    return side(node, exporter, n, r) | {"networks": networks}
+
+
+def starts(node: Node, exporter: NodeExporter, prefix: str, image: str, n: int) -> dict:
+    """ms from Docker's start event (and from the start call's return) to the first response
+    showing the new container's eth0 series; each container removed before the next."""
+    import docker
+
+    client = docker.DockerClient(base_url=node.socket, timeout=120)
+    events = DockerEvents(client, prefix)
+    from_event: list[float] = []
+    from_return: list[float] = []
+    returned: list[int]
+    try:
+        for k in range(n):
+            name, returned = f"fresh{k}", []
+            container = client.containers.create(
+                image, "sleep 3600", name=name, network="ov0", labels={LABEL: prefix}
+            )
+            assert container.id is not None  # a created container has its id
+            seen = while_polling(
+                exporter,  # type: ignore[arg-type]
+                container.start,
+                functools.partial(shows_eth0, name),
+                name,
+                returned,
+            )
+            from_event.append((seen - events.wait(container.id, "start")) / 1e6)
+            from_return.append((seen - returned[0]) / 1e6)
+            container.remove(force=True)
+    finally:
+        events.close()
+        client.close()
+    return {
+        "appear_ms": [round(x, 1) for x in from_event],
+        "appear_after_return_ms": [round(x, 1) for x in from_return],
+        "appear_p50_ms": round(percentile(from_event, 50), 1),
+        "appear_p99_ms": round(percentile(from_event, 99), 1),
+        "appear_max_ms": round(max(from_event), 1),
+    }
+
+
+def run(image: str, prefix: str, containers: int, repeats: int, starts_n: int) -> dict:
+    networks = max(1, containers // CONTAINERS_PER_OVERLAY)
+    cluster = Cluster(f"{prefix}-ov")
+    spaces: list[str] = []
     try:
         node = cluster.add()
         cluster.init()
         exporter = NodeExporter(node).wait_ready()
         try:
-            bridge_ms = bridge_only(node, exporter)
-            overlay_ms = overlays(node, exporter)
-            print(f"overlay / bridge-only: {overlay_ms / bridge_ms:.2f}")
-            starts = freshness(node, exporter)
+            spaces = synthetic_veths(node, SYNTHETIC_PER_CONTAINER * containers)
+            bridge = bridge_only(node, exporter, prefix, image, containers, repeats)
+            print(f"  bridge-only: {figures(bridge)}", flush=True)
+            over = overlays(node, exporter, prefix, image, containers, networks, repeats)
+            print(f"  overlay: {figures(over)}", flush=True)
+            fresh = starts(node, exporter, prefix, image, starts_n)
             print(
-                f"overlay container start to its series: median {median(starts):.0f} ms, "
-                f"max {starts[-1]:.0f} ms of {STARTS}"
+                f"  overlay start -> eth0 series: p50 {fresh['appear_p50_ms']} ms, "
+                f"p99 {fresh['appear_p99_ms']} ms of {starts_n}",
+                flush=True,
             )
         finally:
             exporter.stop()
     finally:
+        subprocess.run(
+            ["ip", "-force", "-batch", "-"],
+            input="".join(f"netns del {ns}\n" for ns in spaces),
+            text=True,
+            capture_output=True,
+        )
         cluster.close()
+    result = {"bridge_only": bridge, "overlay": over, "starts": fresh}
+    return result | {"checks": checks(result, starts_n)}
 
 
-if __name__ == "__main__":
-    main()
+def figures(row: dict) -> str:
+    return (
+        f"{row['containers']} containers, {row['veths']} veths: /metrics {row['ms']} ms, "
+        f"{row['bytes']} bytes; collectors (ms) {row['collectors_ms']}"
+    )
+
+
+def checks(result: dict, starts_n: int) -> list:
+    bridge, over, fresh = result["bridge_only"], result["overlay"], result["starts"]
+    ratio = over["ms"] / bridge["ms"]
+    return [
+        check(
+            f"overlay: /metrics, {over['containers']} containers on {over['networks']} overlays, "
+            f"{over['veths']} veths",
+            round(ratio, 3),
+            "x",
+            f"<= {SCRAPE_RATIO}x bridge-only",
+            ratio <= SCRAPE_RATIO,
+            f"{over['ms']:.1f} ms against bridge-only {bridge['ms']:.1f} ms "
+            f"({bridge['containers']} containers, {bridge['veths']} veths), same node and run",
+        ),
+        check(
+            "overlay: start -> eth0 series, p99",
+            fresh["appear_p99_ms"],
+            "ms",
+            f"<= {START_P99_MS:g} ms",
+            fresh["appear_p99_ms"] <= START_P99_MS,
+            f"from Docker's start event; {starts_n} starts; upper bound: first scrape showing it",
+        ),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .checks import check, nearest
@@ -53,7 +54,7 @@ def events_seen(text: str) -> float:
     )
 
 
-def settle(ours: Exporter, timeout: float = 120.0) -> None:
+def settle(ours: Exporter, timeout: float = 120.0, present: Callable[[], int] = host_veths) -> None:
     """Until the exporter shows every veth of the host, has taken no event for QUIET_SECONDS, and served
     the veth families from the snapshot's cache (rendered on an earlier scrape: the snapshot stopped
     changing). The kernel reports new links' carrier and operstate changes in batches once a second
@@ -62,15 +63,15 @@ def settle(ours: Exporter, timeout: float = 120.0) -> None:
     last, quiet_since = None, time.monotonic()
     while True:
         text = ours.text()
-        shown, present, events = veth_rows(text), host_veths(), events_seen(text)
+        shown, veths, events = veth_rows(text), present(), events_seen(text)
         if events != last:
             last, quiet_since = events, time.monotonic()
         cached = collector_ms(text).get("veths", 0.0) < SNAPSHOT_CACHED_MS
-        if shown == present and cached and time.monotonic() - quiet_since >= QUIET_SECONDS:
+        if shown == veths and cached and time.monotonic() - quiet_since >= QUIET_SECONDS:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"the exporter shows {shown} veths, the host has {present}, after {timeout:.0f}s"
+                f"the exporter shows {shown} veths, the host has {veths}, after {timeout:.0f}s"
             )
         time.sleep(0.5)
 

@@ -6,6 +6,7 @@ rest is still served. A collector that mostly waits for child processes
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import prometheus_client
 
 from exporter import __version__, logs
 from exporter.core.topology import Snapshot
+from exporter.metrics import per_scrape
 from exporter.metrics.collectors import Collector
 from exporter.metrics.exposition import Family, labels, render
 from exporter.state.daemon import Daemon
@@ -45,19 +47,20 @@ class Scraper:
             "gauge",
             "How long the collector took on the last scrape.",
         )
-        # A thread of its own per scrape, not a pool: however many scrapes arrive, none waits for
-        # a worker while another scrape's collector waits for its child processes.
-        beside = {c.name: _Beside(self._run, c, snap) for c in self._concurrent}
         families: list[Family] = []
-        for collector in self.collectors:
-            found, seconds = (
-                beside[collector.name].result()
-                if collector.name in beside
-                else self._run(collector, snap)
-            )
-            families += found or []
-            success.add(labels(collector=collector.name), 0 if found is None else 1)
-            duration.add(labels(collector=collector.name), round(seconds, 6))
+        with per_scrape.scrape():  # what collectors read fresh, read once for all of them
+            # A thread of its own per scrape, not a pool: however many scrapes arrive, none waits
+            # for a worker while another scrape's collector waits for its child processes.
+            beside = {c.name: _Beside(self._run, c, snap) for c in self._concurrent}
+            for collector in self.collectors:
+                found, seconds = (
+                    beside[collector.name].result()
+                    if collector.name in beside
+                    else self._run(collector, snap)
+                )
+                families += found or []
+                success.add(labels(collector=collector.name), 0 if found is None else 1)
+                duration.add(labels(collector=collector.name), round(seconds, 6))
         families += [success, duration] + self._own_metrics(snap)
         return render(families) + prometheus_client.generate_latest().decode()
 
@@ -168,7 +171,8 @@ class _Beside(threading.Thread):
         snap: Snapshot,
     ) -> None:
         super().__init__(name=f"collector-{collector.name}", daemon=True)
-        self._call = lambda: run(collector, snap)
+        context = contextvars.copy_context()  # the scrape's, with its shared reads
+        self._call = lambda: context.run(run, collector, snap)
         self._result: tuple[list[Family] | None, float] = (None, 0.0)
         self.start()
 

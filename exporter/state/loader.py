@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from exporter import logs
 from exporter.core import overlay
@@ -111,17 +111,17 @@ class StateLoader:
             state.netns_links.pop(gone.nsid, None)
             state.netns_addresses.pop(gone.nsid, None)
             if on_overlay:
-                self.reload_overlays(state)
+                self.reload_overlays(state, on_overlay)
         return gone is not None
 
     def _follow_overlays(self, state: HostState, nsid: int) -> None:
         """A namespace with a veth whose peer is in an overlay namespace (or in one not seen yet):
-        read the overlay namespaces again, their endpoints changed."""
+        read those overlay namespaces again, their endpoints changed."""
         peers = self._overlay_peers(state, nsid)
         if peers - state.overlay_netns.keys():
-            self.reload_netns_files(state)
+            self.reload_netns_files(state, stale=peers)
         elif peers:
-            self.reload_overlays(state)
+            self.reload_overlays(state, peers)
 
     @staticmethod
     def _overlay_peers(state: HostState, nsid: int) -> set[int]:
@@ -137,15 +137,19 @@ class StateLoader:
                 out.add(link.peer_netnsid)
         return out
 
-    def reload_overlays(self, state: HostState) -> None:
-        """Dump Docker's overlay namespaces afresh (core/overlay.py), from their files' ids."""
+    def reload_overlays(self, state: HostState, stale: Collection[int] = ()) -> None:
+        """Docker's overlay namespaces (core/overlay.py), from their files' ids: those not read yet
+        and those `stale` dumped afresh, those whose file is gone forgotten. One dump per overlay
+        whose endpoints changed, not one per overlay on the node: a container's start reads its own
+        overlays only."""
         names = overlay.namespace_files(state.netns_files, state.docker_netns_dir)
         for nsid in state.overlay_netns.keys() - names.keys():
             state.netns_links.pop(nsid, None)
             state.netns_addresses.pop(nsid, None)
         state.overlay_netns = names
         for nsid in names:
-            self.load_netns(state, nsid)
+            if nsid in stale or nsid not in state.netns_links:
+                self.load_netns(state, nsid)
 
     def load_netns(self, state: HostState, nsid: int) -> None:
         """Dump the links and addresses of one container namespace by its id."""
@@ -225,8 +229,12 @@ class StateLoader:
             ):
                 state.links[peer.ifindex] = dataclasses.replace(peer, peer_ifindex=link.ifindex)
 
-    def reload_netns_files(self, state: HostState, known: dict | None = None) -> None:
-        """The namespace files of Docker and of `ip netns`, with the id the host gives each.
+    def reload_netns_files(
+        self, state: HostState, known: dict | None = None, stale: Collection[int] = ()
+    ) -> None:
+        """The namespace files of Docker and of `ip netns`, with the id the host gives each; then
+        the overlay namespaces among them not read yet, and those `stale`. A Swarm sandbox's file
+        that comes or goes makes every overlay stale (its veths are endpoints on their br0).
 
         Only files not seen before (same path and inode, with an id) are opened.
         """
@@ -253,8 +261,13 @@ class StateLoader:
                         bool(overlay.namespace_prefix(name)) or overlay.is_sandbox(name)
                     )
                     files[path] = (inode, self._namespace(path, assign)[1])
+        if any(
+            overlay.is_sandbox(os.path.basename(path))
+            for path in files.keys() ^ known.keys() | {p for p in files if files[p] != known.get(p)}
+        ):
+            stale = state.overlay_netns.keys() | set(stale)
         state.netns_files = files
-        self.reload_overlays(state)
+        self.reload_overlays(state, stale)
 
     def _with_namespace(self, c: Workload) -> Workload:
         path = c.netns_path or (self.procfs.netns_path(c.pid) if c.pid else "")

@@ -121,7 +121,7 @@ class TopologyPage:
         host_addresses: Callable[[], Iterable[Address]] = read_host_addresses,
         scope: str = "docker",
         grace: float = orphan_rules.DEFAULT_GRACE,
-        overlay_peers: Callable[[str, int], Iterable[str]] | None = None,
+        overlay_peers: Callable[[str, int], Iterable[str] | None] | None = None,
         flows: Callable[[Snapshot], flows_view.Rows] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -213,9 +213,11 @@ class TopologyPage:
         for ns in overlays:
             if ns.vxlan is not None:
                 try:
-                    out[ns.name] = tuple(sorted(self.overlay_peers(ns.path, ns.vxlan.ifindex)))
+                    found = self.overlay_peers(ns.path, ns.vxlan.ifindex)
                 except OSError:
                     continue
+                if found is not None:  # None: the namespace cannot be entered here
+                    out[ns.name] = tuple(sorted(found))
         return out
 
     def _flows_now(self, snap: Snapshot, now: float) -> flows_view.Reading | None:

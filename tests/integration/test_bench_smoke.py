@@ -75,7 +75,7 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     cpu_before, _ = children_cpu()
     run = run_bench(
         ["--tiny", "--no-lock", "--prefix", prefix, "--out", str(tmp_path)],
-        timeout=300,  # a loaded host takes minutes over the tiny run
+        timeout=420,  # a loaded host takes minutes over the tiny run (a Swarm node among it)
     )
     cpu_tree, peak_rss_tree = children_cpu()
     cpu_tree -= cpu_before
@@ -173,6 +173,19 @@ def test_tiny_benchmark_runs_reports_and_cleans_up(docker_client, tmp_path):
     # and any other workload on the host at that moment (the benchmark's socket holders among them).
     assert scrape["daemon_pass"]["namespaces"] >= scrape["containers"] > 0
     assert netstat["sampler"]["cpu_per_namespace_us"] > 0
+
+    # The overlay scenario: both sides on the same node with as many containers and veths there,
+    # the ratio checked is the one of the two figures; every start timed.
+    ov = r["overlay"]
+    bridge, over = ov["bridge_only"], ov["overlay"]
+    assert bridge["containers"] == over["containers"] == 4 and over["networks"] == 1
+    assert bridge["veths"] == over["veths"] >= 5 * 4  # four synthetic veths per container
+    assert bridge["ms"] > 0 and over["ms"] > 0 and over["bytes"] > bridge["bytes"]
+    (ratio,) = [c for c in results["checks"] if c["figure"].startswith("overlay: /metrics")]
+    assert ratio["value"] == pytest.approx(over["ms"] / bridge["ms"], abs=0.001)
+    assert len(ov["starts"]["appear_ms"]) == 3 and all(
+        0 < ms < 10_000 for ms in ov["starts"]["appear_ms"]
+    )
 
     assert (tmp_path / "scrape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "table.md").read_text().startswith("| figure |")

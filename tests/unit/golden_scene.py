@@ -123,13 +123,6 @@ def _overlay_stats() -> dict[tuple[int, int], Counters]:
     return {(int(k.split("/")[0]), int(k.split("/")[1])): tuple(v) for k, v in rows.items()}
 
 
-def overlay_counters(veths: Collection[tuple[int, int]]) -> dict[tuple[int, int], Counters]:
-    """The counters of the veths in overlay namespaces as the scene has them (the containers
-    collector's read of an overlay container's veth on br0)."""
-    rows = _overlay_stats()
-    return {key: rows[key] for key in veths if key in rows}
-
-
 class OverlayKernel:
     """What the overlay collector reads fresh from the kernel, as the scene has it: one overlay
     namespace's links with their counters (by its id), the forwarding database of its VXLAN device
@@ -142,8 +135,8 @@ class OverlayKernel:
         self.fdb = {int(i): set(peers) for i, peers in scene["fdb"].items()}
         self.routes = scene["routes"]
 
-    def links_with_stats(self, nsid: int) -> list[tuple[Link, Counters | None]]:
-        return [(l, self.stats.get((nsid, i))) for i, l in sorted(self.links[nsid].items())]
+    def link_stats(self, _path: str, nsid: int) -> dict[int, Counters]:
+        return {i: row for (n, i), row in self.stats.items() if n == nsid}
 
     def route_oif(self, address: str) -> int | None:
         return self.routes.get(address)

@@ -27,13 +27,13 @@ from golden_scene import (
     firewall_commands,
     golden_state,
     link_stats,
-    overlay_counters,
     proc_root,
 )
 
 from exporter.app import cli, runtimes
 from exporter.core import flow_peers, topology
 from exporter.metrics import collectors
+from exporter.metrics.collectors import overlay as overlay_collector
 from exporter.metrics.collectors.base import Collector, Context
 from exporter.metrics.collectors.containers import ContainersCollector
 from exporter.metrics.collectors.flows import FlowsCollector, Follower
@@ -82,11 +82,10 @@ def enabled(root: Path) -> list[Collector]:
     for c in found:
         if isinstance(c, ContainersCollector):  # and the pods collector, its subclass
             c.link_stats = link_stats
-            c.overlay_stats = overlay_counters
+            c.sockets = kernel  # type: ignore[assignment]
         if isinstance(c, OverlayCollector):
             c.netlink = lambda: kernel  # type: ignore[assignment,return-value]
             c.sockets = kernel  # type: ignore[assignment]
-            c.bound = lambda _ns: True  # the scene's namespace files hold their namespaces
         if isinstance(c, OrphansCollector):
             c.clock = lambda: SUSPECT_FOR
     return found
@@ -115,6 +114,9 @@ def scrape(
     state = golden_state()
     root = proc_root(state, tmp_path / "proc")
     monkeypatch.setenv("PATH", str(firewall_commands(tmp_path / "bin")))
+    # The scene's namespace files hold their namespaces (read by the overlay and containers
+    # collectors alike).
+    monkeypatch.setattr(overlay_collector, "is_bound", lambda _ns: True)
     found = enabled(root)
     for c in found:
         if c.name == failing:

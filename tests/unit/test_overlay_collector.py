@@ -10,9 +10,10 @@ from test_overlay_recorded import recorded_state
 
 from exporter.core import overlay, topology
 from exporter.core.model import Link, Network
+from exporter.metrics import per_scrape
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
-from exporter.metrics.collectors.overlay import OverlayCollector
+from exporter.metrics.collectors.overlay import OverlayCollector, overlay_counters
 from exporter.metrics.exposition import render
 from exporter.sources.kernel.procfs import Procfs
 
@@ -23,13 +24,12 @@ PEER = "198.18.250.2"
 
 
 class FakeNetlink:
-    def __init__(self, state):
+    def __init__(self, state, asked=None):
         self.state = state
-
-    def links_with_stats(self, nsid):
-        return [(l, (10, 1, 0, 0, 20, 2, 0, 3)) for l in self.state.netns_links[nsid].values()]
+        self.asked = [] if asked is None else asked
 
     def route_oif(self, address):
+        self.asked.append(address)
         return next(l.ifindex for l in self.state.links.values() if l.kind == "bridge")
 
     def close(self):
@@ -37,12 +37,23 @@ class FakeNetlink:
 
 
 class FakeSockets:
-    def __init__(self):
-        self.asked = []
+    """The overlay namespaces' links as the state read them, every one with the same counters."""
+
+    def __init__(self, state=None):
+        self.state = state
+        self.asked: list = []
+        self.counted: list[str] = []
+        self.paths = {
+            path: nsid for path, (_inode, nsid) in (state.netns_files if state else {}).items()
+        }
 
     def fdb_destinations(self, path, ifindex):
         self.asked.append(path)
         return {PEER, "0.0.0.0"} - {"0.0.0.0"}
+
+    def link_stats(self, path, _nsid):
+        self.counted.append(path)
+        return dict.fromkeys(self.state.netns_links[self.paths[path]], (10, 1, 0, 0, 20, 2, 0, 3))
 
     def keep(self, paths):
         list(paths)
@@ -55,7 +66,7 @@ def collect(state, now=100.0, grace=60.0, collector=None):
     snap = topology.build(state)
     collector = collector or OverlayCollector(
         grace=grace,
-        sockets=cast("NamespaceSockets", FakeSockets()),
+        sockets=cast("NamespaceSockets", FakeSockets(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
         bound=lambda ns: True,
     )
@@ -142,25 +153,115 @@ def test_a_recorded_namespace_file_elsewhere_is_no_overlay():
 
 
 def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
-    """No /proc read: the veth in the overlay's namespace, from one dump per namespace; what it
-    transmits, the container receives."""
-    snap = topology.build(recorded_state())
-    asked: list = []
+    """No /proc read: the veth in the overlay's namespace, from one counters dump per namespace;
+    what it transmits, the container receives."""
+    state = recorded_state()
+    snap = topology.build(state)
 
-    def overlay_stats(veths):
-        asked.append(sorted(veths))
-        return {v: (100 + v[1], 1, 0, 0, 200 + v[1], 2, 0, 0) for v in veths}
+    class Sockets(FakeSockets):
+        def link_stats(self, path, _nsid):
+            self.counted.append(path)
+            links = self.state.netns_links[self.paths[path]]
+            return {i: (100 + i, 1, 0, 0, 200 + i, 2, 0, 0) for i in links}
 
-    procfs = Procfs("/nonexistent")
+    sockets = Sockets(state)
     collector = ContainersCollector(
-        Context(procfs), link_stats=lambda ifindexes: {}, overlay_stats=overlay_stats
+        Context(Procfs("/nonexistent")),
+        link_stats=lambda ifindexes: {},
+        sockets=cast("NamespaceSockets", sockets),
+    )
+    with per_scrape.scrape():  # the namespaces' files are recorded ones: none is bound here
+        overlay_counters(snap, cast("NamespaceSockets", sockets), lambda ns: True)  # read first
+        text = render(collector.collect(snap))
+    overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
+    assert len(overlay_veths) == 6  # c1, c2, two tasks twice
+    for veth in overlay_veths:
+        labels = owner_labels(snap, veth)
+        assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + veth[1]}" in text
+        assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + veth[1]}" in text
+    assert sorted(sockets.counted) == sorted(ns.path for ns in snap.overlays)
+
+
+def owner_labels(snap, veth):
+    i = next(i for i in snap.interfaces if i.netns_veth == veth)
+    return (
+        f'container_id="{i.container.id}",container_name="{i.container.name}",'
+        f'interface="{i.interface}"'
+    )
+
+
+def test_both_collectors_share_one_read_per_namespace_per_scrape():
+    """The containers and the overlay collector in one scrape: each overlay namespace's counters
+    read once; the next scrape reads again (counters are never kept across scrapes, though the
+    snapshot is)."""
+    state = recorded_state()
+    snap = topology.build(state)
+    sockets = FakeSockets(state)
+    routes: list = []
+    overlays = OverlayCollector(
+        sockets=cast("NamespaceSockets", sockets),
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state, routes)),
+        bound=lambda ns: True,
+    )
+    containers = ContainersCollector(
+        Context(Procfs("/nonexistent")),
+        link_stats=lambda i: {},
+        sockets=cast("NamespaceSockets", sockets),
+    )
+    namespaces = sorted(ns.path for ns in snap.overlays)
+    assert len(namespaces) == 2  # ov and ingress
+    for scrape in (1, 2):
+        with per_scrape.scrape():
+            texts = [render(c.collect(snap)) for c in (overlays, containers)]
+        assert sorted(sockets.counted) == sorted(namespaces * scrape)
+    assert 'dockernet_overlay_vxlan_receive_bytes_total{network="ov"} 10' in texts[0]
+    assert 'dockernet_container_receive_bytes_total{container_id="' in texts[1]
+    # The one peer of both overlays, looked up once per scrape.
+    assert routes == [PEER, PEER]
+    # Outside a scrape, each collector reads for itself.
+    overlays.collect(snap)
+    assert len(sockets.counted) == 3 * len(namespaces)
+
+
+def test_a_namespace_gone_since_the_snapshot_has_no_fresh_figures():
+    state = recorded_state()
+    snap = topology.build(state)
+
+    class Gone(FakeSockets):
+        def link_stats(self, path, _nsid):
+            raise FileNotFoundError(path)
+
+    collector = OverlayCollector(
+        sockets=cast("NamespaceSockets", Gone(state)),
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
+        bound=lambda ns: True,
     )
     text = render(collector.collect(snap))
-    eth0 = next(i for i in snap.interfaces if i.container.name == "c1" and i.interface == "eth0")
-    assert eth0.netns_veth is not None
-    _nsid, ifindex = eth0.netns_veth
-    labels = f'container_id="{eth0.container.id}",container_name="c1",interface="eth0"'
-    assert f"dockernet_container_receive_bytes_total{{{labels}}} {200 + ifindex}" in text
-    assert f"dockernet_container_transmit_bytes_total{{{labels}}} {100 + ifindex}" in text
-    overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
-    assert asked == [sorted(overlay_veths)] and len(overlay_veths) == 6  # c1, c2, two tasks twice
+    assert 'dockernet_overlay_network_info{network="ov"' in text
+    assert "dockernet_overlay_endpoints{" not in text and "dockernet_overlay_peers{" not in text
+
+
+def test_endpoints_count_what_the_scrapes_dump_lists():
+    """A veth on br0 gone since the state read the namespace no longer counts; a link the state
+    has not read yet (a Swarm sandbox's endpoint, which comes with no event) counts."""
+    state = recorded_state()
+    snap = topology.build(state)
+    ov = next(ns for ns in snap.overlays if ns.network_name == "ov")
+    gone = ov.endpoints[0].ifindex
+
+    class Changed(FakeSockets):
+        def link_stats(self, path, _nsid):
+            rows = super().link_stats(path, _nsid)
+            if path == ov.path:
+                del rows[gone]
+                rows[999] = (1, 1, 0, 0, 1, 1, 0, 0)
+            return rows
+
+    collector = OverlayCollector(
+        sockets=cast("NamespaceSockets", Changed(state)),
+        netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
+        bound=lambda ns: True,
+    )
+    text = render(collector.collect(snap))
+    assert f'dockernet_overlay_endpoints{{network="ov"}} {len(ov.endpoints)}' in text
+    assert len(ov.endpoints) == 5

@@ -153,27 +153,3 @@ def test_topology_document_and_tree_draw_the_overlays(snap):
     at = lines.index("overlay networks")
     assert any(l.startswith("  ov (overlay, vni 4097): namespace 1-") for l in lines[at:])
     assert f"    {eth0.veth} -> c1 eth0" in lines
-
-
-def test_the_short_decoding_agrees_with_the_full_one():
-    """What the overlay collector decodes of each link, against parse_link, on the recorded dump of
-    an overlay namespace; counters as /proc/net/dev shows them."""
-    from exporter.sources.kernel import netlink as nl
-    from exporter.sources.kernel.overlay import _short_link
-
-    ids = load("identities.json")
-    nsid = next(n for name, (_i, n) in ids["netns_files"].items() if name.startswith("1-"))
-    data = (RECORDED / f"netns-{nsid}-links.bin").read_bytes()
-    messages = [(b, s, e) for k, _f, b, s, e in nl.iter_messages(data) if k == nl.RTM_NEWLINK]
-    assert messages
-    for buf, start, end in messages:
-        full = nl.parse_link(buf, start, end)
-        short, counters = _short_link(buf, start, end)
-        assert (short.ifindex, short.name, short.kind, short.master, short.mtu) == (
-            full.ifindex,
-            full.name,
-            full.kind,
-            full.master,
-            full.mtu,
-        )
-        assert counters is not None and len(counters) == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from exporter import logs
 from exporter.sources.kernel.overlay import NamespaceSockets
 
 
@@ -16,6 +17,10 @@ class FakeSocket:
     def fdb_destinations(self, ifindex: int) -> set[str]:
         self.asked.append(ifindex)
         return {"198.18.250.2"}
+
+    def link_stats(self, ifindexes: object) -> dict:
+        self.asked.append("stats")
+        return {12: (1, 1, 0, 0, 2, 2, 0, 0)}
 
     def close(self) -> None:
         self.closed = True
@@ -35,7 +40,9 @@ def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
     assert sockets.fdb_destinations(str(a), 12) == {"198.18.250.2"}
     sockets.fdb_destinations(str(a), 12)
     sockets.fdb_destinations(str(b), 7)
+    assert sockets.link_stats(str(a), 3)[12][0] == 1  # the counters through the same socket
     assert [s.path for s in opened] == [str(a), str(b)]  # reused while the same namespace is there
+    assert opened[0].asked == [12, 12, "stats"]
     other = tmp_path / "other"
     other.touch()
     os.replace(other, a)  # another inode on the same path: another namespace bound there
@@ -45,3 +52,41 @@ def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
     assert opened[1].closed and not opened[2].closed
     sockets.close()
     assert opened[2].closed
+
+
+class HostNetlink:
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def counters_by_id(self, nsid: int) -> dict:
+        self.asked.append(nsid)
+        return {12: (5, 5, 0, 0, 6, 6, 0, 0)}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_namespace_that_cannot_be_entered_is_read_by_its_id_and_its_peers_are_unknown(
+    tmp_path, capsys
+):
+    """Without CAP_SYS_ADMIN, setns is refused: the counters come by the namespace's id through a
+    host socket, the forwarding database is None (not read), and entering is not tried again."""
+    logs.configure()  # its log line to this test's stderr
+    tries: list[str] = []
+
+    def refused(path: str) -> FakeSocket:
+        tries.append(path)
+        raise PermissionError(1, f"setns {path}: Operation not permitted")
+
+    host = HostNetlink()
+    sockets = NamespaceSockets(refused, host=lambda: host)  # type: ignore[arg-type,return-value]
+    a = tmp_path / "1-aaaaaaaaaa"
+    a.touch()
+    assert sockets.link_stats(str(a), 3)[12][0] == 5
+    assert sockets.fdb_destinations(str(a), 12) is None
+    assert sockets.link_stats(str(a), 3)[12][0] == 5
+    assert tries == [str(a)] and host.asked == [3, 3]
+    assert capsys.readouterr().err.count("overlay_namespace_not_entered") == 1
+    sockets.keep([])
+    sockets.fdb_destinations(str(a), 12)
+    assert tries == [str(a), str(a)]  # forgotten with its namespace: tried again if it is back

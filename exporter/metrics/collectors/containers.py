@@ -20,10 +20,12 @@ from exporter.core.model import (
 )
 from exporter.core.queries import owner
 from exporter.metrics.collectors.base import Collector, Context
+from exporter.metrics.collectors.overlay import overlay_counters
 from exporter.metrics.exposition import Family, LabelCache, labels
 
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot, WorkloadView
+    from exporter.sources.kernel.overlay import NamespaceSockets
 
 # Reads the counters of the host's links by ifindex (netlink's by default; tests give their own).
 LinkStats = Callable[[Collection[int]], dict[int, Counters]]
@@ -72,16 +74,15 @@ class ContainersCollector(Collector):
         context: Context,
         *,
         link_stats: LinkStats | None = None,
-        overlay_stats: Callable[[Collection[tuple[int, int]]], dict] | None = None,
+        sockets: NamespaceSockets | None = None,
     ) -> None:
-        if link_stats is None:
-            # Here: building the flags (`--help`, every command) needs the class alone.
-            from exporter.sources.kernel.netlink import read_link_stats
+        # Here: building the flags (`--help`, every command) needs the class alone.
+        from exporter.sources.kernel.netlink import read_link_stats
+        from exporter.sources.kernel.overlay import shared_sockets
 
-            link_stats = read_link_stats
         self.procfs = context.procfs
-        self.link_stats = link_stats
-        self.overlay_stats = overlay_stats or read_overlay_stats
+        self.link_stats = link_stats or read_link_stats
+        self.sockets = sockets or shared_sockets()  # in overlay namespaces, for their veths
         self._info_labels = LabelCache(info_labels)
         self._counter_labels = LabelCache(self.counter_labels)
         # Its own keys: the subclass for pods computes other targets from the same snapshot.
@@ -144,8 +145,12 @@ class ContainersCollector(Collector):
 
     def _counters(self, snap: Snapshot) -> list:
         targets, in_host, in_overlays = snap.memo(self._targets_key, self.counter_targets)
-        host = self.link_stats(in_host) if in_host else {}
-        host.update(self.overlay_stats(in_overlays) if in_overlays else {})
+        host: dict[int | tuple[int, int], Counters] = {}
+        if in_host:
+            host.update(self.link_stats(in_host).items())
+        if in_overlays:  # what the overlay collector reads too: once per scrape for both
+            _live, overlays = overlay_counters(snap, self.sockets)
+            host.update((veth, overlays[veth]) for veth in in_overlays if veth in overlays)
         inside: dict = {}
         # (label set, counter row, whether the row is the other end's: its columns are mirrored)
         rows = [
@@ -177,13 +182,6 @@ class ContainersCollector(Collector):
             except OSError:
                 inside[pid] = {}
         return inside[pid]
-
-
-def read_overlay_stats(veths: Collection[tuple[int, int]]) -> dict:
-    """The counters of veths in overlay namespaces, by (nsid, ifindex)."""
-    from exporter.sources.kernel.overlay import overlay_counters
-
-    return overlay_counters(veths)
 
 
 def info_labels(_container_id: str, view: WorkloadView) -> str:

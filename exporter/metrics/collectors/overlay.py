@@ -5,9 +5,11 @@ counters and MTU, its local endpoints (veths on br0), its peers (remote VTEPs in
 forwarding database) and the MTU of the host interface towards each. Leaked overlay namespaces and
 `vx-*` devices left in the host namespace are counted once seen for the grace period.
 
-Fresh each scrape: one link dump per overlay namespace by its id (no setns), one forwarding
-database dump per overlay through a socket opened in its namespace once (sources/kernel/overlay.py),
-one route lookup per peer.
+Fresh each scrape, through a socket opened in each overlay namespace once (sources/kernel/overlay.py):
+one counters dump (RTM_GETSTATS) per overlay, shared with the containers collector (whose overlay
+interfaces count from those veths), and one forwarding database dump per overlay; one route lookup
+per peer address. Which link is the VXLAN device and which veths are on br0 is the state's (its
+dump of the namespace by id, read again when its endpoints change).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from exporter.app.flags import duration
 from exporter.core import model, overlay
 from exporter.core.memo import MemoKey
+from exporter.metrics import per_scrape
 from exporter.metrics.collectors.base import Collector, Context, Option
 from exporter.metrics.exposition import Family, labels
 
@@ -28,8 +31,14 @@ if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
     from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
+# (overlay namespace id, ifindex there) -> counter row.
+OverlayCounters = dict[tuple[int, int], model.Counters]
+
 NETWORK_ADDRESSES: MemoKey[tuple[Family, Family]] = MemoKey("network addresses")
 VXLAN_LINKS: MemoKey[list[model.Link]] = MemoKey("vxlan links")
+OVERLAY_COUNTERS: MemoKey[tuple[list[overlay.Namespace], OverlayCounters]] = MemoKey(
+    "overlay counters"
+)
 
 VXLAN_COUNTERS = (
     (
@@ -78,11 +87,11 @@ class OverlayCollector(Collector):
         clock: Callable[[], float] = time.monotonic,
         bound: Callable[[overlay.Namespace], bool] | None = None,
     ) -> None:
-        from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
+        from exporter.sources.kernel.overlay import OverlayNetlink, shared_sockets
 
-        self.bound = bound or _bound
+        self.bound = bound or is_bound
         self.grace = grace
-        self.sockets = sockets or NamespaceSockets()
+        self.sockets = sockets or shared_sockets()
         self.netlink = netlink or OverlayNetlink
         self.clock = clock
         self._since: dict = {}
@@ -92,23 +101,18 @@ class OverlayCollector(Collector):
         self.sockets.close()
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        # A namespace's file goes (libnetwork's collection, a minute after) with no event to tell:
-        # only those still bound to the namespace the state read count.
-        live = [ns for ns in snap.overlays if self.bound(ns)]
-        self.sockets.keep(ns.path for ns in live)
-        netlink = self.netlink() if live else None  # a socket only where there is one
-        try:
-            families = [_info(live), *self._fresh(live, snap.links, netlink)]
-        finally:
-            if netlink is not None:
-                netlink.close()
+        live, counters = overlay_counters(snap, self.sockets, self.bound)
+        families = [_info(live), *self._fresh(live, counters, snap.links)]
         addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
         return families + list(addresses) + self._leaks(snap, live)
 
     def _fresh(
-        self, live: list[overlay.Namespace], host_links: dict, netlink: OverlayNetlink | None
+        self,
+        live: list[overlay.Namespace],
+        counters: OverlayCounters,
+        host_links: dict[int, model.Link],
     ) -> list[Family]:
-        counters = {
+        fams = {
             suffix: Family(f"dockernet_overlay_vxlan_{suffix}_total", "counter", text)
             for suffix, _column, text in VXLAN_COUNTERS
         }
@@ -119,6 +123,40 @@ class OverlayCollector(Collector):
             "lb_ and ingress sandboxes).",
         )
         mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
+        present: dict[int, set[int]] = {}  # namespace id -> the ifindexes its dump listed
+        for nsid, ifindex in counters:
+            present.setdefault(nsid, set()).add(ifindex)
+        peers: dict[str, list[str]] = {}  # network -> its peers
+        for ns in live:
+            if ns.nsid in present:  # not gone since the snapshot
+                endpoints.add(labels(network=ns.network_name or ns.name), _endpoints(ns, present))
+                peers.update(self._read(ns, counters, mtu, fams))
+        return [mtu, endpoints, *fams.values(), *self._peers(peers, host_links)]
+
+    def _read(
+        self,
+        ns: overlay.Namespace,
+        counters: OverlayCounters,
+        mtu: Family,
+        fams: dict[str, Family],
+    ) -> dict[str, list[str]]:
+        """One overlay's VXLAN figures, and its peers (network -> addresses)."""
+        network = ns.network_name or ns.name
+        net = labels(network=network)
+        vxlan = ns.vxlan
+        if vxlan is None:
+            return {}
+        mtu.add(net, vxlan.mtu)
+        row = counters.get((ns.nsid, vxlan.ifindex))
+        if row is not None:
+            for suffix, column, _text in VXLAN_COUNTERS:
+                fams[suffix].add(net, row[column])
+        found = self.sockets.fdb_destinations(ns.path, vxlan.ifindex)
+        return {} if found is None else {network: sorted(found)}  # None: not read here
+
+    def _peers(self, found: dict[str, list[str]], host_links: dict[int, model.Link]) -> list:
+        """The peers of each overlay, and the underlay's MTU towards each: one route lookup per
+        address, however many overlays it serves."""
         peers = Family(
             "dockernet_overlay_peers",
             "gauge",
@@ -135,47 +173,27 @@ class OverlayCollector(Collector):
             "MTU of the host interface the route to each peer leaves by: VXLAN needs 50 bytes more "
             "than the overlay's MTU (IPv4).",
         )
-        fams = {
-            "mtu": mtu,
-            "endpoints": endpoints,
-            "peers": peers,
-            "peer_info": peer_info,
-            "underlay": underlay,
-        } | counters
-        if netlink is not None:
-            for ns in live:
-                self._read(ns, netlink, fams, host_links)
-        return [mtu, endpoints, *counters.values(), peers, peer_info, underlay]
+        for network, addresses in found.items():
+            peers.add(labels(network=network), len(addresses))
+        routes = self._routes({a for addresses in found.values() for a in addresses}, host_links)
+        for network, addresses in found.items():
+            for peer in addresses:
+                peer_info.add(labels(network=network, peer=peer), 1)
+                oif = routes.get(peer)
+                if oif is not None:
+                    underlay.add(labels(network=network, peer=peer, interface=oif.name), oif.mtu)
+        return [peers, peer_info, underlay]
 
-    def _read(
-        self, ns: overlay.Namespace, netlink: OverlayNetlink, fams: dict, host_links: dict
-    ) -> None:
-        """One overlay's fresh figures: its links with their counters, its peers, their routes."""
-        network = ns.network_name or ns.name
-        net = labels(network=network)
-        rows = netlink.links_with_stats(ns.nsid)
-        bridge = next((l for l, _ in rows if l.kind == "bridge"), None)
-        fams["endpoints"].add(
-            net,
-            sum(1 for l, _ in rows if l.kind == "veth" and bridge and l.master == bridge.ifindex),
-        )
-        vxlan = next(((l, c) for l, c in rows if l.kind == "vxlan"), None)
-        if vxlan is None:
-            return
-        link, row = vxlan
-        fams["mtu"].add(net, link.mtu)
-        for suffix, column, _text in VXLAN_COUNTERS:
-            if row is not None:
-                fams[suffix].add(net, row[column])
-        found = sorted(self.sockets.fdb_destinations(ns.path, link.ifindex))
-        fams["peers"].add(net, len(found))
-        for peer in found:
-            fams["peer_info"].add(labels(network=network, peer=peer), 1)
-            oif = host_links.get(netlink.route_oif(peer) or 0)
-            if oif is not None:
-                fams["underlay"].add(
-                    labels(network=network, peer=peer, interface=oif.name), oif.mtu
-                )
+    def _routes(self, addresses: set[str], host_links: dict[int, model.Link]) -> dict:
+        """address -> the host link the route towards it leaves by (a socket only when asked)."""
+        if not addresses:
+            return {}
+        netlink = self.netlink()
+        try:
+            oifs = {a: host_links.get(netlink.route_oif(a) or 0) for a in sorted(addresses)}
+        finally:
+            netlink.close()
+        return {a: l for a, l in oifs.items() if l is not None}
 
     def _leaks(self, snap: Snapshot, live: list[overlay.Namespace]) -> list[Family]:
         now = self.clock()
@@ -202,7 +220,18 @@ class OverlayCollector(Collector):
         return [each, count]
 
 
-def _bound(ns: overlay.Namespace) -> bool:
+def _endpoints(ns: overlay.Namespace, present: dict[int, set[int]]) -> int:
+    """The veths on br0 that the scrape's dump still lists, and the links it lists that the state
+    has not read yet: after its namespace is made, libnetwork adds nothing but endpoints to an
+    overlay (a Swarm sandbox's may come with no event the state follows)."""
+    listed = present[ns.nsid]
+    known = {l.ifindex for l in ns.links}
+    return sum(1 for l in ns.endpoints if l.ifindex in listed) + len(listed - known)
+
+
+def is_bound(ns: overlay.Namespace) -> bool:
+    """Whether the namespace's file still holds it: libnetwork removes a left network's namespace
+    a minute later, with no event to tell."""
     try:
         return os.stat(ns.path).st_ino == ns.inode
     except OSError:
@@ -264,3 +293,31 @@ def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
         if n.bridge:
             out[n.id] = sum(1 for v in snap.veths if v.bridge == n.bridge and v.container is None)
     return out
+
+
+def overlay_counters(
+    snap: Snapshot,
+    sockets: NamespaceSockets,
+    bound: Callable[[overlay.Namespace], bool] | None = None,
+) -> tuple[list[overlay.Namespace], OverlayCounters]:
+    """The overlay namespaces of the snapshot still bound to their files, and the counters of their
+    links: read once per scrape for this collector and the containers collector. The sockets of
+    namespaces gone are closed (a socket would keep its namespace alive)."""
+    return per_scrape.once(
+        OVERLAY_COUNTERS, lambda: _read_counters(snap, sockets, bound or is_bound)
+    )
+
+
+def _read_counters(
+    snap: Snapshot, sockets: NamespaceSockets, bound: Callable[[overlay.Namespace], bool]
+) -> tuple[list[overlay.Namespace], OverlayCounters]:
+    live = [ns for ns in snap.overlays if bound(ns)]
+    sockets.keep(ns.path for ns in live)
+    out: OverlayCounters = {}
+    for ns in live:
+        try:
+            rows = sockets.link_stats(ns.path, ns.nsid)
+        except OSError:  # gone since the snapshot
+            continue
+        out.update(((ns.nsid, ifindex), row) for ifindex, row in rows.items())
+    return live, out

@@ -219,6 +219,10 @@ def _error_code(buf: memoryview, offset: int) -> int:
 class Netlink:
     """A request socket for dumps and namespace ids (one per thread)."""
 
+    # What one recv takes: a dump's datagrams hold at most 32 KiB, but one message may be larger (a
+    # link with many virtual functions). A subclass whose messages are all small takes less.
+    recv_bytes = 1024 * 1024
+
     def __init__(self) -> None:
         self.sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
@@ -246,7 +250,7 @@ class Netlink:
         )
         self.sock.send(header + body)
         while True:
-            data = self.sock.recv(1024 * 1024)
+            data = self.sock.recv(self.recv_bytes)
             for kind, _flags, buf, start, end in iter_messages(data):
                 if kind == NLMSG_DONE:
                     return

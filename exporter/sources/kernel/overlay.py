@@ -1,11 +1,14 @@
 """Reads of Docker's overlay namespaces that change without the topology changing: the counters of
 their links, their VXLAN forwarding database (the remote VTEPs), and the host's route to a peer.
 
-Links and counters come from one RTM_GETLINK dump by the namespace's id (IFLA_TARGET_NETNSID), from
-a socket in the exporter's namespace: no setns. The forwarding database has no such request (the
-kernel answers a PF_BRIDGE RTM_GETNEIGH dump in the socket's own namespace only), so a socket is
-opened once inside each overlay namespace, by a short-lived thread that enters it, and kept for the
-namespace's life: a socket stays in the namespace it was made in.
+The state reads an overlay namespace's links with one RTM_GETLINK dump by its id
+(IFLA_TARGET_NETNSID), from the host: no setns. Each scrape needs their counters and forwarding
+database, which that dump answers at ten times the cost (every link's forty attributes) or not at
+all (the kernel answers a PF_BRIDGE RTM_GETNEIGH dump in the socket's own namespace only, and an
+RTM_GETSTATS dump likewise). So a socket is opened once inside each overlay namespace, by a
+short-lived thread that enters it, and kept for the namespace's life (a socket stays in the
+namespace it was made in): each scrape asks it for the counters (RTM_GETSTATS) and, once a socket
+beside it was told of a neighbour change, the forwarding database, and enters no namespace.
 """
 
 from __future__ import annotations
@@ -15,53 +18,37 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from typing import TypeVar
 
-from exporter.core.model import Counters, Link
+from exporter import logs
+from exporter.core.model import Counters
 from exporter.sources.kernel import netlink as nl
 
 T = TypeVar("T")
+log = logs.get_logger()
 
 CLONE_NEWNET = 0x40000000
-IFLA_STATS64 = 23
+EVERY_IFINDEX = range(1, 2**31)  # ifindexes are positive ints
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+RTMGRP_NEIGH = 0x4  # forwarding database entries too (PF_BRIDGE)
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NDA_DST, NDA_LLADDR = 1, 2
 RTA_DST, RTA_OIF = 1, 4
+IFLA_STATS64 = 23
+_STATS64 = struct.Struct("=16Q")
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _RTMSG = struct.Struct(
     "=BBBBBBBBI"
 )  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_STATS64 = struct.Struct("=16Q")
 
 
 class OverlayNetlink(nl.Netlink):
-    """The host-side requests: links with counters of a namespace by id, and route lookups."""
+    """Route lookups from the host; in an overlay's namespace, its counters (Netlink.link_stats) and
+    its forwarding database."""
 
-    def __enter__(self) -> OverlayNetlink:
-        return self
-
-    def links_with_stats(self, nsid: int) -> list[tuple[Link, Counters | None]]:
-        """The links of one namespace by its id, with their counters; a Link here has only its
-        index, name, kind, master and MTU (what an overlay's figures need, decoded alone)."""
-        return [_short_link(buf, start, end) for buf, start, end in self._dump(nsid)]
-
-    def link_counters(self, nsid: int) -> dict[int, Counters]:
-        """The counter rows of the links of one namespace by ifindex there."""
-        out = {}
-        for buf, start, end in self._dump(nsid):
-            row = _stats64(_some_attrs(buf, start, end, (IFLA_STATS64,)))
-            if row is not None:
-                out[nl._IFINFOMSG.unpack_from(buf, start)[2]] = row
-        return out
-
-    def _dump(self, nsid: int) -> Iterator[tuple[memoryview, int, int]]:
-        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
-        for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body):
-            if kind == nl.RTM_NEWLINK:
-                yield buf, start, end
+    # Neighbours and routes are small messages: a 1 MiB buffer would cost a fresh mapping per recv.
+    recv_bytes = nl.STATS_RECV_BYTES
 
     def route_oif(self, address: str) -> int | None:
         """The ifindex of the host's interface towards `address` (RTM_GETROUTE), None if none."""
@@ -76,6 +63,19 @@ class OverlayNetlink(nl.Netlink):
         except nl.NetlinkError:  # unreachable
             return None
         return None
+
+    def counters_by_id(self, nsid: int) -> dict[int, Counters]:
+        """The counter rows of the links of the namespace with that id, by ifindex there, from a
+        socket in any namespace: one RTM_GETLINK dump by its id (IFLA_TARGET_NETNSID), each link's
+        IFLA_STATS64 alone decoded."""
+        body = nl._IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        body += nl._attr(nl.IFLA_TARGET_NETNSID, nl._S32.pack(nsid))
+        out = {}
+        for kind, buf, start, end in self._request(nl.RTM_GETLINK, nl.NLM_F_DUMP, body):
+            row = _stats64(buf, start, end) if kind == nl.RTM_NEWLINK else None
+            if row is not None:
+                out[nl._IFINFOMSG.unpack_from(buf, start)[2]] = row
+        return out
 
     def fdb_destinations(self, ifindex: int) -> set[str]:
         """The remote VTEPs (NDA_DST) in the forwarding database of that VXLAN device, from a socket
@@ -97,43 +97,17 @@ class OverlayNetlink(nl.Netlink):
         return out
 
 
-_SHORT = (nl.IFLA_IFNAME, nl.IFLA_MTU, nl.IFLA_MASTER, nl.IFLA_LINKINFO, IFLA_STATS64)
-
-
-def _some_attrs(buf: memoryview, start: int, end: int, wanted: tuple[int, ...]) -> dict:
-    """Those top-level attributes of one link message: the others are skipped, not sliced (a link
-    has some fifty)."""
-    out = {}
+def _stats64(buf: memoryview, start: int, end: int) -> Counters | None:
+    """The IFLA_STATS64 row of one link message; the other attributes are skipped, not sliced."""
     offset = start + nl._IFINFOMSG.size
     while offset + 4 <= end:
         length, kind = nl._RTATTR.unpack_from(buf, offset)
         if length < 4:
-            break
-        if kind & 0x3FFF in wanted:
-            out[kind & 0x3FFF] = buf[offset + 4 : offset + length]
+            return None
+        if kind & 0x3FFF == IFLA_STATS64 and length - 4 >= _STATS64.size:
+            return nl._counters(_STATS64.unpack_from(buf, offset + 4))
         offset += (length + 3) & ~3
-    return out
-
-
-def _short_link(buf: memoryview, start: int, end: int) -> tuple[Link, Counters | None]:
-    attrs = _some_attrs(buf, start, end, _SHORT)
-    info = attrs.get(nl.IFLA_LINKINFO)
-    kinds = nl._attrs(info, 0, len(info)) if info is not None else {}
-    link = Link(
-        ifindex=nl._IFINFOMSG.unpack_from(buf, start)[2],
-        name=nl._cstr(attrs[nl.IFLA_IFNAME]) if nl.IFLA_IFNAME in attrs else "",
-        kind=nl._cstr(kinds[nl.IFLA_INFO_KIND]) if nl.IFLA_INFO_KIND in kinds else "",
-        master=nl._U32.unpack_from(attrs[nl.IFLA_MASTER])[0] if nl.IFLA_MASTER in attrs else 0,
-        mtu=nl._U32.unpack_from(attrs[nl.IFLA_MTU])[0] if nl.IFLA_MTU in attrs else 0,
-    )
-    return link, _stats64(attrs)
-
-
-def _stats64(attrs: dict) -> Counters | None:
-    raw = attrs.get(IFLA_STATS64)
-    if raw is None or len(raw) < _STATS64.size:
-        return None
-    return nl._counters(_STATS64.unpack_from(raw))
+    return None
 
 
 def in_namespace(path: str, make: Callable[[], T]) -> T:
@@ -162,49 +136,131 @@ def in_namespace(path: str, make: Callable[[], T]) -> T:
     return out["value"]
 
 
-class NamespaceSockets:
-    """One request socket per overlay namespace, opened inside it at first use, kept while the
-    namespace file holds the same namespace, closed when it is gone. Calls are serialised: scrapes
-    may run at once."""
+class NamespaceSocket:
+    """What is kept in one overlay namespace: a request socket, and a socket told of every change
+    of its neighbours, so that the forwarding database is dumped again only once it changed (or
+    once changes were lost: ENOBUFS)."""
 
-    def __init__(self, opener: Callable[[str], OverlayNetlink] | None = None) -> None:
-        self._open = opener or (lambda path: in_namespace(path, OverlayNetlink))
-        self._sockets: dict[tuple[str, int], OverlayNetlink] = {}
+    def __init__(self) -> None:
+        self.requests = OverlayNetlink()
+        self.changes = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+            nl.NETLINK_ROUTE,
+        )
+        self.changes.bind((0, RTMGRP_NEIGH))
+        self._fdb: dict[int, set[str]] = {}  # VXLAN device -> its remote VTEPs, until a change
+
+    def fdb_destinations(self, ifindex: int) -> set[str]:
+        if self._changed():
+            self._fdb.clear()
+        if ifindex not in self._fdb:
+            self._fdb[ifindex] = self.requests.fdb_destinations(ifindex)
+        return set(self._fdb[ifindex])
+
+    def link_stats(self, ifindexes: Collection[int]) -> dict[int, Counters]:
+        return self.requests.link_stats(ifindexes)
+
+    def _changed(self) -> bool:
+        """Whether a change was told since the last call; what was told is read away."""
+        told = False
+        while True:
+            try:
+                self.changes.recv(nl.STATS_RECV_BYTES)
+            except BlockingIOError:
+                return told
+            except OSError:  # ENOBUFS: some were lost, which is a change too
+                pass
+            told = True
+
+    def close(self) -> None:
+        self.requests.close()
+        self.changes.close()
+
+
+class NamespaceSockets:
+    """One NamespaceSocket per overlay namespace, opened inside it at first use, kept while the
+    namespace file holds the same namespace, closed when it is gone. Calls are serialised: scrapes
+    may run at once.
+
+    Entering a namespace needs CAP_SYS_ADMIN. Where it is refused, that namespace's counters come
+    from a dump by its id through a host socket (dearer), and its forwarding database is unknown
+    (None): the refusal is logged once per namespace and not tried again while it lives."""
+
+    def __init__(
+        self,
+        opener: Callable[[str], NamespaceSocket] | None = None,
+        host: Callable[[], OverlayNetlink] | None = None,
+    ) -> None:
+        self._open = opener or (lambda path: in_namespace(path, NamespaceSocket))
+        self._host = host or OverlayNetlink
+        self._sockets: dict[tuple[str, int], NamespaceSocket | None] = {}  # None: refused
         self._lock = threading.Lock()
 
-    def fdb_destinations(self, path: str, ifindex: int) -> set[str]:
+    def fdb_destinations(self, path: str, ifindex: int) -> set[str] | None:
+        """The remote VTEPs in the forwarding database of that VXLAN device of the namespace; None
+        where the namespace cannot be entered."""
         with self._lock:
-            key = (path, os.stat(path).st_ino)
-            sock = self._sockets.get(key)
-            if sock is None:
-                for old in [
-                    k for k in self._sockets if k[0] == path
-                ]:  # another namespace there now
-                    self._sockets.pop(old).close()
-                sock = self._sockets[key] = self._open(path)
-            return sock.fdb_destinations(ifindex)
+            sock = self._socket(path)
+            return None if sock is None else sock.fdb_destinations(ifindex)
+
+    def link_stats(self, path: str, nsid: int) -> dict[int, Counters]:
+        """The counter rows of every link of the namespace (bound at `path`, `nsid` from here), by
+        ifindex there."""
+        with self._lock:
+            sock = self._socket(path)
+            if sock is not None:
+                return sock.link_stats(EVERY_IFINDEX)
+        host = self._host()
+        try:
+            return host.counters_by_id(nsid)
+        finally:
+            host.close()
+
+    def _socket(self, path: str) -> NamespaceSocket | None:
+        key = (path, os.stat(path).st_ino)
+        if key in self._sockets:
+            return self._sockets[key]
+        for old in [k for k in self._sockets if k[0] == path]:  # another namespace there now
+            self._close(self._sockets.pop(old))
+        try:
+            sock: NamespaceSocket | None = self._open(path)
+        except PermissionError as exc:
+            log.warning(
+                "overlay_namespace_not_entered",
+                path=path,
+                error=str(exc),
+                hint="without CAP_SYS_ADMIN its peers are not read, its counters read by its id",
+            )
+            sock = None
+        self._sockets[key] = sock
+        return sock
 
     def keep(self, paths: Iterable[str]) -> None:
         """Close the sockets of namespaces no longer among `paths`."""
         wanted = set(paths)
         with self._lock:
             for key in [k for k in self._sockets if k[0] not in wanted]:
-                self._sockets.pop(key).close()
+                self._close(self._sockets.pop(key))
+
+    @staticmethod
+    def _close(sock: NamespaceSocket | None) -> None:
+        if sock is not None:
+            sock.close()
 
     def close(self) -> None:
         self.keep(())
 
 
-def overlay_counters(veths: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Counters]:
-    """The counter rows of veths in overlay namespaces, by (namespace id, ifindex): one dump per
-    namespace, from a socket of its own (scrapes run at once)."""
-    out: dict[tuple[int, int], Counters] = {}
-    wanted = set(veths)
-    with OverlayNetlink() as netlink:
-        for nsid in {n for n, _ in wanted}:
-            try:
-                rows = netlink.link_counters(nsid)
-            except OSError:  # the namespace went away since the snapshot
-                continue
-            out.update(((nsid, i), row) for i, row in rows.items() if (nsid, i) in wanted)
-    return out
+_shared: NamespaceSockets | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sockets() -> NamespaceSockets:
+    """The sockets in overlay namespaces that the collectors of this process share: one per
+    namespace, not one per collector."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = NamespaceSockets()
+        return _shared
