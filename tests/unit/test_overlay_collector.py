@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, cast
 
+import pytest
 from test_overlay_recorded import recorded_state
 
 from exporter.core import overlay, topology
 from exporter.core.model import Link, Network
 from exporter.metrics import per_scrape
+from exporter.metrics.collectors import overlay as overlay_collector
 from exporter.metrics.collectors.base import Context
 from exporter.metrics.collectors.containers import ContainersCollector
-from exporter.metrics.collectors.overlay import OverlayCollector, overlay_counters
+from exporter.metrics.collectors.overlay import OverlayCollector
 from exporter.metrics.exposition import render
 from exporter.sources.kernel.procfs import Procfs
 
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
     from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
 PEER = "198.18.250.2"
+
+
+@pytest.fixture(autouse=True)
+def recorded_files_bound(monkeypatch):
+    """The recorded namespaces' files are not on this host: take them as still bound."""
+    monkeypatch.setattr(overlay_collector, "is_bound", lambda _ns: True)
 
 
 class FakeNetlink:
@@ -68,7 +76,6 @@ def collect(state, now=100.0, grace=60.0, collector=None):
         grace=grace,
         sockets=cast("NamespaceSockets", FakeSockets(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
-        bound=lambda ns: True,
     )
     collector.clock = lambda: now  # the scrape's time
     return render(collector.collect(snap)), collector
@@ -170,8 +177,7 @@ def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
         link_stats=lambda ifindexes: {},
         sockets=cast("NamespaceSockets", sockets),
     )
-    with per_scrape.scrape():  # the namespaces' files are recorded ones: none is bound here
-        overlay_counters(snap, cast("NamespaceSockets", sockets), lambda ns: True)  # read first
+    with per_scrape.scrape():
         text = render(collector.collect(snap))
     overlay_veths = {i.netns_veth for i in snap.interfaces if i.netns_veth}
     assert len(overlay_veths) == 6  # c1, c2, two tasks twice
@@ -201,7 +207,6 @@ def test_both_collectors_share_one_read_per_namespace_per_scrape():
     overlays = OverlayCollector(
         sockets=cast("NamespaceSockets", sockets),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state, routes)),
-        bound=lambda ns: True,
     )
     containers = ContainersCollector(
         Context(Procfs("/nonexistent")),
@@ -234,7 +239,6 @@ def test_a_namespace_gone_since_the_snapshot_has_no_fresh_figures():
     collector = OverlayCollector(
         sockets=cast("NamespaceSockets", Gone(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
-        bound=lambda ns: True,
     )
     text = render(collector.collect(snap))
     assert 'dockernet_overlay_network_info{network="ov"' in text
@@ -260,7 +264,6 @@ def test_endpoints_count_what_the_scrapes_dump_lists():
     collector = OverlayCollector(
         sockets=cast("NamespaceSockets", Changed(state)),
         netlink=lambda: cast("OverlayNetlink", FakeNetlink(state)),
-        bound=lambda ns: True,
     )
     text = render(collector.collect(snap))
     assert f'dockernet_overlay_endpoints{{network="ov"}} {len(ov.endpoints)}' in text

@@ -85,11 +85,9 @@ class OverlayCollector(Collector):
         sockets: NamespaceSockets | None = None,
         netlink: Callable[[], OverlayNetlink] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        bound: Callable[[overlay.Namespace], bool] | None = None,
     ) -> None:
         from exporter.sources.kernel.overlay import OverlayNetlink, shared_sockets
 
-        self.bound = bound or is_bound
         self.grace = grace
         self.sockets = sockets or shared_sockets()
         self.netlink = netlink or OverlayNetlink
@@ -101,7 +99,7 @@ class OverlayCollector(Collector):
         self.sockets.close()
 
     def collect(self, snap: Snapshot) -> list[Family]:
-        live, counters = overlay_counters(snap, self.sockets, self.bound)
+        live, counters = overlay_counters(snap, self.sockets)
         families = [_info(live), *self._fresh(live, counters, snap.links)]
         addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
         return families + list(addresses) + self._leaks(snap, live)
@@ -296,22 +294,18 @@ def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
 
 
 def overlay_counters(
-    snap: Snapshot,
-    sockets: NamespaceSockets,
-    bound: Callable[[overlay.Namespace], bool] | None = None,
+    snap: Snapshot, sockets: NamespaceSockets
 ) -> tuple[list[overlay.Namespace], OverlayCounters]:
     """The overlay namespaces of the snapshot still bound to their files, and the counters of their
     links: read once per scrape for this collector and the containers collector. The sockets of
     namespaces gone are closed (a socket would keep its namespace alive)."""
-    return per_scrape.once(
-        OVERLAY_COUNTERS, lambda: _read_counters(snap, sockets, bound or is_bound)
-    )
+    return per_scrape.once(OVERLAY_COUNTERS, lambda: _read_counters(snap, sockets))
 
 
 def _read_counters(
-    snap: Snapshot, sockets: NamespaceSockets, bound: Callable[[overlay.Namespace], bool]
+    snap: Snapshot, sockets: NamespaceSockets
 ) -> tuple[list[overlay.Namespace], OverlayCounters]:
-    live = [ns for ns in snap.overlays if bound(ns)]
+    live = [ns for ns in snap.overlays if is_bound(ns)]
     sockets.keep(ns.path for ns in live)
     out: OverlayCounters = {}
     for ns in live:
