@@ -112,6 +112,8 @@ class Flows:
         self.deadlines: deque[tuple[float, int]] = deque()
         self.admitted: dict[Peer, set[Peer]] = {}
         self.series: dict[Key, list[int]] = {}
+        # One tuple per key, shared by its connections (a hundred thousand of them hold one key).
+        self.keys: dict[Key, Key] = {}
 
     # -- the key of a connection
 
@@ -128,7 +130,8 @@ class Flows:
         protocol = PROTOCOLS.get(entry.protocol, str(entry.protocol))
         port = entry.reply_sport
         ported = entry.protocol in PORTED and not self.ephemeral[0] <= port <= self.ephemeral[1]
-        return source, self._admit(source, destination), protocol, str(port) if ported else ""
+        key = (source, self._admit(source, destination), protocol, str(port) if ported else "")
+        return self.keys.setdefault(key, key)
 
     def _admit(self, source: Peer, destination: Peer) -> Peer:
         """The destination, or `other` once the source has max_peers destinations of its own."""
@@ -229,7 +232,7 @@ class Flows:
         def dead(peer: Peer) -> bool:
             return peer.kind == WORKLOAD and peer not in live
 
-        dropped = {k for k in self.series if dead(k[0]) or dead(k[1])}
+        dropped = {k for k in self.keys if dead(k[0]) or dead(k[1])}
         for source in [s for s in self.admitted if dead(s)]:
             del self.admitted[source]
         for admitted in self.admitted.values():
@@ -237,7 +240,8 @@ class Flows:
         if not dropped:
             return
         for key in dropped:
-            del self.series[key]
+            del self.keys[key]
+            self.series.pop(key, None)
         for table in (self.conns, self.gone):
             for ident in [i for i, c in table.items() if c.key in dropped]:
                 del table[ident]

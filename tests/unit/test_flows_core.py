@@ -236,6 +236,16 @@ def test_retain_drops_a_gone_workload_with_its_connections():
     assert found(table) is None and web not in table.admitted
 
 
+def test_connections_of_one_series_share_its_key_which_goes_with_its_workload():
+    table, a = Flows(), attr()
+    for ident in (1, 2, 3):
+        table.event(NEW, entry(ident), 0.0, a)
+    held = [table.conns[i].key for i in (1, 2, 3)]
+    assert held[0] is held[1] is held[2]  # one tuple, not one per connection
+    table.retain(frozenset({db, pod}))
+    assert not table.keys and not table.conns
+
+
 def test_attribution_from_a_snapshot():
     state = HostState(runtimes_up={"docker": True, "containerd": True})
     state.networks = {
