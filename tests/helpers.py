@@ -77,6 +77,20 @@ def ip_json(*args: str) -> list:
     return json.loads(sh("ip", "-j", *args) or "[]")
 
 
+def in_own_namespaces(code: str, timeout: float = 60.0) -> Any:
+    """The JSON that Python ``code`` prints, run in a user and network namespace of its own (no
+    privilege needed, nothing of the host's touched); fails with its stderr if it does."""
+    run = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -235,9 +235,8 @@ def test_connections_of_containers_just_started_on_a_network_just_made(flow_expo
     settled(flow_exporter, FLOW, client, server, 80, 2)
 
 
-def test_syns_dropped_by_the_server_are_unanswered(flow_exporter, containers, net):
-    server = containers.run(network=net.name)
-    client = containers.run(network=net.name)
+def drop_syns(server: Container, port: int) -> None:
+    """A rule in the server's own namespace that drops what comes to that TCP port."""
     sh(
         "nsenter",
         netns(server),
@@ -247,10 +246,16 @@ def test_syns_dropped_by_the_server_are_unanswered(flow_exporter, containers, ne
         "-p",
         "tcp",
         "--dport",
-        "81",
+        str(port),
         "-j",
         "DROP",
     )
+
+
+def test_syns_dropped_by_the_server_are_unanswered(flow_exporter, containers, net):
+    server = containers.run(network=net.name)
+    client = containers.run(network=net.name)
+    drop_syns(server, 81)
     known(flow_exporter, server, client)
     server_ip = address(server, net)
     assert connect(client, server_ip, 81, 3, timeout=0.3) == 0

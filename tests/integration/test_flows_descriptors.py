@@ -4,11 +4,7 @@ connections once a rule of its own uses it), with 1,100 files open first."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from helpers import ROOT
+from helpers import in_own_namespaces
 
 HIGH_DESCRIPTOR = r"""
 import json, os, resource, socket, subprocess, threading
@@ -45,15 +41,7 @@ print(json.dumps({"fd": fd, "port": server.getsockname()[1], "heard": heard,
 
 
 def test_the_event_monitor_works_on_a_descriptor_select_cannot_wait_on():
-    run = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", HIGH_DESCRIPTOR],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = in_own_namespaces(HIGH_DESCRIPTOR)
     assert result["fd"] >= 1024
     assert ["new", result["port"]] in result["heard"], result
     assert not result["alive"]

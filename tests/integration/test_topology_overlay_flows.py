@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 from swarm_helpers import Cluster, Node, NodeExporter
-from test_flows import address, connect, conntrack, known, netns, start_exporter
+from test_flows import address, connect, conntrack, drop_syns, known, start_exporter
 from test_overlay_swarm import fdb_destinations, nodes  # noqa: F401 (nodes: a fixture)
 from test_topology import browser, console_errors  # noqa: F401 (browser: a fixture)
 
 from exporter.sources.kernel.overlay import in_namespace
-from helpers import ExporterProcess, sh, unique, wait_for
+from helpers import ExporterProcess, unique, wait_for
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver, WebElement
@@ -63,19 +63,7 @@ def test_flow_edges_on_the_json_and_the_page_unanswered_in_red(flow_exporter, co
     net = containers.network(unique("dnxflow"))
     server = containers.run(command="httpd -f -p 80", network=net.name)
     client = containers.run(network=net.name, labels={"com.docker.compose.project": XSS_PROJECT})
-    sh(
-        "nsenter",
-        netns(server),
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "81",
-        "-j",
-        "DROP",
-    )
+    drop_syns(server, 81)
     known(flow_exporter, server, client)
     server_ip, client_ip = address(server, net), address(client, net)
     assert connect(client, server_ip, 80, 5) == 5

@@ -3,12 +3,8 @@ pairs (message layouts checked on this kernel with a RTMGRP_LINK socket)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from exporter.core.model import HostState, Link
@@ -16,11 +12,10 @@ from exporter.sources.kernel import link_monitor
 from exporter.sources.kernel import netlink as nl
 from exporter.sources.kernel.procfs import Procfs
 from exporter.state.loader import StateLoader
+from helpers import in_own_namespaces
 
 if TYPE_CHECKING:
     from exporter.sources.kernel.netlink import Netlink
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def message(msg_type: int, family: int, ifindex: int, *attrs: bytes) -> bytes:
@@ -164,15 +159,7 @@ print(json.dumps({"fds": fds, "heard": heard, "dumped": dumped, "alive": watchin
 
 
 def test_the_monitor_and_requests_work_on_descriptors_select_cannot_wait_on():
-    run = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", HIGH_DESCRIPTORS],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    result = in_own_namespaces(HIGH_DESCRIPTORS)
     assert min(result["fds"]) >= 1024
     assert ["add", "hi-b"] in result["heard"] and ["add", "hi-a"] in result["heard"]
     assert result["dumped"] == ["hi-a", "hi-b", "lo"] and not result["alive"]
