@@ -57,13 +57,14 @@ def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
 class HostNetlink:
     def __init__(self) -> None:
         self.asked: list[int] = []
+        self.closed = False
 
     def counters_by_id(self, nsid: int) -> dict:
         self.asked.append(nsid)
         return {12: (5, 5, 0, 0, 6, 6, 0, 0)}
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def test_a_namespace_that_cannot_be_entered_is_read_by_its_id_and_its_peers_are_unknown(
@@ -78,15 +79,22 @@ def test_a_namespace_that_cannot_be_entered_is_read_by_its_id_and_its_peers_are_
         tries.append(path)
         raise PermissionError(1, f"setns {path}: Operation not permitted")
 
-    host = HostNetlink()
-    sockets = NamespaceSockets(refused, host=lambda: host)  # type: ignore[arg-type,return-value]
+    hosts: list[HostNetlink] = []
+
+    def host() -> HostNetlink:
+        hosts.append(HostNetlink())
+        return hosts[-1]
+
+    sockets = NamespaceSockets(refused, host=host)  # type: ignore[arg-type]
     a = tmp_path / "1-aaaaaaaaaa"
     a.touch()
     assert sockets.link_stats(str(a), 3)[12][0] == 5
     assert sockets.fdb_destinations(str(a), 12) is None
     assert sockets.link_stats(str(a), 3)[12][0] == 5
-    assert tries == [str(a)] and host.asked == [3, 3]
+    assert tries == [str(a)] and len(hosts) == 1 and hosts[0].asked == [3, 3]  # one host socket
     assert capsys.readouterr().err.count("overlay_namespace_not_entered") == 1
     sockets.keep([])
     sockets.fdb_destinations(str(a), 12)
     assert tries == [str(a), str(a)]  # forgotten with its namespace: tried again if it is back
+    sockets.close()
+    assert hosts[0].closed

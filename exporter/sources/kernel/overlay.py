@@ -195,6 +195,7 @@ class NamespaceSockets:
         self._open = opener or (lambda path: in_namespace(path, NamespaceSocket))
         self._host = host or OverlayNetlink
         self._sockets: dict[tuple[str, int], NamespaceSocket | None] = {}  # None: refused
+        self._host_socket: OverlayNetlink | None = None
         self._lock = threading.Lock()
 
     def fdb_destinations(self, path: str, ifindex: int) -> set[str] | None:
@@ -211,11 +212,9 @@ class NamespaceSockets:
             sock = self._socket(path)
             if sock is not None:
                 return sock.link_stats(EVERY_IFINDEX)
-        host = self._host()
-        try:
-            return host.counters_by_id(nsid)
-        finally:
-            host.close()
+            if self._host_socket is None:  # one for every namespace not entered, kept
+                self._host_socket = self._host()
+            return self._host_socket.counters_by_id(nsid)
 
     def _socket(self, path: str) -> NamespaceSocket | None:
         key = (path, os.stat(path).st_ino)
@@ -250,6 +249,10 @@ class NamespaceSockets:
 
     def close(self) -> None:
         self.keep(())
+        with self._lock:
+            if self._host_socket is not None:
+                self._host_socket.close()
+                self._host_socket = None
 
 
 _shared: NamespaceSockets | None = None
