@@ -26,29 +26,19 @@ class Reading:
     error: str | None = None
 
 
-class OpenedRates:
-    """Connections opened per second of each series, between two readings at least
-    ``interval`` apart (the first reading has none)."""
+def opened(rows: Rows) -> dict[Key, int]:
+    """Connections opened so far, per series: what opened rates are computed between."""
+    return {key: values[OPENED] for key, values in rows}
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._before: tuple[float, dict[Key, int]] | None = None
-        self._rates: dict[Key, float] = {}
 
-    def update(self, rows: Rows, now: float) -> dict[Key, float]:
-        before = self._before
-        if before is not None and now - before[0] < self.interval:
-            return self._rates
-        opened = {key: values[OPENED] for key, values in rows}
-        if before is not None:
-            seconds = now - before[0]
-            self._rates = {
-                key: (n - before[1][key]) / seconds
-                for key, n in opened.items()
-                if key in before[1] and n >= before[1][key]
-            }
-        self._before = (now, opened)
-        return self._rates
+def opened_rates(before: dict[Key, int], after: dict[Key, int], seconds: float) -> dict[Key, float]:
+    """Connections opened per second of each series present in both readings (a count that went
+    back, its series dropped and made again: no rate)."""
+    return {
+        key: (n - before[key]) / seconds
+        for key, n in after.items()
+        if key in before and n >= before[key]
+    }
 
 
 def section(reading: Reading | None) -> dict[str, Any] | None:

@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from exporter.core import orphan_rules
+from exporter.core.flows import Key
 from exporter.core.model import Address, Counters
 from exporter.views import document as topology_view
 from exporter.views import flows as flows_view
 from exporter.views.document import Options, Rates
+from exporter.views.rates import Readings
 from exporter.views.render import CSP, render, render_main
 from exporter.web.routes import HTML, Request, Response, Route
 
@@ -127,12 +129,12 @@ class TopologyPage:
     ) -> None:
         self.snapshot, self.nat = snapshot, nat
         self.overlay_peers, self.flows = overlay_peers, flows
-        self._opened = flows_view.OpenedRates(MIN_RATE_INTERVAL)
+        self._opened: Readings[dict[Key, int], dict[Key, float]]
+        self._opened = Readings(MIN_RATE_INTERVAL, flows_view.opened_rates, {})
         self.link_stats, self.host_addresses = link_stats, host_addresses
         self.scope, self.grace, self.clock = scope, grace, clock
         self._lock = threading.Lock()
-        self._counters: tuple[float, dict[int, Counters]] | None = None
-        self._rates = Rates()
+        self._veth_rates = Readings(MIN_RATE_INTERVAL, topology_view.rates_between, Rates())
         self._addresses: tuple[float, tuple[Address, ...]] | None = None
         self._drawing_lock = threading.Lock()
         self._drawing: Drawing | None = None
@@ -190,20 +192,15 @@ class TopologyPage:
             return None
 
     def _rates_now(self, snap: Snapshot, now: float) -> Rates:
-        """Rates since the previous read of the counters, read again only after
-        MIN_RATE_INTERVAL."""
+        """Rates of the host veths since the previous read of their counters, read again only
+        after MIN_RATE_INTERVAL (a failed read: the previous rates)."""
         with self._lock:
-            previous = self._counters
-            if previous is not None and now - previous[0] < MIN_RATE_INTERVAL:
-                return self._rates
             try:
-                counters = self.link_stats([v.link.ifindex for v in snap.veths])
+                return self._veth_rates.update(
+                    now, lambda: self.link_stats([v.link.ifindex for v in snap.veths])
+                )
             except OSError:
-                return self._rates
-            if previous is not None:
-                self._rates = topology_view.rates_between(previous[1], counters, now - previous[0])
-            self._counters = (now, counters)
-            return self._rates
+                return self._veth_rates.rates
 
     def _peers(self, overlays: Iterable[Namespace]) -> dict[str, tuple[str, ...]] | None:
         """The remote VTEPs of each overlay's VXLAN device (an overlay gone meanwhile: left out)."""
@@ -228,7 +225,9 @@ class TopologyPage:
         except RuntimeError as exc:  # not followed (yet): the collector says why
             return flows_view.Reading(error=str(exc))
         with self._lock:
-            return flows_view.Reading(rows, self._opened.update(rows, now))
+            return flows_view.Reading(
+                rows, self._opened.update(now, lambda: flows_view.opened(rows))
+            )
 
     def _host_addresses_now(self, now: float) -> tuple[Address, ...]:
         with self._lock:

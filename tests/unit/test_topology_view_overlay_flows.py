@@ -17,8 +17,9 @@ from exporter.core import topology
 from exporter.core.flow_peers import HOST_PEER, Peer
 from exporter.views import flows as flows_view
 from exporter.views.document import Options, document
-from exporter.views.flows import OpenedRates, Reading
+from exporter.views.flows import Reading, opened, opened_rates
 from exporter.views.page import TopologyPage
+from exporter.views.rates import Readings
 from exporter.views.render import render, render_main
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -162,11 +163,17 @@ def test_figures_change_in_place_edges_and_red_ones_change_the_revision():
 
 
 def test_opened_rates_between_readings_a_second_apart():
-    rates, key = OpenedRates(1.0), ROWS[0][0]
-    assert rates.update([(key, [10, 0, 0])], 0.0) == {}
-    assert rates.update([(key, [20, 0, 0])], 0.5) == {}  # too soon: the previous rates
-    assert rates.update([(key, [30, 0, 0])], 2.0) == {key: 10.0}
-    assert rates.update([(key, [30, 0, 0]), (ROWS[1][0], [3, 3, 0])], 4.0) == {key: 0.0}
+    key = ROWS[0][0]
+    rates: Readings[dict, dict] = Readings(1.0, opened_rates, {})
+
+    def update(rows: list, now: float) -> dict:
+        return rates.update(now, lambda: opened(rows))
+
+    assert update([(key, [10, 0, 0])], 0.0) == {}
+    assert update([(key, [20, 0, 0])], 0.5) == {}  # too soon: the previous rates
+    assert update([(key, [30, 0, 0])], 2.0) == {key: 10.0}
+    assert update([(key, [30, 0, 0]), (ROWS[1][0], [3, 3, 0])], 4.0) == {key: 0.0}
+    assert update([(key, [25, 0, 0])], 6.0) == {}  # went back: dropped and made again
 
 
 class Peers:
