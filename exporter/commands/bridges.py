@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exporter.commands.base import SnapshotCommand, owner_fields
-from exporter.commands.overlays import overlays, workloads_by_id
+from exporter.commands.overlays import overlay_endpoints, overlays
 from exporter.core import queries
 
 if TYPE_CHECKING:
@@ -67,18 +67,17 @@ def rows(snap: Snapshot) -> list[dict]:
 def overlay_bridges(snap: Snapshot) -> list[dict]:
     """Each overlay's br0 in its namespace: its ports are the VXLAN device and a veth per local
     endpoint, with the container interface at its other end (/topology.json's endpoints)."""
-    workloads = workloads_by_id(snap)
+    ends = {(e.netns.name, e.veth): e for e in overlay_endpoints(snap)}
     out = []
     for ns, o in overlays(snap):
         bridge = ns.bridge
         if bridge is None:
             continue
-        ends = {e["veth"]: e for e in o["endpoints"]}
         ports = []
         for port in sorted((l for l in ns.links if l.master == bridge.ifindex), key=_name):
-            e = ends.get(port.name) or {}
-            c = workloads.get(e.get("container_id") or "")
-            ports.append(_port(port, c, (e.get("interface") or "") if c else ""))
+            e = ends.get((ns.name, port.name))
+            c = e.container if e else None
+            ports.append(_port(port, c, e.interface if e and c else ""))
         head = _bridge(bridge, o["network"] or "", ports)
         head.update(netns=ns.name, netns_path=ns.path, vni=o["vni"] or "", vxlan=o["vxlan"])
         out.append(head)

@@ -33,12 +33,9 @@ def overlays(snap: Snapshot) -> list[tuple[Namespace, dict[str, Any]]]:
     return [(namespaces[o["namespace"]], o) for o in overlay_view.overlays(snap)]
 
 
-def workloads_by_id(snap: Snapshot) -> dict[str, Workload]:
-    return {v.container.id: v.container for v in snap.containers}
-
-
 def overlay_endpoints(snap: Snapshot) -> list[Endpoint]:
-    workloads = workloads_by_id(snap)
+    """Every overlay's local endpoints, each with its container when it has one."""
+    workloads = {v.container.id: v.container for v in snap.containers}
     return [
         Endpoint(
             ns,
