@@ -55,6 +55,7 @@ def image(docker_client):
         timeout=180,
     )
     tag = f"{unique('dnx-image')}:test"
+    dangling_before = set(dangling_images())
     sh(
         "docker",
         "build",
@@ -68,6 +69,14 @@ def image(docker_client):
     )
     yield tag
     sh("docker", "rmi", "-f", tag, check=False)
+    # The build's first stage is left untagged: remove what this build left, nothing older.
+    left = set(dangling_images()) - dangling_before
+    if left:
+        sh("docker", "rmi", *sorted(left), check=False)
+
+
+def dangling_images() -> list[str]:
+    return sh("docker", "images", "--quiet", "--no-trunc", "--filter", "dangling=true").split()
 
 
 def documented_flags(drop: tuple = (), without: tuple = ()) -> list:
