@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from exporter.commands.base import SnapshotCommand, owner_fields
 from exporter.commands.overlays import overlay_endpoints, overlays
 from exporter.core import queries
+from exporter.core.overlay import sandbox_at
 
 if TYPE_CHECKING:
     from exporter.core.model import Link, Workload
@@ -59,7 +60,8 @@ def rows(snap: Snapshot) -> list[dict]:
         for port in ports_of.get(bridge.ifindex, []):
             v = by_veth.get(port.ifindex)
             c = v.container if v else None
-            ports.append(_port(port, c, v.interface if v and c else ""))
+            sandbox = sandbox_at(snap.sandboxes, port.peer_netnsid) if c is None else None
+            ports.append(_port(port, c, v.interface if v and c else "", sandbox))
         out.append(_bridge(bridge, networks.get(bridge.name, ""), ports))
     return out + overlay_bridges(snap)
 
@@ -77,7 +79,7 @@ def overlay_bridges(snap: Snapshot) -> list[dict]:
         for port in sorted((l for l in ns.links if l.master == bridge.ifindex), key=_name):
             e = ends.get((ns.name, port.name))
             c = e.container if e else None
-            ports.append(_port(port, c, e.interface if e and c else ""))
+            ports.append(_port(port, c, e.interface if e and c else "", e.sandbox if e else None))
         head = _bridge(bridge, o["network"] or "", ports)
         head.update(netns=ns.name, netns_path=ns.path, vni=o["vni"] or "", vxlan=o["vxlan"])
         out.append(head)
@@ -88,13 +90,14 @@ def _name(link: Link) -> str:
     return link.name
 
 
-def _port(port: Link, c: Workload | None, interface: str) -> dict:
+def _port(port: Link, c: Workload | None, interface: str, sandbox: str | None) -> dict:
     return {
         "port": port.name,
         "kind": port.kind,
         "port_state": queries.port_state(port),
         **owner_fields(c),
         "interface": interface,
+        "sandbox": sandbox,  # Swarm's own sandbox at the port's other end, as Docker names it
     }
 
 
@@ -119,5 +122,7 @@ def table_rows(bridges: list[dict]) -> list[dict]:
     for b in bridges:
         head = {k: v for k, v in b.items() if k not in ("ports", "vxlan")}
         for n, port in enumerate(b["ports"] or [{}]):
+            if port.get("sandbox"):  # no container: its name in parentheses
+                port = dict(port, container_name=f"({port['sandbox']})")
             out.append(dict(head if n == 0 else {}, **port))
     return out

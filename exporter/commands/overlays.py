@@ -25,6 +25,7 @@ class Endpoint:
     interface: str
     bridge: str
     network: str
+    sandbox: str | None  # Swarm's own sandbox at its other end, as Docker names it
 
 
 def overlays(snap: Snapshot) -> list[tuple[Namespace, dict[str, Any]]]:
@@ -44,6 +45,7 @@ def overlay_endpoints(snap: Snapshot) -> list[Endpoint]:
             e["interface"] or "",
             o["bridge"] or "",
             o["network"] or "",
+            e["sandbox"],
         )
         for ns, o in overlays(snap)
         for e in o["endpoints"]

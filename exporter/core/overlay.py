@@ -40,7 +40,12 @@ class Namespace:
     network_prefix: str  # the network id's first 10 characters
     network: Network | None  # Docker's network of that id (None: Docker lists none: leaked)
     links: tuple[Link, ...]  # by ifindex
-    sandboxes: int = 0  # endpoints on br0 whose peer is in Swarm's lb_ or ingress sandbox
+    # Endpoints on br0 whose peer is in one of Swarm's own sandboxes: (veth, the sandbox's name).
+    sandbox_ends: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sandboxes(self) -> int:
+        return len(self.sandbox_ends)
 
     @property
     def bridge(self) -> Link | None:
@@ -89,14 +94,34 @@ def network_of(prefix: str, networks: dict[str, Network]) -> Network | None:
     return None
 
 
-def sandbox_nsids(files: dict[str, tuple[int, int | None]], docker_dir: str) -> set[int]:
-    """The ids of Swarm's own sandboxes' namespaces (ingress_sbox, lb_<network>)."""
+def sandbox_names(
+    files: dict[str, tuple[int, int | None]], docker_dir: str, networks: dict[str, Network]
+) -> dict[int, str]:
+    """The ids of Swarm's own sandboxes' namespaces (ingress_sbox, lb_<network>), each with the
+    name `docker network inspect` gives it among the network's containers."""
     docker_dir = docker_dir.rstrip("/") + "/"
-    return {
-        nsid
-        for path, (_inode, nsid) in files.items()
-        if nsid is not None and path.startswith(docker_dir) and is_sandbox(path[len(docker_dir) :])
-    }
+    out = {}
+    for path, (_inode, nsid) in files.items():
+        name = path[len(docker_dir) :] if path.startswith(docker_dir) else ""
+        if nsid is not None and is_sandbox(name):
+            out[nsid] = sandbox_name(name, networks)
+    return out
+
+
+def sandbox_name(file_name: str, networks: dict[str, Network]) -> str:
+    """`ingress-sbox` for the routing mesh's sandbox, `lb-<network>` for a network's load
+    balancer (its file carries the network id's first characters); the file's name when no
+    network of that id is listed."""
+    if file_name == INGRESS_SANDBOX:
+        return "ingress-sbox"
+    m = LB_SANDBOX.fullmatch(file_name)
+    network = next((n for n in networks.values() if m and n.id.startswith(m.group(1))), None)
+    return f"lb-{network.name}" if network else file_name
+
+
+def sandbox_at(sandboxes: dict[int, str], nsid: int | None) -> str | None:
+    """The name of Swarm's own sandbox whose namespace has that id, if it is one."""
+    return None if nsid is None else sandboxes.get(nsid)
 
 
 def is_sandbox(name: str) -> bool:
@@ -108,11 +133,11 @@ def namespaces(
     netns_links: dict[int, dict[int, Link]],
     networks: dict[str, Network],
     docker_dir: str,
+    sandboxes: dict[int, str],
 ) -> tuple[Namespace, ...]:
     """The overlay namespaces among the namespace files whose links the state has read, in file name
-    order."""
+    order; `sandboxes` names Swarm's own sandboxes by namespace id (sandbox_names)."""
     docker_dir = docker_dir.rstrip("/") + "/"
-    sandboxes = sandbox_nsids(files, docker_dir)
     out = []
     for path, (inode, nsid) in sorted(files.items()):
         prefix = namespace_prefix(path[len(docker_dir) :]) if path.startswith(docker_dir) else None
@@ -128,7 +153,11 @@ def namespaces(
                 network_prefix=prefix,
                 network=network_of(prefix, networks),
                 links=tuple(links[i] for i in sorted(links)),
-                sandboxes=sum(1 for l in links.values() if l.peer_netnsid in sandboxes),
+                sandbox_ends=tuple(
+                    (links[i].name, name)
+                    for i in sorted(links)
+                    if (name := sandbox_at(sandboxes, links[i].peer_netnsid))
+                ),
             )
         )
     return tuple(out)

@@ -82,6 +82,7 @@ class Snapshot:
     addresses: dict[int, tuple[Address, ...]] = field(default_factory=dict)  # nsid -> addresses
     suspects: tuple[orphan_rules.Suspect, ...] = ()
     overlays: tuple[overlay.Namespace, ...] = ()  # Docker's overlay namespaces on this node
+    sandboxes: dict[int, str] = field(default_factory=dict)  # nsid -> name of Swarm's own sandbox
     # Host ifindex -> since when (monotonic) the veth has been a suspect.
     suspect_since: dict[int, float] = field(default_factory=dict)
     cache: dict[MemoKey, object] = field(default_factory=dict, compare=False)  # see memo()
@@ -128,8 +129,9 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
     interfaces = [v.interface for v in verdicts.values() if v.interface is not None]
     for nsid, owner in owners_by_nsid.items():
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
+    sandboxes = overlay.sandbox_names(state.netns_files, state.docker_netns_dir, state.networks)
     overlays = overlay.namespaces(
-        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir
+        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir, sandboxes
     )
     interfaces.extend(_overlay_interfaces(overlays, owners_by_nsid, state))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))
@@ -146,6 +148,7 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
         addresses=dict(state.netns_addresses),
         suspects=suspects,
         overlays=overlays,
+        sandboxes=sandboxes,
         suspect_since=orphan_rules.track(suspects, since, now),
         verdicts=verdicts,
         netns_contexts=contexts,

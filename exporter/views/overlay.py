@@ -15,11 +15,12 @@ def overlays(
 ) -> list[dict[str, Any]]:
     """Each overlay namespace on this node: its network, br0, the VXLAN device with its peers (by
     namespace name; None: not read) and the endpoints on br0, each with the container interface
-    at its other end (None for Swarm's own sandboxes)."""
+    at its other end (None for Swarm's own sandboxes, which ``sandbox`` names)."""
     at_veth = {(i.netns, i.veth): i for i in snap.interfaces if i.netns}
     out = []
     for ns in snap.overlays:
         n = ns.network
+        sandboxes = dict(ns.sandbox_ends)
         vxlan = ns.vxlan
         out.append(
             {
@@ -32,7 +33,8 @@ def overlays(
                 "vxlan": {"name": vxlan.name, "mtu": vxlan.mtu} if vxlan else None,
                 "peers": _peers(peers, ns.name) if vxlan else None,
                 "endpoints": [
-                    _endpoint(l.name, at_veth.get((ns.name, l.name))) for l in ns.endpoints
+                    _endpoint(l.name, at_veth.get((ns.name, l.name)), sandboxes.get(l.name))
+                    for l in ns.endpoints
                 ],
             }
         )
@@ -45,12 +47,13 @@ def _peers(peers: Mapping[str, Sequence[str]] | None, namespace: str) -> list[st
     return sorted(peers[namespace])
 
 
-def _endpoint(veth: str, i: Interface | None) -> dict[str, Any]:
+def _endpoint(veth: str, i: Interface | None, sandbox: str | None) -> dict[str, Any]:
     return {
         "veth": veth,
         "container_id": i.container.id if i else None,
         "container_name": i.container.name if i else None,
         "interface": i.interface if i else None,
+        "sandbox": sandbox if i is None else None,
     }
 
 
@@ -68,7 +71,9 @@ def tree_lines(overlays: list[dict[str, Any]]) -> list[list[str]]:
         ends = [
             f"    {e['veth']} -> {e['container_name']} {e['interface']}"
             if e["container_id"]
-            else f"    {e['veth']} -> (Swarm's own sandbox)"
+            else f"    {e['veth']} -> {e['sandbox']} (Swarm's own sandbox)"
+            if e["sandbox"]
+            else f"    {e['veth']} -> (no container)"
             for e in o["endpoints"]
         ]
         out.append([head, *ends])

@@ -72,8 +72,14 @@ def test_veths_shows_the_overlay_eth0_and_its_veth_on_br0_in_the_overlay_namespa
     assert row["netns_path"] == f"{swarm.exec_root}/netns/{netns}"
     assert {r["bridge"] for r in rows if not r["netns"]} == {"docker_gwbridge"}  # its eth1
     # Every veth on br0 is listed, Swarm's lb_ sandbox's too (with no container).
-    listed = {r["veth"] for r in cli_json(swarm, "veths") if r["netns"] == netns}
-    assert listed == {n for n, l in links.items() if kind(l) == "veth" and l.get("master") == "br0"}
+    listed = {r["veth"]: r for r in cli_json(swarm, "veths") if r["netns"] == netns}
+    assert set(listed) == {
+        n for n, l in links.items() if kind(l) == "veth" and l.get("master") == "br0"
+    }
+    # The sandbox named as Docker lists it among the network's containers.
+    assert {r["sandbox"] for r in listed.values() if not r["container_id"]} == {
+        k for k in network["Containers"] if k.startswith("lb-")
+    }
     table = cli(swarm, "veths").splitlines()
     assert table[0].split()[:2] == ["VETH", "NETNS"]
     assert any(

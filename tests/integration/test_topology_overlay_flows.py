@@ -280,8 +280,9 @@ def test_the_overlay_on_the_json_and_the_page_with_its_containers(swarm, node_pa
         assert end.find_element(By.CSS_SELECTOR, ".ifname").text == "eth0"
         assert truth_of["address"] in end.text
     sandboxes = [e for e in o["endpoints"] if e["container_id"] is None]
-    for e in sandboxes:  # Swarm's lb_ sandbox
-        assert "Swarm's own sandbox" in endpoint(browser, e["veth"]).text
+    assert [e["sandbox"] for e in sandboxes] == ["lb-ov"]  # Swarm's lb_ sandbox, Docker's name
+    for e in sandboxes:
+        assert "lb-ov: Swarm's own sandbox" in endpoint(browser, e["veth"]).text
     assert console_errors(browser) == []
 
 

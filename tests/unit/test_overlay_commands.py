@@ -64,6 +64,26 @@ def test_veths_lists_swarms_own_endpoints_on_br0_without_a_container(state, snap
     on_br0 = {l.name for l in links.values() if l.kind == "veth"}
     assert set(rows) == on_br0
     assert rows[lb]["container_id"] == rows[lb]["interface"] == ""
+    # Named as `docker network inspect ov` lists it among the network's containers.
+    assert rows[lb]["sandbox"] == "lb-ov"
+    assert [r["sandbox"] for r in rows.values() if r["container_id"]] == [None] * (len(rows) - 1)
+    line = next(
+        l
+        for l in format_table(veths.COLUMNS, veths.table_rows(list(rows.values()))).splitlines()
+        if l.startswith(lb + " ")
+    )
+    assert "(lb-ov)" in line.split()
+
+
+def test_the_ingress_sandboxs_gateway_veth_is_named_in_the_host_too(snap):
+    host = [r for r in veths.rows(snap) if not r["netns"] and r["bridge"] == "docker_gwbridge"]
+    assert sorted((r["container_name"], r["sandbox"]) for r in host if not r["container_id"]) == [
+        ("", "ingress-sbox")
+    ]
+    gwbridge = next(b for b in bridges.rows(snap) if b["bridge"] == "docker_gwbridge")
+    assert [p["sandbox"] for p in gwbridge["ports"] if p["sandbox"]] == ["ingress-sbox"]
+    rows = bridges.table_rows([gwbridge])
+    assert [r["container_name"] for r in rows if r["sandbox"]] == ["(ingress-sbox)"]
 
 
 def test_the_veths_table_names_the_namespace(state, snap):
@@ -96,6 +116,7 @@ def test_bridges_lists_each_overlay_br0_with_its_vxlan_device_and_endpoints(stat
     c = c1(state)
     mine = [p for p in ports.values() if p["container_id"] == c.id]
     assert [(p["kind"], p["interface"]) for p in mine] == [("veth", "eth0")]
+    assert [p["sandbox"] for p in ports.values() if p["sandbox"]] == ["lb-ov"]
     host = {b["bridge"] for b in bridges.rows(snap) if not b["netns"]}
     assert "br0" not in host and "docker_gwbridge" in host
 

@@ -148,8 +148,24 @@ def test_topology_document_and_tree_draw_the_overlays(snap):
         "container_id": eth0.container.id,
         "container_name": "c1",
         "interface": "eth0",
+        "sandbox": None,
     } in ov["endpoints"]
+    # Swarm's own endpoints, named as `docker network inspect` lists them among the containers.
+    sandboxes = {
+        o["network"]: [(e["veth"], e["sandbox"]) for e in o["endpoints"] if e["sandbox"]]
+        for o in doc["overlays"]
+    }
+    assert {n: [s for _veth, s in ends] for n, ends in sandboxes.items()} == {
+        "ov": ["lb-ov"],
+        "ingress": ["ingress-sbox"],
+    }
     lines = tree(doc).splitlines()
     at = lines.index("overlay networks")
     assert any(l.startswith("  ov (overlay, vni 4097): namespace 1-") for l in lines[at:])
     assert f"    {eth0.veth} -> c1 eth0" in lines
+    assert f"    {sandboxes['ov'][0][0]} -> lb-ov (Swarm's own sandbox)" in lines
+
+
+def test_a_load_balancer_sandbox_of_a_network_no_longer_listed_keeps_its_file_name():
+    assert overlay.sandbox_name("lb_wxp0shoh5", {}) == "lb_wxp0shoh5"
+    assert overlay.sandbox_name("ingress_sbox", {}) == "ingress-sbox"

@@ -68,7 +68,8 @@ def test_each_overlay_is_drawn_with_its_vxlan_device_peers_and_containers(swarm)
     for e in ov["endpoints"]:
         drawn = endpoints[e["veth"]]
         if e["container_name"] is None:
-            assert "Swarm's own sandbox" in drawn
+            assert f'<span class="sandbox">{e["sandbox"]}</span>: Swarm' in drawn
+            assert e["sandbox"] == "lb-ov"
         else:  # the container's namespace, its own interface on the overlay, its name
             assert f'<div class="ns" data-ns="{e["container_id"]}">' in drawn
             assert f'<span class="ifname">{e["interface"]}</span>' in drawn
