@@ -19,6 +19,7 @@ from exporter.core import flows
 
 if TYPE_CHECKING:
     from exporter.core.flows import Flows, Key
+    from exporter.core.topology import Snapshot
     from exporter.metrics.collectors.flows import Follower
 
 COLUMNS = [
@@ -98,23 +99,31 @@ class FlowsCommand(Command):
         )
 
     def report(self, args: argparse.Namespace) -> Report:
-        from exporter.metrics.collectors.flows import SYSCTL_ACCT, Follower, read_int
-        from exporter.sources.kernel.conntrack import RCVBUF_BYTES
+        from exporter.metrics.collectors.flows import SYSCTL_ACCT, read_int
 
-        snap = read_snapshot(args)
-        table = flows.Flows(unanswered_after=args.unanswered_after)
-        follower = Follower(
-            table, lambda: snap, args.procfs, RCVBUF_BYTES, 1.0, workloads_read=lambda _s: True
-        )
-        follower.start()
-        try:
-            _follow(follower, args.watch)
-        finally:
-            follower.stop()
+        table = read_table(read_snapshot(args), args.procfs, args.watch, args.unanswered_after)
         accounting = read_int(Path(args.procfs, SYSCTL_ACCT)) == 1
         found = rows(table, accounting)
         footer = "" if accounting else "bytes: nf_conntrack_acct is off (docs/flows.md)"
         return Report(found, [Table(COLUMNS, found)], footer=footer)
+
+
+def read_table(snap: Snapshot, procfs: str, watch: float, unanswered_after: float) -> Flows:
+    """The conntrack table read once, then followed for `watch` seconds; CommandError when it
+    cannot be read."""
+    from exporter.metrics.collectors.flows import Follower
+    from exporter.sources.kernel.conntrack import RCVBUF_BYTES
+
+    table = flows.Flows(unanswered_after=unanswered_after)
+    follower = Follower(
+        table, lambda: snap, procfs, RCVBUF_BYTES, 1.0, workloads_read=lambda _s: True
+    )
+    follower.start()
+    try:
+        _follow(follower, watch)
+    finally:
+        follower.stop()
+    return table
 
 
 def _follow(follower: Follower, seconds: float) -> None:

@@ -14,9 +14,10 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from exporter.commands.base import Command, Report, read_snapshot, write
+from exporter.commands.base import Command, CommandError, Report, read_snapshot, write
 from exporter.commands.orphans import add_scope_flag
 from exporter.core.names import terminal_text
+from exporter.views import flows as flows_view
 from exporter.views import overlay as overlay_view
 
 if TYPE_CHECKING:
@@ -42,6 +43,12 @@ class TopologyCommand(Command):
             action="store_false",
             help="do not read the firewall (DNAT and MASQUERADE rules show as unknown)",
         )
+        p.add_argument(
+            "--flows",
+            action="store_true",
+            help="read the host's conntrack table once and add the connections between workloads "
+            "open now (as the flows command; needs CAP_NET_ADMIN)",
+        )
 
     def report(self, args: argparse.Namespace) -> Report:
         # here: the daemon's parser builds every command's flags
@@ -54,6 +61,7 @@ class TopologyCommand(Command):
             host_addresses=tuple(read_host_addresses()),
             scope=args.scope,
             grace=0.0,
+            flows=read_flows(snap, args.procfs) if args.flows else None,
         )
         return Report(topology_view.document(snap, time.monotonic(), options), [])
 
@@ -64,6 +72,16 @@ class TopologyCommand(Command):
         else:
             sys.stdout.write(tree(report.data))
         return 0
+
+
+def read_flows(snap: Snapshot, procfs: str) -> flows_view.Reading:
+    """The conntrack table as it is, or why it could not be read."""
+    from exporter.commands.flows import read_table
+
+    try:
+        return flows_view.Reading(tuple(read_table(snap, procfs, 0.0, 3.0).series.items()))
+    except CommandError as exc:
+        return flows_view.Reading(error=str(exc))
 
 
 def read_rules(snap: Snapshot) -> Ruleset | None:
@@ -166,6 +184,7 @@ def tree(doc: dict) -> str:
     lines += _containers("host network", doc["host_network"])
     lines += _containers("no network", doc["no_network"])
     lines += _group("overlay networks", overlay_view.tree_lines(doc.get("overlays", [])))
+    lines += flows_view.tree_lines(doc.get("flows"))
     lines += _group(
         "orphans",
         [[f"  !! {o['veth']} on {o['bridge'] or '-'}: {o['reason']}"] for o in doc["orphans"]],

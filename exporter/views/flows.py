@@ -80,3 +80,27 @@ def revision_part(reading: Reading | None) -> object:
     if reading.error is not None:
         return reading.error
     return sorted((key, values[UNANSWERED] > 0) for key, values in reading.rows)
+
+
+def tree_lines(section: dict[str, Any] | None) -> list[str]:
+    """The `topology` tree's lines of the flows: one per edge, `!!` where connections went
+    unanswered; nothing when they were not asked for."""
+    if section is None:
+        return []
+    if not section["following"]:
+        return [f"flows: not read: {section['error']}"]
+    lines = ["flows (connections in the conntrack table now)"]
+    for e in section["edges"]:
+        line = f"{_peer(e, 'source')} -> {_peer(e, 'destination')} {e['protocol']}/{e['port']}:"
+        line += f" open {e['open']}"
+        if e["unanswered_total"]:
+            line = f"!! {line}, unanswered {e['unanswered_total']}"
+        lines.append("  " + line)
+    if not section["edges"]:
+        lines.append("  none")
+    return lines
+
+
+def _peer(e: dict[str, Any], side: str) -> str:
+    namespace = e[f"{side}_namespace"]
+    return f"{namespace}/{e[side]}" if namespace else e[side]

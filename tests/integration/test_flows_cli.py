@@ -68,3 +68,30 @@ def test_table_output(containers):
         [*EXPORTER, "flows"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines()[0].split()[:4] == ["SOURCE", "SOURCE", "NS", "DESTINATION"]
+
+
+def test_topology_draws_the_connections_in_the_table_when_asked(containers):
+    net = containers.network(unique("dnxflow"))
+    server = containers.run(command="httpd -f -p 80", network=net.name)
+    client = containers.run(network=net.name)
+    assert connect(client, address(server, net), 80, 3) == 3
+    entries = conntrack("-p", "tcp", "-s", address(client, net), "-d", address(server, net))
+
+    def topology(*args: str) -> str:
+        out = subprocess.run(
+            [*EXPORTER, "topology", "--no-nat", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    doc = json.loads(topology("--flows", "-o", "json"))
+    assert doc["flows"]["following"]
+    (edge,) = [
+        e
+        for e in doc["flows"]["edges"]
+        if (e["source"], e["destination"]) == (client.name, server.name)
+    ]
+    assert len(entries) == 3  # what conntrack -L lists of them
+    assert (edge["protocol"], edge["port"], edge["open"]) == ("tcp", "80", 3)
+    assert f"  {client.name} -> {server.name} tcp/80: open 3" in topology("--flows").splitlines()
+    assert json.loads(topology("-o", "json"))["flows"] is None  # not asked: not read

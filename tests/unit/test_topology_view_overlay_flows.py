@@ -220,3 +220,21 @@ def test_page_model_reads_peers_and_flows_and_rates_the_flows(swarm):
 
     page.flows = not_followed
     assert page.document()["flows"]["following"] is False
+
+
+def test_the_tree_lists_the_edges_when_asked_and_says_why_not_read():
+    lines = tree(flows_doc(Reading(ROWS))).splitlines()
+    at = lines.index("flows (connections in the conntrack table now)")
+    assert lines[at + 1 : at + 6] == [
+        f"  {EVIL.namespace}/{EVIL.name} -> shop/db udp/: open 1",
+        "  host -> shop/web tcp/80: open 0",
+        "  shop/web -> shop/db tcp/5432: open 2",
+        "  !! shop/web -> shop/db tcp/81: open 0, unanswered 3",
+        "orphans",
+    ]
+    assert "flows" not in tree(flows_doc(None))
+    failed = tree(flows_doc(Reading(error="cannot read the conntrack table: EPERM")))
+    assert "flows: not read: cannot read the conntrack table: EPERM" in failed.splitlines()
+    quiet = tree(flows_doc(Reading())).splitlines()
+    at = quiet.index("flows (connections in the conntrack table now)")
+    assert quiet[at + 1] == "  none"
