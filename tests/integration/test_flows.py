@@ -19,37 +19,34 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import pytest
+from flow_helpers import (
+    CONNECT,
+    Named,
+    address,
+    connect,
+    conntrack,
+    drop_syns,
+    flow,
+    in_netns,
+    known,
+    netns,
+    settled,
+    start_exporter,
+)
 from test_cri import CRI, pods  # noqa: F401 (a fixture)
 
-from helpers import ExporterProcess, Hand, Metrics, ipv6_network, sh, unique, wait_for
+from helpers import Hand, ipv6_network, sh, unique, wait_for
 
 if TYPE_CHECKING:
-    from docker.models.containers import Container
-    from docker.models.networks import Network
+    pass
 
 ACCT = Path("/proc/sys/net/netfilter/nf_conntrack_acct")
 FLOW = "dockernet_flow_connections_opened_total"
 UNANSWERED = "dockernet_flow_connections_unanswered_total"
 OPEN = "dockernet_flow_connections"
-
-CONNECT = """
-import socket, sys
-host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-ok = 0
-for _ in range(n):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    s.settimeout(timeout)
-    try:
-        s.connect((host, port))
-        ok += 1
-    except OSError:
-        pass
-    s.close()
-print(ok)
-"""
 
 UDP = """
 import socket, sys
@@ -86,34 +83,10 @@ print(got)
 """
 
 
-class Named(NamedTuple):
-    """A peer that is not a container (host, other), as flow() takes one."""
-
-    name: str
-
-
 @pytest.fixture(scope="module", autouse=True)
 def conntrack_tools():
     if shutil.which("conntrack") is None:
         pytest.fail("no `conntrack` (conntrack-tools) for the ground truth: run `make test-env`")
-
-
-def start_exporter(*extra: str) -> ExporterProcess:
-    exporter = ExporterProcess(
-        "--collector.flows",
-        "--collector.flows.unanswered-after=1s",
-        "--collector.flows.counters-interval=1s",
-        *extra,
-    ).wait_ready()
-    wait_for(
-        lambda: (
-            exporter.metrics().get_value("dockernet_scrape_collector_success", collector="flows")
-            == 1
-        ),
-        30,
-        what="the flows collector following the conntrack table",
-    )
-    return exporter
 
 
 @pytest.fixture(scope="module")
@@ -126,85 +99,6 @@ def flow_exporter(docker_client):
 @pytest.fixture
 def net(containers):
     return containers.network(unique("dnxflow"))
-
-
-def address(container: Container, network: Network) -> str:
-    container.reload()
-    return container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-
-
-def netns(container: Container) -> str:
-    return f"--net=/proc/{container.attrs['State']['Pid']}/ns/net"
-
-
-def in_netns(container: Container, code: str, *args: object) -> str:
-    return sh("nsenter", netns(container), sys.executable, "-c", code, *map(str, args))
-
-
-def connect(client: Container, host: str, port: int, n: int, timeout: float = 2.0) -> int:
-    """n connections from the client's namespace; how many were accepted."""
-    return int(in_netns(client, CONNECT, host, port, n, timeout))
-
-
-def conntrack(*args: str) -> list[str]:
-    """`conntrack -L` lines for a filter (the table as conntrack-tools sees it)."""
-    out = subprocess.run(["conntrack", "-L", *args], capture_output=True, text=True, check=False)
-    return [l for l in out.stdout.splitlines() if l.strip()]
-
-
-def flow(
-    metrics: Metrics,
-    name: str,
-    source: Container | Named,
-    destination: Container | Named,
-    port: object,
-    proto: str = "tcp",
-) -> float | None:
-    return metrics.get_value(
-        name, source=source.name, destination=destination.name, protocol=proto, port=port
-    )
-
-
-def settled(
-    exporter: ExporterProcess,
-    name: str,
-    source: Container | Named,
-    destination: Container | Named,
-    port: object,
-    want: float | None,
-    proto: str = "tcp",
-) -> Metrics:
-    """Wait until the flow's value is `want`; return the metrics then."""
-    found: dict = {}
-
-    def check():
-        found["m"] = exporter.metrics()
-        found["v"] = flow(found["m"], name, source, destination, port, proto)
-        return found["v"] == want
-
-    what = f"{name} {source.name}->{destination.name}:{port}"
-    try:
-        wait_for(check, 15, what=f"{what} == {want}")
-    except pytest.fail.Exception:
-        lost = found["m"].get_value("dockernet_flow_events_lost_total") if "m" in found else None
-        pytest.fail(f"{what} is {found.get('v')} after 15s, not {want} (events lost: {lost})")
-    return found["m"]
-
-
-def known(exporter: ExporterProcess, *workloads: Container) -> None:
-    """Wait until the exporter's snapshot has the containers."""
-    names = {c.name for c in workloads}
-    wait_for(
-        lambda: (
-            names
-            <= {
-                l.get("container_name")
-                for l, _v in exporter.metrics().get("dockernet_container_info", [])
-            }
-        ),
-        15,
-        what=f"the exporter knowing {names}",
-    )
 
 
 def test_tcp_between_two_containers_on_one_bridge(flow_exporter, containers, net):
@@ -233,23 +127,6 @@ def test_connections_of_containers_just_started_on_a_network_just_made(flow_expo
     client = containers.run(network=net.name)
     assert connect(client, address(server, net), 80, 2) == 2
     settled(flow_exporter, FLOW, client, server, 80, 2)
-
-
-def drop_syns(server: Container, port: int) -> None:
-    """A rule in the server's own namespace that drops what comes to that TCP port."""
-    sh(
-        "nsenter",
-        netns(server),
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        str(port),
-        "-j",
-        "DROP",
-    )
 
 
 def test_syns_dropped_by_the_server_are_unanswered(flow_exporter, containers, net):

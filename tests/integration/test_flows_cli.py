@@ -6,7 +6,7 @@ import json
 import subprocess
 from typing import TYPE_CHECKING
 
-from test_flows import address, connect, conntrack
+from flow_helpers import address, connect, conntrack
 
 from helpers import EXPORTER, ROOT, unique
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+from flow_helpers import address, connect, conntrack, drop_syns, known, start_exporter
 from swarm_helpers import Cluster, Node, NodeExporter
-from test_flows import address, connect, conntrack, drop_syns, known, start_exporter
 from test_overlay_swarm import fdb_destinations, nodes  # noqa: F401 (nodes: a fixture)
 from test_topology import browser, console_errors  # noqa: F401 (browser: a fixture)
 
