@@ -6,7 +6,7 @@ for every scrape until the topology changes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -64,6 +64,21 @@ class LabelCache(Generic[K, O, R]):
         return out
 
 
+def sample_head(name: str, label_set: str) -> str:
+    """A sample line's text up to its value: kept while the label set stays (sample_lines)."""
+    return f"{name}{label_set} "
+
+
+def sample_lines(heads: Sequence[str], values: Iterable[int]) -> str:
+    """The sample lines of a family whose label sets stay while its values change (counters):
+    each line's head (sample_head), rendered once, joined with this scrape's value in one pass,
+    with no Python operation per sample. One value per head, in the same order."""
+    parts = ["\n"] * (3 * len(heads))
+    parts[::3] = heads
+    parts[1::3] = map(str, values)
+    return "".join(parts)
+
+
 @dataclass
 class Family:
     name: str
@@ -72,6 +87,8 @@ class Family:
     samples: list[tuple[str, Number]] = field(default_factory=list)
     # Set on a family kept in snapshot.cache: its text is rendered once and reused by every scrape.
     static: bool = False
+    # Sample lines rendered already (sample_lines), after those of `samples`.
+    lines: str = ""
     _text: str = field(default="", init=False, repr=False, compare=False)
 
     def add(self, label_set: str, v: Number) -> Family:
@@ -96,6 +113,8 @@ def _text(f: Family) -> str:
     help_text = f.help.replace("\\", "\\\\").replace("\n", "\\n")
     name = f.name
     # Most samples are ints (counters, info): format them without a call per sample.
-    return f"# HELP {name} {help_text}\n# TYPE {name} {f.type}\n" + "".join(
-        [f"{name}{ls} {v if type(v) is int else value(v)}\n" for ls, v in f.samples]
+    return (
+        f"# HELP {name} {help_text}\n# TYPE {name} {f.type}\n"
+        + "".join([f"{name}{ls} {v if type(v) is int else value(v)}\n" for ls, v in f.samples])
+        + f.lines
     )
