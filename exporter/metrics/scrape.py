@@ -62,7 +62,7 @@ class Scraper:
                 success.add(labels(collector=collector.name), 0 if found is None else 1)
                 duration.add(labels(collector=collector.name), round(seconds, 6))
         families += [success, duration] + self._own_metrics(snap)
-        return render(families) + prometheus_client.generate_latest().decode()
+        return render(families, prometheus_client.generate_latest().decode())
 
     def _run(self, collector: Collector, snap: Snapshot) -> tuple[list[Family] | None, float]:
         """The collector's families (None when it failed) and how long it took."""

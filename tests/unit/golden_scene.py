@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from recorded import recorded_state
@@ -135,7 +135,7 @@ class OverlayKernel:
         self.fdb = {int(i): set(peers) for i, peers in scene["fdb"].items()}
         self.routes = scene["routes"]
 
-    def link_stats(self, _path: str, nsid: int) -> dict[int, Counters]:
+    def link_stats(self, _path: str, nsid: int, _inode: int | None = None) -> dict[int, Counters]:
         return {i: row for (n, i), row in self.stats.items() if n == nsid}
 
     def route_oif(self, address: str) -> int | None:
@@ -143,6 +143,9 @@ class OverlayKernel:
 
     def fdb_destinations(self, _path: str, ifindex: int) -> set[str]:
         return self.fdb.get(ifindex, set())
+
+    def fdb_destinations_of(self, devices: Sequence[tuple[str, int, int]]) -> list[set[str]]:
+        return [self.fdb_destinations(path, ifindex) for path, _inode, ifindex in devices]
 
     def keep(self, _paths: Iterable[str]) -> None:
         pass

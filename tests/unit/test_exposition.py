@@ -6,7 +6,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.metrics.exposition import Family, labels, render
+from exporter.metrics.exposition import Family, labels, render, sample_head, sample_lines
 
 
 def test_exposition_escapes_label_values_and_help():
@@ -44,3 +44,14 @@ def test_values_of_every_type_render_as_prometheus_reads_them():
     assert parsed[:6] == [7, 2**70, 2.5, 1e-06, math.inf, -math.inf] and math.isnan(parsed[6])
     assert parsed[7] == 0
     assert 'y{i="0"} 7\n' in render([fam])
+
+
+def test_sample_lines_render_as_the_samples_do_and_texts_after_follow():
+    label_sets = [labels(veth="veth0"), labels(veth='we"ird')]
+    by_samples = Family("x_total", "counter", "h")
+    for ls, v in zip(label_sets, (7, 2**70), strict=True):
+        by_samples.add(ls, v)
+    heads = [sample_head("x_total", ls) for ls in label_sets]
+    by_lines = Family("x_total", "counter", "h", lines=sample_lines(heads, (7, 2**70)))
+    assert render([by_lines]) == render([by_samples])
+    assert render([by_lines], "# EOF\n") == render([by_samples]) + "# EOF\n"

@@ -55,11 +55,11 @@ class FakeSockets:
             path: nsid for path, (_inode, nsid) in (state.netns_files if state else {}).items()
         }
 
-    def fdb_destinations(self, path, ifindex):
-        self.asked.append(path)
-        return {PEER, "0.0.0.0"} - {"0.0.0.0"}
+    def fdb_destinations_of(self, devices):
+        self.asked.extend(path for path, _inode, _ifindex in devices)
+        return [{PEER, "0.0.0.0"} - {"0.0.0.0"} for _device in devices]
 
-    def link_stats(self, path, _nsid):
+    def link_stats(self, path, _nsid, _inode=None):
         self.counted.append(path)
         return dict.fromkeys(self.state.netns_links[self.paths[path]], (10, 1, 0, 0, 20, 2, 0, 3))
 
@@ -166,7 +166,7 @@ def test_overlay_interfaces_count_from_their_veth_on_br0_mirrored():
     snap = topology.build(state)
 
     class Sockets(FakeSockets):
-        def link_stats(self, path, _nsid):
+        def link_stats(self, path, _nsid, _inode=None):
             self.counted.append(path)
             links = self.state.netns_links[self.paths[path]]
             return {i: (100 + i, 1, 0, 0, 200 + i, 2, 0, 0) for i in links}
@@ -233,7 +233,7 @@ def test_a_namespace_gone_since_the_snapshot_has_no_fresh_figures():
     snap = topology.build(state)
 
     class Gone(FakeSockets):
-        def link_stats(self, path, _nsid):
+        def link_stats(self, path, _nsid, _inode=None):
             raise FileNotFoundError(path)
 
     collector = OverlayCollector(
@@ -254,7 +254,7 @@ def test_endpoints_count_what_the_scrapes_dump_lists():
     gone = ov.endpoints[0].ifindex
 
     class Changed(FakeSockets):
-        def link_stats(self, path, _nsid):
+        def link_stats(self, path, _nsid, _inode=None):
             rows = super().link_stats(path, _nsid)
             if path == ov.path:
                 del rows[gone]

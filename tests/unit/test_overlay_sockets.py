@@ -4,9 +4,15 @@ opened at first use, replaced when another namespace is bound there, closed when
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from exporter import logs
 from exporter.sources.kernel.overlay import NamespaceSockets
+
+S = TypeVar("S", bound="FakeSocket")
 
 
 class FakeSocket:
@@ -26,17 +32,23 @@ class FakeSocket:
         self.closed = True
 
 
-def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
-    opened: list[FakeSocket] = []
+def two_namespaces(tmp_path: Path, make: Callable[[str], S]) -> tuple[NamespaceSockets, list[S]]:
+    """Sockets opened by `make` (the list of those opened, in order) and two namespace files, a and
+    b, in tmp_path."""
+    opened: list[S] = []
 
-    def opener(path: str) -> FakeSocket:
-        opened.append(FakeSocket(path))
+    def opener(path: str) -> S:
+        opened.append(make(path))
         return opened[-1]
 
-    sockets = NamespaceSockets(opener)  # type: ignore[arg-type]
+    for name in ("1-aaaaaaaaaa", "1-bbbbbbbbbb"):
+        (tmp_path / name).touch()
+    return NamespaceSockets(opener), opened  # type: ignore[arg-type]
+
+
+def test_one_socket_per_namespace_replaced_and_closed(tmp_path):
+    sockets, opened = two_namespaces(tmp_path, FakeSocket)
     a, b = tmp_path / "1-aaaaaaaaaa", tmp_path / "1-bbbbbbbbbb"
-    a.touch()
-    b.touch()
     assert sockets.fdb_destinations(str(a), 12) == {"198.18.250.2"}
     sockets.fdb_destinations(str(a), 12)
     sockets.fdb_destinations(str(b), 7)
@@ -98,3 +110,37 @@ def test_a_namespace_that_cannot_be_entered_is_read_by_its_id_and_its_peers_are_
     assert tries == [str(a), str(a)]  # forgotten with its namespace: tried again if it is back
     sockets.close()
     assert hosts[0].closed
+
+
+class TellingSocket(FakeSocket):
+    """A namespace's socket whose change socket is one end of a pair: the test tells a change by
+    writing to the other end."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.changes, self.teller = socket.socketpair()
+        self.told: list[bool | None] = []
+
+    def fdb_destinations(self, ifindex: int, told: bool | None = None) -> set[str]:
+        self.told.append(told)
+        return super().fdb_destinations(ifindex)
+
+    def close(self) -> None:
+        super().close()
+        self.changes.close()
+        self.teller.close()
+
+
+def test_the_forwarding_databases_of_many_namespaces_in_one_poll_for_their_changes(tmp_path):
+    """Each namespace's socket learns from one poll of them all whether a change was told there,
+    and none is opened again for the inode the caller gives."""
+    sockets, opened = two_namespaces(tmp_path, TellingSocket)
+    a, b = tmp_path / "1-aaaaaaaaaa", tmp_path / "1-bbbbbbbbbb"
+    devices = [(str(a), os.stat(a).st_ino, 12), (str(b), os.stat(b).st_ino, 7)]
+    assert sockets.fdb_destinations_of(devices) == [{"198.18.250.2"}] * 2
+    opened[1].teller.send(b"neighbour")
+    sockets.fdb_destinations_of(devices)
+    assert [s.told for s in opened] == [[False, False], [False, True]]
+    assert [s.asked for s in opened] == [[12, 12], [7, 7]]
+    sockets.close()
+    assert all(s.closed for s in opened)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, KeysView
+from typing import TYPE_CHECKING, NamedTuple
 
 from exporter.app.flags import duration
 from exporter.core import model, overlay
@@ -31,14 +31,28 @@ if TYPE_CHECKING:
     from exporter.core.topology import Snapshot
     from exporter.sources.kernel.overlay import NamespaceSockets, OverlayNetlink
 
-# (overlay namespace id, ifindex there) -> counter row.
-OverlayCounters = dict[tuple[int, int], model.Counters]
+# overlay namespace id -> ifindex there -> counter row.
+OverlayCounters = dict[int, dict[int, model.Counters]]
 
 NETWORK_ADDRESSES: MemoKey[tuple[Family, Family]] = MemoKey("network addresses")
 VXLAN_LINKS: MemoKey[list[model.Link]] = MemoKey("vxlan links")
 OVERLAY_COUNTERS: MemoKey[tuple[list[overlay.Namespace], OverlayCounters]] = MemoKey(
     "overlay counters"
 )
+
+
+class Parts(NamedTuple):
+    """What one overlay namespace's series need that changes with the snapshot only."""
+
+    network: str  # the network's name (the namespace's file name when Docker lists none)
+    label_set: str  # {network="..."}
+    vxlan: model.Link | None
+    endpoints: frozenset[int]  # the ifindexes of the veths on br0, as the state read them
+    known: frozenset[int]  # the ifindexes of every link the state read
+    info: tuple[str, ...]  # its dockernet_overlay_network_info label sets
+
+
+OVERLAY_PARTS: MemoKey[dict[int, Parts]] = MemoKey("overlay parts")  # by namespace id
 
 VXLAN_COUNTERS = (
     (
@@ -100,7 +114,8 @@ class OverlayCollector(Collector):
 
     def collect(self, snap: Snapshot) -> list[Family]:
         live, counters = overlay_counters(snap, self.sockets)
-        families = [_info(live), *self._fresh(live, counters, snap.links)]
+        parts = snap.memo(OVERLAY_PARTS, _parts)
+        families = [_info(live, parts), *self._fresh(live, counters, parts, snap.links)]
         addresses = snap.memo(NETWORK_ADDRESSES, _addresses)
         return families + list(addresses) + self._leaks(snap, live)
 
@@ -108,6 +123,7 @@ class OverlayCollector(Collector):
         self,
         live: list[overlay.Namespace],
         counters: OverlayCounters,
+        parts: dict[int, Parts],
         host_links: dict[int, model.Link],
     ) -> list[Family]:
         fams = {
@@ -121,36 +137,27 @@ class OverlayCollector(Collector):
             "lb_ and ingress sandboxes).",
         )
         mtu = Family("dockernet_overlay_mtu_bytes", "gauge", "MTU of the overlay's VXLAN device.")
-        present: dict[int, set[int]] = {}  # namespace id -> the ifindexes its dump listed
-        for nsid, ifindex in counters:
-            present.setdefault(nsid, set()).add(ifindex)
-        peers: dict[str, list[str]] = {}  # network -> its peers
+        read = []  # (namespace, its parts, its VXLAN device) of those not gone since the snapshot
         for ns in live:
-            if ns.nsid in present:  # not gone since the snapshot
-                endpoints.add(labels(network=ns.network_name or ns.name), _endpoints(ns, present))
-                peers.update(self._read(ns, counters, mtu, fams))
-        return [mtu, endpoints, *fams.values(), *self._peers(peers, host_links)]
+            rows = counters.get(ns.nsid)
+            if rows is not None:
+                these = parts[ns.nsid]
+                endpoints.add(these.label_set, _endpoints(these, rows.keys()))
+                if these.vxlan is not None:
+                    _vxlan(these.label_set, these.vxlan, rows, mtu, fams)
+                    read.append((ns, these, these.vxlan))
+        return [mtu, endpoints, *fams.values(), *self._peers(self._fdb(read), host_links)]
 
-    def _read(
-        self,
-        ns: overlay.Namespace,
-        counters: OverlayCounters,
-        mtu: Family,
-        fams: dict[str, Family],
-    ) -> dict[str, list[str]]:
-        """One overlay's VXLAN figures, and its peers (network -> addresses)."""
-        network = ns.network_name or ns.name
-        net = labels(network=network)
-        vxlan = ns.vxlan
-        if vxlan is None:
-            return {}
-        mtu.add(net, vxlan.mtu)
-        row = counters.get((ns.nsid, vxlan.ifindex))
-        if row is not None:
-            for suffix, column, _text in VXLAN_COUNTERS:
-                fams[suffix].add(net, row[column])
-        found = self.sockets.fdb_destinations(ns.path, vxlan.ifindex)
-        return {} if found is None else {network: sorted(found)}  # None: not read here
+    def _fdb(self, read: list[tuple[overlay.Namespace, Parts, model.Link]]) -> dict[str, list[str]]:
+        """The peers of each overlay (network -> addresses) whose namespace was entered."""
+        found = self.sockets.fdb_destinations_of(
+            [(ns.path, ns.inode, vxlan.ifindex) for ns, _parts, vxlan in read]
+        )
+        return {
+            these.network: sorted(peers)
+            for (_ns, these, _vxlan), peers in zip(read, found, strict=True)
+            if peers is not None
+        }
 
     def _peers(self, found: dict[str, list[str]], host_links: dict[int, model.Link]) -> list:
         """The peers of each overlay, and the underlay's MTU towards each: one route lookup per
@@ -218,13 +225,41 @@ class OverlayCollector(Collector):
         return [each, count]
 
 
-def _endpoints(ns: overlay.Namespace, present: dict[int, set[int]]) -> int:
+def _vxlan(
+    label_set: str,
+    vxlan: model.Link,
+    rows: dict[int, model.Counters],
+    mtu: Family,
+    fams: dict[str, Family],
+) -> None:
+    """One overlay's VXLAN device: its MTU and counters."""
+    mtu.add(label_set, vxlan.mtu)
+    row = rows.get(vxlan.ifindex)
+    if row is not None:
+        for suffix, column, _text in VXLAN_COUNTERS:
+            fams[suffix].add(label_set, row[column])
+
+
+def _parts(snap: Snapshot) -> dict[int, Parts]:
+    out = {}
+    for ns in snap.overlays:
+        network = ns.network_name or ns.name
+        out[ns.nsid] = Parts(
+            network,
+            labels(network=network),
+            ns.vxlan,
+            frozenset(l.ifindex for l in ns.endpoints),
+            frozenset(l.ifindex for l in ns.links),
+            _info_labels(ns),
+        )
+    return out
+
+
+def _endpoints(these: Parts, listed: KeysView[int]) -> int:
     """The veths on br0 that the scrape's dump still lists, and the links it lists that the state
     has not read yet: after its namespace is made, libnetwork adds nothing but endpoints to an
     overlay (a Swarm sandbox's may come with no event the state follows)."""
-    listed = present[ns.nsid]
-    known = {l.ifindex for l in ns.links}
-    return sum(1 for l in ns.endpoints if l.ifindex in listed) + len(listed - known)
+    return len(these.endpoints & listed) + len(listed - these.known)
 
 
 def is_bound(ns: overlay.Namespace) -> bool:
@@ -236,27 +271,31 @@ def is_bound(ns: overlay.Namespace) -> bool:
         return False
 
 
-def _info(live: list[overlay.Namespace]) -> Family:
+def _info(live: list[overlay.Namespace], parts: dict[int, Parts]) -> Family:
     info = Family(
         "dockernet_overlay_network_info",
         "gauge",
         "Each overlay network with a namespace on this node, one per subnet; value is always 1.",
     )
     for ns in live:
-        n = ns.network
-        for subnet, gateway in (n.subnets if n else ()) or (("", ""),):
-            info.add(
-                labels(
-                    network=ns.network_name or ns.name,
-                    network_id=n.id if n else ns.network_prefix,
-                    vni=n.vni if n else "",
-                    subnet=subnet,
-                    gateway=gateway,
-                    encrypted=str(bool(n and n.encrypted)).lower(),
-                ),
-                1,
-            )
+        info.samples.extend((ls, 1) for ls in parts[ns.nsid].info)
     return info
+
+
+def _info_labels(ns: overlay.Namespace) -> tuple[str, ...]:
+    """The namespace's dockernet_overlay_network_info label sets, one per subnet."""
+    n = ns.network
+    return tuple(
+        labels(
+            network=ns.network_name or ns.name,
+            network_id=n.id if n else ns.network_prefix,
+            vni=n.vni if n else "",
+            subnet=subnet,
+            gateway=gateway,
+            encrypted=str(bool(n and n.encrypted)).lower(),
+        )
+        for subnet, gateway in (n.subnets if n else ()) or (("", ""),)
+    )
 
 
 def _addresses(snap: Snapshot) -> tuple[Family, Family]:
@@ -310,8 +349,7 @@ def _read_counters(
     out: OverlayCounters = {}
     for ns in live:
         try:
-            rows = sockets.link_stats(ns.path, ns.nsid)
+            out[ns.nsid] = sockets.link_stats(ns.path, ns.nsid, ns.inode)  # bound, as just seen
         except OSError:  # gone since the snapshot
             continue
-        out.update(((ns.nsid, ifindex), row) for ifindex, row in rows.items())
     return live, out

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 from exporter import logs
@@ -151,8 +152,10 @@ class NamespaceSocket:
         self.changes.bind((0, RTMGRP_NEIGH))
         self._fdb: dict[int, set[str]] = {}  # VXLAN device -> its remote VTEPs, until a change
 
-    def fdb_destinations(self, ifindex: int) -> set[str]:
-        if self._changed():
+    def fdb_destinations(self, ifindex: int, told: bool | None = None) -> set[str]:
+        """The VXLAN device's remote VTEPs; `told`: whether a poll found changes told (None: look
+        now)."""
+        if (told is None or told) and self._changed():
             self._fdb.clear()
         if ifindex not in self._fdb:
             self._fdb[ifindex] = self.requests.fdb_destinations(ifindex)
@@ -205,19 +208,36 @@ class NamespaceSockets:
             sock = self._socket(path)
             return None if sock is None else sock.fdb_destinations(ifindex)
 
-    def link_stats(self, path: str, nsid: int) -> dict[int, Counters]:
-        """The counter rows of every link of the namespace (bound at `path`, `nsid` from here), by
-        ifindex there."""
+    def fdb_destinations_of(self, devices: Sequence[tuple[str, int, int]]) -> list[set[str] | None]:
+        """fdb_destinations of each (path, inode of the namespace bound there, VXLAN ifindex), in
+        one poll for the changes told in all of those namespaces, not a look per namespace."""
         with self._lock:
-            sock = self._socket(path)
+            socks = [self._socket(path, inode) for path, inode, _ifindex in devices]
+            changes = select.poll()
+            for sock in socks:
+                if sock is not None:
+                    changes.register(sock.changes, select.POLLIN)
+            told = {fd for fd, _events in changes.poll(0)}
+            return [
+                None
+                if sock is None
+                else sock.fdb_destinations(ifindex, sock.changes.fileno() in told)
+                for sock, (_path, _inode, ifindex) in zip(socks, devices, strict=True)
+            ]
+
+    def link_stats(self, path: str, nsid: int, inode: int | None = None) -> dict[int, Counters]:
+        """The counter rows of every link of the namespace (bound at `path`, `nsid` from here), by
+        ifindex there; `inode`: of the namespace the caller found bound there (None: look)."""
+        with self._lock:
+            sock = self._socket(path, inode)
             if sock is not None:
                 return sock.link_stats(EVERY_IFINDEX)
             if self._host_socket is None:  # one for every namespace not entered, kept
                 self._host_socket = self._host()
             return self._host_socket.counters_by_id(nsid)
 
-    def _socket(self, path: str) -> NamespaceSocket | None:
-        key = (path, os.stat(path).st_ino)
+    def _socket(self, path: str, inode: int | None = None) -> NamespaceSocket | None:
+        key = (path, os.stat(path).st_ino if inode is None else inode)
         if key in self._sockets:
             return self._sockets[key]
         for old in [k for k in self._sockets if k[0] == path]:  # another namespace there now
