@@ -8,7 +8,7 @@ never pays for it (a third of a short command's run time).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 LEVELS = ("debug", "info", "warn", "error")
 FORMATS = ("logfmt", "json")
@@ -45,11 +45,22 @@ def _structlog() -> Any:
                 renderer,
             ],
             wrapper_class=structlog.make_filtering_bound_logger(_level),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),
             cache_logger_on_first_use=False,
         )
         _logger = structlog.get_logger()
     return _logger
+
+
+class _Stderr:
+    """Whatever sys.stderr is when a line is written, not the stream it was at the first line: a
+    stream replaced since (closed, redirected) takes no line with it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class Logger:
