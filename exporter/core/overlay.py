@@ -40,12 +40,6 @@ class Namespace:
     network_prefix: str  # the network id's first 10 characters
     network: Network | None  # Docker's network of that id (None: Docker lists none: leaked)
     links: tuple[Link, ...]  # by ifindex
-    # Endpoints on br0 whose peer is in one of Swarm's own sandboxes: (veth, the sandbox's name).
-    sandbox_ends: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def sandboxes(self) -> int:
-        return len(self.sandbox_ends)
 
     @property
     def bridge(self) -> Link | None:
@@ -133,10 +127,9 @@ def namespaces(
     netns_links: dict[int, dict[int, Link]],
     networks: dict[str, Network],
     docker_dir: str,
-    sandboxes: dict[int, str],
 ) -> tuple[Namespace, ...]:
     """The overlay namespaces among the namespace files whose links the state has read, in file name
-    order; `sandboxes` names Swarm's own sandboxes by namespace id (sandbox_names)."""
+    order."""
     docker_dir = docker_dir.rstrip("/") + "/"
     out = []
     for path, (inode, nsid) in sorted(files.items()):
@@ -153,11 +146,6 @@ def namespaces(
                 network_prefix=prefix,
                 network=network_of(prefix, networks),
                 links=tuple(links[i] for i in sorted(links)),
-                sandbox_ends=tuple(
-                    (links[i].name, name)
-                    for i in sorted(links)
-                    if (name := sandbox_at(sandboxes, links[i].peer_netnsid))
-                ),
             )
         )
     return tuple(out)

@@ -131,7 +131,7 @@ def build(state: HostState, previous: Snapshot | None = None, now: float = 0.0) 
         interfaces.extend(_container_side_interfaces(owner, state.netns_links.get(nsid, {})))
     sandboxes = overlay.sandbox_names(state.netns_files, state.docker_netns_dir, state.networks)
     overlays = overlay.namespaces(
-        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir, sandboxes
+        state.netns_files, state.netns_links, state.networks, state.docker_netns_dir
     )
     interfaces.extend(_overlay_interfaces(overlays, owners_by_nsid, state))
     interfaces.sort(key=lambda i: (i.container.name, i.container.id, i.interface))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from exporter.core.overlay import sandbox_at
+
 if TYPE_CHECKING:
     from exporter.core.topology import Interface, Snapshot
 
@@ -20,7 +22,6 @@ def overlays(
     out = []
     for ns in snap.overlays:
         n = ns.network
-        sandboxes = dict(ns.sandbox_ends)
         vxlan = ns.vxlan
         out.append(
             {
@@ -33,7 +34,11 @@ def overlays(
                 "vxlan": {"name": vxlan.name, "mtu": vxlan.mtu} if vxlan else None,
                 "peers": _peers(peers, ns.name) if vxlan else None,
                 "endpoints": [
-                    _endpoint(l.name, at_veth.get((ns.name, l.name)), sandboxes.get(l.name))
+                    _endpoint(
+                        l.name,
+                        at_veth.get((ns.name, l.name)),
+                        sandbox_at(snap.sandboxes, l.peer_netnsid),
+                    )
                     for l in ns.endpoints
                 ],
             }

@@ -325,7 +325,13 @@ def _not_containers(snap: Snapshot, networks: list) -> dict[str, int]:
     """Network id -> its endpoints here that are no container's: on an overlay, Swarm's sandboxes on
     br0; on a bridge, its ports that map to no container (Swarm's ingress sandbox on
     docker_gwbridge)."""
-    out = {ns.network.id: ns.sandboxes for ns in snap.overlays if ns.network}
+    out = {
+        ns.network.id: sum(
+            1 for l in ns.links if overlay.sandbox_at(snap.sandboxes, l.peer_netnsid)
+        )
+        for ns in snap.overlays
+        if ns.network
+    }
     for n in networks:
         if n.bridge:
             out[n.id] = sum(1 for v in snap.veths if v.bridge == n.bridge and v.container is None)
